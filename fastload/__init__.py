@@ -1,0 +1,42 @@
+"""fastload: fast image data loading for PyTorch training.
+
+Pack a folder of images into one LMDB or HDF5 store, then read it with DALI (GPU or CPU) or a
+pure-PyTorch backend through a drop-in replacement for ``torch.utils.data.DataLoader``.
+"""
+
+from ._version import __version__
+from .errors import (
+    BadInputError,
+    CorruptRecordError,
+    FastloadError,
+    MissingExtraError,
+    PackError,
+    StoreExistsError,
+    StoreFormatError,
+    WorkerDiedError,
+)
+from .pack import PackOptions, PackSummary, pack
+from .sample import SampleSpec, make_sample_folder
+from .sources import CsvColumns
+from .stores import ShardedStore, StoreReader, open_store
+
+__all__ = [
+    "BadInputError",
+    "CorruptRecordError",
+    "CsvColumns",
+    "FastloadError",
+    "MissingExtraError",
+    "PackError",
+    "PackOptions",
+    "PackSummary",
+    "SampleSpec",
+    "ShardedStore",
+    "StoreExistsError",
+    "StoreFormatError",
+    "StoreReader",
+    "WorkerDiedError",
+    "__version__",
+    "make_sample_folder",
+    "open_store",
+    "pack",
+]

@@ -1,0 +1,154 @@
+"""The ``fastload`` command: a thin layer that parses, calls the library, and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import FastloadError
+from .images import DEFAULT_MAX_PIXELS
+from .inspect import inspect_path, verify_store
+from .pack import PackOptions, pack
+from .sample import SampleSpec, make_sample_folder
+from .sources import CsvColumns
+from .stores import FORMATS, open_store
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pack", help="pack an image folder (or CSV manifest) into one LMDB/HDF5 store")
+    p.add_argument("source", help="image folder: class sub-folders, or any folder with --labels")
+    p.add_argument("--format", choices=sorted(FORMATS), default="lmdb")
+    p.add_argument("-o", "--output", help="store path (default: SOURCE + .lmdb/.h5 beside it)")
+    p.add_argument("--labels", help="CSV with a path column and a label column (Kaggle style)")
+    p.add_argument("--path-column", help="CSV column holding file names (default: detected)")
+    p.add_argument("--label-column", help="CSV column holding labels (default: detected)")
+    p.add_argument("--store", dest="payload", choices=["encoded", "raw"], default="encoded",
+                   help="encoded: original file bytes (default); raw: decoded arrays")
+    p.add_argument("--max-side", type=int, help="re-encode images whose longer side exceeds this")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality when re-encoding")
+    p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad input")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images whose header claims more pixels")
+    p.add_argument("--shard-size", type=int, help="inputs per shard (writes NAME-00000-of-0000N.EXT)")
+    p.add_argument("--num-shards", type=int, help="total shards, with --shard-index")
+    p.add_argument("--shard-index", type=int, help="write only this shard (parallel packing)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    options = PackOptions(
+        format=args.format, payload=args.payload, max_side=args.max_side, quality=args.quality,
+        workers=args.workers, strict=args.strict, overwrite=args.overwrite,
+        max_pixels=args.max_pixels, shard_size=args.shard_size, num_shards=args.num_shards,
+        shard_index=args.shard_index, progress=not args.quiet,
+    )
+    summary = pack(args.source, args.output, labels=args.labels,
+                   columns=CsvColumns(args.path_column, args.label_column), options=options)
+    print(summary)
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="statistics of a store or a raw folder")
+    p.add_argument("path", help="a store (.lmdb, .h5, a glob of shards) or an image folder")
+    p.add_argument("--labels", help="CSV manifest, when PATH is a folder")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--workers", type=int, help="worker processes for a raw folder")
+
+
+def _print_profile(profile: dict) -> None:
+    print(f"{profile['path']}: {profile['count']} images ({profile['payload']})")
+    print(f"  classes: {profile['classes']}, imbalance (largest/smallest): {profile['imbalance']}")
+    for name, count in list(profile["per_class"].items())[:50]:
+        print(f"    {name}: {count}")
+    if profile["unlabelled"]:
+        print(f"  unlabelled: {profile['unlabelled']}")
+    b = profile["bytes"]
+    if b.get("total") is not None and profile["count"]:
+        print(f"  bytes: {b['total'] / 1e6:.1f} MB total, median {b['median'] / 1e3:.1f} KB per image")
+    for key in ("height", "width"):
+        s = profile[key]
+        if s:
+            print(f"  {key}: min {s['min']:.0f}, median {s['median']:.0f}, max {s['max']:.0f}")
+    print(f"  channels: {profile['channels']}  dtype: {profile['dtype']}  encoding: {profile['encoding']}")
+    if profile["mean"] is not None:
+        print(f"  mean per channel: {profile['mean']}  std: {profile['std']}  (0..1 units)")
+    print(f"  skipped inputs: {profile['skipped']}")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    profile = inspect_path(args.path, args.labels, workers=args.workers, progress=not args.json)
+    if args.json:
+        json.dump(profile, sys.stdout, indent=1)
+        print()
+    else:
+        _print_profile(profile)
+    return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check every record's checksum; exit 1 naming bad records")
+    p.add_argument("path", help="a store (.lmdb, .h5) or a glob of shards")
+    p.add_argument("--decode", action="store_true", help="also decode every record")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    store = open_store(args.path)
+    bad = verify_store(store, decode=args.decode, progress=not args.quiet)
+    if bad:
+        for record in bad:
+            print(record, file=sys.stderr)
+        print(f"{len(bad)} of {len(store)} records are bad", file=sys.stderr)
+        return 1
+    print(f"{args.path}: all {len(store)} records verified")
+    return 0
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="write an ImageNet-like sample folder (no download)")
+    p.add_argument("folder")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--per-class", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-format", choices=["jpeg", "png", "png16"], default="jpeg")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    spec = SampleSpec(num_classes=args.classes, per_class=args.per_class, seed=args.seed,
+                      image_format=args.image_format)
+    paths = make_sample_folder(args.folder, spec)
+    print(f"wrote {len(paths)} images in {args.classes} class folders under {args.folder}")
+    return 0
+
+
+_COMMANDS = {"pack": _run_pack, "inspect": _run_inspect, "verify": _run_verify, "sample": _run_sample}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastload", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastload {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_pack, _add_inspect, _add_verify, _add_sample):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (FastloadError, FileNotFoundError, ValueError) as exc:
+        print(f"fastload {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

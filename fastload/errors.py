@@ -1,0 +1,79 @@
+"""One root exception for fastload, with subclasses that carry the facts a user acts on."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FastloadError",
+    "MissingExtraError",
+    "BadInputError",
+    "StoreFormatError",
+    "StoreExistsError",
+    "CorruptRecordError",
+    "PackError",
+    "WorkerDiedError",
+]
+
+
+class FastloadError(Exception):
+    """Root of every error fastload raises on purpose."""
+
+
+class MissingExtraError(FastloadError, ImportError):
+    """An optional backend (lmdb, h5py, DALI, CuPy, pydicom) is not installed."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the '{module}' package, which is not installed. "
+            f'Install it with: pip install "fastload[{extra}]"'
+        )
+
+
+class BadInputError(FastloadError, ValueError):
+    """An input file cannot be packed (not an image, truncated, too large, ...)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class StoreFormatError(FastloadError, ValueError):
+    """A path is not a fastload store, or one this version cannot read."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class StoreExistsError(FastloadError, FileExistsError):
+    """The pack target exists and overwriting was not asked for."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+
+
+class CorruptRecordError(FastloadError, ValueError):
+    """A stored record fails its checksum or cannot be decoded."""
+
+    def __init__(self, store: str, index: int, source: str | None, reason: str) -> None:
+        self.store = store
+        self.index = index
+        self.source = source
+        self.reason = reason
+        origin = f" (packed from {source})" if source else ""
+        super().__init__(
+            f"{store}: record {index}{origin} is corrupt: {reason}. "
+            f"Run 'fastload verify {store}' to list every bad record, then re-pack."
+        )
+
+
+class PackError(FastloadError, RuntimeError):
+    """Packing failed as a whole (strict mode, disk full, nothing to pack)."""
+
+
+class WorkerDiedError(FastloadError, RuntimeError):
+    """A worker process died (killed, out of memory) instead of returning a result."""

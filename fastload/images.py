@@ -1,0 +1,199 @@
+"""Identify, validate and decode encoded images by their content, never their extension.
+
+Decode policy (documented in docs/FORMAT.md and the README):
+
+* Colour images (RGB, YCbCr, CMYK, palette, with or without alpha) decode to 3-channel RGB;
+  an alpha channel is dropped.
+* Grayscale images (8 or 16 bit, with or without alpha) decode to 1 channel (``HxWx1``).
+* 16-bit PNG/TIFF and DICOM keep their depth (``uint16``); nothing is truncated to 8 bits.
+* EXIF orientation is applied, so pixels are upright as a photo viewer shows them.
+* GIF and animated WebP: the first frame.
+
+Decoding uses OpenCV (libjpeg-turbo, libpng, libtiff, libwebp); headers are read with Pillow
+before any pixel buffer is allocated, so a header that claims 50000x50000 pixels is refused
+without touching memory.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .errors import BadInputError, MissingExtraError
+
+__all__ = ["ImageInfo", "DEFAULT_MAX_PIXELS", "sniff_format", "probe", "decode", "validate"]
+
+# Pillow refuses headers above twice its MAX_IMAGE_PIXELS; we use the same bound by default.
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+    (b"BM", 0, "bmp"),
+    (b"DICM", 128, "dicom"),
+)
+_DECODE_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+_SUPPORTED_DTYPES = (np.uint8, np.uint16)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header and the decode of one image say about it."""
+
+    format: str  # "jpeg", "png", "gif", "tiff", "bmp", "webp", "dicom"
+    height: int
+    width: int
+    channels: int  # after the decode policy: 1 or 3
+    dtype: str  # "uint8" or "uint16"
+    mode: str  # the source's colour mode as Pillow names it ("RGB", "CMYK", "P", "I;16", ...)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Return the image format named by the leading magic bytes, or None."""
+    for magic, offset, name in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _describe_non_image(data: bytes) -> str:
+    if not data:
+        return "empty file (0 bytes)"
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
+        return "not an image: the file holds HTML/XML text"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in data[:256]):
+        return "not an image: the file holds plain text"
+    return f"not a recognised image format (first bytes {data[:8].hex(' ')})"
+
+
+def probe(data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Read the header only: format, size and mode. Raises BadInputError.
+
+    The pixel count is checked here, before any decode allocates a buffer.
+    """
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise BadInputError(path, _describe_non_image(data))
+    if fmt == "dicom":
+        return _probe_dicom(data, path, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height, mode = im.size[0], im.size[1], im.mode
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(path, f"refused: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for broken headers
+        raise BadInputError(path, f"unreadable {fmt} header: {exc}") from None
+    _check_pixels(path, width, height, max_pixels)
+    channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+    dtype = "uint16" if mode.startswith("I") else "uint8"
+    return ImageInfo(fmt, height, width, channels, dtype, mode)
+
+
+def _check_pixels(path: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise BadInputError(path, f"header claims an empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise BadInputError(
+            path,
+            f"header claims {width}x{height} = {width * height:,} pixels, more than the "
+            f"limit of {max_pixels:,}; raise max_pixels (--max-pixels) if this is intended",
+        )
+
+
+def decode(data: bytes, path: str = "<bytes>") -> np.ndarray:
+    """Decode encoded bytes to an ``HxWxC`` array (C = 1 or 3, uint8 or uint16) by the policy."""
+    if sniff_format(data) == "dicom":
+        return _decode_dicom(data, path)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        image = cv2.imdecode(buf, _DECODE_FLAGS)
+    except cv2.error as exc:
+        raise BadInputError(path, f"decoder error: {exc}") from None
+    if image is None:
+        raise BadInputError(path, "cannot be decoded (truncated or corrupt image data)")
+    return _to_policy(image, path)
+
+
+def _to_policy(image: np.ndarray, path: str) -> np.ndarray:
+    if image.dtype not in _SUPPORTED_DTYPES:
+        raise BadInputError(path, f"unsupported pixel type {image.dtype} (expected 8 or 16 bit)")
+    if image.ndim == 2:
+        return image[:, :, None]
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
+
+
+def validate(
+    data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[ImageInfo, np.ndarray]:
+    """Probe the header, then decode fully; return the info and the decoded pixels.
+
+    Raises BadInputError with a reason a user can act on.
+    """
+    info = probe(data, path, max_pixels)
+    image = decode(data, path)
+    h, w, c = image.shape
+    if (h, w) != (info.height, info.width) and (w, h) != (info.height, info.width):
+        raise BadInputError(path, f"header says {info.width}x{info.height}, pixels are {w}x{h}")
+    return ImageInfo(info.format, h, w, c, str(image.dtype), info.mode), image
+
+
+# --- DICOM (optional extra) -------------------------------------------------------------
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise MissingExtraError("pydicom", "dicom", "Reading DICOM files") from None
+    return pydicom
+
+
+def _read_dicom(data: bytes, path: str, stop_before_pixels: bool):
+    pydicom = _pydicom()
+    try:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+    except Exception as exc:
+        raise BadInputError(path, f"unreadable DICOM: {exc}") from None
+
+
+def _probe_dicom(data: bytes, path: str, max_pixels: int) -> ImageInfo:
+    ds = _read_dicom(data, path, stop_before_pixels=True)
+    rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
+    _check_pixels(path, cols, rows, max_pixels)
+    channels = int(getattr(ds, "SamplesPerPixel", 1))
+    bits = int(getattr(ds, "BitsAllocated", 8))
+    return ImageInfo("dicom", rows, cols, channels, "uint16" if bits > 8 else "uint8", "DICOM")
+
+
+def _decode_dicom(data: bytes, path: str) -> np.ndarray:
+    ds = _read_dicom(data, path, stop_before_pixels=False)
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise BadInputError(path, f"DICOM pixel data cannot be decoded: {exc}") from None
+    if pixels.ndim == 3 and int(getattr(ds, "SamplesPerPixel", 1)) == 1:
+        pixels = pixels[0]  # multi-frame: first frame, like GIF
+    if pixels.dtype.kind == "i":  # signed CT values: shift into the unsigned range, keep depth
+        bits = int(getattr(ds, "BitsStored", 16))
+        pixels = (pixels.astype(np.int32) + (1 << (bits - 1))).astype(np.uint16)
+    if pixels.dtype not in _SUPPORTED_DTYPES:
+        pixels = pixels.astype(np.uint16)
+    return pixels[:, :, None] if pixels.ndim == 2 else np.ascontiguousarray(pixels)

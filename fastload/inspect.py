@@ -1,0 +1,157 @@
+"""Statistics (``fastload inspect``) and integrity checks (``fastload verify``)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .pack import PackOptions, _process_chunk, _Recorder
+from .parallel import default_workers, ordered_map
+from .sources import CsvColumns, Skipped, scan_csv, scan_folder
+from .stores import RecordTable, Store, open_store
+
+__all__ = ["BadRecord", "inspect_path", "inspect_store", "inspect_folder", "verify_store"]
+
+
+def _histogram(values: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in sorted(Counter(values).items(), key=lambda kv: str(kv[0]))}
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {}
+    return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
+
+
+def _profile(table: RecordTable, classes: list[str], encodings: list[str], dtypes: list[str],
+             stats: dict[str, Any], skipped: list[dict[str, str]]) -> dict[str, Any]:
+    labels = table.labels
+    per_class = {name: int((labels == i).sum()) for i, name in enumerate(classes)}
+    counts = [c for c in per_class.values() if c > 0]
+    return {
+        "count": int(len(labels)),
+        "classes": len(classes),
+        "per_class": per_class,
+        "unlabelled": int((labels < 0).sum()),
+        "imbalance": round(max(counts) / min(counts), 3) if counts else None,
+        "bytes": {"total": int(table.nbytes.sum()), **_summary(table.nbytes)},
+        "height": _summary(table.shapes[:, 0]),
+        "width": _summary(table.shapes[:, 1]),
+        "channels": _histogram(table.shapes[:, 2].tolist()),
+        "dtype": _histogram(dtypes[i] for i in table.dtypes.tolist()),
+        "encoding": _histogram(encodings[i] for i in table.encodings.tolist()),
+        "mean": stats.get("mean"),
+        "std": stats.get("std"),
+        "skipped": len(skipped),
+        "skipped_inputs": skipped,
+    }
+
+
+def inspect_store(store: Store) -> dict[str, Any]:
+    """Counts per class, imbalance, sizes, channels, bit depth and per-channel mean/std.
+
+    Reads only metadata (the statistics were gathered while packing): instant on any size.
+    """
+    shards = getattr(store, "shards", [store])
+    table = _concat([s.table for s in shards])
+    header = shards[0].header
+    codes = [(s.header.encodings, s.header.dtypes) for s in shards]
+    if len(shards) > 1:  # remap per-shard codes onto the first shard's tables
+        encodings, dtypes = sorted({e for c in codes for e in c[0]}), sorted({d for c in codes for d in c[1]})
+        table.encodings = np.concatenate([np.searchsorted(encodings, np.asarray(c[0])[s.table.encodings])
+                                          for c, s in zip(codes, shards)]).astype(np.uint8)
+        table.dtypes = np.concatenate([np.searchsorted(dtypes, np.asarray(c[1])[s.table.dtypes])
+                                       for c, s in zip(codes, shards)]).astype(np.uint8)
+    else:
+        encodings, dtypes = header.encodings, header.dtypes
+    skipped = [item for s in shards for item in s.header.skipped]
+    profile = _profile(table, header.classes, encodings, dtypes, _merge_stats(shards), skipped)
+    profile.update(path=[s.path for s in shards] if len(shards) > 1 else store.path,
+                   payload=header.payload, format_version=header.format_version,
+                   fastload_version=header.fastload_version)
+    return profile
+
+
+def _concat(tables: list[RecordTable]) -> RecordTable:
+    if len(tables) == 1:
+        return tables[0]
+    arrays = {name: np.concatenate([getattr(t, name) for t in tables]) for name in tables[0].arrays()}
+    paths = [p for t in tables for p in t.paths]
+    return RecordTable.from_arrays(arrays, paths, len(paths), "<shards>")
+
+
+def _merge_stats(shards: list[Any]) -> dict[str, Any]:
+    parts = [s.header.stats for s in shards if s.header.stats]
+    if not parts:
+        return {}
+    pixels = np.array([p["pixels"] for p in parts], dtype=np.float64)
+    mean = np.array([p["mean"] for p in parts])
+    sq = np.array([p["std"] for p in parts]) ** 2 + mean**2
+    total_mean = (mean * pixels[:, None]).sum(0) / pixels.sum()
+    total_sq = (sq * pixels[:, None]).sum(0) / pixels.sum()
+    std = np.sqrt(np.maximum(total_sq - total_mean**2, 0))
+    return {"mean": total_mean.round(6).tolist(), "std": std.round(6).tolist()}
+
+
+def inspect_folder(root: str, labels: str | None = None, columns: CsvColumns = CsvColumns(),
+                   workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """The same statistics on a raw folder (or CSV manifest), by decoding every image."""
+    listing = scan_csv(labels, root, columns) if labels else scan_folder(root)
+    options = PackOptions(workers=workers, progress=progress)
+    recorder, skipped = _Recorder(), list(listing.skipped)
+    results = ordered_map(_process_chunk, listing.items, options, workers or default_workers())
+    for item, result in tqdm(zip(listing.items, results), total=len(listing.items), unit="img",
+                             disable=not progress, desc="inspecting"):
+        if isinstance(result, Skipped):
+            skipped.append(result)
+        else:
+            recorder.add(item, result, "encoded")
+    profile = _profile(recorder.table(), listing.classes, recorder.encoding_names,
+                       recorder.dtype_names, recorder.stats.to_json(), [s.to_json() for s in skipped])
+    profile.update(path=root, payload="files")
+    return profile
+
+
+def inspect_path(path: str, labels: str | None = None, workers: int | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """``inspect_folder`` for a folder, ``inspect_store`` for anything else."""
+    if os.path.isdir(path):
+        return inspect_folder(path, labels, workers=workers, progress=progress)
+    return inspect_store(open_store(path))
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """One record that failed verification."""
+
+    store: str
+    index: int
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.store}: record {self.index} (from {self.source}): {self.reason}"
+
+
+def verify_store(store: Store, decode: bool = False, progress: bool = True) -> list[BadRecord]:
+    """Check every record's checksum (and, with ``decode=True``, that it decodes).
+
+    Returns the bad records; an empty list means the store is intact.
+    """
+    bad: list[BadRecord] = []
+    for shard in getattr(store, "shards", [store]):
+        for index in tqdm(range(len(shard)), unit="rec", disable=not progress, desc="verifying"):
+            reason = shard.verify_record(index)
+            if reason is None and decode:
+                try:
+                    shard.decode(index)
+                except Exception as exc:  # any decode failure is what we are looking for
+                    reason = f"does not decode: {exc}"
+            if reason is not None:
+                bad.append(BadRecord(shard.path, index, shard.paths[index], reason))
+    return bad

@@ -1,0 +1,438 @@
+"""Parallel packing: list a source, validate every input, write a store, rename it into place.
+
+A pack never leaves a partial store at its target: it writes ``.NAME.partial-PID`` beside the
+target, fsyncs it, and renames it over the target only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from . import images
+from .errors import BadInputError, PackError, StoreExistsError
+from .parallel import default_workers, ordered_map
+from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
+from .stores import FORMATS, RecordTable, StoreHeader, StoreWriter
+from .stores.format import checksum
+
+__all__ = ["PackOptions", "PackSummary", "pack", "pack_source", "default_output", "shard_paths"]
+
+PAYLOADS = ("encoded", "raw")
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """How to pack. Checked at construction.
+
+    Attributes:
+        format: "lmdb" or "hdf5".
+        payload: "encoded" keeps each file's original bytes; "raw" stores decoded arrays.
+        max_side: re-encode images whose longer side exceeds this (None: never re-encode).
+        quality: JPEG quality for re-encoded JPEGs (PNG and 16-bit sources re-encode as PNG).
+        workers: worker processes (default: every core this process may use).
+        strict: fail on the first bad input instead of skipping it.
+        overwrite: replace an existing store at the target.
+        max_pixels: refuse images whose header claims more pixels than this.
+        shard_size: inputs per shard (None: one store); shards are named NAME-00000-of-00004.EXT.
+        num_shards, shard_index: write only shard ``shard_index`` of ``num_shards`` (for packing
+            on several processes or nodes in parallel).
+        progress: show a tqdm progress bar.
+    """
+
+    format: str = "lmdb"
+    payload: str = "encoded"
+    max_side: int | None = None
+    quality: int = 90
+    workers: int | None = None
+    strict: bool = False
+    overwrite: bool = False
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    shard_size: int | None = None
+    num_shards: int | None = None
+    shard_index: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
+        if self.payload not in PAYLOADS:
+            raise ValueError(f"payload must be one of {PAYLOADS}, got {self.payload!r}")
+        if self.max_side is not None and self.max_side < 8:
+            raise ValueError(f"max_side must be at least 8 pixels, got {self.max_side}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1, got {self.shard_size}")
+        if (self.num_shards is None) != (self.shard_index is None):
+            raise ValueError("num_shards and shard_index go together: give both or neither")
+        if self.num_shards is not None and self.shard_size is not None:
+            raise ValueError("give either shard_size or num_shards/shard_index, not both")
+        if self.num_shards is not None and not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+
+
+@dataclass
+class PackSummary:
+    """What a pack did; ``str()`` gives the line the CLI prints."""
+
+    outputs: list[str]
+    packed: int
+    skipped: list[Skipped]
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    reports: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.packed / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"packed {self.packed} images, skipped {len(self.skipped)}, "
+            f"{self.bytes_in / 1e6:.1f} MB in -> {self.bytes_out / 1e6:.1f} MB stored, "
+            f"{self.seconds:.2f} s, {self.images_per_second:.0f} images/s",
+            *(f"  wrote {p}" for p in self.outputs),
+        ]
+        if self.skipped:
+            lines.append(f"  skipped inputs and reasons: {', '.join(self.reports)}")
+            lines += [f"    {display_path(s.path)}: {s.reason}" for s in self.skipped[:10]]
+            if len(self.skipped) > 10:
+                lines.append(f"    ... and {len(self.skipped) - 10} more")
+        return "\n".join(lines)
+
+
+# --- worker side (module-level: crosses process boundaries) --------------------------------
+
+
+@dataclass
+class _Packed:
+    payload: bytes
+    info: images.ImageInfo
+    checksum: int
+    mean: np.ndarray  # per-channel mean of the decoded image, in [0, 1] units
+    sq_mean: np.ndarray  # per-channel mean of squares, in [0, 1] units
+    bytes_in: int
+
+
+def _process_chunk(chunk: Sequence[SourceItem], options: PackOptions) -> list[_Packed | Skipped]:
+    return [_process(item.path, options) for item in chunk]
+
+
+def _process(path: str, options: PackOptions) -> _Packed | Skipped:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except IsADirectoryError:
+        return Skipped(path, "is a folder, not a file")
+    except OSError as exc:
+        return Skipped(path, f"cannot read: {exc.strerror or exc}")
+    try:
+        info, image = images.validate(data, path, options.max_pixels)
+        payload, info, image = _transform(data, info, image, options)
+    except BadInputError as exc:
+        return Skipped(path, exc.reason)
+    mean, sq_mean = _moments(image)
+    return _Packed(payload, info, checksum(payload), mean, sq_mean, len(data))
+
+
+def _transform(data: bytes, info: images.ImageInfo, image: np.ndarray,
+               options: PackOptions) -> tuple[bytes, images.ImageInfo, np.ndarray]:
+    if options.max_side is not None and max(info.height, info.width) > options.max_side:
+        scale = options.max_side / max(info.height, info.width)
+        size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        data = _encode(image, "jpeg" if info.format == "jpeg" and image.dtype == np.uint8 else "png",
+                       options.quality)
+        info = images.ImageInfo(info.format if info.format == "jpeg" else "png",
+                                image.shape[0], image.shape[1], image.shape[2], info.dtype, info.mode)
+    if options.payload == "raw":
+        data = np.ascontiguousarray(image).tobytes()
+    return data, info, image
+
+
+def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[2] == 3 else image
+    if fmt == "jpeg":
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    else:
+        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise BadInputError("<re-encode>", f"OpenCV could not re-encode as {fmt}")
+    return buf.tobytes()
+
+
+def _moments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = float(np.iinfo(image.dtype).max)
+    mean, std = cv2.meanStdDev(image)
+    mean, std = mean.ravel() / scale, std.ravel() / scale
+    return mean, std**2 + mean**2
+
+
+# --- parent side ---------------------------------------------------------------------------
+
+
+def default_output(source: str, fmt: str) -> str:
+    """``data/`` -> ``data.lmdb`` (beside the folder), by the format's extension."""
+    return os.path.normpath(os.path.abspath(source)) + FORMATS[fmt].extension
+
+
+def shard_paths(output: str, num_shards: int) -> list[str]:
+    """``train.lmdb`` in 4 shards -> ``train-00000-of-00004.lmdb``, ...``-00003-of-00004.lmdb``."""
+    if num_shards == 1:
+        return [output]
+    stem, ext = os.path.splitext(output)
+    return [f"{stem}-{i:05d}-of-{num_shards:05d}{ext}" for i in range(num_shards)]
+
+
+class _Stats:
+    """Dataset-level per-channel moments, accumulated in record order (deterministic)."""
+
+    def __init__(self) -> None:
+        self.pixels = 0
+        self.sums: np.ndarray | None = None
+        self.sq_sums: np.ndarray | None = None
+
+    def add(self, packed: _Packed) -> None:
+        n = packed.info.height * packed.info.width
+        if self.sums is None or len(self.sums) < len(packed.mean):
+            # Grayscale counts towards every channel of a colour dataset (as the loader expands it).
+            self.sums = np.broadcast_to(self.sums if self.sums is not None else 0.0, packed.mean.shape).copy()
+            self.sq_sums = np.broadcast_to(self.sq_sums if self.sq_sums is not None else 0.0, packed.mean.shape).copy()
+        self.sums += packed.mean * n
+        self.sq_sums += packed.sq_mean * n
+        self.pixels += n
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.pixels:
+            return {}
+        mean = self.sums / self.pixels
+        std = np.sqrt(np.maximum(self.sq_sums / self.pixels - mean**2, 0.0))
+        return {"pixels": self.pixels, "mean": mean.round(6).tolist(), "std": std.round(6).tolist(),
+                "units": "fraction of the dtype's maximum (0..1)"}
+
+
+class _Recorder:
+    """Collects the per-record table while payloads stream into a writer."""
+
+    def __init__(self) -> None:
+        self.labels: list[int] = []
+        self.checksums: list[int] = []
+        self.shapes: list[tuple[int, int, int]] = []
+        self.encodings: list[int] = []
+        self.dtypes: list[int] = []
+        self.nbytes: list[int] = []
+        self.paths: list[str] = []
+        self.encoding_names: list[str] = []
+        self.dtype_names: list[str] = []
+        self.stats = _Stats()
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    @staticmethod
+    def _code(names: list[str], name: str) -> int:
+        if name not in names:
+            names.append(name)
+        return names.index(name)
+
+    def add(self, item: SourceItem, packed: _Packed, payload_kind: str) -> None:
+        info = packed.info
+        self.labels.append(item.label)
+        self.checksums.append(packed.checksum)
+        self.shapes.append((info.height, info.width, info.channels))
+        self.encodings.append(self._code(self.encoding_names, "raw" if payload_kind == "raw" else info.format))
+        self.dtypes.append(self._code(self.dtype_names, info.dtype))
+        self.nbytes.append(len(packed.payload))
+        self.paths.append(display_path(item.path))
+        self.stats.add(packed)
+        self.bytes_in += packed.bytes_in
+        self.bytes_out += len(packed.payload)
+
+    def table(self) -> RecordTable:
+        n = len(self.labels)
+        return RecordTable.from_arrays({
+            "labels": np.asarray(self.labels, dtype=np.int64),
+            "checksums": np.asarray(self.checksums, dtype=np.uint64),
+            "shapes": np.asarray(self.shapes, dtype=np.uint32).reshape(n, 3),
+            "encodings": np.asarray(self.encodings, dtype=np.uint8),
+            "dtypes": np.asarray(self.dtypes, dtype=np.uint8),
+            "nbytes": np.asarray(self.nbytes, dtype=np.uint64),
+        }, self.paths, n, "<new>")
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _describe_chunk(chunk: Sequence[SourceItem]) -> str:
+    first, last = display_path(chunk[0].path), display_path(chunk[-1].path)
+    return first if len(chunk) == 1 else f"the {len(chunk)} files from {first} to {last}"
+
+
+def _write_shard(source: Source, target: str, options: PackOptions, workers: int,
+                 shard: tuple[int, int], bar: tqdm) -> tuple[_Recorder, list[Skipped]]:
+    """Pack ``source`` into ``target`` atomically; return the recorder and skipped inputs."""
+    if os.path.lexists(target) and not options.overwrite:
+        raise StoreExistsError(target)
+    directory, name = os.path.split(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.partial-{os.getpid()}")
+    size_hint = sum(_size(item.path) for item in source.items)
+    writer: StoreWriter = FORMATS[options.format].writer(tmp, size_hint)
+    recorder, skipped = _Recorder(), list(source.skipped)
+    try:
+        results = ordered_map(_process_chunk, source.items, options, workers, describe=_describe_chunk)
+        for item, result in zip(source.items, results):
+            bar.update(1)
+            if isinstance(result, Skipped):
+                if options.strict:
+                    raise PackError(f"{display_path(result.path)}: {result.reason} (strict mode: "
+                                    "nothing was written; drop --strict to skip bad inputs)")
+                skipped.append(result)
+                continue
+            writer.append(result.payload)
+            recorder.add(item, result, options.payload)
+        if not recorder.labels:
+            raise PackError(f"{source.root}: no image could be packed ({len(skipped)} inputs "
+                            f"skipped); first reasons: {[s.reason for s in skipped[:3]]}")
+        header = _header(source, options, recorder, skipped, shard)
+        writer.finish(header, recorder.table())
+        _fsync_path(tmp)
+        os.replace(tmp, target)
+        _fsync_path(directory)
+    except BaseException as exc:
+        writer.abort()
+        for leftover in (tmp, tmp + "-lock"):
+            if os.path.lexists(leftover):
+                os.remove(leftover)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise PackError(f"disk full while writing {tmp} ({exc.strerror}); nothing was written "
+                            f"at {target}: free space or pack elsewhere with -o") from exc
+        if _is_lmdb_disk_error(exc):
+            raise PackError(f"LMDB could not write {tmp} ({exc}); disk full? nothing was written "
+                            f"at {target}") from exc
+        raise
+    return recorder, skipped
+
+
+def _is_lmdb_disk_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return type(exc).__module__.startswith("lmdb") and ("No space" in text or "File too large" in text)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _header(source: Source, options: PackOptions, recorder: _Recorder,
+            skipped: list[Skipped], shard: tuple[int, int]) -> StoreHeader:
+    channels = max(s[2] for s in recorder.shapes)
+    return StoreHeader(
+        count=len(recorder.labels),
+        payload=options.payload,
+        classes=list(source.classes),
+        encodings=recorder.encoding_names,
+        dtypes=recorder.dtype_names,
+        channels=channels,
+        skipped=[s.to_json() for s in skipped],
+        stats=recorder.stats.to_json(),
+        source={"root": display_path(os.path.abspath(source.root)), "kind": source.kind},
+        shard={"index": shard[0], "count": shard[1]},
+        options={"max_side": options.max_side, "quality": options.quality,
+                 "max_pixels": options.max_pixels},
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _write_report(target: str, recorder: _Recorder, skipped: list[Skipped]) -> str:
+    report = target + ".report.json"
+    body = {"store": display_path(target), "packed": len(recorder.labels),
+            "skipped": [s.to_json() for s in skipped]}
+    tmp = report + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(body, f, indent=1, ensure_ascii=False)
+    os.replace(tmp, report)
+    return report
+
+
+def pack_source(source: Source, output: str, options: PackOptions = PackOptions()) -> PackSummary:
+    """Pack an already-listed Source into one store or a set of shards at ``output``."""
+    start = time.perf_counter()
+    workers = options.workers or default_workers()
+    if options.num_shards is not None:
+        count, indices = options.num_shards, [options.shard_index]
+    elif options.shard_size is not None:
+        count = max(1, -(-len(source) // options.shard_size))
+        indices = list(range(count))
+    else:
+        count, indices = 1, [0]
+    targets = shard_paths(output, count)
+    for index in indices:
+        if os.path.lexists(targets[index]) and not options.overwrite:
+            raise StoreExistsError(targets[index])
+    total = sum(len(source.split(count, i)) for i in indices)
+    summary = PackSummary([], 0, [], 0, 0, 0.0)
+    with tqdm(total=total, unit="img", disable=not options.progress, desc="packing") as bar:
+        for index in indices:
+            part = source.split(count, index)
+            recorder, skipped = _write_shard(part, targets[index], options, workers, (index, count), bar)
+            summary.outputs.append(targets[index])
+            summary.reports.append(_write_report(targets[index], recorder, skipped))
+            summary.packed += len(recorder.labels)
+            summary.skipped += skipped
+            summary.bytes_in += recorder.bytes_in
+            summary.bytes_out += recorder.bytes_out
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def pack(source: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
+         labels: str | os.PathLike[str] | None = None, columns: CsvColumns = CsvColumns(),
+         options: PackOptions = PackOptions()) -> PackSummary:
+    """Pack a folder of images (class sub-folders, or a CSV of paths and labels) into a store.
+
+    Args:
+        source: the image folder (CSV paths are relative to it).
+        output: the store path; default: the folder's name plus ``.lmdb`` or ``.h5`` beside it.
+        labels: a CSV manifest with a path column and (optionally) a label column.
+        columns: which CSV columns to use (default: detected from the header).
+        options: format, payload, workers, strictness, sharding; see PackOptions.
+
+    Returns:
+        A PackSummary; skipped inputs are also in the store's header and ``OUTPUT.report.json``.
+
+    Raises:
+        StoreExistsError: the target exists and ``options.overwrite`` is False.
+        PackError: strict mode met a bad input, nothing was packable, or the disk filled up.
+    """
+    source = os.fspath(source)
+    listing = scan_csv(os.fspath(labels), source, columns) if labels else scan_folder(source)
+    if not listing.items:
+        raise PackError(f"{source}: found no files to pack" + (
+            f" ({len(listing.skipped)} entries skipped: {listing.skipped[0].reason}...)" if listing.skipped else ""))
+    if options.strict and listing.skipped:
+        first = listing.skipped[0]
+        raise PackError(f"{display_path(first.path)}: {first.reason} (strict mode: nothing was written)")
+    target = os.fspath(output) if output is not None else default_output(source, options.format)
+    return pack_source(listing, target, options)
+

@@ -1,0 +1,55 @@
+"""What a source hands to the packer: labelled file paths, class names, and what it refused."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["SourceItem", "Skipped", "Source", "display_path"]
+
+
+def display_path(path: str) -> str:
+    """A printable, JSON-safe form of a path (non-UTF-8 bytes become backslash escapes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One input to pack: a file on disk and its integer label (-1 when unlabelled)."""
+
+    path: str
+    label: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One input that was not packed, and why."""
+
+    path: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": display_path(self.path), "reason": self.reason}
+
+
+@dataclass
+class Source:
+    """A listing ready to pack: items in record order, class names, inputs refused while listing."""
+
+    root: str
+    items: list[SourceItem]
+    classes: list[str]
+    skipped: list[Skipped] = field(default_factory=list)
+    kind: str = "folder"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def split(self, num_shards: int, index: int) -> Source:
+        """The contiguous part ``index`` of ``num_shards``: shards concatenate to the whole."""
+        if not 0 <= index < num_shards:
+            raise ValueError(f"shard index {index} is outside 0..{num_shards - 1}")
+        n = len(self.items)
+        lo, hi = n * index // num_shards, n * (index + 1) // num_shards
+        skipped = self.skipped if index == 0 else []
+        return Source(self.root, self.items[lo:hi], self.classes, skipped, self.kind)

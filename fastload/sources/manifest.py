@@ -1,0 +1,127 @@
+"""CSV manifests (Kaggle style): a column of file names or paths and a column of labels."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+from .base import Skipped, Source, SourceItem
+
+__all__ = ["CsvColumns", "scan_csv"]
+
+PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "file_name", "image",
+                "image_path", "image_id", "image_name", "img", "id", "name", "fname")
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "target", "category", "y")
+# Tried, in this order, when a manifest names a file without its extension (e.g. Kaggle ids).
+IMPLIED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".tif", ".tiff",
+                      ".bmp", ".webp", ".dcm", ".gif")
+
+
+@dataclass(frozen=True)
+class CsvColumns:
+    """Which CSV columns hold the path and the label; None means detect from the header."""
+
+    path: str | None = None
+    label: str | None = None
+
+
+def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
+          csv_path: str, required: bool) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    if wanted is not None:
+        if wanted.lower() not in lowered:
+            raise ValueError(f"{csv_path}: no column named {wanted!r} for the {what}; columns are {header}")
+        return lowered.index(wanted.lower())
+    for name in candidates:
+        if name in lowered:
+            return lowered.index(name)
+    if required:
+        raise ValueError(
+            f"{csv_path}: cannot tell which column holds the {what} (columns: {header}); "
+            f"name it with --{what}-column"
+        )
+    return None
+
+
+def _resolve(root: str, name: str) -> str | None:
+    path = name if os.path.isabs(name) else os.path.join(root, name)
+    if os.path.lexists(path):
+        return path
+    if not os.path.splitext(name)[1]:
+        for ext in IMPLIED_EXTENSIONS:
+            if os.path.exists(path + ext):
+                return path + ext
+    return None
+
+
+def _read_rows(csv_path: str) -> tuple[list[str], list[list[str]]]:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        sample = f.read(8192)
+        f.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        rows = [row for row in csv.reader(f, dialect) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"{csv_path}: the CSV is empty")
+    return rows[0], rows[1:]
+
+
+def _labels_to_ints(raw: list[str]) -> tuple[list[int], list[str]]:
+    """Integer labels stay as they are; any other labels become indices into sorted names."""
+    try:
+        ints = [int(v) for v in raw]
+    except ValueError:
+        classes = sorted(set(raw))
+        index = {name: i for i, name in enumerate(classes)}
+        return [index[v] for v in raw], classes
+    if ints and min(ints) < 0:
+        raise ValueError(f"integer labels must be >= 0, found {min(ints)}")
+    return ints, [str(i) for i in range(max(ints) + 1)] if ints else []
+
+
+def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> Source:
+    """List the files a CSV names, relative to ``root``, in the CSV's row order.
+
+    Rows naming a missing file, a folder, or a path listed before are skipped with a reason;
+    a path listed twice with different labels is skipped everywhere (its label is unknown).
+    Without a label column every sample gets label -1.
+    """
+    csv_path, root = os.fspath(csv_path), os.fspath(root)
+    header, rows = _read_rows(csv_path)
+    path_col = _pick(header, columns.path, PATH_COLUMNS, "path", csv_path, required=True)
+    label_col = _pick(header, columns.label, LABEL_COLUMNS, "label", csv_path, required=False)
+    skipped: list[Skipped] = []
+    chosen: dict[str, tuple[int, str]] = {}  # resolved path -> (row number, raw label)
+    conflicts: set[str] = set()
+    for number, row in enumerate(rows, start=2):
+        if path_col >= len(row) or (label_col is not None and label_col >= len(row)):
+            skipped.append(Skipped(f"{csv_path}:{number}", "row has too few columns"))
+            continue
+        name, label = row[path_col].strip(), row[label_col].strip() if label_col is not None else ""
+        path = _resolve(root, name)
+        if path is None:
+            skipped.append(Skipped(os.path.join(root, name), f"CSV row {number} names a file that does not exist"))
+        elif os.path.isdir(path):
+            skipped.append(Skipped(path, f"CSV row {number} names a folder, not a file"))
+        elif path in chosen:
+            first, first_label = chosen[path]
+            if first_label != label:
+                conflicts.add(path)
+                reason = f"CSV rows {first} and {number} give different labels ({first_label!r}, {label!r})"
+                skipped.append(Skipped(path, reason))
+            else:
+                skipped.append(Skipped(path, f"CSV row {number} repeats row {first}"))
+        else:
+            chosen[path] = (number, label)
+    kept = [(p, lab) for p, (_, lab) in chosen.items() if p not in conflicts]
+    if label_col is None:
+        return Source(root, [SourceItem(p, -1) for p, _ in kept], [], skipped, "csv")
+    try:
+        labels, classes = _labels_to_ints([lab for _, lab in kept])
+    except ValueError as exc:
+        raise ValueError(f"{csv_path}: {exc}") from None
+    items = [SourceItem(p, lab) for (p, _), lab in zip(kept, labels)]
+    return Source(root, items, classes, skipped, "csv")

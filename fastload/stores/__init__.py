@@ -1,0 +1,96 @@
+"""On-disk store formats behind one reader/writer interface, and ``open_store``."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import StoreFormatError
+from .base import StoreReader, StoreWriter
+from .format import FORMAT_VERSION, RecordTable, StoreHeader
+from .hdf5_store import Hdf5Reader, Hdf5Writer
+from .lmdb_store import LmdbReader, LmdbWriter
+from .sharded import ShardedStore
+
+__all__ = [
+    "FORMATS",
+    "FORMAT_VERSION",
+    "RecordTable",
+    "ShardedStore",
+    "Store",
+    "StoreFormat",
+    "StoreHeader",
+    "StoreReader",
+    "StoreWriter",
+    "open_store",
+]
+
+Store = StoreReader | ShardedStore
+
+
+@dataclass(frozen=True)
+class StoreFormat:
+    name: str
+    extension: str
+    reader: type[StoreReader]
+    writer: type[StoreWriter]
+
+
+FORMATS: dict[str, StoreFormat] = {
+    "lmdb": StoreFormat("lmdb", ".lmdb", LmdbReader, LmdbWriter),
+    "hdf5": StoreFormat("hdf5", ".h5", Hdf5Reader, Hdf5Writer),
+}
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_LMDB_MAGIC = (0xBEEFC0DE).to_bytes(4, "little")
+
+
+def _sniff(path: str) -> StoreFormat:
+    if os.path.isdir(path):
+        raise StoreFormatError(path, "is a folder, not a store; pack it first: fastload pack --format lmdb PATH")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such store") from None
+    if head.startswith(_HDF5_SIGNATURE):
+        return FORMATS["hdf5"]
+    if head[16:20] == _LMDB_MAGIC:
+        return FORMATS["lmdb"]
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".h5", ".hdf5"):
+        raise StoreFormatError(path, "named like HDF5 but does not start with the HDF5 signature")
+    if ext == ".lmdb":
+        raise StoreFormatError(path, "named like LMDB but is not an LMDB file")
+    raise StoreFormatError(path, "neither an LMDB nor an HDF5 file; not a fastload store")
+
+
+def _expand(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
+        if glob.has_magic(path):
+            found = sorted(glob.glob(path))
+            if not found:
+                raise FileNotFoundError(f"{path}: no store matches this pattern")
+            return found
+        return [path]
+    return [os.fspath(p) for p in path]
+
+
+def open_store(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Store:
+    """Open a packed store for reading: one path, a glob of shards, or a list of shards.
+
+    The format (LMDB or HDF5) is recognised from the file's content. Several shards are read
+    as one dataset, records in the order given (a glob is sorted).
+
+    >>> store = open_store("data.lmdb")          # doctest: +SKIP
+    >>> payload, label = store.get(0)            # doctest: +SKIP
+    """
+    paths = _expand(path)
+    readers = [_sniff(p).reader(p) for p in paths]
+    for reader in readers:
+        reader.header  # noqa: B018 - validate now: a store that is not ours fails here
+    if len(readers) == 1:
+        return readers[0]
+    return ShardedStore(readers)

@@ -1,0 +1,184 @@
+"""The reader and writer interface every store format implements.
+
+A reader holds a path, not a handle: it opens its handle lazily, once per process (it notices
+a fork by the process id), and pickles as its path, so it crosses fork and spawn boundaries.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from .. import images
+from ..errors import CorruptRecordError
+from .format import RecordTable, StoreHeader, checksum
+
+__all__ = ["StoreReader", "StoreWriter"]
+
+
+class StoreReader(ABC):
+    """Read-only access to one packed store: ``len``, labels, classes, ``get``, ``decode``."""
+
+    extension: str = ""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._handle: Any = None
+        self._pid: int | None = None
+        self._header: StoreHeader | None = None
+        self._table: RecordTable | None = None
+
+    # --- process-local handle -------------------------------------------------------------
+    @abstractmethod
+    def _open(self) -> Any:
+        """Open and return a read-only handle (called once per process)."""
+
+    @abstractmethod
+    def _close(self, handle: Any) -> None: ...
+
+    @abstractmethod
+    def _read_header(self, handle: Any) -> StoreHeader: ...
+
+    @abstractmethod
+    def _read_table(self, handle: Any, header: StoreHeader) -> RecordTable: ...
+
+    @abstractmethod
+    def _read_payload(self, handle: Any, index: int) -> bytes:
+        """The stored bytes of record ``index`` (0 <= index < len)."""
+
+    def _live_handle(self) -> Any:
+        if self._handle is None or self._pid != os.getpid():
+            # After a fork the parent's handle must not be used (LMDB and HDF5 both say so).
+            self._handle = self._open()
+            self._pid = os.getpid()
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None and self._pid == os.getpid():
+            self._close(self._handle)
+        self._handle = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    # --- metadata ---------------------------------------------------------------------------
+    @property
+    def header(self) -> StoreHeader:
+        if self._header is None:
+            self._header = self._read_header(self._live_handle())
+        return self._header
+
+    @property
+    def table(self) -> RecordTable:
+        if self._table is None:
+            self._table = self._read_table(self._live_handle(), self.header)
+        return self._table
+
+    def __len__(self) -> int:
+        return self.header.count
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.header.classes)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int64 labels aligned with record indices (-1 for unlabelled records)."""
+        return self.table.labels
+
+    @property
+    def channels(self) -> int:
+        return self.header.channels
+
+    @property
+    def paths(self) -> list[str]:
+        return self.table.paths
+
+    # --- records ----------------------------------------------------------------------------
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"{self.path}: record {index} out of range (store has {n})")
+        return index % n
+
+    def read(self, index: int, verify: bool = True) -> bytes:
+        """The stored bytes of record ``index``; checks its checksum unless ``verify=False``."""
+        index = self._check_index(index)
+        try:
+            data = self._read_payload(self._live_handle(), index)
+        except KeyError:
+            raise self._corrupt(index, "record is missing from the store") from None
+        if verify and checksum(data) != int(self.table.checksums[index]):
+            raise self._corrupt(index, "checksum mismatch (the stored bytes changed)")
+        return data
+
+    def get(self, index: int) -> tuple[bytes | np.ndarray, int]:
+        """The payload of record ``index`` (bytes, or an array for raw stores) and its label."""
+        data = self.read(index)
+        index = self._check_index(index)
+        payload = self._as_array(index, data) if self.header.payload == "raw" else data
+        return payload, int(self.table.labels[index])
+
+    def decode(self, index: int) -> np.ndarray:
+        """Record ``index`` as an ``HxWxC`` array (uint8, or uint16 for 16-bit sources)."""
+        index = self._check_index(index)
+        data = self.read(index)
+        if self.header.payload == "raw":
+            return self._as_array(index, data)
+        try:
+            return images.decode(data, path=f"{self.path}[{index}]")
+        except images.BadInputError as exc:
+            raise self._corrupt(index, exc.reason) from None
+
+    def _as_array(self, index: int, data: bytes) -> np.ndarray:
+        shape = tuple(int(s) for s in self.table.shapes[index])
+        dtype = np.dtype(self.header.dtypes[int(self.table.dtypes[index])])
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def verify_record(self, index: int) -> str | None:
+        """None if record ``index`` reads back intact, else the reason it does not."""
+        try:
+            self.read(index)
+        except CorruptRecordError as exc:
+            return exc.reason
+        return None
+
+    def _corrupt(self, index: int, reason: str) -> CorruptRecordError:
+        source = self.table.paths[index] if self._table is not None else None
+        return CorruptRecordError(self.path, index, source, reason)
+
+
+class StoreWriter(ABC):
+    """Writes one store at a temporary path; the packer renames it into place when complete."""
+
+    def __init__(self, path: str, size_hint: int) -> None:
+        self.path = path
+        self.size_hint = size_hint
+        self.count = 0
+
+    @abstractmethod
+    def append(self, payload: bytes) -> None:
+        """Add the next record (index = number of records appended before)."""
+
+    @abstractmethod
+    def finish(self, header: StoreHeader, table: RecordTable) -> None:
+        """Write the header and per-record arrays, flush and fsync, close."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Close without finishing; the caller removes the temporary file."""
