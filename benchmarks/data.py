@@ -1,0 +1,144 @@
+"""The benchmark's data: a generated ImageNet-like sample set (or the user's folder), its LMDB
+and HDF5 stores with their pack time and size, and the JPEG decode ceiling of this machine.
+
+Generated data and stores are cached under the work folder and reused when the spec matches,
+so repeated runs measure loaders, not data generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from typing import Any
+
+import fastload
+
+from .config import BenchData
+
+__all__ = ["decode_ceiling", "folder_stats", "prepare_data", "sample_spec"]
+
+FORMATS = {"lmdb": ".lmdb", "hdf5": ".h5"}
+
+
+def sample_spec(num_classes: int, per_class: int, short_side: tuple[int, int] = (300, 500),
+                seed: int = 0) -> fastload.SampleSpec:
+    """The ImageNet-like spec: short side 300-500 px, 4:3 to 3:2, JPEG quality 90."""
+    return fastload.SampleSpec(num_classes=num_classes, per_class=per_class,
+                               short_side=short_side, quality=90, seed=seed)
+
+
+def folder_stats(folder: str) -> tuple[int, int, int]:
+    """(images, classes, total bytes) of an ImageFolder tree."""
+    count = total = 0
+    classes = [e.path for e in os.scandir(folder) if e.is_dir()]
+    for class_dir in classes:
+        for root, _, files in os.walk(class_dir):
+            for name in files:
+                count += 1
+                total += os.path.getsize(os.path.join(root, name))
+    return count, len(classes), total
+
+
+def _describe(spec: fastload.SampleSpec | None, count: int, classes: int, total: int) -> str:
+    size = f"{count} images in {classes} classes, {total / 1e6:.1f} MB, {total / max(count, 1) / 1e3:.0f} KB each"
+    if spec is None:
+        return f"user folder: {size}"
+    return (f"generated ImageNet-like JPEGs (fastload.make_sample_folder: 1/f texture, lit "
+            f"gradients, blurred objects, grain; short side {spec.short_side[0]}-"
+            f"{spec.short_side[1]} px, aspect 4:3-3:2, quality {spec.quality}): {size}")
+
+
+def _generate(folder: str, spec: fastload.SampleSpec) -> None:
+    marker = folder + ".spec.json"  # beside the folder: inside, it would be packed as an input
+    wanted = json.dumps(asdict(spec), sort_keys=True)
+    if os.path.exists(marker) and open(marker).read() == wanted:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"generating {spec.num_classes * spec.per_class} sample images in {folder} ...", flush=True)
+    fastload.make_sample_folder(folder, spec)
+    with open(marker, "w") as f:
+        f.write(wanted)
+
+
+def _pack(folder: str, target: str, fmt: str, total_bytes: int) -> dict[str, float]:
+    """Pack (or reuse) one store; the pack figures are cached beside it."""
+    stats_path = target + ".bench.json"
+    if os.path.exists(target) and os.path.exists(stats_path) and \
+            os.path.getmtime(stats_path) >= os.path.getmtime(folder):
+        with open(stats_path) as f:
+            return json.load(f)
+    print(f"packing {folder} -> {target} ...", flush=True)
+    start = time.perf_counter()
+    summary = fastload.pack(folder, target, options=fastload.PackOptions(
+        format=fmt, overwrite=True, progress=False))
+    seconds = time.perf_counter() - start
+    stats = {"seconds": seconds, "store_bytes": summary.bytes_out, "input_bytes": total_bytes,
+             "images": summary.packed, "skipped": len(summary.skipped),
+             "images_per_s": summary.packed / seconds}
+    with open(stats_path, "w") as f:
+        json.dump(stats, f)
+    return stats
+
+
+def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleSpec | None = None,
+                 formats: tuple[str, ...] = ("lmdb", "hdf5")) -> BenchData:
+    """Generate (unless ``folder`` is given) and pack the benchmark data under ``work``.
+
+    Args:
+        work: where generated images and stores go.
+        folder: the user's ImageFolder tree; None generates one from ``spec``.
+        spec: the sample set to generate (default: 10 classes x 200 images).
+        formats: stores to pack ("lmdb", "hdf5").
+    """
+    os.makedirs(work, exist_ok=True)
+    if folder is None:
+        spec = spec or sample_spec(10, 200)
+        folder = os.path.join(work, f"sample-{spec.num_classes}x{spec.per_class}")
+        _generate(folder, spec)
+        name = os.path.basename(folder)
+    else:
+        spec = None
+        name = os.path.basename(os.path.normpath(folder))
+    folder = os.path.abspath(folder)
+    count, classes, total = folder_stats(folder)
+    stores, pack = {}, {}
+    for fmt in formats:
+        target = os.path.abspath(os.path.join(work, name + FORMATS[fmt]))
+        pack[fmt] = _pack(folder, target, fmt, total)
+        stores[fmt] = target
+    return BenchData(folder=folder, stores=stores, count=count, classes=classes,
+                     total_bytes=total, description=_describe(spec, count, classes, total),
+                     pack=pack)
+
+
+def _image_files(folder: str, limit: int) -> list[str]:
+    paths = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        paths += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    return paths[:limit]
+
+
+def decode_ceiling(folder: str, cores: int, *, limit: int = 500, min_seconds: float = 2.0) -> dict[str, Any]:
+    """Single-core JPEG decode rate (``cv2.imdecode``, files already in memory) times the cores.
+
+    No loader can decode full images faster than this; one that decodes only the crop it needs
+    (DALI's ``image_random_crop``) can come near it or, for small crops, beyond it.
+    """
+    import cv2
+    import numpy as np
+
+    cv2.setNumThreads(1)
+    buffers = [np.fromfile(p, np.uint8) for p in _image_files(folder, limit)]
+    decoded, start = 0, time.perf_counter()
+    while decoded == 0 or time.perf_counter() - start < min_seconds:
+        for buf in buffers:
+            cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        decoded += len(buffers)
+    per_core = decoded / (time.perf_counter() - start)
+    return {"decode_per_core_images_per_s": per_core, "cores": cores,
+            "ceiling_images_per_s": per_core * cores, "images_sampled": len(buffers),
+            "method": "cv2.imdecode(IMREAD_COLOR), one thread, encoded files in memory"}
