@@ -25,6 +25,7 @@ __all__ = [
     "CorruptRecordError",
     "CsvColumns",
     "FastloadError",
+    "Loader",
     "MissingExtraError",
     "PackError",
     "PackOptions",
@@ -40,3 +41,13 @@ __all__ = [
     "open_store",
     "pack",
 ]
+
+
+def __getattr__(name: str):
+    # The Loader imports torch (~2 s): `fastload pack`, `inspect` and every pack worker
+    # process import this package and must not pay for it, so it is imported on first use.
+    if name == "Loader":
+        from .loader import Loader
+
+        return Loader
+    raise AttributeError(f"module 'fastload' has no attribute {name!r}")

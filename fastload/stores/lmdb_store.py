@@ -46,15 +46,27 @@ class _SharedEnvironments:
 
     def __init__(self) -> None:
         self._open: dict[tuple[int, str], list[Any]] = {}
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget_inherited)
+
+    def _forget_inherited(self) -> None:
+        # py-lmdb refuses to open a file the parent had open, and LMDB forbids using an
+        # environment across fork. A read-only, lock-free environment holds no locks: closing
+        # the child's copy only unmaps it there; the child then opens its own.
+        for env, _ in self._open.values():
+            try:
+                env.close()
+            except Exception:  # already unusable in the child: nothing to release
+                pass
+        self._open.clear()
 
     def acquire(self, path: str) -> Any:
         key = (os.getpid(), os.path.realpath(path))
         if key not in self._open:
             lmdb = _lmdb()
-            if os.path.isdir(path):
-                raise StoreFormatError(path, "is a folder; fastload LMDB stores are single files")
             try:
-                env = lmdb.open(path, subdir=False, readonly=True, lock=False,
+                # We write single files; an environment directory (data.mdb) is read as well.
+                env = lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False,
                                 readahead=False, meminit=False, max_readers=2048)
             except lmdb.Error as exc:
                 raise StoreFormatError(path, f"not a readable LMDB file ({exc})") from None

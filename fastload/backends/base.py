@@ -1,0 +1,61 @@
+"""What the Loader asks of a backend: turn planned batches of record indices into tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+__all__ = ["Backend", "BackendConfig", "OUTPUT_DTYPES", "LAYOUTS"]
+
+OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Settings every backend honours. Checked by the Loader before a backend is built.
+
+    Attributes:
+        batch_size: the largest batch the backend will be given.
+        device: "cpu" or "cuda" (where output tensors live).
+        device_id: the CUDA device index (ignored on CPU).
+        num_threads: decode/augment threads (DALI) or worker processes (torch).
+        seed: base seed of the random augmentations.
+        output_dtype: "float32", "float16" or "uint8" (uint8 skips normalization).
+        layout: "NCHW" or "NHWC".
+        prefetch: batches prepared ahead.
+        verify: check record checksums on every read.
+        channels: channels every image is brought to (grayscale expanded to RGB when 3).
+    """
+
+    batch_size: int
+    device: str = "cpu"
+    device_id: int = 0
+    num_threads: int = 2
+    seed: int = 0
+    output_dtype: str = "float32"
+    layout: str = "NCHW"
+    prefetch: int = 2
+    verify: bool = True
+    channels: int = 3
+
+
+class Backend(Protocol):
+    """A way to produce batches. Built once per Loader, iterated once per epoch."""
+
+    def iterate(self, batches: Sequence[np.ndarray], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(images, labels)`` for each batch of record indices, in order.
+
+        ``images``: ``output_dtype`` tensor in ``layout`` on ``device``; ``labels``: int64 tensor
+        on ``device``. ``epoch`` seeds the random augmentations together with the config seed.
+        A batch may be shorter than ``batch_size`` (the last one of an epoch).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release worker processes and pipelines."""
+        ...

@@ -1,0 +1,127 @@
+"""Geometric operators: random-resized crop, resize, center crop, flip."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ._pixels import by_channel_chunks
+from .base import Op, register
+
+__all__ = ["RandomResizedCrop", "Resize", "CenterCrop", "Flip", "resize_image"]
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize HWC with antialiasing when shrinking (area) and bilinear when enlarging."""
+    h, w = image.shape[:2]
+    shrinking = height < h or width < w
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    # cv2.resize takes at most 4 channels (INTER_AREA): larger stacks go in groups
+    return by_channel_chunks(image, lambda chunk: cv2.resize(chunk, (width, height), interpolation=interpolation))
+
+
+@register
+@dataclass(frozen=True)
+class RandomResizedCrop(Op):
+    """Crop a random area (``scale`` of the image, aspect ``ratio``) and resize it to ``size``.
+
+    The same sampling as torchvision's RandomResizedCrop: 10 tries, then a center crop with the
+    ratio clamped into range. ``size`` is (height, width) or one int for a square.
+    """
+
+    size: int | tuple[int, int] = 224
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[int, int, int, int]:
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, int(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            h, w = height, int(round(height * self.ratio[1]))
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def apply(self, image: np.ndarray, params: tuple[int, int, int, int]) -> np.ndarray:
+        y, x, h, w = params
+        return resize_image(image[y : y + h, x : x + w], *_pair(self.size))
+
+
+@register
+@dataclass(frozen=True)
+class Resize(Op):
+    """Resize so the shorter side is ``shorter`` (keeps aspect), or to exactly ``size`` (h, w)."""
+
+    shorter: int | None = None
+    size: int | tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.shorter is None) == (self.size is None):
+            raise ValueError("Resize needs exactly one of shorter= or size=")
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.size is not None:
+            return _pair(self.size)
+        scale = self.shorter / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
+        return resize_image(image, *self.output_size(*image.shape[:2]))
+
+
+@register
+@dataclass(frozen=True)
+class CenterCrop(Op):
+    """Crop the center ``size`` (h, w); pads with zeros where the image is smaller."""
+
+    size: int | tuple[int, int] = 224
+
+    def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
+        th, tw = _pair(self.size)
+        h, w = image.shape[:2]
+        if h < th or w < tw:
+            pad = ((max(0, (th - h + 1) // 2),) * 2, (max(0, (tw - w + 1) // 2),) * 2, (0, 0))
+            image = np.pad(image, pad)
+            h, w = image.shape[:2]
+        y, x = int(round((h - th) / 2)), int(round((w - tw) / 2))
+        return image[y : y + th, x : x + tw]
+
+
+@register
+@dataclass(frozen=True)
+class Flip(Op):
+    """Flip horizontally and/or vertically, each with probability ``p``."""
+
+    horizontal: bool = True
+    vertical: bool = False
+    p: float = 0.5
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[bool, bool]:
+        h, v = rng.random() < self.p, rng.random() < self.p
+        return bool(h and self.horizontal), bool(v and self.vertical)
+
+    def apply(self, image: np.ndarray, params: tuple[bool, bool]) -> np.ndarray:
+        horizontal, vertical = params
+        if horizontal:
+            image = image[:, ::-1]
+        if vertical:
+            image = image[::-1]
+        return image

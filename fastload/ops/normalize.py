@@ -1,0 +1,56 @@
+"""Normalization: ``(x / max_value - mean) / std`` per channel, producing float32."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import Op, register
+
+__all__ = ["Normalize", "IMAGENET_MEAN", "IMAGENET_STD", "resolve_mean_std"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_mean_std(mean: Any, std: Any, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean/std in 0..1 units for ``channels`` channels.
+
+    None means ImageNet's for 3 channels and 0.5/0.5 otherwise (use ``fastload inspect`` to
+    get a dataset's own). A single number applies to every channel.
+    """
+    if mean is None:
+        mean = IMAGENET_MEAN if channels == 3 else (0.5,)
+    if std is None:
+        std = IMAGENET_STD if channels == 3 else (0.5,)
+    m, s = np.asarray(mean, np.float32).ravel(), np.asarray(std, np.float32).ravel()
+    m = np.broadcast_to(m, (channels,)) if m.size == 1 else m
+    s = np.broadcast_to(s, (channels,)) if s.size == 1 else s
+    if m.shape != (channels,) or s.shape != (channels,):
+        raise ValueError(f"mean/std have {m.size}/{s.size} values for {channels}-channel images")
+    if (s <= 0).any():
+        raise ValueError("std values must be positive")
+    return m.astype(np.float32), s.astype(np.float32)
+
+
+def max_value(dtype: np.dtype) -> float:
+    """The value that means 'full intensity' for a pixel type (1.0 for floats)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+
+
+@register
+@dataclass(frozen=True)
+class Normalize(Op):
+    """Scale to 0..1 by the pixel type's range (255 for 8-bit, 65535 for 16-bit), then
+    subtract ``mean`` and divide by ``std`` (0..1 units; None: ImageNet's for RGB)."""
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
+        mean, std = resolve_mean_std(self.mean, self.std, image.shape[2])
+        scale = max_value(image.dtype)
+        return ((image.astype(np.float32) / scale - mean) / std).astype(np.float32)

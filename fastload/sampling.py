@@ -1,0 +1,101 @@
+"""Which records each batch of an epoch holds, on each rank: the one source of sample order.
+
+Both backends take their batches from an EpochPlan, so order, coverage, sharding and resume
+are decided here once, deterministically from (seed, epoch), whatever the worker count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["EpochPlan", "balanced_weights"]
+
+
+def balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-record weights that make every class equally likely (1 / its class count)."""
+    labels = np.asarray(labels)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return (1.0 / counts)[inverse]
+
+
+@dataclass(frozen=True, eq=False)
+class EpochPlan:
+    """The sample order of one rank, for any epoch.
+
+    Without weights, every epoch is a permutation of all records (``shuffle``) or their order,
+    split across ranks by striding (rank r takes positions r, r + world_size, ...). With
+    ``drop_last=False`` the global order is padded by wrapping around so every rank gets the same
+    number of samples (as ``torch.utils.data.DistributedSampler`` does); with ``drop_last=True``
+    the tail that would make ranks or batches unequal is dropped. With ``weights``, each epoch
+    draws ``num_samples`` records with replacement in proportion to the weights.
+
+    Example (10 records, batch 4, 2 ranks, no shuffle):
+        rank 0 gets records 0 2 4 6 8 -> batches [0 2 4 6] [8]; rank 1 gets [1 3 5 7] [9].
+    """
+
+    num_records: int
+    batch_size: int
+    shuffle: bool = True
+    seed: int = 0
+    drop_last: bool = False
+    rank: int = 0
+    world_size: int = 1
+    weights: np.ndarray | None = None
+    num_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_records < 1:
+            raise ValueError("EpochPlan needs at least one record")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside 0..{self.world_size - 1}")
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            if w.shape != (self.num_records,) or (w < 0).any() or not w.sum() > 0:
+                raise ValueError(f"weights must be {self.num_records} non-negative numbers, not all zero")
+        if self.samples_per_rank < (self.batch_size if self.drop_last else 1):
+            raise ValueError(
+                f"{self.total_samples} samples over {self.world_size} ranks leave fewer than one "
+                f"{'full ' if self.drop_last else ''}batch of {self.batch_size} per rank"
+            )
+
+    @property
+    def total_samples(self) -> int:
+        return self.num_samples if self.num_samples is not None else self.num_records
+
+    @property
+    def samples_per_rank(self) -> int:
+        n, w = self.total_samples, self.world_size
+        return n // w if self.drop_last else -(-n // w)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (the same on every rank)."""
+        per_rank, bs = self.samples_per_rank, self.batch_size
+        return per_rank // bs if self.drop_last else -(-per_rank // bs)
+
+    def global_order(self, epoch: int) -> np.ndarray:
+        """Every rank's samples for ``epoch``, interleaved, before padding."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.weights is not None:
+            p = np.asarray(self.weights, dtype=np.float64)
+            return rng.choice(self.num_records, size=self.total_samples, replace=True, p=p / p.sum())
+        if self.shuffle:
+            return rng.permutation(self.num_records)
+        return np.arange(self.num_records)
+
+    def indices(self, epoch: int) -> np.ndarray:
+        """This rank's record indices for ``epoch``, in order."""
+        order = self.global_order(epoch)
+        needed = self.samples_per_rank * self.world_size
+        if needed > len(order):
+            order = np.resize(order, needed)  # wrap around: repeats the first records
+        return order[:needed][self.rank :: self.world_size]
+
+    def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:
+        """This rank's batches for ``epoch``, from batch ``start`` on (for mid-epoch resume)."""
+        idx = self.indices(epoch)
+        count = len(self)
+        return [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, count)]
