@@ -1,0 +1,114 @@
+"""Colour jitter: brightness and contrast for any channel count; saturation and hue for RGB."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._pixels import restore_dtype
+from .base import Op, register
+
+__all__ = ["ColorJitter", "JitterParams", "hsv_matrix"]
+
+# RGB <-> YIQ, the colour space DALI's ``hsv`` works in (hue is a rotation of the I/Q plane,
+# saturation a scaling of it), so both paths compute the same linear map.
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.312]], np.float64)
+_YIQ2RGB = np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.107, 1.705]], np.float64)
+
+
+def hsv_matrix(hue_degrees: float, saturation: float) -> np.ndarray:
+    """The 3x3 RGB->RGB matrix that rotates hue by ``hue_degrees`` and scales saturation."""
+    h = math.radians(hue_degrees)
+    rotate = np.array([[1, 0, 0], [0, math.cos(h), math.sin(h)], [0, -math.sin(h), math.cos(h)]])
+    scale = np.diag([1.0, saturation, saturation])
+    return (_YIQ2RGB @ rotate @ scale @ _RGB2YIQ).astype(np.float32)
+
+
+def _factor_range(value: float | tuple[float, float], name: str, center: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    """torchvision's convention: a number v means [center - v, center + v]; a pair is the range."""
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"ColorJitter {name} must be non-negative, got {value}")
+        low, high = center - value, center + value
+    else:
+        low, high = (float(v) for v in value)
+    low, high = max(low, bounds[0]), min(high, bounds[1])
+    if low > high:
+        raise ValueError(f"ColorJitter {name} range [{low}, {high}] is empty")
+    return low, high
+
+
+class JitterParams(NamedTuple):
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float  # fraction of the colour circle
+
+
+@register
+@dataclass(frozen=True)
+class ColorJitter(Op):
+    """Randomly change brightness, contrast, saturation and hue, in that order.
+
+    Each of ``brightness``, ``contrast``, ``saturation`` is a factor range: a number ``v`` means
+    a factor drawn from [1 - v, 1 + v] (0: unchanged), a pair is the range itself. ``hue`` is a
+    shift in fractions of the colour circle, drawn from [-v, v] (at most 0.5), or a pair.
+
+    Brightness multiplies every value; contrast blends with the image's mean value (over all
+    channels), so both mean the same for 1, 3 or 12 channels. Saturation and hue only have a
+    meaning for RGB: they are applied to 3-channel images and skipped for other channel counts.
+    Integer images are computed in float and rounded back (uint16 keeps its 16 bits).
+    """
+
+    brightness: float | tuple[float, float] = 0.0
+    contrast: float | tuple[float, float] = 0.0
+    saturation: float | tuple[float, float] = 0.0
+    hue: float | tuple[float, float] = 0.0
+
+    def __post_init__(self) -> None:
+        self._ranges()  # validate at construction
+
+    def _ranges(self) -> tuple[tuple[float, float], ...]:
+        inf = float("inf")
+        hue = (-self.hue, self.hue) if isinstance(self.hue, (int, float)) else tuple(self.hue)
+        if not -0.5 <= hue[0] <= hue[1] <= 0.5:
+            raise ValueError(f"ColorJitter hue must lie in [-0.5, 0.5], got {self.hue}")
+        return (
+            _factor_range(self.brightness, "brightness", 1.0, (0.0, inf)),
+            _factor_range(self.contrast, "contrast", 1.0, (0.0, inf)),
+            _factor_range(self.saturation, "saturation", 1.0, (0.0, inf)),
+            (float(hue[0]), float(hue[1])),
+        )
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> JitterParams:
+        return JitterParams(*(float(rng.uniform(low, high)) for low, high in self._ranges()))
+
+    def apply(self, image: np.ndarray, params: JitterParams) -> np.ndarray:
+        x = image.astype(np.float32) * np.float32(params.brightness)
+        if params.contrast != 1.0:
+            mean = np.float32(x.mean())
+            x = mean + np.float32(params.contrast) * (x - mean)
+        if image.shape[2] == 3 and (params.saturation != 1.0 or params.hue != 0.0):
+            x = x @ hsv_matrix(params.hue * 360.0, params.saturation).T
+        return restore_dtype(x, image.dtype)
+
+    def dali(self, images: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn, types
+
+        from ._dali_util import as_float, like, uniform
+
+        (b_lo, b_hi), (c_lo, c_hi), (s_lo, s_hi), (h_lo, h_hi) = self._ranges()
+        x = as_float(images) * uniform(b_lo, b_hi)
+        if (c_lo, c_hi) != (1.0, 1.0):
+            # brightness_contrast blends around contrast_center; the image's own mean makes it
+            # the same operation as the NumPy path for any channel count and bit depth
+            x = fn.brightness_contrast(x, contrast=uniform(c_lo, c_hi), contrast_center=fn.reductions.mean(x),
+                                       dtype=types.FLOAT)
+        rgb = getattr(ctx, "channels", 3) == 3
+        if rgb and ((s_lo, s_hi) != (1.0, 1.0) or (h_lo, h_hi) != (0.0, 0.0)):
+            x = fn.hsv(x, hue=uniform(h_lo * 360.0, h_hi * 360.0), saturation=uniform(s_lo, s_hi),
+                       dtype=types.FLOAT)
+        return like(x, images)
