@@ -15,6 +15,7 @@ from .errors import (
     StoreFormatError,
     WorkerDiedError,
 )
+from .ops.custom import array_namespace, batch_op, op
 from .pack import PackOptions, PackSummary, pack
 from .sample import SampleSpec, make_sample_folder
 from .sources import CsvColumns
@@ -37,7 +38,10 @@ __all__ = [
     "StoreReader",
     "WorkerDiedError",
     "__version__",
+    "array_namespace",
+    "batch_op",
     "make_sample_folder",
+    "op",
     "open_store",
     "pack",
 ]

@@ -1,20 +1,43 @@
 """Augmentation operators: one spec each, run by NumPy (torch backend) or DALI."""
 
 from .base import REGISTRY, Op, register
+from .blur import GaussianBlur
+from .color import ColorJitter
+from .config import from_config, save_config, to_config
+from .custom import BatchOp, CustomOp, CustomOpError, array_namespace, batch_op, op, run_numpy
 from .geometry import CenterCrop, Flip, RandomResizedCrop, Resize
+from .library import ChannelIntensityScale, GaussianNoise, HistogramEqualization, RandomErasing
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from .presets import preset
+from .rotate import Rotate
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "REGISTRY",
+    "BatchOp",
     "CenterCrop",
+    "ChannelIntensityScale",
+    "ColorJitter",
+    "CustomOp",
+    "CustomOpError",
     "Flip",
+    "GaussianBlur",
+    "GaussianNoise",
+    "HistogramEqualization",
     "Normalize",
     "Op",
+    "RandomErasing",
     "RandomResizedCrop",
     "Resize",
+    "Rotate",
+    "array_namespace",
+    "batch_op",
+    "from_config",
+    "op",
     "preset",
     "register",
+    "run_numpy",
+    "save_config",
+    "to_config",
 ]
