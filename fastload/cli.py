@@ -129,14 +129,53 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"pack": _run_pack, "inspect": _run_inspect, "verify": _run_verify, "sample": _run_sample}
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="find the fastest Loader threads / batch size / prefetch here")
+    p.add_argument("store", help="a store (.lmdb, .h5) or a glob of shards")
+    p.add_argument("--threads", type=_int_list, help="thread counts to try (e.g. 1,2,4,8)")
+    p.add_argument("--batch-sizes", type=_int_list,
+                   help="batch sizes to try (batch size changes training: give yours to keep it)")
+    p.add_argument("--prefetch", type=_int_list, help="prefetch depths to try (default 1,2,4)")
+    p.add_argument("--backend", default="auto", choices=["auto", "dali", "torch"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median kept)")
+    p.add_argument("--save", metavar="FILE", help="write the winning settings and every trial as JSON")
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    print(f"tuning the Loader on {args.store} (each setting: warm-up, then {args.rounds} timed rounds)")
+    result = tune(args.store, threads=args.threads, batch_sizes=args.batch_sizes,
+                  prefetch=args.prefetch, rounds=args.rounds, backend=args.backend,
+                  device=args.device, image_size=args.image_size,
+                  progress=lambda trial: print(f"  {trial}", flush=True))
+    print(result.summary())
+    print(result.loader_call(args.store))
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump(result.to_json(), f, indent=1)
+        print(f"wrote {args.save}")
+    return 0
+
+
+_COMMANDS = {"pack": _run_pack, "inspect": _run_inspect, "verify": _run_verify, "sample": _run_sample,
+             "tune": _run_tune}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastload", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fastload {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_pack, _add_inspect, _add_verify, _add_sample):
+    for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune):
         add(sub)
     return parser
 

@@ -1,0 +1,112 @@
+"""fastload.tune: the search logic on a simulated loader, and a real run through the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload import cli, tune
+from fastload.sample import SampleSpec, make_sample_folder
+
+
+class FakeStore:
+    labels = np.zeros(1000, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class SimulatedLoader:
+    """Sleeps ``cost(settings)`` seconds per image, so its speed is known in advance."""
+
+    def __init__(self, cost: float, batch_size: int) -> None:
+        self.cost, self.batch_size, self.closed = cost, batch_size, False
+
+    def __iter__(self):
+        for _ in range(4):
+            time.sleep(self.cost * self.batch_size)
+            yield None, list(range(self.batch_size))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _simulate(cost_of):
+    built = []
+
+    def make_loader(**settings):
+        built.append(SimulatedLoader(cost_of(settings), settings["batch_size"]))
+        return built[-1]
+    return make_loader, built
+
+
+FAST = {"images_per_round": 32, "rounds": 2, "warmup_batches": 1}
+
+
+def test_finds_the_fastest_setting_and_reports_its_gain():
+    defaults = tune.default_settings()
+    # 2x faster with 3 threads, 2x again with prefetch 4, whatever the batch size.
+    make_loader, built = _simulate(lambda s: 4e-4 / (1 + (s["num_threads"] == 3))
+                                   / (1 + (s["prefetch"] == 4)))
+    result = tune.tune(FakeStore(), threads=[1, 3], batch_sizes=[defaults["batch_size"]],
+                       prefetch=[1, 4], make_loader=make_loader, **FAST)
+    assert result.best == {**defaults, "num_threads": 3, "prefetch": 4}
+    assert not result.defaults_are_best and 2 < result.gain < 6
+    assert all(loader.closed for loader in built)  # each trial's workers stopped before the next
+    # the winner and the defaults were measured twice (in reverse order the second time)
+    assert [t.settings for t in result.trials[-2:]] == [result.best, defaults]
+    assert "the defaults" in result.summary() and "x the defaults" in result.summary()
+    assert result.loader_call("train.lmdb").startswith("fastload.Loader('train.lmdb', num_threads=3")
+    assert json.loads(json.dumps(result.to_json()))["best"] == result.best
+
+
+def test_says_so_when_the_defaults_are_already_best():
+    make_loader, _ = _simulate(lambda s: 2e-4)  # every setting equally fast
+    result = tune.tune(FakeStore(), threads=[1, 2], batch_sizes=[32, 64], prefetch=[1, 2],
+                       make_loader=make_loader, tolerance=0.5, **FAST)
+    assert result.defaults_are_best and result.best == tune.default_settings()
+    assert "already the fastest" in str(result)
+
+
+def test_a_failing_setting_loses_instead_of_stopping_the_search():
+    def make_loader(**settings):
+        if settings["num_threads"] == 7:
+            raise RuntimeError("worker killed (out of memory)")
+        return SimulatedLoader(5e-5, settings["batch_size"])
+
+    result = tune.tune(FakeStore(), threads=[7], batch_sizes=[64], prefetch=[2],
+                       make_loader=make_loader, tolerance=0.5, **FAST)
+    failed = [t for t in result.trials if t.error]
+    assert len(failed) == 1 and "out of memory" in str(failed[0])
+    assert result.defaults_are_best
+
+
+def test_refuses_a_store_smaller_than_one_default_batch(small_lmdb):
+    with pytest.raises(ValueError, match="fewer than one default batch"):
+        tune.tune(small_lmdb, make_loader=lambda **s: SimulatedLoader(0, 1))
+
+
+@pytest.fixture(scope="module")
+def store_of_72(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("tune") / "data"
+    make_sample_folder(root, SampleSpec(num_classes=3, per_class=24, short_side=(40, 56)), workers=1)
+    out = str(root) + ".lmdb"
+    fastload.pack(root, out, options=fastload.PackOptions(workers=1, progress=False))
+    return out
+
+
+@pytest.mark.skipif(not hasattr(fastload, "Loader"), reason="fastload.Loader not available yet")
+def test_cli_tunes_the_real_loader_and_saves_the_settings(store_of_72, tmp_path, capsys):
+    saved = tmp_path / "tuned.json"
+    assert cli.main(["tune", store_of_72, "--backend", "torch", "--device", "cpu",
+                     "--image-size", "32", "--threads", "1", "--batch-sizes", "64",
+                     "--prefetch", "2", "--rounds", "2", "--save", str(saved)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(saved.read_text())
+    assert set(result["best"]) == {"num_threads", "batch_size", "prefetch"}
+    assert result["default_images_per_s"] > 0 and all(not t["error"] for t in result["trials"])
+    assert "fastload.Loader(" in printed and "defaults num_threads=" in printed
