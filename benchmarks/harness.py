@@ -180,12 +180,17 @@ def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
         start = time.perf_counter()
         loader = spec.build(data, config)
         batches = _epochs(loader)
-        output = _check_batch(next(batches), config)
-        _synchronize(spec.device)
-        first_batch_s = time.perf_counter() - start
-        for _ in range(config.warmup_batches):
-            next(batches)
-        row = _timed_rounds(batches, config, spec.device, monitor)
+        try:
+            output = _check_batch(next(batches), config)
+            _synchronize(spec.device)
+            first_batch_s = time.perf_counter() - start
+            for _ in range(config.warmup_batches):
+                next(batches)
+            row = _timed_rounds(batches, config, spec.device, monitor)
+        finally:  # in-process runs (--no-isolate, tests): stop workers before the next config
+            batches.close()
+            if hasattr(loader, "close"):
+                loader.close()
     row.update(status="ok", note="", output=output, first_batch_s=first_batch_s,
                mb_per_s=row["images_per_s"] * data.mean_bytes / 1e6,
                peak_rss_mb=monitor.peak_rss / 2**20, rss_before_mb=rss_before / 2**20,

@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import sys
 from typing import Any
 
@@ -99,7 +100,9 @@ def _brief(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:  # a dash as wide as the number would be
+        return format("-", re.sub(r"(\.\d+)?f$", "", spec))
+    return format(value, spec)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -114,9 +117,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             continue
         spread = f"{r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}"
         frac = r.get("ceiling_fraction")
-        lines.append(f"{where} {r['images_per_s']:>7.0f} {spread:>13} {r['mb_per_s']:>6.1f} "
-                     f"{r['first_batch_s']:>6.2f} {r['peak_rss_mb']:>7.0f} {r['cpu_util_pct']:>5.0f} "
-                     f"{_fmt(frac * 100 if frac is not None else None, '>5.0f')}")
+        lines.append(" ".join([
+            where, f"{r['images_per_s']:>7.0f}", f"{spread:>13}", _fmt(r.get("mb_per_s"), ">6.1f"),
+            _fmt(r.get("first_batch_s"), ">6.2f"), _fmt(r.get("peak_rss_mb"), ">7.0f"),
+            _fmt(r.get("cpu_util_pct"), ">5.0f"), _fmt(None if frac is None else 100 * frac, ">5.0f")]))
     return "\n".join(lines)
 
 

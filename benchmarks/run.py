@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=224, help="random-resized-crop output side")
     p.add_argument("--classes", type=int, help="generated classes (default 10)")
     p.add_argument("--per-class", type=int, help="generated images per class (default 200)")
+    p.add_argument("--short-side", type=_ints, default=(300, 500),
+                   help="generated images' short side range MIN,MAX (default 300,500: ImageNet-like)")
     p.add_argument("--rounds", type=int, help="timed rounds per configuration (default 5)")
     p.add_argument("--images-per-round", type=int, help="images per timed round (default 1280)")
     p.add_argument("--warmup-batches", type=int, help="untimed batches after the first (default 5)")
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 image_size=args.image_size, warmup_batches=args.warmup_batches,
                 images_per_round=args.images_per_round, rounds=args.rounds, timeout_s=args.timeout)
     started = time.perf_counter()
-    spec = None if args.data else sample_spec(args.classes, args.per_class)
+    spec = None if args.data else sample_spec(args.classes, args.per_class, tuple(args.short_side))
     data = prepare_data(os.path.abspath(args.work), folder=args.data, spec=spec)
     print(data.description)
     for fmt, stats in data.pack.items():
