@@ -269,3 +269,40 @@ def test_library_runs_on_cupy_arrays(spec):
     x = image("six16")
     out = spec.run(cupy.asarray(x), np.random.default_rng(0), "a test sample")
     assert isinstance(out, cupy.ndarray) and out.shape == x.shape and out.dtype == x.dtype
+
+
+# --- through the Loader --------------------------------------------------------------------------
+AUGMENT = [ops.RandomResizedCrop(32), ops.Flip(horizontal=True, vertical=True), ops.Rotate(max_degrees=15),
+           ops.ColorJitter(brightness=0.2, contrast=0.2), ops.RandomErasing(p=0.5), ops.GaussianNoise(0.01),
+           add_noise.with_args(sigma=0.02), ops.Normalize()]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_runs_custom_ops_and_replays(small_lmdb, workers):
+    def first_batch():
+        loader = fastload.Loader(small_lmdb, batch_size=4, augment=AUGMENT, backend="torch", device="cpu",
+                                 num_threads=workers, seed=3)
+        images, _ = next(iter(loader))
+        loader.close()
+        return images
+
+    a = first_batch()
+    assert a.shape == (4, 3, 32, 32)
+    assert np.array_equal(a.numpy(), first_batch().numpy())
+
+
+def test_loader_takes_a_config_file(small_lmdb, tmp_path):
+    path = tmp_path / "aug.yaml"
+    ops.save_config(AUGMENT, path)
+    kwargs = dict(batch_size=4, backend="torch", device="cpu", num_threads=0, seed=1)
+    from_file = fastload.Loader(small_lmdb, augment=str(path), **kwargs)
+    from_list = fastload.Loader(small_lmdb, augment=AUGMENT, **kwargs)
+    assert from_file.ops == AUGMENT
+    assert np.array_equal(next(iter(from_file))[0].numpy(), next(iter(from_list))[0].numpy())
+
+
+def test_loader_errors_name_the_custom_op_and_record(small_lmdb):
+    loader = fastload.Loader(small_lmdb, batch_size=2, augment=[broken], backend="torch", device="cpu",
+                             num_threads=0)
+    with pytest.raises(CustomOpError, match=r"'broken' failed on record \d+ \(epoch 0"):
+        next(iter(loader))

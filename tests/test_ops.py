@@ -175,3 +175,53 @@ def test_dali_agrees_with_numpy(op, kind):
     # libraries' bilinear weights differ in the last digits: up to 4 of 65535)
     tolerance = 1.0 if image.dtype == np.uint8 else 1e-4 * (65535 if image.dtype == np.uint16 else 1.0)
     assert np.abs(dali_out - numpy_out).max() <= tolerance
+
+
+# --- through the Loader --------------------------------------------------------------------------
+class SixChannelStore:
+    """An in-memory store of 6-channel uint16 images (the packer takes 1- and 3-channel files only)."""
+
+    def __init__(self, count: int = 8) -> None:
+        self.images = [smooth(40 + i, 48, 6, np.uint16, seed=i) for i in range(count)]
+        self.labels = np.arange(count, dtype=np.int64) % 2
+        self.path = "memory://six-channel"
+        self.channels = 6
+        self.classes = ["a", "b"]
+        self.header = type("Header", (), {"dtypes": ["uint16"], "stats": {}, "channels": 6})()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, index: int, verify: bool = True) -> bytes:
+        return self.images[index].tobytes()
+
+    def decode(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
+def test_loader_yields_16_bit_precision_after_augmentation(tmp_path):
+    import fastload
+    from fastload.sample import SampleSpec, make_sample_folder
+
+    make_sample_folder(tmp_path / "xray", SampleSpec(num_classes=2, per_class=2, short_side=(40, 48),
+                                                     image_format="png16"), workers=1)
+    store = str(tmp_path / "xray.lmdb")
+    fastload.pack(str(tmp_path / "xray"), store, options=fastload.PackOptions(workers=1, progress=False))
+    augment = [ops.RandomResizedCrop(32, scale=(0.5, 1.0)), ops.Flip(), ops.Rotate(10),
+               ops.ColorJitter(brightness=0.1, contrast=0.1), ops.GaussianBlur(sigma=(0.3, 0.6)), ops.Normalize()]
+    loader = fastload.Loader(store, batch_size=4, augment=augment, backend="torch", device="cpu", num_threads=0)
+    images, _ = next(iter(loader))
+    assert images.shape == (4, 1, 32, 32)
+    for image in images:
+        assert len(np.unique(image.numpy())) > 256
+
+
+@pytest.mark.parametrize("op", BUILTIN, ids=_id)
+def test_loader_yields_six_channel_batches_through_every_op(op):
+    import fastload
+
+    augment = [op, ops.CenterCrop(32)] if not isinstance(op, ops.Normalize) else [ops.CenterCrop(32), op]
+    loader = fastload.Loader(SixChannelStore(), batch_size=4, augment=augment, backend="torch",
+                             device="cpu", num_threads=0)
+    images, labels = next(iter(loader))
+    assert images.shape == (4, 6, 32, 32) and labels.shape == (4,)
