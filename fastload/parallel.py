@@ -1,13 +1,20 @@
-"""An ordered, bounded parallel map over worker processes that never hangs on a dead worker."""
+"""An ordered, bounded parallel map over worker processes that never hangs on a dead worker.
+
+Each worker has its own pipe, so the parent always knows which chunk each worker holds: when
+one dies (killed, out of memory) the error names the worker, how it died and the chunk it was
+processing, instead of the "a process in the pool terminated abruptly" a shared pool gives.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections import deque
+import pickle
+import signal
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
 from .errors import WorkerDiedError
@@ -16,6 +23,8 @@ __all__ = ["ordered_map", "default_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_IN_FLIGHT_PER_WORKER = 2  # one chunk working, one queued: the worker never waits for the parent
 
 
 def default_workers() -> int:
@@ -26,16 +35,148 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker() -> None:
-    import cv2
-
-    # One OpenCV thread per worker process: the processes are the parallelism.
-    cv2.setNumThreads(1)
-
-
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# --- worker side --------------------------------------------------------------------------
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it survives pickling, else a RuntimeError with its traceback."""
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, round-tripped in-process
+        return exc
+    except Exception:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return RuntimeError(f"a worker raised an exception that cannot be sent back:\n{text}")
+
+
+def _worker_main(conn: Connection, fn: Callable[[Any, Any], Any], context: Any) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one OpenCV thread per worker process: the processes are the parallelism
+    try:
+        while True:
+            task = conn.recv()
+            if task is None:
+                return
+            seq, chunk = task
+            try:
+                reply = (seq, True, fn(chunk, context))
+            except Exception as exc:
+                reply = (seq, False, _portable(exc))
+            conn.send(reply)
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        return  # the parent went away or was interrupted: nothing left to do
+
+
+# --- parent side --------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    in_flight: dict[int, Sequence[Any]] = field(default_factory=dict)  # seq -> chunk, FIFO
+
+
+def _how_it_died(process: Any) -> str:
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class _Pool:
+    def __init__(self, fn: Callable, context: Any, workers: int,
+                 describe: Callable[[Sequence[Any]], str]) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no inherited locks, threads or handles
+        self.describe = describe
+        self.workers: list[_Worker] = []
+        try:
+            for _ in range(workers):
+                parent_end, child_end = ctx.Pipe(duplex=True)
+                process = ctx.Process(target=_worker_main, args=(child_end, fn, context),
+                                      daemon=True, name="fastload-worker")
+                process.start()
+                child_end.close()
+                self.workers.append(_Worker(process, parent_end))
+        except BaseException:
+            self.close(graceful=False)
+            raise
+
+    def _dead(self, worker: _Worker) -> WorkerDiedError:
+        worker.process.join(timeout=5)
+        what = (f"while processing {self.describe(next(iter(worker.in_flight.values())))}"
+                if worker.in_flight else "while idle")
+        return WorkerDiedError(
+            f"worker process {worker.process.pid} {_how_it_died(worker.process)} {what} "
+            "(killed, or out of memory); re-run, or use fewer workers (--workers) if memory is short"
+        )
+
+    def _receive(self, worker: _Worker, done: dict[int, Any]) -> None:
+        try:
+            seq, ok, value = worker.conn.recv()
+        except (EOFError, ConnectionError, OSError):
+            raise self._dead(worker) from None
+        del worker.in_flight[seq]
+        if not ok:
+            raise value
+        done[seq] = value
+
+    def ordered(self, chunks: list[Sequence[Any]]) -> Iterator[Any]:
+        """Results of every chunk, in chunk order; at most ``4 * workers`` chunks ahead."""
+        window = 4 * len(self.workers)
+        next_send = next_out = 0
+        done: dict[int, Any] = {}
+        while next_out < len(chunks):
+            for worker in self.workers:
+                while (len(worker.in_flight) < _IN_FLIGHT_PER_WORKER and next_send < len(chunks)
+                       and next_send < next_out + window):
+                    worker.in_flight[next_send] = chunks[next_send]
+                    try:
+                        worker.conn.send((next_send, chunks[next_send]))
+                    except OSError:  # broken pipe: the worker is gone
+                        raise self._dead(worker) from None
+                    next_send += 1
+            if next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+                continue
+            self._wait(done)
+
+    def _wait(self, done: dict[int, Any]) -> None:
+        by_handle: dict[Any, tuple[_Worker, bool]] = {}
+        for worker in self.workers:
+            by_handle[worker.conn] = (worker, True)
+            by_handle[worker.process.sentinel] = (worker, False)
+        for handle in wait(list(by_handle)):
+            worker, is_conn = by_handle[handle]
+            if is_conn:
+                self._receive(worker, done)
+            elif not worker.conn.poll():  # exited with nothing left to read: it died
+                raise self._dead(worker)
+
+    def close(self, graceful: bool) -> None:
+        for worker in self.workers:
+            if graceful and worker.process.is_alive():
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+            elif worker.process.is_alive():
+                worker.process.terminate()
+        for worker in self.workers:
+            worker.process.join(timeout=10 if graceful else 2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
 
 
 def ordered_map(
@@ -46,37 +187,23 @@ def ordered_map(
     chunk_size: int = 16,
     describe: Callable[[Sequence[T]], str] = lambda chunk: f"{len(chunk)} items",
 ) -> Iterable[R]:
-    """Yield ``fn(chunk, context)`` results in input order, at most ``4 * workers`` chunks ahead.
+    """Yield the items of ``fn(chunk, context)`` for every chunk of ``items``, in input order.
 
-    ``fn`` must be a module-level function (it crosses a process boundary). With one worker it
-    runs in this process. A worker that dies raises WorkerDiedError naming its chunk.
+    ``fn`` must be a module-level function (it crosses a process boundary); ``context`` is sent
+    to each worker once. With one worker it runs in this process. A worker that dies raises
+    WorkerDiedError naming it, its signal or exit status, and ``describe(chunk)`` of its chunk;
+    an exception raised by ``fn`` is re-raised here.
     """
-    if workers <= 1:
-        for chunk in _chunks(items, chunk_size):
+    chunks = list(_chunks(items, chunk_size))
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
             yield from fn(chunk, context)
         return
-    ctx = multiprocessing.get_context("spawn")  # no inherited locks, threads or handles
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
-    pending: deque[tuple[Future[list[R]], Sequence[T]]] = deque()
-    chunks = _chunks(items, chunk_size)
+    pool = _Pool(fn, context, min(workers, len(chunks)), describe)
+    graceful = False
     try:
-        for chunk in chunks:
-            pending.append((pool.submit(fn, chunk, context), chunk))
-            if len(pending) >= 4 * workers:
-                yield from _collect(*pending.popleft(), describe)
-        while pending:
-            yield from _collect(*pending.popleft(), describe)
+        for results in pool.ordered(chunks):
+            yield from results
+        graceful = True
     finally:
-        for future, _ in pending:
-            future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _collect(future: Future, chunk: Sequence[Any], describe: Callable[[Sequence[Any]], str]) -> list[Any]:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise WorkerDiedError(
-            f"a worker process died (killed, or out of memory) while processing {describe(chunk)}; "
-            "re-run, or use fewer workers (--workers) if memory is short"
-        ) from None
+        pool.close(graceful)
