@@ -42,7 +42,15 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"DICM", 128, "dicom"),
 )
 _DECODE_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+# Gray+alpha PNGs: OpenCV would expand them to colour; decode as gray (alpha dropped, exact).
+_GRAY_FLAGS = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH
 _SUPPORTED_DTYPES = (np.uint8, np.uint16)
+_PNG_GRAY_ALPHA = 4  # IHDR colour type
+
+
+def _is_gray_alpha_png(data: bytes) -> bool:
+    # IHDR is the first chunk: 8-byte signature, length, b"IHDR", width, height, depth, colour type.
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and data[25:26] == bytes([_PNG_GRAY_ALPHA])
 
 
 @dataclass(frozen=True)
@@ -119,8 +127,9 @@ def decode(data: bytes, path: str = "<bytes>") -> np.ndarray:
     if sniff_format(data) == "dicom":
         return _decode_dicom(data, path)
     buf = np.frombuffer(data, dtype=np.uint8)
+    flags = _GRAY_FLAGS if _is_gray_alpha_png(data) else _DECODE_FLAGS
     try:
-        image = cv2.imdecode(buf, _DECODE_FLAGS)
+        image = cv2.imdecode(buf, flags)
     except cv2.error as exc:
         raise BadInputError(path, f"decoder error: {exc}") from None
     if image is None:
