@@ -45,7 +45,8 @@ def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], wh
 
 
 def _resolve(root: str, name: str) -> str | None:
-    path = name if os.path.isabs(name) else os.path.join(root, name)
+    # normpath: "a.jpg" and "./a.jpg" are one file, and must count as a duplicate.
+    path = os.path.normpath(name if os.path.isabs(name) else os.path.join(root, name))
     if os.path.lexists(path):
         return path
     if not os.path.splitext(name)[1]:
@@ -70,16 +71,32 @@ def _read_rows(csv_path: str) -> tuple[list[str], list[list[str]]]:
 
 
 def _labels_to_ints(raw: list[str]) -> tuple[list[int], list[str]]:
-    """Integer labels stay as they are; any other labels become indices into sorted names."""
+    """Integer labels stay as they are; any other labels become indices into sorted names.
+
+    An empty label cell means unlabelled (-1), as in a Kaggle test manifest.
+    """
+    given = [v for v in raw if v != ""]
     try:
-        ints = [int(v) for v in raw]
+        ints = {v: int(v) for v in given}
     except ValueError:
-        classes = sorted(set(raw))
+        classes = sorted(set(given))
         index = {name: i for i, name in enumerate(classes)}
-        return [index[v] for v in raw], classes
-    if ints and min(ints) < 0:
-        raise ValueError(f"integer labels must be >= 0, found {min(ints)}")
-    return ints, [str(i) for i in range(max(ints) + 1)] if ints else []
+        return [index[v] if v != "" else -1 for v in raw], classes
+    if ints and min(ints.values()) < 0:
+        raise ValueError(f"integer labels must be >= 0, found {min(ints.values())}")
+    top = max(ints.values()) + 1 if ints else 0
+    return [ints[v] if v != "" else -1 for v in raw], [str(i) for i in range(top)]
+
+
+def _is_header(first: list[str], root: str, columns: CsvColumns) -> bool:
+    """A first row is a header unless nothing in it names a known column and its first cell
+    names a file that exists (a headerless ``path,label`` manifest)."""
+    if columns.path is not None or columns.label is not None:
+        return True
+    names = {cell.strip().lower() for cell in first}
+    if names & set(PATH_COLUMNS) or names & set(LABEL_COLUMNS):
+        return True
+    return not first or _resolve(root, first[0].strip()) is None
 
 
 def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> Source:
@@ -91,12 +108,16 @@ def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> So
     """
     csv_path, root = os.fspath(csv_path), os.fspath(root)
     header, rows = _read_rows(csv_path)
-    path_col = _pick(header, columns.path, PATH_COLUMNS, "path", csv_path, required=True)
-    label_col = _pick(header, columns.label, LABEL_COLUMNS, "label", csv_path, required=False)
+    if _is_header(header, root, columns):
+        path_col = _pick(header, columns.path, PATH_COLUMNS, "path", csv_path, required=True)
+        label_col = _pick(header, columns.label, LABEL_COLUMNS, "label", csv_path, required=False)
+        first_row = 2
+    else:  # headerless: path, then label if there is a second column
+        rows, path_col, label_col, first_row = [header, *rows], 0, 1 if len(header) > 1 else None, 1
     skipped: list[Skipped] = []
     chosen: dict[str, tuple[int, str]] = {}  # resolved path -> (row number, raw label)
     conflicts: set[str] = set()
-    for number, row in enumerate(rows, start=2):
+    for number, row in enumerate(rows, start=first_row):
         if path_col >= len(row) or (label_col is not None and label_col >= len(row)):
             skipped.append(Skipped(f"{csv_path}:{number}", "row has too few columns"))
             continue
