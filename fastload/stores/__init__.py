@@ -48,6 +48,8 @@ _LMDB_MAGIC = (0xBEEFC0DE).to_bytes(4, "little")
 
 def _sniff(path: str) -> StoreFormat:
     if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "data.mdb")):
+            return FORMATS["lmdb"]  # an LMDB environment directory
         raise StoreFormatError(path, "is a folder, not a store; pack it first: fastload pack --format lmdb PATH")
     try:
         with open(path, "rb") as f:
@@ -89,8 +91,13 @@ def open_store(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
     """
     paths = _expand(path)
     readers = [_sniff(p).reader(p) for p in paths]
-    for reader in readers:
-        reader.header  # noqa: B018 - validate now: a store that is not ours fails here
+    try:
+        for reader in readers:
+            reader.header  # noqa: B018 - validate now: a store that is not ours fails here
+    except BaseException:
+        for reader in readers:  # release the handles: the file may be repacked or rewritten
+            reader.close()
+        raise
     if len(readers) == 1:
         return readers[0]
     return ShardedStore(readers)

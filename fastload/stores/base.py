@@ -147,7 +147,7 @@ class StoreReader(ABC):
 
     def _as_array(self, index: int, data: bytes) -> np.ndarray:
         shape = tuple(int(s) for s in self.table.shapes[index])
-        dtype = np.dtype(self.header.dtypes[int(self.table.dtypes[index])])
+        dtype = np.dtype(self.header.dtypes[int(self.table.dtypes[index])]).newbyteorder("<")
         return np.frombuffer(data, dtype=dtype).reshape(shape)
 
     def verify_record(self, index: int) -> str | None:

@@ -71,7 +71,9 @@ class StoreHeader:
         if not isinstance(data, dict) or data.get("magic") != MAGIC:
             raise StoreFormatError(path, "not a fastload store (its header lacks the fastload magic)")
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or version < 1:
+            raise StoreFormatError(path, f"the header's format_version {version!r} is not a valid version")
+        if version > FORMAT_VERSION:
             raise StoreFormatError(
                 path,
                 f"store format version {version} is newer than this fastload ({__version__}) "

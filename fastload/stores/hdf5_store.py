@@ -6,6 +6,9 @@ and one dataset per array in ARRAY_DTYPES. The JSON header is the root attribute
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,21 @@ __all__ = ["Hdf5Reader", "Hdf5Writer"]
 
 _CHUNK = 1 << 20
 _BUFFER = 16 << 20
+_RESERVE_MARGIN = 4 * _CHUNK  # partial chunks and HDF5's own metadata
+# HDF5 cannot recover from a failed write: closing (or even freeing) the file afterwards can
+# crash the interpreter. Such files are kept referenced here, never closed.
+_UNCLOSABLE: list[Any] = []
+
+
+def _reserve(fd: int, path: str, size: int) -> None:
+    """Make sure ``size`` bytes of ``path`` are allocated on disk, so HDF5 never meets a full
+    disk (ENOSPC) or a file-size limit (EFBIG) mid-write; raise that OSError here instead."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+        return
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free  # macOS: check only
+    if size - os.fstat(fd).st_size > free:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
 def _h5py():
@@ -26,6 +44,19 @@ def _h5py():
     except ImportError:
         raise MissingExtraError("h5py", "hdf5", "HDF5 stores") from None
     return h5py
+
+
+def _trim_to_end_of_allocation(path: str) -> None:
+    """Give back the unused tail of the reservation: cut the file at HDF5's end-of-file address,
+    read from the version 2/3 superblock (signature, version, sizes, flags, base address,
+    extension address, then end-of-file address at byte 28)."""
+    with open(path, "r+b") as f:
+        head = f.read(36)
+        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3) or head[9] != 8:
+            return  # another superblock layout: keep the file as it is
+        end = int.from_bytes(head[28:36], "little")
+        if 0 < end < os.fstat(f.fileno()).st_size:
+            f.truncate(end)
 
 
 class Hdf5Reader(StoreReader):
@@ -78,6 +109,8 @@ class Hdf5Writer(StoreWriter):
         self._offsets = [0]
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self._reserve_fd = os.open(path, os.O_RDWR)
+        self._failed = False
 
     def append(self, payload: bytes) -> None:
         self._buffer.append(payload)
@@ -92,24 +125,44 @@ class Hdf5Writer(StoreWriter):
             return
         block = np.frombuffer(b"".join(self._buffer), dtype=np.uint8)
         start = self._data.shape[0]
+        _reserve(self._reserve_fd, self.path, start + len(block) + _RESERVE_MARGIN)
+        self._failed = True  # until HDF5 returns: a write that raises leaves the file unusable
         self._data.resize((start + len(block),))
         self._data[start:] = block
+        self._failed = False
         self._buffer, self._buffered = [], 0
 
     def finish(self, header: StoreHeader, table: RecordTable) -> None:
         h5py = _h5py()
         self._flush()
+        meta = header.to_json()
+        paths = [p.encode("utf-8") for p in table.paths]
+        meta_bytes = len(meta) + sum(map(len, paths)) + 64 * (len(paths) + 1)
+        _reserve(self._reserve_fd, self.path, self._data.shape[0] + meta_bytes + 2 * _RESERVE_MARGIN)
+        self._failed = True
         f = self._file
         f.create_dataset("offsets", data=np.asarray(self._offsets, dtype="<u8"))
         for name, array in table.arrays().items():
             f.create_dataset(name, data=np.ascontiguousarray(array, dtype=ARRAY_DTYPES[name][0]))
         f.create_dataset("paths", data=table.paths, dtype=h5py.string_dtype("utf-8"))
-        f.attrs["fastload"] = header.to_json().decode("utf-8")
+        f.attrs["fastload"] = meta.decode("utf-8")
         f.flush()
         f.close()
+        self._failed = False
+        self._release_reservation()
+        _trim_to_end_of_allocation(self.path)
+
+    def _release_reservation(self) -> None:
+        if self._reserve_fd >= 0:
+            os.close(self._reserve_fd)
+            self._reserve_fd = -1
 
     def abort(self) -> None:
+        self._release_reservation()
+        if self._failed:
+            _UNCLOSABLE.append(self._file)
+            return
         try:
             self._file.close()
-        except Exception:  # already broken (disk full): nothing left to close cleanly
+        except Exception:  # nothing left to close cleanly; the caller deletes the file
             pass
