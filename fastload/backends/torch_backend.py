@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import WorkerDiedError
 from ..ops import Normalize, Op
+from ..ops.custom import run_numpy
 from ..ops.normalize import max_value, resolve_mean_std
 from .base import OUTPUT_DTYPES, BackendConfig
 
@@ -50,7 +51,7 @@ class _BatchDataset(Dataset):
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
         return 0
 
-    def _sample(self, index: int, rng: np.random.Generator) -> np.ndarray:
+    def _decode(self, index: int) -> np.ndarray:
         image = self.store.decode(index)
         channels = self.config.channels
         if image.shape[2] != channels:
@@ -59,13 +60,13 @@ class _BatchDataset(Dataset):
             else:
                 raise ValueError(f"{self.store.path}: record {index} has {image.shape[2]} channels, "
                                  f"the loader expects {channels}")
-        for op in self.ops:
-            image = op.numpy(image, rng)
-        return np.ascontiguousarray(image)
+        return image
 
     def __getitem__(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, indices = key
-        images = [self._sample(i, sample_rng(self.config.seed, epoch, i)) for i in indices]
+        rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
+        images = [np.ascontiguousarray(im)
+                  for im in run_numpy(self.ops, [self._decode(i) for i in indices], rngs)]
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise ValueError(f"augmented images differ in shape {sorted(shapes)}; end the augment "
