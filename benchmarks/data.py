@@ -7,6 +7,7 @@ so repeated runs measure loaders, not data generation.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import fastload
 
 from .config import BenchData
 
-__all__ = ["decode_ceiling", "folder_stats", "prepare_data", "sample_spec"]
+__all__ = ["decode_ceiling", "folder_stats", "prepare_data", "sample_spec", "write_tar_shards"]
 
 FORMATS = {"lmdb": ".lmdb", "hdf5": ".h5"}
 
@@ -83,8 +84,43 @@ def _pack(folder: str, target: str, fmt: str, total_bytes: int) -> dict[str, flo
     return stats
 
 
+def write_tar_shards(folder: str, target: str, num_shards: int = 16, seed: int = 0) -> dict[str, float]:
+    """WebDataset shards of the folder: ``{key}.jpg`` + ``{key}.cls``, shuffled at write time
+    (as WebDataset advises), ``num_shards`` tar files so up to that many workers get one."""
+    import tarfile
+
+    import numpy as np
+
+    from .loaders import list_image_folder
+
+    stats_path = target + ".bench.json"
+    if os.path.exists(stats_path) and os.path.getmtime(stats_path) >= os.path.getmtime(folder):
+        with open(stats_path) as f:
+            return json.load(f)
+    paths, labels = list_image_folder(folder)
+    order = np.random.default_rng(seed).permutation(len(paths))
+    shutil.rmtree(target, ignore_errors=True)
+    os.makedirs(target)
+    start, written = time.perf_counter(), 0
+    for shard, indices in enumerate(np.array_split(order, num_shards)):
+        with tarfile.open(os.path.join(target, f"shard-{shard:05d}.tar"), "w") as tar:
+            for i in indices:
+                tar.add(paths[i], arcname=f"{i:08d}.jpg")
+                label = str(labels[i]).encode()
+                info = tarfile.TarInfo(f"{i:08d}.cls")
+                info.size = len(label)
+                tar.addfile(info, io.BytesIO(label))
+        written += os.path.getsize(os.path.join(target, f"shard-{shard:05d}.tar"))
+    seconds = time.perf_counter() - start
+    stats = {"seconds": seconds, "store_bytes": written, "images": len(paths),
+             "images_per_s": len(paths) / seconds, "shards": num_shards}
+    with open(stats_path, "w") as f:
+        json.dump(stats, f)
+    return stats
+
+
 def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleSpec | None = None,
-                 formats: tuple[str, ...] = ("lmdb", "hdf5")) -> BenchData:
+                 formats: tuple[str, ...] = ("lmdb", "hdf5"), webdataset: bool = False) -> BenchData:
     """Generate (unless ``folder`` is given) and pack the benchmark data under ``work``.
 
     Args:
@@ -92,6 +128,7 @@ def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleS
         folder: the user's ImageFolder tree; None generates one from ``spec``.
         spec: the sample set to generate (default: 10 classes x 200 images).
         formats: stores to pack ("lmdb", "hdf5").
+        webdataset: also write WebDataset tar shards (for the optional WebDataset peer).
     """
     os.makedirs(work, exist_ok=True)
     if folder is None:
@@ -109,6 +146,9 @@ def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleS
         target = os.path.abspath(os.path.join(work, name + FORMATS[fmt]))
         pack[fmt] = _pack(folder, target, fmt, total)
         stores[fmt] = target
+    if webdataset:
+        stores["webdataset"] = os.path.abspath(os.path.join(work, name + "-wds"))
+        pack["webdataset"] = write_tar_shards(folder, stores["webdataset"])
     return BenchData(folder=folder, stores=stores, count=count, classes=classes,
                      total_bytes=total, description=_describe(spec, count, classes, total),
                      pack=pack)

@@ -24,7 +24,8 @@ import numpy as np
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, BenchConfig, BenchData
 
-__all__ = ["LOADERS", "LoaderSpec", "default_loaders", "register", "random_resized_crop_box"]
+__all__ = ["LOADERS", "LoaderSpec", "default_loaders", "list_image_folder", "random_resized_crop_box",
+           "register"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class LoaderSpec:
     @property
     def optional(self) -> bool:
         """Optional peers are only run where they are installed."""
-        return self.family in ("webdataset", "ffcv")
+        return self.family == "webdataset"
 
     def unavailable(self, data: BenchData | None = None) -> str | None:
         """Why this loader cannot run here, or None when it can."""
@@ -161,7 +162,7 @@ def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _list_image_folder(folder: str) -> tuple[list[str], list[int]]:
+def list_image_folder(folder: str) -> tuple[list[str], list[int]]:
     """Files of an ImageFolder tree and their labels (sorted class folders' indices)."""
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
     paths, labels = [], []
@@ -171,6 +172,17 @@ def _list_image_folder(folder: str) -> tuple[list[str], list[int]]:
                 paths.append(os.path.join(root, f))
                 labels.append(label)
     return paths, labels
+
+
+def _torchvision_train_transform(image_size: int) -> Any:
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
 
 
 def _dataloader(dataset: Any, config: BenchConfig, **kwargs: Any) -> Any:
@@ -191,14 +203,8 @@ def _dataloader(dataset: Any, config: BenchConfig, **kwargs: Any) -> Any:
           description="torchvision ImageFolder (PIL decode) + standard transforms + DataLoader")
 def build_torchvision(data: BenchData, config: BenchConfig) -> Iterable:
     from torchvision import datasets
-    from torchvision import transforms as T
 
-    transform = T.Compose([
-        T.RandomResizedCrop(config.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    transform = _torchvision_train_transform(config.image_size)
     return _dataloader(datasets.ImageFolder(data.folder, transform), config)
 
 
@@ -209,7 +215,7 @@ class OpenCVFolder:
     """Raw JPEG files decoded with OpenCV and augmented with NumPy (module-level: picklable)."""
 
     def __init__(self, folder: str, image_size: int) -> None:
-        self.paths, self.labels = _list_image_folder(folder)
+        self.paths, self.labels = list_image_folder(folder)
         self.image_size = image_size
         self.mean = np.float32(IMAGENET_MEAN) * 255
         self.inv_std = 1 / (np.float32(IMAGENET_STD) * 255)
@@ -306,6 +312,30 @@ def build_dali_file(data: BenchData, config: BenchConfig) -> Iterable:
           description="the same DALI pipeline with nvJPEG (decoders device='mixed') on GPU 0")
 def build_dali_file_gpu(data: BenchData, config: BenchConfig) -> Iterable:
     return DaliBatches(_dali_file_pipeline(data, config, gpu=True))
+
+
+# --- WebDataset (optional peer: only where installed) -------------------------------------
+
+
+@register("webdataset", source="webdataset", family="webdataset", needs=("webdataset", "torchvision"),
+          description="WebDataset tar shards (shuffled at write), PIL decode + torchvision "
+                      "transforms, batched in WebLoader workers (short batches at shard ends)")
+def build_webdataset(data: BenchData, config: BenchConfig) -> Iterable:
+    import torch
+    import webdataset as wds
+
+    folder = data.stores["webdataset"]
+    urls = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".tar"))
+    transform = _torchvision_train_transform(config.image_size)
+    dataset = (wds.WebDataset(urls, shardshuffle=len(urls), detshuffle=True, seed=config.seed,
+                              empty_check=False)
+               .shuffle(1000).decode("pil").to_tuple("jpg", "cls").map_tuple(transform, int)
+               # partial: each worker's last short batch is delivered (and counted), not
+               # decoded and thrown away, which on a small sample set would waste much work.
+               .batched(config.batch_size, collation_fn=torch.utils.data.default_collate,
+                        partial=True))
+    return wds.WebLoader(dataset, batch_size=None, num_workers=config.threads,
+                         persistent_workers=True)
 
 
 # --- fastload -----------------------------------------------------------------------------

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 images_per_round=args.images_per_round, rounds=args.rounds, timeout_s=args.timeout)
     started = time.perf_counter()
     spec = None if args.data else sample_spec(args.classes, args.per_class, tuple(args.short_side))
-    data = prepare_data(os.path.abspath(args.work), folder=args.data, spec=spec)
+    data = prepare_data(os.path.abspath(args.work), folder=args.data, spec=spec,
+                        webdataset="webdataset" in loaders)
     print(data.description)
     for fmt, stats in data.pack.items():
         print(f"packed {fmt}: {stats['seconds']:.1f} s, {stats['store_bytes'] / 1e6:.1f} MB "

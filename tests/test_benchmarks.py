@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks import data as data_module
 from benchmarks import loaders, report, run
 from benchmarks.config import BenchConfig, BenchData
 from benchmarks.data import prepare_data, sample_spec
@@ -81,6 +82,30 @@ def test_batches_larger_than_the_data_are_skipped_not_run(tiny_data):
     grid = Grid(loaders=("opencv-folder",), threads=(1,), batch_sizes=(64,))
     [row] = run_suite(grid, tiny_data)
     assert row["status"] == "skipped" and "less than one batch" in row["note"]
+
+
+def test_tar_shards_hold_every_image_once_with_its_label(tiny_data, tmp_path):
+    import tarfile
+
+    stats = data_module.write_tar_shards(tiny_data.folder, str(tmp_path / "wds"), num_shards=4)
+    members = {}
+    for shard in sorted((tmp_path / "wds").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members.update({m.name: tar.extractfile(m).read() for m in tar.getmembers()})
+    paths, labels = loaders.list_image_folder(tiny_data.folder)
+    assert stats["images"] == len(paths) == 24 and len(members) == 2 * 24
+    for i, (path, label) in enumerate(zip(paths, labels)):
+        assert members[f"{i:08d}.cls"] == str(label).encode()
+        assert members[f"{i:08d}.jpg"] == open(path, "rb").read()
+
+
+@pytest.mark.skipif(loaders.LOADERS["webdataset"].unavailable() is not None,
+                    reason="webdataset not installed (an optional peer)")
+def test_webdataset_peer_runs_where_installed(tiny_data, tmp_path):
+    data = prepare_data(str(tmp_path), folder=tiny_data.folder, formats=(), webdataset=True)
+    config = BenchConfig("webdataset", threads=1, batch_size=8, image_size=32,
+                         warmup_batches=1, batches_per_round=2, rounds=2)
+    assert run_config(config, data, isolate=False)["status"] == "ok"
 
 
 def test_grid_is_every_thread_count_by_every_batch_size():
