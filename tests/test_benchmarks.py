@@ -47,7 +47,7 @@ def test_quick_run_writes_json_csv_and_plots_with_a_row_per_loader(tmp_path, cap
             assert row["images_per_s_min"] <= row["images_per_s"] <= row["images_per_s_max"]
             assert 0 < row["ceiling_fraction"]
         assert row["loader"] in printed
-    assert result["data"]["count"] == 24 and set(result["data"]["pack"]) == {"lmdb", "hdf5"}
+    assert result["data"]["count"] == 24 and {"lmdb", "hdf5"} <= set(result["data"]["pack"])
     assert result["ceiling"]["ceiling_images_per_s"] > 0
     assert "torchvision" in result["summary"]["best_per_loader"]
 
