@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import FastloadError
 from .parallel import default_workers
 
 __all__ = ["Trial", "TuneResult", "tune", "default_settings", "time_loader"]
@@ -258,6 +259,9 @@ def tune(store: Any, *, threads: Sequence[int] | None = None,
     if default["batch_size"] > size:
         raise ValueError(f"the store holds {size} records: fewer than one default batch "
                          f"of {default['batch_size']}, so there is nothing to time")
+    if search.measure(default).error:  # fail fast: nothing else can be compared with it
+        raise FastloadError(f"the Loader failed with its default settings {_fmt(default)}: "
+                            f"{search.measure(default).error}")
     best = search.sweep(default, "num_threads",
                         _candidates(threads, [1, max(1, cores // 2), cores, 2 * cores]))
     best = search.sweep(best, "batch_size", _candidates(batch_sizes, [32, 64, 128, 256], size))
@@ -268,8 +272,6 @@ def tune(store: Any, *, threads: Sequence[int] | None = None,
 def _result(search: _Search, default: dict[str, int], best: dict[str, int], tolerance: float,
             loader_kwargs: dict[str, Any]) -> TuneResult:
     base = search.measure(default)
-    if base.error:
-        raise RuntimeError(f"the Loader with its default settings failed: {base.error}")
     base_rate = winner_rate = base.images_per_s
     if best != default:
         # Measured again in the reverse order (A B, then B A): a machine that got busier or

@@ -85,6 +85,14 @@ def test_a_failing_setting_loses_instead_of_stopping_the_search():
     assert result.defaults_are_best
 
 
+def test_stops_at_once_when_the_defaults_fail():
+    def make_loader(**settings):
+        raise RuntimeError("no such device")
+
+    with pytest.raises(fastload.FastloadError, match="default settings .*no such device"):
+        tune.tune(FakeStore(), make_loader=make_loader, **FAST)
+
+
 def test_refuses_a_store_smaller_than_one_default_batch(small_lmdb):
     with pytest.raises(ValueError, match="fewer than one default batch"):
         tune.tune(small_lmdb, make_loader=lambda **s: SimulatedLoader(0, 1))
