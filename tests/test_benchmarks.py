@@ -5,15 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
 
-from benchmarks import data as data_module
-from benchmarks import loaders, report, run
-from benchmarks.config import BenchConfig, BenchData
-from benchmarks.data import prepare_data, sample_spec
-from benchmarks.suite import Grid, run_config, run_suite
+# benchmarks/ is not part of the installed package; plain `pytest` does not put the repo root
+# on sys.path (`python -m pytest` does).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import data as data_module  # noqa: E402
+from benchmarks import loaders, report, run  # noqa: E402
+from benchmarks.config import BenchConfig, BenchData  # noqa: E402
+from benchmarks.data import prepare_data, sample_spec  # noqa: E402
+from benchmarks.suite import Grid, run_config, run_suite  # noqa: E402
 
 TINY = ["--classes", "2", "--per-class", "12", "--short-side", "48,64", "--image-size", "32",
         "--threads", "1", "--batch-sizes", "8", "--rounds", "2", "--images-per-round", "16",
