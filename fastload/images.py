@@ -42,15 +42,48 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"DICM", 128, "dicom"),
 )
 _DECODE_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
-# Gray+alpha PNGs: OpenCV would expand them to colour; decode as gray (alpha dropped, exact).
-_GRAY_FLAGS = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH
 _SUPPORTED_DTYPES = (np.uint8, np.uint16)
-_PNG_GRAY_ALPHA = 4  # IHDR colour type
+# Where the header says whether an image is gray (JPEG, PNG), OpenCV is asked for the policy's
+# result directly: gray as 1 channel (OpenCV would expand gray+alpha PNGs to colour), colour
+# decoded straight into RGB (no BGR->RGB pass afterwards, a quarter of a JPEG decode's time).
+_GRAY_FLAGS = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH
+_RGB_FLAGS = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GRAY_TYPES = (0, 4)  # IHDR colour types: gray, gray+alpha
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry Nf.
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
-def _is_gray_alpha_png(data: bytes) -> bool:
-    # IHDR is the first chunk: 8-byte signature, length, b"IHDR", width, height, depth, colour type.
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and data[25:26] == bytes([_PNG_GRAY_ALPHA])
+def _jpeg_components(data: bytes) -> int | None:
+    """The component count in a JPEG's start-of-frame header (1 = gray), or None if not found."""
+    i, n = 2, len(data)
+    while i + 9 < n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_SOF:
+            return data[i + 9]  # FF Cx, length(2), precision(1), height(2), width(2), Nf
+        if marker == 0xDA:  # start of scan before any frame header: broken
+            return None
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _header_flags(data: bytes, fmt: str | None) -> int | None:
+    """OpenCV flags that give the policy's layout directly, or None to convert afterwards."""
+    if fmt == "png" and data[12:16] == b"IHDR":
+        gray = data[25] in _PNG_GRAY_TYPES
+    elif fmt == "jpeg":
+        components = _jpeg_components(data)
+        if components is None:
+            return None
+        gray = components == 1
+    else:
+        return None
+    if gray:
+        return _GRAY_FLAGS
+    return None if _RGB_FLAGS is None else _RGB_FLAGS | cv2.IMREAD_ANYDEPTH
 
 
 @dataclass(frozen=True)
@@ -124,16 +157,21 @@ def _check_pixels(path: str, width: int, height: int, max_pixels: int) -> None:
 
 def decode(data: bytes, path: str = "<bytes>") -> np.ndarray:
     """Decode encoded bytes to an ``HxWxC`` array (C = 1 or 3, uint8 or uint16) by the policy."""
-    if sniff_format(data) == "dicom":
+    fmt = sniff_format(data)
+    if fmt == "dicom":
         return _decode_dicom(data, path)
     buf = np.frombuffer(data, dtype=np.uint8)
-    flags = _GRAY_FLAGS if _is_gray_alpha_png(data) else _DECODE_FLAGS
+    flags = _header_flags(data, fmt)
     try:
-        image = cv2.imdecode(buf, flags)
+        image = cv2.imdecode(buf, _DECODE_FLAGS if flags is None else flags)
     except cv2.error as exc:
         raise BadInputError(path, f"decoder error: {exc}") from None
     if image is None:
         raise BadInputError(path, "cannot be decoded (truncated or corrupt image data)")
+    if flags is not None:  # already gray or RGB
+        if image.dtype not in _SUPPORTED_DTYPES:
+            raise BadInputError(path, f"unsupported pixel type {image.dtype} (expected 8 or 16 bit)")
+        return image[:, :, None] if image.ndim == 2 else image
     return _to_policy(image, path)
 
 
