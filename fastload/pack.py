@@ -120,12 +120,15 @@ class PackSummary:
 
 @dataclass
 class _Packed:
-    payload: bytes
+    # None when the payload is the source file's bytes: the parent reads them from the page
+    # cache, cheaper than pickling them through a pipe, and checks them against ``checksum``.
+    payload: bytes | None
     info: images.ImageInfo
     checksum: int
     mean: np.ndarray  # per-channel mean of the decoded image, in [0, 1] units
     sq_mean: np.ndarray  # per-channel mean of squares, in [0, 1] units
     bytes_in: int
+    nbytes: int  # payload size
 
 
 def _process_chunk(chunk: Sequence[SourceItem], options: PackOptions) -> list[_Packed | Skipped]:
@@ -146,7 +149,22 @@ def _process(path: str, options: PackOptions) -> _Packed | Skipped:
     except BadInputError as exc:
         return Skipped(path, exc.reason)
     mean, sq_mean = _moments(image)
-    return _Packed(payload, info, checksum(payload), mean, sq_mean, len(data))
+    return _Packed(None if payload is data else payload, info, checksum(payload), mean, sq_mean,
+                   len(data), len(payload))
+
+
+def _source_payload(path: str, packed: _Packed) -> bytes | Skipped:
+    """The payload of ``packed``: its own, or the source file read again and checked."""
+    if packed.payload is not None:
+        return packed.payload
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return Skipped(path, f"cannot read: {exc.strerror or exc}")
+    if checksum(data) != packed.checksum:
+        return Skipped(path, "the file changed while it was being packed; re-run to pack it")
+    return data
 
 
 def _transform(data: bytes, info: images.ImageInfo, image: np.ndarray,
@@ -260,11 +278,11 @@ class _Recorder:
         self.shapes.append((info.height, info.width, info.channels))
         self.encodings.append(self._code(self.encoding_names, "raw" if payload_kind == "raw" else info.format))
         self.dtypes.append(self._code(self.dtype_names, info.dtype))
-        self.nbytes.append(len(packed.payload))
+        self.nbytes.append(packed.nbytes)
         self.paths.append(display_path(item.path))
         self.stats.add(packed)
         self.bytes_in += packed.bytes_in
-        self.bytes_out += len(packed.payload)
+        self.bytes_out += packed.nbytes
 
     def table(self) -> RecordTable:
         n = len(self.labels)
@@ -307,13 +325,14 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
         results = ordered_map(_process_chunk, source.items, options, workers, describe=_describe_chunk)
         for item, result in zip(source.items, results):
             bar.update(1)
-            if isinstance(result, Skipped):
+            payload = result if isinstance(result, Skipped) else _source_payload(item.path, result)
+            if isinstance(payload, Skipped):
                 if options.strict:
-                    raise PackError(f"{display_path(result.path)}: {result.reason} (strict mode: "
+                    raise PackError(f"{display_path(payload.path)}: {payload.reason} (strict mode: "
                                     "nothing was written; drop --strict to skip bad inputs)")
-                skipped.append(result)
+                skipped.append(payload)
                 continue
-            writer.append(result.payload)
+            writer.append(payload)
             recorder.add(item, result, options.payload)
         if not recorder.labels:
             raise PackError(f"{source.root}: no image could be packed ({len(skipped)} inputs "

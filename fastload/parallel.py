@@ -116,7 +116,8 @@ class _Pool:
                 if worker.in_flight else "while idle")
         return WorkerDiedError(
             f"worker process {worker.process.pid} {_how_it_died(worker.process)} {what} "
-            "(killed, or out of memory); re-run, or use fewer workers (--workers) if memory is short"
+            "(killed, out of memory, or a failure printed above); re-run, or use fewer workers "
+            "(--workers) if memory is short"
         )
 
     def _receive(self, worker: _Worker, done: dict[int, Any]) -> None:

@@ -334,3 +334,15 @@ def _cpu_seconds(process) -> float:
         return times.user + times.system
     except Exception:
         return 0.0
+
+
+def test_file_changed_between_validation_and_writing(tmp_path):
+    from fastload.pack import _process, _source_payload
+    from fastload.sources import Skipped
+
+    path = write(str(tmp_path / "a.jpg"), jpeg(seed=1))
+    packed = _process(path, fastload.PackOptions())
+    assert packed.payload is None and _source_payload(path, packed) == jpeg(seed=1)
+    write(path, jpeg(seed=2))  # replaced after it was validated
+    result = _source_payload(path, packed)
+    assert isinstance(result, Skipped) and "changed while it was being packed" in result.reason
