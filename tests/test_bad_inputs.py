@@ -290,7 +290,9 @@ def _listdir(path) -> list[str]:
 def test_killed_worker_raises_worker_died_naming_its_files(tmp_path):
     psutil = pytest.importorskip("psutil")
     root = tmp_path / "data"
-    good_folder(str(root), per_class=200)
+    photo = jpeg(seed=3, height=480, width=640)  # ~4 ms to decode: 400 take a few seconds
+    for i in range(400):
+        write(str(root / "cls" / f"{i:03d}.jpg"), photo)
     out = tmp_path / "s.lmdb"
     outcome: dict[str, BaseException | None] = {}
 
@@ -301,12 +303,13 @@ def test_killed_worker_raises_worker_died_naming_its_files(tmp_path):
         except BaseException as exc:  # handed to the test thread
             outcome["error"] = exc
 
+    started = time.time() - 1
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     me, victim, deadline = psutil.Process(), None, time.monotonic() + 60
     while victim is None and thread.is_alive() and time.monotonic() < deadline:
-        workers = [p for p in me.children() if "spawn_main" in " ".join(_cmdline(p))]
-        busy = [p for p in workers if _cpu_seconds(p) > 0.3]  # imports done, decoding
+        workers = [p for p in me.children() if _is_new_worker(p, started)]
+        busy = [p for p in workers if _cpu_seconds(p) > 0.9]  # imports done, decoding
         victim = busy[0] if busy else None
         time.sleep(0.005)
     assert victim is not None, "the pack finished before a worker could be killed"
@@ -321,11 +324,11 @@ def test_killed_worker_raises_worker_died_naming_its_files(tmp_path):
     assert not out.exists() and os.listdir(tmp_path) == ["data"]
 
 
-def _cmdline(process) -> list[str]:
+def _is_new_worker(process, since: float) -> bool:
     try:
-        return process.cmdline()
+        return "spawn_main" in " ".join(process.cmdline()) and process.create_time() >= since
     except Exception:  # exited between listing and asking
-        return []
+        return False
 
 
 def _cpu_seconds(process) -> float:
