@@ -54,19 +54,40 @@ _PNG_GRAY_TYPES = (0, 4)  # IHDR colour types: gray, gray+alpha
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
-def _jpeg_components(data: bytes) -> int | None:
-    """The component count in a JPEG's start-of-frame header (1 = gray), or None if not found."""
+def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(height, width, components) from a JPEG's start-of-frame header, or None if not found."""
     i, n = 2, len(data)
     while i + 9 < n and data[i] == 0xFF:
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
             continue
-        if marker in _JPEG_SOF:
-            return data[i + 9]  # FF Cx, length(2), precision(1), height(2), width(2), Nf
+        if marker in _JPEG_SOF:  # FF Cx, length(2), precision(1), height(2), width(2), Nf
+            return (int.from_bytes(data[i + 5 : i + 7], "big"),
+                    int.from_bytes(data[i + 7 : i + 9], "big"), data[i + 9])
         if marker == 0xDA:  # start of scan before any frame header: broken
             return None
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+# Pillow's names for what the headers say (ImageInfo.mode).
+_JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
+_PNG_MODES = {(0, 1): "1", (0, 16): "I;16", 0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+
+
+def _read_size(data: bytes, fmt: str) -> tuple[int, int, str] | None:
+    """(width, height, mode) of a JPEG or PNG from its header, without Pillow (which also
+    refuses anything above its own pixel limit, whatever ``max_pixels`` says); else None."""
+    if fmt == "png" and data[12:16] == b"IHDR" and len(data) >= 26:
+        depth, colour = data[24], data[25]
+        mode = _PNG_MODES.get((colour, depth), _PNG_MODES.get(colour))
+        return (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"),
+                mode) if mode else None
+    if fmt == "jpeg":
+        frame = _jpeg_frame(data)
+        if frame and frame[0] > 0 and frame[2] in _JPEG_MODES:  # height 0: given later (DNL)
+            return frame[1], frame[0], _JPEG_MODES[frame[2]]
     return None
 
 
@@ -75,10 +96,10 @@ def _header_flags(data: bytes, fmt: str | None) -> int | None:
     if fmt == "png" and data[12:16] == b"IHDR":
         gray = data[25] in _PNG_GRAY_TYPES
     elif fmt == "jpeg":
-        components = _jpeg_components(data)
-        if components is None:
+        frame = _jpeg_frame(data)
+        if frame is None:
             return None
-        gray = components == 1
+        gray = frame[2] == 1
     else:
         return None
     if gray:
@@ -129,19 +150,23 @@ def probe(data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXE
         raise BadInputError(path, _describe_non_image(data))
     if fmt == "dicom":
         return _probe_dicom(data, path, max_pixels)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height, mode = im.size[0], im.size[1], im.mode
-    except Image.DecompressionBombError as exc:
-        raise BadInputError(path, f"refused: {exc}") from None
-    except Exception as exc:  # Pillow raises many types for broken headers
-        raise BadInputError(path, f"unreadable {fmt} header: {exc}") from None
+    width, height, mode = _read_size(data, fmt) or _read_size_pillow(data, path, fmt)
     _check_pixels(path, width, height, max_pixels)
     channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
     dtype = "uint16" if mode.startswith("I") else "uint8"
     return ImageInfo(fmt, height, width, channels, dtype, mode)
+
+
+def _read_size_pillow(data: bytes, path: str, fmt: str) -> tuple[int, int, str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size[0], im.size[1], im.mode
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(path, f"refused before decoding: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for broken headers
+        raise BadInputError(path, f"unreadable {fmt} header: {exc}") from None
 
 
 def _check_pixels(path: str, width: int, height: int, max_pixels: int) -> None:

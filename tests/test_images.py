@@ -142,3 +142,17 @@ def test_max_pixels_is_honoured():
     data = jpeg(height=40, width=56)
     with pytest.raises(BadInputError, match="more than the limit of 1,000"):
         images.validate(data, "x.jpg", max_pixels=1000)
+
+
+def test_max_pixels_above_pillows_own_limit_is_honoured():
+    # 200 M pixels: over Pillow's decompression-bomb bound, under this max_pixels.
+    info = images.probe(png_claiming(20000, 10000), "big.png", max_pixels=300_000_000)
+    assert (info.width, info.height, info.mode) == (20000, 10000, "L")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
+def test_jpeg_header_read_without_pillow_agrees_with_pillow(mode):
+    data = encode(Image.fromarray(pixels(33, 47, 3)).convert(mode), "JPEG")
+    info = images.probe(data)
+    with Image.open(io.BytesIO(data)) as im:
+        assert (info.width, info.height, info.mode) == (*im.size, im.mode)
