@@ -64,6 +64,13 @@ class RandomResizedCrop(Op):
         y, x, h, w = params
         return resize_image(image[y : y + h, x : x + w], *_pair(self.size))
 
+    def dali(self, images: Any, ctx: Any) -> Any:
+        # As the first op, the DALI backend fuses this into the decoder instead.
+        from nvidia.dali import fn
+
+        return fn.random_resized_crop(images, size=list(_pair(self.size)), random_area=list(self.scale),
+                                      random_aspect_ratio=list(self.ratio), num_attempts=10)
+
 
 @register
 @dataclass(frozen=True)
@@ -86,6 +93,13 @@ class Resize(Op):
     def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
         return resize_image(image, *self.output_size(*image.shape[:2]))
 
+    def dali(self, images: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn
+
+        if self.size is not None:
+            return fn.resize(images, size=list(_pair(self.size)), antialias=True)
+        return fn.resize(images, resize_shorter=float(self.shorter), antialias=True)
+
 
 @register
 @dataclass(frozen=True)
@@ -101,8 +115,15 @@ class CenterCrop(Op):
             pad = ((max(0, (th - h + 1) // 2),) * 2, (max(0, (tw - w + 1) // 2),) * 2, (0, 0))
             image = np.pad(image, pad)
             h, w = image.shape[:2]
-        y, x = int(round((h - th) / 2)), int(round((w - tw) / 2))
+        # Half-pixel offsets round up, as DALI's crop does, so both backends cut the same window.
+        y, x = int((h - th) / 2 + 0.5), int((w - tw) / 2 + 0.5)
         return image[y : y + th, x : x + tw]
+
+    def dali(self, images: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn
+
+        th, tw = _pair(self.size)
+        return fn.crop(images, crop=[th, tw], crop_pos_x=0.5, crop_pos_y=0.5, out_of_bounds_policy="pad")
 
 
 @register
@@ -125,3 +146,10 @@ class Flip(Op):
         if vertical:
             image = image[::-1]
         return image
+
+    def dali(self, images: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn
+
+        horizontal = fn.random.coin_flip(probability=self.p) if self.horizontal else 0
+        vertical = fn.random.coin_flip(probability=self.p) if self.vertical else 0
+        return fn.flip(images, horizontal=horizontal, vertical=vertical)

@@ -54,3 +54,13 @@ class Normalize(Op):
         mean, std = resolve_mean_std(self.mean, self.std, image.shape[2])
         scale = max_value(image.dtype)
         return ((image.astype(np.float32) / scale - mean) / std).astype(np.float32)
+
+    def dali(self, images: Any, ctx: Any) -> Any:
+        # In the middle of an op list: float32 HWC out. At the end, the DALI backend fuses
+        # normalization with the layout change and a preceding flip instead.
+        from nvidia.dali import fn, types
+
+        mean, std = resolve_mean_std(self.mean, self.std, ctx.channels)
+        scale = ctx.max_value
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
+                                        mean=(mean * scale).tolist(), std=(std * scale).tolist())
