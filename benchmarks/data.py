@@ -22,7 +22,9 @@ from .config import BenchData
 __all__ = ["decode_ceiling", "folder_stats", "prepare_data", "sample_spec", "write_tar_shards",
            "disk_bytes"]
 
-FORMATS = {"lmdb": ".lmdb", "hdf5": ".h5"}
+FORMATS = {"lmdb": ".lmdb", "hdf5": ".h5", "lmdb-raw": "-raw.lmdb"}
+# fmt -> (store format, payload): "lmdb-raw" holds decoded pixels (no JPEG decode when reading).
+PACKINGS = {"lmdb": ("lmdb", "encoded"), "hdf5": ("hdf5", "encoded"), "lmdb-raw": ("lmdb", "raw")}
 
 
 def sample_spec(num_classes: int, per_class: int, short_side: tuple[int, int] = (300, 500),
@@ -74,8 +76,9 @@ def _pack(folder: str, target: str, fmt: str, total_bytes: int) -> dict[str, flo
             return {**json.load(f), "store_bytes": disk_bytes(target)}
     print(f"packing {folder} -> {target} ...", flush=True)
     start = time.perf_counter()
+    store_format, payload = PACKINGS[fmt]
     summary = fastload.pack(folder, target, options=fastload.PackOptions(
-        format=fmt, overwrite=True, progress=False))
+        format=store_format, payload=payload, overwrite=True, progress=False))
     seconds = time.perf_counter() - start
     stats = {"seconds": seconds, "payload_bytes": summary.bytes_out, "input_bytes": total_bytes,
              "images": summary.packed, "skipped": len(summary.skipped),
@@ -128,14 +131,14 @@ def write_tar_shards(folder: str, target: str, num_shards: int = 16, seed: int =
 
 
 def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleSpec | None = None,
-                 formats: tuple[str, ...] = ("lmdb", "hdf5"), webdataset: bool = False) -> BenchData:
+                 formats: tuple[str, ...] = ("lmdb", "hdf5", "lmdb-raw"), webdataset: bool = False) -> BenchData:
     """Generate (unless ``folder`` is given) and pack the benchmark data under ``work``.
 
     Args:
         work: where generated images and stores go.
         folder: the user's ImageFolder tree; None generates one from ``spec``.
         spec: the sample set to generate (default: 10 classes x 200 images).
-        formats: stores to pack ("lmdb", "hdf5").
+        formats: stores to pack ("lmdb", "hdf5", "lmdb-raw": decoded pixels).
         webdataset: also write WebDataset tar shards (for the optional WebDataset peer).
     """
     os.makedirs(work, exist_ok=True)

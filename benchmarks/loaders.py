@@ -365,3 +365,5 @@ def _register_fastload(fmt: str, backend: str, device: str) -> None:
 for _backend, _device in (("torch", "cpu"), ("dali", "cpu"), ("dali", "cuda")):
     for _fmt in ("lmdb", "hdf5"):
         _register_fastload(_fmt, _backend, _device)
+    if _backend == "dali":  # decoded-pixel store: the same crop, resize and normalize, no decode
+        _register_fastload("lmdb-raw", _backend, _device)
