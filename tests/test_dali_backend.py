@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from storefiles import flip_byte_in_record
 
 import fastload
 from fastload import ops
@@ -83,14 +84,7 @@ def test_custom_ops_match_torch_backend(small_lmdb):
 def test_corrupt_record_named_not_wrapped(small_folder, tmp_path):
     out = str(tmp_path / "bad.lmdb")
     fastload.pack(small_folder, out, options=fastload.PackOptions(workers=1, progress=False))
-    store = fastload.open_store(out)
-    payload = store.read(4)
-    store.close()
-    with open(out, "r+b") as f:
-        blob = f.read()
-        at = blob.index(payload[len(payload) // 2 : len(payload) // 2 + 32])
-        f.seek(at)
-        f.write(bytes([blob[at] ^ 0xFF]))
+    flip_byte_in_record(out, 4)
     loader = fastload.Loader(out, batch_size=4, augment="eval", image_size=16, backend="dali", device="cpu",
                              num_threads=1)
     with pytest.raises(fastload.CorruptRecordError, match="record 4"):

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from storefiles import flip_byte_in_record
 
 import fastload
 from fastload import ops
@@ -222,14 +223,7 @@ def test_store_deleted_under_running_loader_is_named(small_folder, tmp_path):
 def test_corrupt_record_is_named(small_folder, tmp_path):
     out = str(tmp_path / "bad.lmdb")
     fastload.pack(small_folder, out, options=fastload.PackOptions(workers=1, progress=False))
-    store = fastload.open_store(out)
-    payload = store.read(2)
-    store.close()
-    with open(out, "r+b") as f:
-        blob = f.read()
-        at = blob.index(payload[len(payload) // 2 : len(payload) // 2 + 32])
-        f.seek(at)
-        f.write(bytes([blob[at] ^ 0xFF]))
+    flip_byte_in_record(out, 2)
     loader = fastload.Loader(out, batch_size=4, augment="eval", image_size=16, backend="torch",
                              device="cpu", num_threads=1)
     with pytest.raises(Exception, match="record 2"):

@@ -7,6 +7,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from storefiles import flip_byte_in_record
 
 import fastload
 from fastload.sample import SampleSpec, make_sample_folder
@@ -67,17 +68,8 @@ def test_default_output_beside_folder_and_overwrite(small_folder, tmp_path):
 def test_verify_names_flipped_byte(small_folder, tmp_path, fmt):
     out = str(tmp_path / f"s.{fmt}")
     fastload.pack(small_folder, out, options=fastload.PackOptions(format=fmt, workers=1, progress=False))
-    store = fastload.open_store(out)
     target = 5
-    payload = store.read(target)
-    middle = len(payload) // 2
-    needle = payload[middle : middle + 32]  # entropy-coded bytes: unique to record 5
-    store.close()
-    with open(out, "r+b") as f:
-        blob = f.read()
-        offset = blob.index(needle)
-        f.seek(offset)
-        f.write(bytes([blob[offset] ^ 0xFF]))
+    flip_byte_in_record(out, target)
     from fastload.cli import main
 
     assert main(["verify", out, "-q"]) == 1
