@@ -22,11 +22,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import psutil
+
+from fastload.tune import endless_batches
 
 from .config import BenchConfig, BenchData, loads
 from .loaders import LOADERS
@@ -108,22 +110,6 @@ class ResourceMonitor:
             return sum(self._cpu.values())
 
 
-def _epochs(loader: Iterable) -> Iterator[tuple[Any, Any]]:
-    """Batches from consecutive epochs, calling ``set_epoch`` where the loader has it."""
-    epoch = 0
-    while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise RuntimeError("the loader yielded no batch in an epoch "
-                               "(fewer images than one batch, with drop_last?)")
-        epoch += 1
-
-
 def _check_batch(batch: Any, config: BenchConfig) -> str:
     """The same work for every loader: refuse a batch that is not float32 NCHW of the size."""
     images, labels = batch
@@ -179,7 +165,7 @@ def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
     with ResourceMonitor() as monitor:
         start = time.perf_counter()
         loader = spec.build(data, config)
-        batches = _epochs(loader)
+        batches = endless_batches(loader)
         try:
             output = _check_batch(next(batches), config)
             _synchronize(spec.device)

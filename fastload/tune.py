@@ -26,7 +26,7 @@ from typing import Any
 from .errors import FastloadError
 from .parallel import default_workers
 
-__all__ = ["Trial", "TuneResult", "tune", "default_settings", "time_loader"]
+__all__ = ["Trial", "TuneResult", "tune", "default_settings", "time_loader", "endless_batches"]
 
 SETTINGS = ("num_threads", "batch_size", "prefetch")
 
@@ -130,7 +130,11 @@ def _fmt(settings: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items())
 
 
-def _epochs(loader: Iterable) -> Iterator[Any]:
+def endless_batches(loader: Iterable) -> Iterator[Any]:
+    """Batches across consecutive epochs, calling ``set_epoch`` where the loader has it.
+
+    Shared with benchmarks/harness.py, so the tuner and the benchmark time the same way.
+    """
     epoch = 0
     while True:
         if hasattr(loader, "set_epoch"):
@@ -148,7 +152,7 @@ def time_loader(loader: Iterable, *, warmup_batches: int, batches_per_round: int
                 rounds: int) -> tuple[float, list[float]]:
     """(first-batch seconds, images/s of each timed round) over consecutive epochs."""
     start = time.perf_counter()
-    batches = _epochs(loader)
+    batches = endless_batches(loader)
     next(batches)
     first = time.perf_counter() - start
     for _ in range(warmup_batches):
