@@ -66,8 +66,9 @@ def test_quick_run_writes_json_csv_and_plots_with_a_row_per_loader(tmp_path, cap
 
 
 def test_a_configuration_runs_in_its_own_process(tiny_data):
+    # Rounds long enough (~0.1 s) for CPU time to register above the scheduler's 10 ms tick.
     config = BenchConfig("opencv-folder", threads=1, batch_size=8, image_size=32,
-                         warmup_batches=1, batches_per_round=2, rounds=2)
+                         warmup_batches=1, batches_per_round=40, rounds=2)
     row = run_config(config, tiny_data, timeout_s=60, isolate=True)
     assert row["status"] == "ok", row
     assert row["loader"] == "opencv-folder" and row["threads"] == 1 and row["batch_size"] == 8
