@@ -27,6 +27,7 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="CSV with a path column and a label column (Kaggle style)")
     p.add_argument("--path-column", help="CSV column holding file names (default: detected)")
     p.add_argument("--label-column", help="CSV column holding labels (default: detected)")
+    _add_channel_columns(p)
     p.add_argument("--store", dest="payload", choices=["encoded", "raw"], default="encoded",
                    help="encoded: original file bytes (default); raw: decoded arrays")
     p.add_argument("--max-side", type=int, help="re-encode images whose longer side exceeds this")
@@ -42,6 +43,19 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _add_channel_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channel-columns", type=_name_list, metavar="COL1,COL2,...",
+                   help="CSV columns naming one single-channel file each, stacked in this order "
+                        "into one multi-channel sample (default: columns named ch1, ch2, ...)")
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
 def _run_pack(args: argparse.Namespace) -> int:
     options = PackOptions(
         format=args.format, payload=args.payload, max_side=args.max_side, quality=args.quality,
@@ -50,7 +64,8 @@ def _run_pack(args: argparse.Namespace) -> int:
         shard_index=args.shard_index, progress=not args.quiet,
     )
     summary = pack(args.source, args.output, labels=args.labels,
-                   columns=CsvColumns(args.path_column, args.label_column), options=options)
+                   columns=CsvColumns(args.path_column, args.label_column, args.channel_columns),
+                   options=options)
     print(summary)
     return 0
 
@@ -59,6 +74,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="statistics of a store or a raw folder")
     p.add_argument("path", help="a store (.lmdb, .h5, a glob of shards) or an image folder")
     p.add_argument("--labels", help="CSV manifest, when PATH is a folder")
+    _add_channel_columns(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--workers", type=int, help="worker processes for a raw folder")
 
@@ -84,7 +100,8 @@ def _print_profile(profile: dict) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    profile = inspect_path(args.path, args.labels, workers=args.workers, progress=not args.json)
+    profile = inspect_path(args.path, args.labels, workers=args.workers, progress=not args.json,
+                           columns=CsvColumns(channels=args.channel_columns))
     if args.json:
         json.dump(profile, sys.stdout, indent=1)
         print()

@@ -118,10 +118,10 @@ def inspect_folder(root: str, labels: str | None = None, columns: CsvColumns = C
 
 
 def inspect_path(path: str, labels: str | None = None, workers: int | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, columns: CsvColumns = CsvColumns()) -> dict[str, Any]:
     """``inspect_folder`` for a folder, ``inspect_store`` for anything else."""
     if os.path.isdir(path):
-        return inspect_folder(path, labels, workers=workers, progress=progress)
+        return inspect_folder(path, labels, columns, workers=workers, progress=progress)
     return inspect_store(open_store(path))
 
 

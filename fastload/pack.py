@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import cv2
@@ -21,6 +22,8 @@ from tqdm import tqdm
 
 from . import images
 from .errors import BadInputError, PackError, StoreExistsError
+from .ops._pixels import by_channel_chunks
+from .ops.normalize import max_value
 from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
 from .stores import FORMATS, RecordTable, StoreHeader, StoreWriter
@@ -132,25 +135,77 @@ class _Packed:
 
 
 def _process_chunk(chunk: Sequence[SourceItem], options: PackOptions) -> list[_Packed | Skipped]:
-    return [_process(item.path, options) for item in chunk]
+    return [_process_channels(item, options) if item.channel_paths else _process(item.path, options)
+            for item in chunk]
 
 
-def _process(path: str, options: PackOptions) -> _Packed | Skipped:
+def _read(path: str) -> bytes | Skipped:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except IsADirectoryError:
         return Skipped(path, "is a folder, not a file")
     except OSError as exc:
         return Skipped(path, f"cannot read: {exc.strerror or exc}")
+
+
+def _process(path: str, options: PackOptions) -> _Packed | Skipped:
+    data = _read(path)
+    if isinstance(data, Skipped):
+        return data
     try:
         info, image = images.validate(data, path, options.max_pixels)
-        payload, info, image = _transform(data, info, image, options)
+        return _packed(data, info, image, options, len(data))
     except BadInputError as exc:
         return Skipped(path, exc.reason)
+
+
+def _packed(data: bytes, info: images.ImageInfo, image: np.ndarray, options: PackOptions,
+            bytes_in: int, from_file: bool = True) -> _Packed:
+    """The record for decoded ``image``; ``from_file``: ``data`` is the source file's bytes
+    (not sent back: the parent rereads them)."""
+    payload, info, image = _transform(data, info, image, options)
     mean, sq_mean = _moments(image)
-    return _Packed(None if payload is data else payload, info, checksum(payload), mean, sq_mean,
-                   len(data), len(payload))
+    return _Packed(None if from_file and payload is data else payload, info, checksum(payload),
+                   mean, sq_mean, bytes_in, len(payload))
+
+
+def _process_channels(item: SourceItem, options: PackOptions) -> _Packed | Skipped:
+    """Stack one single-channel file per channel into an HxWxN sample, stored as .npy bytes
+    (the files have no one encoded form to keep; .npy is lossless and decodes by content)."""
+    planes: list[np.ndarray] = []
+    bytes_in = 0
+    for number, path in enumerate(item.channel_paths, start=1):
+        data = _read(path)
+        if isinstance(data, Skipped):
+            return data
+        try:
+            _, plane = images.validate(data, path, options.max_pixels)
+        except BadInputError as exc:
+            return Skipped(path, f"channel {number} of {item.describe()}: {exc.reason}")
+        problem = _channel_mismatch(plane, planes[0] if planes else None, item.channel_paths[0])
+        if problem:
+            return Skipped(path, f"channel {number} ({display_path(path)}) {problem}")
+        planes.append(plane)
+        bytes_in += len(data)
+    stacked = np.concatenate(planes, axis=2)
+    height, width, channels = stacked.shape
+    info = images.ImageInfo("npy", height, width, channels, str(stacked.dtype), "HWC")
+    try:
+        return _packed(images.encode_npy(stacked), info, stacked, options, bytes_in, from_file=False)
+    except BadInputError as exc:
+        return Skipped(item.path, exc.reason)
+
+
+def _channel_mismatch(plane: np.ndarray, first: np.ndarray | None, first_path: str) -> str | None:
+    """Why ``plane`` cannot be stacked with the sample's first channel, or None."""
+    if plane.shape[2] != 1:
+        return f"has {plane.shape[2]} channels; a channel file must hold one (grayscale) channel"
+    if first is None or (plane.shape, plane.dtype) == (first.shape, first.dtype):
+        return None
+    return (f"is {plane.shape[1]}x{plane.shape[0]} {plane.dtype}, but channel 1 "
+            f"({display_path(first_path)}) is {first.shape[1]}x{first.shape[0]} {first.dtype}; "
+            "every channel of a sample must have the same size and dtype")
 
 
 def _source_payload(path: str, packed: _Packed) -> bytes | Skipped:
@@ -172,17 +227,26 @@ def _transform(data: bytes, info: images.ImageInfo, image: np.ndarray,
     if options.max_side is not None and max(info.height, info.width) > options.max_side:
         scale = options.max_side / max(info.height, info.width)
         size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
-        data = _encode(image, "jpeg" if info.format == "jpeg" and image.dtype == np.uint8 else "png",
-                       options.quality)
-        info = images.ImageInfo(info.format if info.format == "jpeg" else "png",
-                                image.shape[0], image.shape[1], image.shape[2], info.dtype, info.mode)
+        image = by_channel_chunks(image, partial(cv2.resize, dsize=size, interpolation=cv2.INTER_AREA))
+        fmt = _reencode_format(info.format, image)
+        data = _encode(image, fmt, options.quality)
+        info = images.ImageInfo(fmt, image.shape[0], image.shape[1], image.shape[2], info.dtype, info.mode)
     if options.payload == "raw":
         data = np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<")).tobytes()
     return data, info, image
 
 
+def _reencode_format(source_format: str, image: np.ndarray) -> str:
+    """JPEG for 8-bit JPEG sources, PNG for other gray/RGB images, .npy for the rest (any
+    channel count, float pixels), which PNG cannot hold."""
+    if image.shape[2] not in (1, 3) or image.dtype.kind == "f":
+        return "npy"
+    return "jpeg" if source_format == "jpeg" and image.dtype == np.uint8 else "png"
+
+
 def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
+    if fmt == "npy":
+        return images.encode_npy(image)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[2] == 3 else image
     if fmt == "jpeg":
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -199,10 +263,14 @@ _STATS_ROWS = 64
 def _moments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Every k-th row (at most ~64 rows): dataset statistics for normalisation need no more,
     # and the full image would cost a fifth of the decode.
-    scale = float(np.iinfo(image.dtype).max)
-    mean, std = cv2.meanStdDev(image[:: max(1, image.shape[0] // _STATS_ROWS)])
-    mean, std = mean.ravel() / scale, std.ravel() / scale
-    return mean, std**2 + mean**2
+    scale = max_value(image.dtype)
+    rows = image[:: max(1, image.shape[0] // _STATS_ROWS)]
+    if rows.shape[2] <= 4:  # OpenCV's limit; it is a few times faster than NumPy here
+        mean, std = cv2.meanStdDev(rows)
+        mean, std = mean.ravel() / scale, std.ravel() / scale
+        return mean, std**2 + mean**2
+    values = rows.reshape(-1, rows.shape[2]).astype(np.float64) / scale
+    return values.mean(axis=0), np.square(values).mean(axis=0)
 
 
 # --- parent side ---------------------------------------------------------------------------
@@ -228,9 +296,13 @@ class _Stats:
         self.pixels = 0
         self.sums: np.ndarray | None = None
         self.sq_sums: np.ndarray | None = None
+        self.mixed = False
 
     def add(self, packed: _Packed) -> None:
         n = packed.info.height * packed.info.width
+        if self.sums is not None and len(packed.mean) not in (1, len(self.sums)) and len(self.sums) != 1:
+            self.mixed = True  # e.g. RGB and 6-channel records: per-channel statistics mean nothing
+            return
         if self.sums is None or len(self.sums) < len(packed.mean):
             # Grayscale counts towards every channel of a colour dataset (as the loader expands it).
             self.sums = np.broadcast_to(self.sums if self.sums is not None else 0.0, packed.mean.shape).copy()
@@ -240,7 +312,7 @@ class _Stats:
         self.pixels += n
 
     def to_json(self) -> dict[str, Any]:
-        if not self.pixels:
+        if not self.pixels or self.mixed:
             return {}
         mean = self.sums / self.pixels
         std = np.sqrt(np.maximum(self.sq_sums / self.pixels - mean**2, 0.0))
@@ -279,7 +351,7 @@ class _Recorder:
         self.encodings.append(self._code(self.encoding_names, "raw" if payload_kind == "raw" else info.format))
         self.dtypes.append(self._code(self.dtype_names, info.dtype))
         self.nbytes.append(packed.nbytes)
-        self.paths.append(display_path(item.path))
+        self.paths.append(item.describe())
         self.stats.add(packed)
         self.bytes_in += packed.bytes_in
         self.bytes_out += packed.nbytes
@@ -305,7 +377,7 @@ def _fsync_path(path: str) -> None:
 
 
 def _describe_chunk(chunk: Sequence[SourceItem]) -> str:
-    first, last = display_path(chunk[0].path), display_path(chunk[-1].path)
+    first, last = chunk[0].describe(), chunk[-1].describe()
     return first if len(chunk) == 1 else f"the {len(chunk)} files from {first} to {last}"
 
 
@@ -318,7 +390,7 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{name}.partial-{os.getpid()}")
     _remove_dead_partials(directory, name)
-    size_hint = sum(_size(item.path) for item in source.items)
+    size_hint = sum(_size(path) for item in source.items for path in item.files)
     writer: StoreWriter = FORMATS[options.format].writer(tmp, size_hint)
     recorder, skipped = _Recorder(), list(source.skipped)
     try:
@@ -464,7 +536,8 @@ def pack(source: str | os.PathLike[str], output: str | os.PathLike[str] | None =
     Args:
         source: the image folder (CSV paths are relative to it).
         output: the store path; default: the folder's name plus ``.lmdb`` or ``.h5`` beside it.
-        labels: a CSV manifest with a path column and (optionally) a label column.
+        labels: a CSV manifest with a path column (or one column per channel file of a
+            multi-channel sample) and, optionally, a label column.
         columns: which CSV columns to use (default: detected from the header).
         options: format, payload, workers, strictness, sharding; see PackOptions.
 

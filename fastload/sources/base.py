@@ -15,10 +15,24 @@ def display_path(path: str) -> str:
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One input to pack: a file on disk and its integer label (-1 when unlabelled)."""
+    """One input to pack: a file on disk and its integer label (-1 when unlabelled).
+
+    A sample made of one single-channel file per channel (a CSV with channel columns) lists
+    them in ``channel_paths``, in channel order; ``path`` is then the first of them.
+    """
 
     path: str
     label: int
+    channel_paths: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file this sample is read from."""
+        return self.channel_paths or (self.path,)
+
+    def describe(self) -> str:
+        """A printable name for the sample: its file, or its channel files joined by ' + '."""
+        return " + ".join(display_path(p) for p in self.files)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""CSV manifests (Kaggle style): a column of file names or paths and a column of labels."""
+"""CSV manifests (Kaggle style): a column of file names or paths and a column of labels; or,
+for multi-channel samples stored one file per channel, several channel columns."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 
 from .base import Skipped, Source, SourceItem
@@ -18,12 +20,37 @@ IMPLIED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".tif", 
                       ".bmp", ".webp", ".dcm", ".gif")
 
 
+# Channel columns found without being named: ch1, ch_2, channel3, c4, ... (at least two).
+_CHANNEL_COLUMN = re.compile(r"^(?:ch|channel|c)[ _-]?(\d+)$", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class CsvColumns:
-    """Which CSV columns hold the path and the label; None means detect from the header."""
+    """Which CSV columns hold the path and the label; None means detect from the header.
+
+    ``channels`` names the columns of a multi-channel manifest instead of a path column: each
+    row names one single-channel file per column, stacked in this order into one ``HxWxN``
+    sample. Without a path column, columns named like ``ch1, ch2, ...`` are found by themselves.
+
+    >>> CsvColumns(channels=["dapi", "gfp", "rfp"], label="label").channels
+    ('dapi', 'gfp', 'rfp')
+    """
 
     path: str | None = None
     label: str | None = None
+    channels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels is None:
+            return
+        channels = tuple(self.channels)  # a list is fine too; stored as a tuple (frozen, hashable)
+        object.__setattr__(self, "channels", channels)
+        if not channels:
+            raise ValueError("channels must name at least one column")
+        if self.path is not None:
+            raise ValueError("give either a path column or channel columns, not both")
+        if len({c.strip().lower() for c in channels}) != len(channels):
+            raise ValueError(f"channel columns are named twice: {list(channels)}")
 
 
 def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
@@ -91,7 +118,7 @@ def _labels_to_ints(raw: list[str]) -> tuple[list[int], list[str]]:
 def _is_header(first: list[str], root: str, columns: CsvColumns) -> bool:
     """A first row is a header unless nothing in it names a known column and its first cell
     names a file that exists (a headerless ``path,label`` manifest)."""
-    if columns.path is not None or columns.label is not None:
+    if columns.path is not None or columns.label is not None or columns.channels is not None:
         return True
     names = {cell.strip().lower() for cell in first}
     if names & set(PATH_COLUMNS) or names & set(LABEL_COLUMNS):
@@ -99,50 +126,83 @@ def _is_header(first: list[str], root: str, columns: CsvColumns) -> bool:
     return not first or _resolve(root, first[0].strip()) is None
 
 
+def _file_columns(header: list[str], columns: CsvColumns, csv_path: str) -> list[int]:
+    """The column(s) naming each sample's file(s): one path column, or the channel columns."""
+    if columns.channels is not None:
+        return [_pick(header, name, (), "channel", csv_path, required=True) for name in columns.channels]
+    if columns.path is None and not {h.strip().lower() for h in header} & set(PATH_COLUMNS):
+        numbered = [(int(m.group(1)), i) for i, h in enumerate(header)
+                    if (m := _CHANNEL_COLUMN.match(h.strip()))]
+        if len(numbered) >= 2:
+            return [i for _, i in sorted(numbered)]
+    return [_pick(header, columns.path, PATH_COLUMNS, "path", csv_path, required=True)]
+
+
+def _resolve_row(root: str, row: list[str], file_cols: list[int], header: list[str],
+                 number: int) -> tuple[str, ...] | Skipped:
+    """The files one row names, or why the row is skipped."""
+    paths = []
+    for col in file_cols:
+        name = row[col].strip()
+        where = f" (column {header[col].strip()!r})" if len(file_cols) > 1 else ""
+        path = _resolve(root, name)
+        if path is None:
+            return Skipped(os.path.join(root, name), f"CSV row {number} names a file that does not exist{where}")
+        if os.path.isdir(path):
+            return Skipped(path, f"CSV row {number} names a folder, not a file{where}")
+        paths.append(path)
+    return tuple(paths)
+
+
 def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> Source:
     """List the files a CSV names, relative to ``root``, in the CSV's row order.
 
     Rows naming a missing file, a folder, or a path listed before are skipped with a reason;
     a path listed twice with different labels is skipped everywhere (its label is unknown).
-    Without a label column every sample gets label -1.
+    Without a label column every sample gets label -1. With channel columns (``columns.channels``,
+    or columns named ``ch1, ch2, ...``) each row is one sample made of one file per column.
     """
     csv_path, root = os.fspath(csv_path), os.fspath(root)
     header, rows = _read_rows(csv_path)
     if _is_header(header, root, columns):
-        path_col = _pick(header, columns.path, PATH_COLUMNS, "path", csv_path, required=True)
+        file_cols = _file_columns(header, columns, csv_path)
         label_col = _pick(header, columns.label, LABEL_COLUMNS, "label", csv_path, required=False)
         first_row = 2
     else:  # headerless: path, then label if there is a second column
-        rows, path_col, label_col, first_row = [header, *rows], 0, 1 if len(header) > 1 else None, 1
+        rows, file_cols, label_col, first_row = [header, *rows], [0], 1 if len(header) > 1 else None, 1
+        header = [f"column {i + 1}" for i in range(len(header))]
     skipped: list[Skipped] = []
-    chosen: dict[str, tuple[int, str]] = {}  # resolved path -> (row number, raw label)
-    conflicts: set[str] = set()
+    chosen: dict[tuple[str, ...], tuple[int, str]] = {}  # resolved file(s) -> (row number, raw label)
+    conflicts: set[tuple[str, ...]] = set()
+    needed = max([*file_cols, label_col if label_col is not None else 0])
     for number, row in enumerate(rows, start=first_row):
-        if path_col >= len(row) or (label_col is not None and label_col >= len(row)):
+        if needed >= len(row):
             skipped.append(Skipped(f"{csv_path}:{number}", "row has too few columns"))
             continue
-        name, label = row[path_col].strip(), row[label_col].strip() if label_col is not None else ""
-        path = _resolve(root, name)
-        if path is None:
-            skipped.append(Skipped(os.path.join(root, name), f"CSV row {number} names a file that does not exist"))
-        elif os.path.isdir(path):
-            skipped.append(Skipped(path, f"CSV row {number} names a folder, not a file"))
-        elif path in chosen:
-            first, first_label = chosen[path]
+        label = row[label_col].strip() if label_col is not None else ""
+        files = _resolve_row(root, row, file_cols, header, number)
+        if isinstance(files, Skipped):
+            skipped.append(files)
+        elif files in chosen:
+            first, first_label = chosen[files]
             if first_label != label:
-                conflicts.add(path)
+                conflicts.add(files)
                 reason = f"CSV rows {first} and {number} give different labels ({first_label!r}, {label!r})"
-                skipped.append(Skipped(path, reason))
+                skipped.append(Skipped(files[0], reason))
             else:
-                skipped.append(Skipped(path, f"CSV row {number} repeats row {first}"))
+                skipped.append(Skipped(files[0], f"CSV row {number} repeats row {first}"))
         else:
-            chosen[path] = (number, label)
-    kept = [(p, lab) for p, (_, lab) in chosen.items() if p not in conflicts]
+            chosen[files] = (number, label)
+    kept = [(f, lab) for f, (_, lab) in chosen.items() if f not in conflicts]
+    grouped = len(file_cols) > 1
+
+    def item(files: tuple[str, ...], label: int) -> SourceItem:
+        return SourceItem(files[0], label, files if grouped else ())
+
     if label_col is None:
-        return Source(root, [SourceItem(p, -1) for p, _ in kept], [], skipped, "csv")
+        return Source(root, [item(f, -1) for f, _ in kept], [], skipped, "csv")
     try:
         labels, classes = _labels_to_ints([lab for _, lab in kept])
     except ValueError as exc:
         raise ValueError(f"{csv_path}: {exc}") from None
-    items = [SourceItem(p, lab) for (p, _), lab in zip(kept, labels)]
-    return Source(root, items, classes, skipped, "csv")
+    return Source(root, [item(f, lab) for (f, _), lab in zip(kept, labels)], classes, skipped, "csv")
