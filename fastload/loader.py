@@ -51,15 +51,29 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _resolve_backend(backend: str) -> str:
+def _dali_decodes(store: Store) -> bool:
+    """Whether DALI's image decoders read every record: not .npy arrays (stacked channel files),
+    float pixels, or images of other than 1 or 3 channels (those need backend='torch', or a
+    store packed with --store raw, whose arrays DALI takes as they are)."""
+    if store.header.payload == "raw":
+        return True
+    return all("npy" not in s.header.encodings and "float32" not in s.header.dtypes
+               and s.header.channels in (1, 3) for s in getattr(store, "shards", [store]))
+
+
+def _resolve_backend(backend: str, store: Store) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "dali" if dali_available() else "torch"
+        return "dali" if dali_available() and _dali_decodes(store) else "torch"
     if backend == "dali" and not dali_available():
         from .errors import MissingExtraError
 
         raise MissingExtraError("nvidia-dali", "cuda13", "backend='dali'")
+    if backend == "dali" and not _dali_decodes(store):
+        raise ValueError(f"{store.path}: DALI cannot decode this store's records (arrays, or "
+                         f"{store.channels}-channel images); use backend='torch', or re-pack it "
+                         "with --store raw (decoded arrays, which DALI reads as they are)")
     return backend
 
 
@@ -160,7 +174,7 @@ class Loader:
             num_samples=num_samples,
         )
         self.device = _resolve_device(device)
-        self.backend_name = _resolve_backend(backend)
+        self.backend_name = _resolve_backend(backend, self.store)
         self.config = BackendConfig(
             batch_size=batch_size, device=self.device,
             device_id=local_device_index() if self.device == "cuda" else 0,

@@ -1,0 +1,256 @@
+"""Multi-channel samples end to end: .npy and TIFF arrays, channel files grouped by a CSV,
+per-channel statistics, and 6-channel 16-bit batches from the loader."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from imagefiles import pixels, png16, write
+
+import fastload
+from fastload import images
+from fastload.cli import main
+from fastload.errors import BadInputError
+from fastload.sources import CsvColumns, scan_csv
+
+CHANNELS = 6
+QUIET = fastload.PackOptions(workers=1, progress=False)
+
+
+def _npy(array: np.ndarray, **params) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, **params)
+    return buf.getvalue()
+
+
+def _tiff(array: np.ndarray, **params) -> bytes:
+    tifffile = pytest.importorskip("tifffile")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array, **params)
+    return buf.getvalue()
+
+
+def _sample(i: int, height: int = 32, dtype: type = np.uint16) -> np.ndarray:
+    return pixels(height, 40, CHANNELS, seed=i, dtype=dtype)
+
+
+def _pack(folder, out, options: fastload.PackOptions = QUIET) -> fastload.PackSummary:
+    return fastload.pack(str(folder), str(out), options=options)
+
+
+# --- the array layout rule ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, layout", [
+    ((40, 48), (40, 48, 1, False)),
+    ((40, 48, 6), (40, 48, 6, False)),
+    ((6, 40, 48), (40, 48, 6, True)),
+    ((1, 6, 40, 48), (40, 48, 6, True)),
+    ((24, 24, 3), (24, 24, 3, False)),  # 24 > 16: never channels-first
+    ((8, 8, 8), (8, 8, 8, False)),  # C not smaller than H and W: channels-last
+])
+def test_array_layout_rule(shape, layout):
+    assert images.array_layout(shape) == layout
+
+
+@pytest.mark.parametrize("shape", [(100, 100, 100), (2, 3, 4, 5), (7,)])
+def test_array_layouts_that_cannot_be_told_are_refused(shape):
+    with pytest.raises(BadInputError, match="array of shape"):
+        images.array_layout(shape)
+
+
+# --- per-sample arrays -------------------------------------------------------------------
+
+
+def test_npy_folder_packs_every_channel_exactly(tmp_path):
+    arrays = [_sample(i, height=24 + 8 * i) for i in range(3)]
+    write(str(tmp_path / "data" / "a" / "0_hwc.npy"), _npy(arrays[0]))
+    write(str(tmp_path / "data" / "a" / "1_chw.npy"), _npy(np.moveaxis(arrays[1], -1, 0).copy()))
+    write(str(tmp_path / "data" / "b" / "big_endian.npy"), _npy(arrays[2].astype(">u2")))
+    summary = _pack(tmp_path / "data", tmp_path / "s.lmdb")
+    assert summary.packed == 3 and not summary.skipped
+    store = fastload.open_store(str(tmp_path / "s.lmdb"))
+    assert store.channels == CHANNELS and store.header.encodings == ["npy"]
+    assert store.header.dtypes == ["uint16"]
+    for i, expected in enumerate(arrays):
+        image = store.decode(i)
+        assert image.dtype == np.uint16 and np.array_equal(image, expected)
+        assert tuple(store.table.shapes[i]) == expected.shape
+    # The payload is the file's own bytes, unchanged.
+    with open(os.path.join(str(tmp_path / "data"), "a", "1_chw.npy"), "rb") as f:
+        assert store.read(1) == f.read()
+
+
+@pytest.mark.parametrize("params, layout", [
+    ({"photometric": "minisblack", "planarconfig": "contig"}, "hwc"),  # 6 samples per pixel
+    ({"photometric": "minisblack", "planarconfig": "separate"}, "chw"),  # 6 sample planes
+    ({"photometric": "minisblack"}, "pages"),  # one page per channel
+])
+def test_tiff_folder_packs_every_channel_exactly(tmp_path, params, layout):
+    arrays = [_sample(i) for i in range(2)]
+    for i, array in enumerate(arrays):
+        data = array if layout == "hwc" else np.moveaxis(array, -1, 0).copy()
+        write(str(tmp_path / "data" / f"{i}.tif"), _tiff(data, **params))
+    summary = _pack(tmp_path / "data", tmp_path / "s.h5", options=fastload.PackOptions(
+        format="hdf5", workers=1, progress=False))
+    assert summary.packed == 2 and not summary.skipped
+    store = fastload.open_store(str(tmp_path / "s.h5"))
+    assert store.channels == CHANNELS and store.header.encodings == ["tiff"]
+    for i, expected in enumerate(arrays):
+        assert np.array_equal(store.decode(i), expected)
+
+
+def test_float32_arrays_keep_their_values(tmp_path):
+    array = _sample(0).astype(np.float32) / 65535
+    write(str(tmp_path / "data" / "x.npy"), _npy(array))
+    write(str(tmp_path / "data" / "nan.npy"), _npy(np.full((24, 24, 6), np.nan, np.float32)))
+    summary = _pack(tmp_path / "data", tmp_path / "s.lmdb")
+    assert [s.reason for s in summary.skipped] == ["float pixels include NaN or infinity"]
+    store = fastload.open_store(str(tmp_path / "s.lmdb"))
+    assert store.header.dtypes == ["float32"] and np.array_equal(store.decode(0), array)
+    assert np.allclose(store.header.stats["mean"], array[::1].reshape(-1, 6).mean(0), atol=0.02)
+
+
+class _Trap:
+    """Unpickling this calls open(path, "w"): the file appears if anything unpickles it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_pickled_npy_is_refused_and_never_unpickled(tmp_path):
+    marker = str(tmp_path / "unpickled")
+    data = _npy(np.array([_Trap(marker)], dtype=object), allow_pickle=True)
+    write(str(tmp_path / "data" / "evil.npy"), data)
+    write(str(tmp_path / "data" / "good.npy"), _npy(_sample(0)))
+    summary = _pack(tmp_path / "data", tmp_path / "s.lmdb")
+    assert summary.packed == 1
+    [skipped] = summary.skipped
+    assert skipped.path.endswith("evil.npy") and "pickle" in skipped.reason
+    with pytest.raises(BadInputError, match="never unpickles"):
+        images.decode(data)
+    assert not os.path.exists(marker)
+
+
+def test_npy_header_checked_before_loading(tmp_path):
+    data = _npy(_sample(0))
+    with pytest.raises(BadInputError, match="more than the limit"):
+        images.probe(data, "x.npy", max_pixels=100)
+    with pytest.raises(BadInputError, match="truncated .npy"):
+        images.probe(data[:-4], "x.npy")
+    with pytest.raises(BadInputError, match="unsupported array dtype int16"):
+        images.probe(_npy(np.zeros((24, 24), np.int16)), "x.npy")
+
+
+def test_max_side_reencodes_arrays_as_npy(tmp_path):
+    write(str(tmp_path / "data" / "x.npy"), _npy(_sample(0, height=48)))
+    fastload.pack(str(tmp_path / "data"), str(tmp_path / "s.lmdb"),
+                  options=fastload.PackOptions(workers=1, progress=False, max_side=20))
+    store = fastload.open_store(str(tmp_path / "s.lmdb"))
+    assert store.header.encodings == ["npy"] and store.decode(0).shape == (20, 17, CHANNELS)
+
+
+# --- channel files grouped by a CSV ------------------------------------------------------
+
+
+def _channel_csv(root, samples: list[np.ndarray], columns: list[str]) -> str:
+    """One 16-bit gray PNG per channel per sample, and a CSV naming them by row."""
+    lines = [",".join([*columns, "label"])]
+    for i, sample in enumerate(samples):
+        names = []
+        for c in range(sample.shape[2]):
+            names.append(f"s{i}_c{c}.png")
+            write(os.path.join(root, names[-1]), png16(sample[:, :, c]))
+        lines.append(",".join([*names, "pos" if i % 2 else "neg"]))
+    path = os.path.join(root, "channels.csv")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def test_channel_csv_packs_stacked_samples_from_the_cli(tmp_path, capsys):
+    root = str(tmp_path / "data")
+    samples = [_sample(i) for i in range(3)]
+    columns = ["dapi", "gfp", "rfp", "cy5", "bf", "mito"]
+    manifest = _channel_csv(root, samples, columns)
+    out = str(tmp_path / "s.lmdb")
+    code = main(["pack", root, "--labels", manifest, "--channel-columns", ",".join(columns),
+                 "-o", out, "-q", "--workers", "1"])
+    assert code == 0, capsys.readouterr().err
+    store = fastload.open_store(out)
+    assert len(store) == 3 and store.classes == ["neg", "pos"] and store.labels.tolist() == [0, 1, 0]
+    assert store.channels == CHANNELS and store.header.encodings == ["npy"]
+    for i, expected in enumerate(samples):
+        assert np.array_equal(store.decode(i), expected)
+    assert " + " in store.paths[0] and store.paths[0].endswith("s0_c5.png")
+    capsys.readouterr()
+    assert main(["inspect", out, "--json"]) == 0
+    profile = json.loads(capsys.readouterr().out)
+    assert len(profile["mean"]) == len(profile["std"]) == CHANNELS
+    stacked = np.concatenate([s.reshape(-1, CHANNELS) for s in samples]) / 65535
+    assert np.allclose(profile["mean"], stacked.mean(0), atol=0.01)
+    assert np.allclose(profile["std"], stacked.std(0), atol=0.01)
+
+
+def test_channel_columns_named_ch1_to_chN_are_found(tmp_path):
+    root = str(tmp_path / "data")
+    manifest = _channel_csv(root, [_sample(0)], [f"ch{c}" for c in (1, 2, 3, 4, 5, 6)])
+    [item] = scan_csv(manifest, root).items
+    assert [os.path.basename(p) for p in item.channel_paths] == [f"s0_c{c}.png" for c in range(6)]
+    with pytest.raises(ValueError, match="no column named 'ch7'"):
+        scan_csv(manifest, root, CsvColumns(channels=["ch1", "ch7"]))
+    with pytest.raises(ValueError, match="not both"):
+        CsvColumns(path="ch1", channels=["ch2"])
+
+
+def test_mismatched_channel_files_are_skipped_with_the_file_named(tmp_path):
+    root = str(tmp_path / "data")
+    samples = [_sample(i) for i in range(4)]
+    manifest = _channel_csv(root, samples, [f"ch{c}" for c in range(1, 7)])
+    small = os.path.join(root, "s1_c3.png")
+    write(small, png16(pixels(24, 40, 1, seed=9, dtype=np.uint16)))  # sample 1: wrong size
+    eight_bit = os.path.join(root, "s2_c5.png")
+    write(eight_bit, png16(pixels(32, 40, 1, seed=9, dtype=np.uint8)))  # sample 2: wrong dtype
+    os.remove(os.path.join(root, "s3_c0.png"))  # sample 3: missing file
+    summary = fastload.pack(root, str(tmp_path / "s.lmdb"), labels=manifest, options=QUIET)
+    assert summary.packed == 1
+    reasons = {os.path.basename(s.path): s.reason for s in summary.skipped}
+    assert "s1_c3.png" in reasons["s1_c3.png"] and "is 40x24 uint16" in reasons["s1_c3.png"]
+    assert "same size and dtype" in reasons["s1_c3.png"]
+    assert "uint8" in reasons["s2_c5.png"] and "s2_c0.png" in reasons["s2_c5.png"]
+    assert "does not exist (column 'ch1')" in reasons["s3_c0.png"]
+    assert np.array_equal(fastload.open_store(str(tmp_path / "s.lmdb")).decode(0), samples[0])
+
+
+# --- the loader ----------------------------------------------------------------------------
+
+
+def test_torch_loader_yields_six_channel_16bit_batches(tmp_path):
+    for i in range(4):
+        write(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.npy"), _npy(_sample(i, height=40)))
+    _pack(tmp_path / "data", tmp_path / "s.lmdb")
+    augment = [fastload.ops.RandomResizedCrop(32), fastload.ops.Flip(),
+               fastload.ops.Normalize(mean=(0.5,) * CHANNELS, std=(0.25,) * CHANNELS)]
+    loader = fastload.Loader(str(tmp_path / "s.lmdb"), batch_size=2, augment=augment,
+                             backend="torch", device="cpu", num_threads=0)
+    batches = list(loader)
+    assert len(batches) == 2
+    for images_, labels in batches:
+        assert images_.shape == (2, CHANNELS, 32, 32) and labels.shape == (2,)
+        for image in images_:
+            assert len(np.unique(image.numpy())) > 256  # 16-bit values survived the pipeline
+
+
+def test_auto_backend_does_not_pick_dali_for_arrays(tmp_path):
+    write(str(tmp_path / "data" / "x.npy"), _npy(_sample(0)))
+    _pack(tmp_path / "data", tmp_path / "s.lmdb")
+    loader = fastload.Loader(str(tmp_path / "s.lmdb"), batch_size=1, augment=None, device="cpu",
+                             num_threads=0)
+    assert loader.backend_name == "torch"
