@@ -6,7 +6,11 @@ import fastload
 
 
 def flip_byte_in_record(store_path: str, index: int) -> None:
-    """Invert one byte in the middle of record ``index``'s payload, in place on disk."""
+    """Invert one byte in the middle of record ``index``'s payload, in place on disk.
+
+    Every copy of the surrounding bytes is hit: LMDB can keep stale copies of a page in its
+    free list, and flipping one of those would leave the live record intact.
+    """
     store = fastload.open_store(store_path)
     payload = store.read(index)
     store.close()
@@ -15,5 +19,7 @@ def flip_byte_in_record(store_path: str, index: int) -> None:
     with open(store_path, "r+b") as f:
         blob = f.read()
         offset = blob.index(needle)
-        f.seek(offset)
-        f.write(bytes([blob[offset] ^ 0xFF]))
+        while offset != -1:
+            f.seek(offset)
+            f.write(bytes([blob[offset] ^ 0xFF]))
+            offset = blob.find(needle, offset + 1)
