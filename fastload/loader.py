@@ -185,6 +185,7 @@ class Loader:
         self._backend: Backend | None = None
         self._epoch = 0
         self._next_batch = 0  # batches of the current epoch already handed out
+        self._resuming = False  # load_state_dict was called: the next pass continues mid-epoch
 
     # --- DataLoader-like surface -----------------------------------------------------------
     def __len__(self) -> int:
@@ -220,6 +221,11 @@ class Loader:
         return self._backend
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # As with a DataLoader, a new pass starts the epoch from its first batch (a peek with
+        # next(iter(loader)) loses nothing); only a pass right after load_state_dict resumes.
+        if not self._resuming:
+            self._next_batch = 0
+        self._resuming = False
         epoch, start = self._epoch, self._next_batch
         batches = self.plan.batches(epoch, start)
         for images, labels in self._get_backend().iterate(batches, epoch):
@@ -238,13 +244,14 @@ class Loader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a ``state_dict()``: same epoch, from the next unseen batch."""
+        """Continue from a ``state_dict()``: the next pass yields the same epoch's unseen batches."""
         for key in ("seed", "num_records", "batch_size", "world_size"):
             mine = getattr(self.plan, key, None) if key != "world_size" else self.world_size
             if state.get(key) != mine:
                 raise ValueError(f"cannot resume: the saved {key} is {state.get(key)}, this loader's "
                                  f"is {mine}; build the loader with the same settings")
         self._epoch, self._next_batch = int(state["epoch"]), int(state["batch"])
+        self._resuming = True
 
     def close(self) -> None:
         """Stop worker processes and pipelines."""

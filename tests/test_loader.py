@@ -132,6 +132,15 @@ def test_resume_mid_epoch_yields_exactly_the_rest(tagged, backend):
     assert resumed.state_dict()["epoch"] == 3  # the pass completed the epoch
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_peek_does_not_cost_the_epoch_a_batch(tagged, tag_of, backend):
+    loader = _loader(tagged, backend, shuffle=True, seed=2)
+    first, _ = next(iter(loader))  # as people check shapes before training
+    tags = _epoch(loader)[0]
+    assert sorted(tag_of[t] for t in tags) == list(range(N))
+    assert tags[: len(first)] == _records(first)
+
+
 def test_resume_refuses_different_settings(tagged):
     state = _loader(tagged, shuffle=True, seed=1).state_dict()
     with pytest.raises(ValueError, match="seed"):
