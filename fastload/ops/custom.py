@@ -229,15 +229,18 @@ class CustomOp(Op):
         function = self._function()
         return function(x, rng, **args) if self._takes_rng() else function(x, **args)
 
-    def run(self, x: Any, rng: np.random.Generator, sample: str) -> Any:
-        """Run on one image (NumPy or CuPy); errors name the op and ``sample``."""
+    def _guarded(self, x: Any, rng: np.random.Generator, where: str) -> Any:
+        """Call the function; any error it raises becomes a CustomOpError naming op and ``where``."""
         try:
-            out = self._invoke(x, rng, dict(self.args))
+            return self._invoke(x, rng, dict(self.args))
         except CustomOpError:
             raise
         except Exception as exc:
-            raise CustomOpError(self.name, sample, f"{type(exc).__name__}: {exc}") from exc
-        return _check_image(self.name, sample, x, out)
+            raise CustomOpError(self.name, where, f"{type(exc).__name__}: {exc}") from exc
+
+    def run(self, x: Any, rng: np.random.Generator, sample: str) -> Any:
+        """Run on one image (NumPy or CuPy); errors name the op and ``sample``."""
+        return _check_image(self.name, sample, x, self._guarded(x, rng, sample))
 
     # --- the Op interface ----------------------------------------------------------------------
     def draw(self, rng: np.random.Generator, height: int, width: int) -> np.random.Generator:
@@ -301,13 +304,7 @@ class BatchOp(CustomOp):
 
     def run_batch(self, images: list[Any], rng: np.random.Generator, batch: str) -> list[Any]:
         """Run on a list of images; errors name the op and the batch."""
-        try:
-            out = self._invoke(images, rng, dict(self.args))
-        except CustomOpError:
-            raise
-        except Exception as exc:
-            raise CustomOpError(self.name, batch, f"{type(exc).__name__}: {exc}") from exc
-        out = list(out)
+        out = list(self._guarded(images, rng, batch))
         if len(out) != len(images):
             raise CustomOpError(self.name, batch, f"returned {len(out)} images for a batch of {len(images)}")
         return [_check_image(self.name, batch, x, y) for x, y in zip(images, out)]
