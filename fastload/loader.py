@@ -127,6 +127,8 @@ class Loader:
         prefetch: batches prepared ahead.
         verify: check each record's checksum when read.
         rank, world_size: shard for distributed training; default from torch.distributed.
+        hw_decoder_load: on the GPU, the share (0..1) of JPEG decoding given to the hardware
+            JPEG decoder (A100/H100), the rest to nvJPEG's CUDA path; None: DALI's default.
     """
 
     def __init__(
@@ -153,11 +155,14 @@ class Loader:
         verify: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
+        hw_decoder_load: float | None = None,
     ) -> None:
         if output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if hw_decoder_load is not None and not 0.0 <= hw_decoder_load <= 1.0:
+            raise ValueError(f"hw_decoder_load must lie in [0, 1], got {hw_decoder_load}")
         if sampler not in (None, "balanced"):
             raise ValueError(f"sampler must be None or 'balanced', got {sampler!r}")
         self.store = source if hasattr(source, "labels") and hasattr(source, "read") else open_store(source)
@@ -181,6 +186,7 @@ class Loader:
             num_threads=num_threads if num_threads is not None else default_workers(),
             seed=seed + 1_000_003 * self.rank, output_dtype=output_dtype, layout=layout,
             prefetch=prefetch, verify=verify, channels=self.store.channels,
+            hw_decoder_load=hw_decoder_load,
         )
         self._backend: Backend | None = None
         self._epoch = 0

@@ -30,6 +30,8 @@ class BackendConfig:
         prefetch: batches prepared ahead.
         verify: check record checksums on every read.
         channels: channels every image is brought to (grayscale expanded to RGB when 3).
+        hw_decoder_load: share of JPEG decoding given to the GPU's hardware decoder (DALI's
+            ``hw_decoder_load``, 0..1) where it has one; None keeps DALI's default.
     """
 
     batch_size: int
@@ -42,6 +44,7 @@ class BackendConfig:
     prefetch: int = 2
     verify: bool = True
     channels: int = 3
+    hw_decoder_load: float | None = None
 
 
 class Backend(Protocol):

@@ -142,6 +142,8 @@ class DaliBackend:
         out_type = types.RGB if channels == 3 else (types.GRAY if channels == 1 else types.ANY_DATA)
         extra = {"dtype": types.UINT16} if self.pixel_dtype == np.uint16 else {}
         device = "mixed" if gpu else "cpu"
+        if gpu and self.config.hw_decoder_load is not None:
+            extra["hw_decoder_load"] = float(self.config.hw_decoder_load)
         if ops and isinstance(ops[0], RandomResizedCrop):
             crop = ops[0]
             images = fn.decoders.image_random_crop(
