@@ -26,7 +26,7 @@ from .ops._pixels import by_channel_chunks
 from .ops.normalize import max_value
 from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
-from .stores import FORMATS, RecordTable, StoreHeader, StoreWriter
+from .stores import FORMATS, MetadataBuilder, RecordTable, StoreHeader, StoreWriter
 from .stores.format import checksum
 
 __all__ = ["PackOptions", "PackSummary", "pack", "pack_source", "default_output", "shard_paths"]
@@ -132,6 +132,8 @@ class _Packed:
     sq_mean: np.ndarray  # per-channel mean of squares, in [0, 1] units
     bytes_in: int
     nbytes: int  # payload size
+    # Per-record metadata a worker read from the input (e.g. DICOM tags): name -> value.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def _process_chunk(chunk: Sequence[SourceItem], options: PackOptions) -> list[_Packed | Skipped]:
@@ -334,6 +336,7 @@ class _Recorder:
         self.encoding_names: list[str] = []
         self.dtype_names: list[str] = []
         self.stats = _Stats()
+        self.metadata = MetadataBuilder()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -352,6 +355,7 @@ class _Recorder:
         self.dtypes.append(self._code(self.dtype_names, info.dtype))
         self.nbytes.append(packed.nbytes)
         self.paths.append(item.describe())
+        self.metadata.append(packed.metadata)
         self.stats.add(packed)
         self.bytes_in += packed.bytes_in
         self.bytes_out += packed.nbytes
@@ -410,7 +414,7 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
             raise PackError(f"{source.root}: no image could be packed ({len(skipped)} inputs "
                             f"skipped); first reasons: {[s.reason for s in skipped[:3]]}")
         header = _header(source, options, recorder, skipped, shard)
-        writer.finish(header, recorder.table())
+        writer.finish(header, recorder.table(), recorder.metadata.columns())
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(directory)
