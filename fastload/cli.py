@@ -96,7 +96,24 @@ def _print_profile(profile: dict) -> None:
     print(f"  channels: {profile['channels']}  dtype: {profile['dtype']}  encoding: {profile['encoding']}")
     if profile["mean"] is not None:
         print(f"  mean per channel: {profile['mean']}  std: {profile['std']}  (0..1 units)")
+    _print_metadata(profile.get("metadata") or [])
     print(f"  skipped inputs: {profile['skipped']}")
+
+
+def _print_metadata(columns: list[dict]) -> None:
+    if columns:
+        print(f"  metadata columns: {len(columns)}")
+    for c in columns:
+        facts = [c["kind"], f"{c['distinct']} distinct"]
+        if "min" in c:
+            facts.append(f"{c['min']}..{c['max']}")
+        if c.get("missing"):
+            facts.append(f"{c['missing']} missing")
+        if c.get("examples"):
+            facts.append("e.g. " + ", ".join(e[:30] for e in c["examples"]))
+        if "true" in c:
+            facts.append(f"{c['true']} true")
+        print(f"    {c['name']}: {', '.join(facts)}")
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
