@@ -9,6 +9,7 @@ from .errors import (
     BadInputError,
     CorruptRecordError,
     FastloadError,
+    FoldsError,
     MissingExtraError,
     PackError,
     StoreExistsError,
@@ -19,6 +20,7 @@ from .ops.custom import array_namespace, batch_op, op
 from .pack import PackOptions, PackSummary, pack
 from .sample import SampleSpec, make_sample_folder
 from .sources import CsvColumns
+from .splits import FoldBalance, Folds, folds, load_folds
 from .stores import ShardedStore, StoreReader, open_store
 
 __all__ = [
@@ -26,6 +28,9 @@ __all__ = [
     "CorruptRecordError",
     "CsvColumns",
     "FastloadError",
+    "FoldBalance",
+    "Folds",
+    "FoldsError",
     "Loader",
     "MissingExtraError",
     "PackError",
@@ -40,6 +45,8 @@ __all__ = [
     "__version__",
     "array_namespace",
     "batch_op",
+    "folds",
+    "load_folds",
     "make_sample_folder",
     "op",
     "open_store",

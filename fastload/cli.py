@@ -96,7 +96,24 @@ def _print_profile(profile: dict) -> None:
     print(f"  channels: {profile['channels']}  dtype: {profile['dtype']}  encoding: {profile['encoding']}")
     if profile["mean"] is not None:
         print(f"  mean per channel: {profile['mean']}  std: {profile['std']}  (0..1 units)")
+    _print_metadata(profile.get("metadata") or [])
     print(f"  skipped inputs: {profile['skipped']}")
+
+
+def _print_metadata(columns: list[dict]) -> None:
+    if columns:
+        print(f"  metadata columns: {len(columns)}")
+    for c in columns:
+        facts = [c["kind"], f"{c['distinct']} distinct"]
+        if "min" in c:
+            facts.append(f"{c['min']}..{c['max']}")
+        if c.get("missing"):
+            facts.append(f"{c['missing']} missing")
+        if c.get("examples"):
+            facts.append("e.g. " + ", ".join(e[:30] for e in c["examples"]))
+        if "true" in c:
+            facts.append(f"{c['true']} true")
+        print(f"    {c['name']}: {', '.join(facts)}")
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -184,15 +201,44 @@ def _run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="cross-validation folds of a store (stratified, grouped), as JSON")
+    p.add_argument("store", help="a store (.lmdb, .h5) or a glob of shards")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--stratify", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each class's share in every fold (default; --no-stratify for unlabelled stores)")
+    p.add_argument("--groups", metavar="COLUMN",
+                   help="metadata column whose groups never share folds (e.g. patient_id)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
+                   help="shuffle before splitting (default)")
+    p.add_argument("-o", "--output", help="write the folds here as JSON (default: only print)")
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from .splits import folds
+
+    made = folds(args.store, args.folds, stratify=args.stratify, groups=args.groups,
+                 seed=args.seed, shuffle=args.shuffle)
+    how = [w for w, on in (("stratified", args.stratify), (f"grouped by {args.groups}", args.groups),
+                           ("shuffled", args.shuffle)) if on]
+    print(f"{made.k} folds of {args.store} ({', '.join(how) or 'in order'}, seed {args.seed}): "
+          f"{len(made.val_fold)} records")
+    print(made.balance)
+    if args.output:
+        print(f"wrote {made.save(args.output)}")
+    return 0
+
+
 _COMMANDS = {"pack": _run_pack, "inspect": _run_inspect, "verify": _run_verify, "sample": _run_sample,
-             "tune": _run_tune}
+             "tune": _run_tune, "split": _run_split}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastload", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fastload {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune):
+    for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune, _add_split):
         add(sub)
     return parser
 

@@ -26,7 +26,7 @@ from .ops._pixels import by_channel_chunks
 from .ops.normalize import max_value
 from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
-from .stores import FORMATS, RecordTable, StoreHeader, StoreWriter
+from .stores import FORMATS, MetadataBuilder, RecordTable, StoreHeader, StoreWriter
 from .stores.format import checksum
 
 __all__ = ["PackOptions", "PackSummary", "pack", "pack_source", "default_output", "shard_paths"]
@@ -132,6 +132,8 @@ class _Packed:
     sq_mean: np.ndarray  # per-channel mean of squares, in [0, 1] units
     bytes_in: int
     nbytes: int  # payload size
+    # Per-record metadata a worker read from the input (e.g. DICOM tags): name -> value.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def _process_chunk(chunk: Sequence[SourceItem], options: PackOptions) -> list[_Packed | Skipped]:
@@ -321,9 +323,15 @@ class _Stats:
 
 
 class _Recorder:
-    """Collects the per-record table while payloads stream into a writer."""
+    """Collects the per-record table while payloads stream into a writer.
 
-    def __init__(self) -> None:
+    ``source_metadata``: the source's metadata columns (aligned with its items); ``add`` is
+    told each record's item position, so skipped items leave no gap or shift.
+    """
+
+    def __init__(self, source_metadata: dict[str, np.ndarray] | None = None) -> None:
+        self.source_metadata = source_metadata or {}
+        self.rows: list[int] = []  # position in the source's items of each record
         self.labels: list[int] = []
         self.checksums: list[int] = []
         self.shapes: list[tuple[int, int, int]] = []
@@ -334,6 +342,7 @@ class _Recorder:
         self.encoding_names: list[str] = []
         self.dtype_names: list[str] = []
         self.stats = _Stats()
+        self.metadata = MetadataBuilder()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -343,8 +352,9 @@ class _Recorder:
             names.append(name)
         return names.index(name)
 
-    def add(self, item: SourceItem, packed: _Packed, payload_kind: str) -> None:
+    def add(self, item: SourceItem, packed: _Packed, payload_kind: str, row: int = -1) -> None:
         info = packed.info
+        self.rows.append(row)
         self.labels.append(item.label)
         self.checksums.append(packed.checksum)
         self.shapes.append((info.height, info.width, info.channels))
@@ -352,9 +362,23 @@ class _Recorder:
         self.dtypes.append(self._code(self.dtype_names, info.dtype))
         self.nbytes.append(packed.nbytes)
         self.paths.append(item.describe())
+        self.metadata.append(packed.metadata)
         self.stats.add(packed)
         self.bytes_in += packed.bytes_in
         self.bytes_out += packed.nbytes
+
+    def metadata_columns(self) -> dict[str, np.ndarray]:
+        """The source's metadata for the records packed, then the values workers read."""
+        rows = np.asarray(self.rows, dtype=np.int64)
+        if self.source_metadata and rows.size and rows.min() < 0:
+            raise ValueError("_Recorder.add needs each record's row when the source has metadata")
+        columns = {name: values[rows] for name, values in self.source_metadata.items()}
+        for name, values in self.metadata.columns().items():
+            if name in columns:
+                raise PackError(f"metadata column {name!r} comes both from the manifest and from "
+                                "the files; rename the manifest's column")
+            columns[name] = values
+        return columns
 
     def table(self) -> RecordTable:
         n = len(self.labels)
@@ -392,10 +416,10 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
     _remove_dead_partials(directory, name)
     size_hint = sum(_size(path) for item in source.items for path in item.files)
     writer: StoreWriter = FORMATS[options.format].writer(tmp, size_hint)
-    recorder, skipped = _Recorder(), list(source.skipped)
+    recorder, skipped = _Recorder(source.metadata), list(source.skipped)
     try:
         results = ordered_map(_process_chunk, source.items, options, workers, describe=_describe_chunk)
-        for item, result in zip(source.items, results):
+        for row, (item, result) in enumerate(zip(source.items, results)):
             bar.update(1)
             payload = result if isinstance(result, Skipped) else _source_payload(item.path, result)
             if isinstance(payload, Skipped):
@@ -405,12 +429,12 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
                 skipped.append(payload)
                 continue
             writer.append(payload)
-            recorder.add(item, result, options.payload)
+            recorder.add(item, result, options.payload, row)
         if not recorder.labels:
             raise PackError(f"{source.root}: no image could be packed ({len(skipped)} inputs "
                             f"skipped); first reasons: {[s.reason for s in skipped[:3]]}")
         header = _header(source, options, recorder, skipped, shard)
-        writer.finish(header, recorder.table())
+        writer.finish(header, recorder.table(), recorder.metadata_columns())
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(directory)
