@@ -28,7 +28,7 @@ from .ops._pixels import by_channel_chunks
 from .ops.normalize import max_value
 from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
-from .stores import FORMATS, RecordTable, StoreHeader, StoreWriter
+from .stores import FORMATS, MetadataBuilder, RecordTable, StoreHeader, StoreWriter
 from .stores.format import checksum
 
 __all__ = ["PackOptions", "PackSummary", "pack", "pack_source", "default_output", "shard_paths"]
@@ -138,7 +138,8 @@ class _Packed:
     sq_mean: np.ndarray  # per-channel mean of squares, in [0, 1] units
     bytes_in: int
     nbytes: int  # payload size
-    meta: dict[str, Any] | None = None  # per-record metadata (DICOM: rescale, window, frame, ...)
+    # Per-record metadata a worker read from the input (e.g. DICOM tags): name -> value.
+    metadata: dict[str, Any] = field(default_factory=dict)
     # Further records from the same input, written right after this one (the other frames of a
     # multi-frame DICOM file with DicomOptions(frames="all")).
     more: list[_Packed] = field(default_factory=list)
@@ -196,7 +197,7 @@ def _process_dicom(data: bytes, path: str, options: PackOptions) -> _Packed:
             info = dataclasses.replace(info, format="jpeg2000")
         record = _packed(payload, info, image, options, len(data) if number == 0 else 0,
                          from_file=False)
-        record.meta = frame.meta
+        record.metadata = frame.meta
         records.append(record)
     first = records[0]
     first.more = records[1:]
@@ -401,8 +402,8 @@ class _Recorder:
         self.paths: list[str] = []
         self.encoding_names: list[str] = []
         self.dtype_names: list[str] = []
-        self.meta: list[dict[str, Any] | None] = []  # per-record metadata (DICOM), or None
         self.stats = _Stats()
+        self.metadata = MetadataBuilder()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -420,10 +421,8 @@ class _Recorder:
         self.encodings.append(self._code(self.encoding_names, "raw" if payload_kind == "raw" else info.format))
         self.dtypes.append(self._code(self.dtype_names, info.dtype))
         self.nbytes.append(packed.nbytes)
-        meta = packed.meta or {}
-        frame = f" [frame {meta['frame']}]" if meta.get("frames", 1) > 1 else ""
-        self.paths.append(item.describe() + frame)
-        self.meta.append(packed.meta)
+        self.paths.append(item.describe())
+        self.metadata.append(packed.metadata)
         self.stats.add(packed)
         self.bytes_in += packed.bytes_in
         self.bytes_out += packed.nbytes
@@ -483,7 +482,7 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
             raise PackError(f"{source.root}: no image could be packed ({len(skipped)} inputs "
                             f"skipped); first reasons: {[s.reason for s in skipped[:3]]}")
         header = _header(source, options, recorder, skipped, shard)
-        writer.finish(header, recorder.table())
+        writer.finish(header, recorder.table(), recorder.metadata.columns())
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(directory)

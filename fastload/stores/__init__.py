@@ -12,11 +12,14 @@ from .base import StoreReader, StoreWriter
 from .format import FORMAT_VERSION, RecordTable, StoreHeader
 from .hdf5_store import Hdf5Reader, Hdf5Writer
 from .lmdb_store import LmdbReader, LmdbWriter
+from .metadata import MetadataBuilder, MetadataColumn
 from .sharded import ShardedStore
 
 __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
+    "MetadataBuilder",
+    "MetadataColumn",
     "RecordTable",
     "ShardedStore",
     "Store",

@@ -2,13 +2,17 @@
 
 Datasets: ``data`` (uint8, chunked), ``offsets`` (uint64, count + 1), ``paths`` (UTF-8 strings)
 and one dataset per array in ARRAY_DTYPES. The JSON header is the root attribute ``fastload``.
+Metadata columns live in the group ``metadata``: ``N`` (column N's array) and, for strings,
+``N.values`` (its distinct values, UTF-8 strings).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,7 @@ import numpy as np
 from ..errors import MissingExtraError, StoreFormatError
 from .base import StoreReader, StoreWriter
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
+from .metadata import MetadataColumn, encode_metadata
 
 __all__ = ["Hdf5Reader", "Hdf5Writer"]
 
@@ -93,10 +98,24 @@ class Hdf5Reader(StoreReader):
             raise StoreFormatError(self.path, "the offsets array does not match the record count")
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
 
+    def _read_column(self, handle: Any, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
+        group = handle[0].get("metadata")
+        if group is None or str(number) not in group:
+            raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing")
+        values = group.get(f"{number}.values")
+        if values is not None:
+            values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values[()]]
+        return group[str(number)][()], values
+
     def _read_payload(self, handle: Any, index: int) -> bytes:
         offsets = handle[2]
         start, stop = int(offsets[index]), int(offsets[index + 1])
         return handle[1][start:stop].tobytes()
+
+
+def _metadata_bytes(columns: list) -> int:
+    """Room the metadata columns take in the file (for the disk reservation)."""
+    return sum(c.stored.nbytes + sum(len(v) * 4 + 64 for v in c.values or []) + 4096 for c in columns)
 
 
 class Hdf5Writer(StoreWriter):
@@ -132,12 +151,15 @@ class Hdf5Writer(StoreWriter):
         self._failed = False
         self._buffer, self._buffered = [], 0
 
-    def finish(self, header: StoreHeader, table: RecordTable) -> None:
+    def finish(self, header: StoreHeader, table: RecordTable,
+               metadata: Mapping[str, Any] | None = None) -> None:
         h5py = _h5py()
         self._flush()
+        columns = encode_metadata(metadata, len(table.paths))
+        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns])
         meta = header.to_json()
         paths = [p.encode("utf-8") for p in table.paths]
-        meta_bytes = len(meta) + sum(map(len, paths)) + 64 * (len(paths) + 1)
+        meta_bytes = len(meta) + sum(map(len, paths)) + 64 * (len(paths) + 1) + _metadata_bytes(columns)
         _reserve(self._reserve_fd, self.path, self._data.shape[0] + meta_bytes + 2 * _RESERVE_MARGIN)
         self._failed = True
         f = self._file
@@ -145,6 +167,15 @@ class Hdf5Writer(StoreWriter):
         for name, array in table.arrays().items():
             f.create_dataset(name, data=np.ascontiguousarray(array, dtype=ARRAY_DTYPES[name][0]))
         f.create_dataset("paths", data=table.paths, dtype=h5py.string_dtype("utf-8"))
+        if columns:
+            group = f.create_group("metadata")
+            for number, encoded in enumerate(columns):
+                group.create_dataset(str(number), data=encoded.stored)
+                if encoded.values is not None:
+                    # backslashreplace: a lone surrogate is written as its escape, never fails.
+                    values = [v.encode("utf-8", "backslashreplace") for v in encoded.values]
+                    group.create_dataset(f"{number}.values", data=values,
+                                         dtype=h5py.string_dtype("utf-8"))
         f.attrs["fastload"] = meta.decode("utf-8")
         f.flush()
         f.close()

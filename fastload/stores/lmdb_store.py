@@ -2,13 +2,16 @@
 
 Keys: record ``i`` is ``i.to_bytes(8, "big")``, so key order is record order and sequential
 reads are sequential on disk. Metadata keys start with ``~`` and sort after every record:
-``~header`` (JSON), ``~paths`` (JSON list), and one key per array in ARRAY_DTYPES.
+``~header`` (JSON), ``~paths`` (JSON list), one key per array in ARRAY_DTYPES, and per
+metadata column ``~metadata/N`` (its array) and, for strings, ``~metadata/N/values`` (JSON).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ import numpy as np
 from ..errors import MissingExtraError, StoreFormatError
 from .base import StoreReader, StoreWriter
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
+from .metadata import MetadataColumn, encode_metadata
 
 __all__ = ["LmdbReader", "LmdbWriter"]
 
@@ -38,6 +42,11 @@ def record_key(index: int) -> bytes:
 
 def _array_key(name: str) -> bytes:
     return f"~{name}".encode()
+
+
+def _column_keys(number: int) -> tuple[bytes, bytes]:
+    """Keys of metadata column ``number``: its array, and a string column's values (JSON)."""
+    return f"~metadata/{number}".encode(), f"~metadata/{number}/values".encode()
 
 
 class _SharedEnvironments:
@@ -116,11 +125,30 @@ class LmdbReader(StoreReader):
         paths = json.loads(txn.get(PATHS_KEY) or b"[]")
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
 
+    def _read_column(self, handle: Any, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
+        array_key, values_key = _column_keys(number)
+        raw = handle[1].get(array_key)
+        if raw is None or len(raw) % np.dtype(column.dtype).itemsize:
+            raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing or torn")
+        values = handle[1].get(values_key)
+        if values is not None:
+            try:
+                values = json.loads(values)
+            except ValueError:
+                raise StoreFormatError(self.path, f"metadata column {column.name!r}: its values "
+                                       "are not valid JSON (corrupt store)") from None
+        return np.frombuffer(raw, dtype=column.dtype), values
+
     def _read_payload(self, handle: Any, index: int) -> bytes:
         data = handle[1].get(record_key(index))
         if data is None:
             raise KeyError(index)
         return data
+
+
+def _json_bytes(strings: list[str]) -> bytes:
+    # backslashreplace: a lone surrogate (from a non-UTF-8 name) is written as its JSON escape.
+    return json.dumps(strings, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class LmdbWriter(StoreWriter):
@@ -157,10 +185,18 @@ class LmdbWriter(StoreWriter):
             self._put_all(self._pending, append=True)
             self._pending, self._pending_bytes = [], 0
 
-    def finish(self, header: StoreHeader, table: RecordTable) -> None:
+    def finish(self, header: StoreHeader, table: RecordTable,
+               metadata: Mapping[str, Any] | None = None) -> None:
         self._flush()
         meta = [(_array_key(name), np.ascontiguousarray(array, dtype=ARRAY_DTYPES[name][0]).tobytes())
                 for name, array in table.arrays().items()]
+        columns = encode_metadata(metadata, len(table.paths))
+        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns])
+        for number, encoded in enumerate(columns):
+            array_key, values_key = _column_keys(number)
+            meta.append((array_key, encoded.stored.tobytes()))
+            if encoded.values is not None:
+                meta.append((values_key, _json_bytes(encoded.values)))
         meta.append((HEADER_KEY, header.to_json()))
         meta.append((PATHS_KEY, json.dumps(table.paths, ensure_ascii=False).encode("utf-8")))
         self._put_all(sorted(meta), append=False)
