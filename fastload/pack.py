@@ -197,7 +197,7 @@ def _process_dicom(data: bytes, path: str, options: PackOptions) -> _Packed:
             info = dataclasses.replace(info, format="jpeg2000")
         record = _packed(payload, info, image, options, len(data) if number == 0 else 0,
                          from_file=False)
-        record.metadata = frame.meta
+        record.metadata = dicom.record_metadata(frame.meta)
         records.append(record)
     first = records[0]
     first.more = records[1:]
@@ -403,7 +403,8 @@ class _Recorder:
         self.encoding_names: list[str] = []
         self.dtype_names: list[str] = []
         self.stats = _Stats()
-        self.metadata = MetadataBuilder()
+        self.metadata = MetadataBuilder(kinds=dicom.METADATA_KINDS)
+        self.dicom_records = 0
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -421,11 +422,21 @@ class _Recorder:
         self.encodings.append(self._code(self.encoding_names, "raw" if payload_kind == "raw" else info.format))
         self.dtypes.append(self._code(self.dtype_names, info.dtype))
         self.nbytes.append(packed.nbytes)
-        self.paths.append(item.describe())
+        frames = packed.metadata.get("dicom_frames") or 1
+        frame = f" [frame {int(packed.metadata['dicom_frame'])}]" if frames > 1 else ""
+        self.paths.append(item.describe() + frame)
         self.metadata.append(packed.metadata)
+        self.dicom_records += "dicom_frame" in packed.metadata
         self.stats.add(packed)
         self.bytes_in += packed.bytes_in
         self.bytes_out += packed.nbytes
+
+    def metadata_columns(self) -> dict[str, np.ndarray]:
+        """The metadata columns to write: the DICOM ones only when a DICOM record was packed."""
+        columns = self.metadata.columns()
+        if not self.dicom_records:
+            columns = {k: v for k, v in columns.items() if k not in dicom.METADATA_KINDS}
+        return columns
 
     def table(self) -> RecordTable:
         n = len(self.labels)
@@ -482,7 +493,7 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
             raise PackError(f"{source.root}: no image could be packed ({len(skipped)} inputs "
                             f"skipped); first reasons: {[s.reason for s in skipped[:3]]}")
         header = _header(source, options, recorder, skipped, shard)
-        writer.finish(header, recorder.table(), recorder.metadata.columns())
+        writer.finish(header, recorder.table(), recorder.metadata_columns())
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(directory)
