@@ -23,6 +23,27 @@ from .errors import BadInputError, MissingExtraError
 __all__ = ["FASTLOAD_UUID", "JP2_SIGNATURE", "CODESTREAM_SIGNATURE", "wrap", "unwrap",
            "codestream_header", "decode", "probe_size"]
 
+# LEAD: the GPU path for these records needs the DALI pipeline (not written here: no GPU in this
+# session). What it must do for a store whose header.encodings holds "jpeg2000":
+#  1. Until step 2 exists, loader._dali_decodes must return False for such stores (and for
+#     "int16"/"int32"/"uint32"/"float32" dtypes): today it says True for "jpeg2000", so DALI
+#     would hand out stored values decoded to uint8, not the policy's pixels. backend="torch"
+#     reads them right (store.decode applies the policy).
+#  2. Decode: fn.decoders.image(data, device="mixed", output_type=types.ANY_DATA,
+#     dtype=types.UINT16) -> HxWx1 stored values (nvJPEG2000 skips the uuid box; DALI's CPU
+#     decoder was checked to return exactly OpenJPEG's values for these JP2 records). Signed
+#     codestreams (policy meta.signed, CT with Pixel Representation 1) are unverified in DALI:
+#     test one; if DALI returns them as unsigned, reinterpret with bits from the SIZ marker.
+#  3. Policy per sample, from unwrap(payload)[1]["policy"] (parse once per record on the host,
+#     or read store.metadata's dicom_rescale_slope/intercept + the record's dtype), fed as a
+#     per-sample float vector [slope, intercept, invert, lo, hi, center, width, windowed]
+#     through fn.external_source; on the GPU: x = float(x) * slope + intercept; if invert and
+#     not windowed: x = lo + hi - x; if windowed (LINEAR): y = clamp((x - (c - 0.5)) / (w - 1)
+#     + 0.5, 0, 1) * 255, rounded, and 255 - y if invert; cast to policy.dtype (int16 HU, or
+#     uint8 when windowed). PixelPolicy.apply is the reference; a test can compare the two.
+#  4. Normalization: max_value(int16) is 32767 and the store's stats use the same unit, so
+#     Normalize(mean="store") is consistent; a windowing op in the loader (center/width from
+#     store.metadata) is the natural next op for HU records.
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 CODESTREAM_SIGNATURE = b"\xff\x4f\xff\x51"  # SOC then SIZ
 # uuid5(NAMESPACE_URL, "fastload:dicom-policy:1"): marks the box holding fastload's policy JSON.
