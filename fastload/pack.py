@@ -158,7 +158,9 @@ def _process_item(item: SourceItem, options: PackOptions) -> _Packed | Skipped:
     except MissingExtraError as exc:
         return Skipped(item.path, str(exc))
     except Exception as exc:
-        return Skipped(item.path, f"unexpected {type(exc).__name__} while reading it: {exc}")
+        kind = type(exc).__qualname__ if type(exc).__module__ == "builtins" else \
+            f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return Skipped(item.path, f"unexpected {kind} while reading it: {exc}")
 
 
 def _read(path: str) -> bytes | Skipped:
@@ -293,7 +295,7 @@ def _transform(data: bytes | None, info: images.ImageInfo, image: np.ndarray,
     if options.max_side is not None and max(info.height, info.width) > options.max_side:
         scale = options.max_side / max(info.height, info.width)
         size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-        image = by_channel_chunks(image, partial(cv2.resize, dsize=size, interpolation=cv2.INTER_AREA))
+        image = _resize(image, size)
         info = dataclasses.replace(info, height=image.shape[0], width=image.shape[1])
         data = None
     if options.payload == "raw":
@@ -303,6 +305,15 @@ def _transform(data: bytes | None, info: images.ImageInfo, image: np.ndarray,
         data = _encode(image, fmt, options.quality)
         info = dataclasses.replace(info, format=fmt, channels=image.shape[2])
     return data, info, image
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` resized (area averaging) at its own pixel type; 32-bit integers (DICOM), which
+    OpenCV cannot resize, go through float64 (exact for them) and are rounded back."""
+    resize = partial(cv2.resize, dsize=size, interpolation=cv2.INTER_AREA)
+    if image.dtype in (np.int32, np.uint32):
+        return np.rint(by_channel_chunks(image.astype(np.float64), resize)).astype(image.dtype)
+    return by_channel_chunks(image, resize)
 
 
 def _reencode_format(source_format: str, image: np.ndarray) -> str:
