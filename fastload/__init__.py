@@ -5,6 +5,7 @@ pure-PyTorch backend through a drop-in replacement for ``torch.utils.data.DataLo
 """
 
 from ._version import __version__
+from .dicom import DicomOptions
 from .errors import (
     BadInputError,
     CorruptRecordError,
@@ -27,6 +28,7 @@ __all__ = [
     "BadInputError",
     "CorruptRecordError",
     "CsvColumns",
+    "DicomOptions",
     "FastloadError",
     "FoldBalance",
     "Folds",

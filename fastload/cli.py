@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .dicom import DICOM_PAYLOADS, FRAMES, DicomOptions
 from .errors import FastloadError
 from .images import DEFAULT_MAX_PIXELS
 from .inspect import inspect_path, verify_store
@@ -41,6 +42,33 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-shards", type=int, help="total shards, with --shard-index")
     p.add_argument("--shard-index", type=int, help="write only this shard (parallel packing)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_dicom(p)
+
+
+def _add_dicom(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DICOM", "how DICOM files are packed (see the README's DICOM policy)")
+    g.add_argument("--dicom-frames", choices=FRAMES, default="first",
+                   help="multi-frame files: the first frame (default) or one record per frame")
+    g.add_argument("--dicom-window", nargs="?", const="file", default=None, type=_dicom_window,
+                   metavar="file|CENTER,WIDTH",
+                   help="apply windowing, giving uint8 0..255: the file's own VOI (the default when "
+                        "given alone) or CENTER,WIDTH (e.g. 40,400); without it values are kept "
+                        "and the file's window is recorded per record")
+    g.add_argument("--dicom-payload", choices=DICOM_PAYLOADS, default="pixels",
+                   help="pixels: the policy's result, lossless (default); codestream: keep JPEG 2000 "
+                        "codestreams as they are (for GPU decoding), the policy beside them")
+
+
+def _dicom_window(text: str) -> str | tuple[float, float] | None:
+    if text.strip().lower() in ("none", "off"):
+        return None
+    if text.strip().lower() == "file":
+        return "file"
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'file', 'none' or CENTER,WIDTH, got {text!r}") from None
+    return center, width
 
 
 def _add_channel_columns(p: argparse.ArgumentParser) -> None:
@@ -62,6 +90,8 @@ def _run_pack(args: argparse.Namespace) -> int:
         workers=args.workers, strict=args.strict, overwrite=args.overwrite,
         max_pixels=args.max_pixels, shard_size=args.shard_size, num_shards=args.num_shards,
         shard_index=args.shard_index, progress=not args.quiet,
+        dicom=DicomOptions(frames=args.dicom_frames, window=args.dicom_window,
+                           payload=args.dicom_payload),
     )
     summary = pack(args.source, args.output, labels=args.labels,
                    columns=CsvColumns(args.path_column, args.label_column, args.channel_columns),
