@@ -14,6 +14,8 @@ resets, and goes on.
 from __future__ import annotations
 
 import itertools
+import os
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +37,37 @@ from .pool import FeedPool
 __all__ = ["DaliEngine", "PipelineError", "UnknownSize"]
 
 _RELEASE_LAG = 2  # iterations a slot stays untouched after its batch's output came back
+# In a forked child (a torch DataLoader worker, say), pipelines inherited from the parent are kept
+# here, never shut down: their threads are not in the child, so Shutdown() would wait forever.
+_DISOWNED: list[Any] = []
+
+
+def _disown_pipelines() -> None:
+    from nvidia.dali import Pipeline
+
+    for ref in list(getattr(Pipeline, "_pipes", ())):
+        pipe = ref()
+        if pipe is not None and getattr(pipe, "_pipe", None) is not None:
+            _DISOWNED.append(pipe._pipe)
+            pipe._pipe = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_pipelines)
+
+
+class _Source:
+    """The external source's callback; refers to its engine weakly, so that dropping a Loader
+    frees its pipeline at once instead of leaving a cycle for the garbage collector."""
+
+    def __init__(self, engine: DaliEngine) -> None:
+        self._engine = weakref.ref(engine)
+
+    def __call__(self) -> tuple[Any, ...]:
+        engine = self._engine()
+        if engine is None:
+            raise StopIteration
+        return engine._source()
 
 
 class PipelineError(FastloadError, RuntimeError):
@@ -100,25 +133,28 @@ class DaliEngine:
     def _define(self) -> Any:
         from nvidia.dali import fn, pipeline_def, types
 
-        cfg, lowered = self.config, self.lowered
+        # The definition captures plain values, never the engine: the pipeline must not keep it alive.
+        cfg, lowered, encoded, pixel_dtype = self.config, self.lowered, self.encoded, self.pixel_dtype
+        source, with_params = _Source(self), lowered.params.size > 0
         ctx = LoweringContext(device="gpu" if self.gpu else "cpu", channels=cfg.channels,
-                              max_value=max_value(self.pixel_dtype), layout=cfg.layout,
+                              max_value=max_value(pixel_dtype), layout=cfg.layout,
                               output_dtype=cfg.output_dtype)
         pixel = {np.dtype("uint8"): types.UINT8, np.dtype("uint16"): types.UINT16,
-                 np.dtype("float32"): types.FLOAT}[self.pixel_dtype]
+                 np.dtype("float32"): types.FLOAT}[pixel_dtype]
+        dtypes = [types.UINT8 if encoded else pixel] + [types.FLOAT] * with_params + [types.INT64] * lowered.needs_ids
+        layouts = ["" if encoded else "HWC"] + [""] * (len(dtypes) - 1)
 
         @pipeline_def(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
                       device_id=cfg.device_id if self.gpu else None, seed=cfg.seed, exec_dynamic=True,
                       prefetch_queue_depth=max(1, cfg.prefetch))
         def pipeline():
-            count = 3 if lowered.needs_ids else 2
-            data, params, *ids = fn.external_source(
-                source=self._source, num_outputs=count, batch=True, no_copy=True,
-                dtype=[types.UINT8 if self.encoded else pixel, types.FLOAT, types.INT64][:count],
-                layout=["" if self.encoded else "HWC", "", ""][:count])
-            ctx_ids = LoweringContext(**{**ctx.__dict__, "sample_ids": ids[0] if ids else None})
-            return build_graph(data, params, lowered, ctx_ids, encoded=self.encoded,
-                               pixel_dtype=self.pixel_dtype, hw_decoder_load=cfg.hw_decoder_load)
+            outputs = fn.external_source(source=source, num_outputs=len(dtypes), batch=True, no_copy=True,
+                                         dtype=dtypes, layout=layouts)
+            data, rest = outputs[0], list(outputs[1:])
+            params = rest.pop(0) if with_params else None
+            ids = rest.pop(0) if lowered.needs_ids else None
+            return build_graph(data, params, lowered, LoweringContext(**{**ctx.__dict__, "sample_ids": ids}),
+                               encoded=encoded, pixel_dtype=pixel_dtype, hw_decoder_load=cfg.hw_decoder_load)
 
         return pipeline()
 
@@ -157,11 +193,13 @@ class DaliEngine:
             shapes = self.shapes[batch].tolist()
             samples = [data[s : s + n].view(self.pixel_dtype).reshape(shape)
                        for (s, n), shape in zip(spans.tolist(), shapes)]
-        payload = TensorListCPU([TensorCPU(x) for x in samples], contiguous=False)
-        if not self.lowered.needs_ids:
-            return payload, params
-        ids = np.stack([np.full(count, self.config.seed), np.full(count, self._epoch), batch], axis=1)
-        return payload, params, ids.astype(np.int64)
+        out: list[Any] = [TensorListCPU([TensorCPU(x) for x in samples], contiguous=False)]
+        if k:
+            out.append(params)
+        if self.lowered.needs_ids:
+            ids = np.stack([np.full(count, self.config.seed), np.full(count, self._epoch), batch], axis=1)
+            out.append(ids.astype(np.int64))
+        return tuple(out)
 
     def _source(self) -> tuple[Any, ...]:
         if self._stopping or self._fed >= len(self._batches):

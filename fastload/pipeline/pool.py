@@ -68,7 +68,9 @@ def _how(returncode: int | None) -> str:
     return f"exited with status {returncode} (its error is printed above)"
 
 
-def _shutdown(workers: list[_Worker], slots: list[_Slot]) -> None:
+def _shutdown(owner: int, workers: list[_Worker], slots: list[_Slot]) -> None:
+    if os.getpid() != owner:  # a forked child: the workers are the parent's, not ours to stop
+        return
     for worker in workers:
         for fd in (worker.inp, worker.out):
             try:
@@ -105,7 +107,7 @@ class FeedPool:
         self._done: dict[int, tuple[int, int]] = {}  # seq -> (slot, bytes used)
         self._discarded: set[int] = set()
         self._workers: list[_Worker] = []
-        self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._slots)
+        self._finalizer = weakref.finalize(self, _shutdown, os.getpid(), self._workers, self._slots)
         fds = [slot.fd for slot in self._slots]
         for index in range(max(1, workers)):
             proc = subprocess.Popen(
