@@ -15,8 +15,10 @@ training.csv and training_vs_synthetic.png).
 training step (forward, backward, SGD; bf16 autocast + channels_last on a GPU, float32 on the
 CPU), plus the same model on synthetic tensors already on the device; the report gives each
 loader's training img/s and its fraction of the synthetic speed (how busy it keeps the model).
-Under --quick the training pass uses 64 px images and batch 32 (a CPU trains 224 px far too
-slowly for a smoke run); give --train-image-size/--train-batch-sizes to change that.
+The synthetic reference is measured first and last (the faster counts), so a machine that
+warms up or gets busier during the run does not flatter the loaders in between. Under --quick
+the training pass uses 32 px images and batch 32 (a CPU trains 224 px far too slowly for a
+smoke run); give --train-image-size/--train-batch-sizes to change that.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from benchmarks.suite import Grid, run_suite  # noqa: E402
 # a few more with --train).
 QUICK = {"classes": 4, "per_class": 50, "batch_sizes": "64", "rounds": 3,
          "images_per_round": 256, "warmup_batches": 2, "timeout": 60,
-         "train_image_size": 64, "train_batch_sizes": "32", "train_images_per_round": 64}
+         "train_image_size": 32, "train_batch_sizes": "32", "train_images_per_round": 128}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -104,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the model trains (default: the GPU when there is one)")
     p.add_argument("--train-batch-sizes", type=_ints, help="training batch sizes (default: --batch-sizes; 32 under --quick)")
-    p.add_argument("--train-image-size", type=int, help="training image side (default: --image-size; 64 under --quick)")
+    p.add_argument("--train-image-size", type=int, help="training image side (default: --image-size; 32 under --quick)")
     p.add_argument("--train-images-per-round", type=int,
-                   help="images per timed training round (default: --images-per-round; 64 under --quick)")
+                   help="images per timed training round (default: --images-per-round; 128 under --quick)")
     p.add_argument("--gpu-splits", type=_floats, default=GPU_SPLITS,
                    help="hw_decoder_load splits of the GPU decode ceiling (default 0,0.65,1)")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (debugging)")
@@ -144,7 +146,7 @@ def _list_loaders() -> int:
 
 def _grids(args: argparse.Namespace) -> tuple[Grid | None, Grid | None]:
     """The loader-alone grid (None with --train-only) and the training grid (None without
-    --train; the synthetic reference first)."""
+    --train; the synthetic reference first and last)."""
     loaders = tuple(args.loaders.split(",")) if args.loaders else tuple(default_loaders())
     if SYNTHETIC in loaders:
         raise SystemExit(f"run.py: error: {SYNTHETIC!r} is the reference of --train, not a loader")
@@ -155,7 +157,7 @@ def _grids(args: argparse.Namespace) -> tuple[Grid | None, Grid | None]:
     alone = None if args.train_only else Grid(
         loaders=loaders, batch_sizes=args.batch_sizes, image_size=args.image_size,
         images_per_round=args.images_per_round, **common)
-    training = Grid(loaders=(SYNTHETIC, *loaders), batch_sizes=args.train_batch_sizes,
+    training = Grid(loaders=(SYNTHETIC, *loaders, SYNTHETIC), batch_sizes=args.train_batch_sizes,
                     image_size=args.train_image_size, images_per_round=args.train_images_per_round,
                     train_model=args.train, train_device=args.train_device,
                     **common) if args.train else None
