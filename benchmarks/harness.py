@@ -27,6 +27,7 @@ What is measured (all in the result dict):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -260,15 +261,23 @@ def _uses_cuda(config: BenchConfig) -> bool:
 def _training_step(config: BenchConfig, data: BenchData) -> TrainingStep | None:
     if config.train_model is None:
         return None
+    return TrainingStep(config.train_model, num_classes=max(data.classes, 1), device=config.train_device)
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(config: BenchConfig) -> Iterator[None]:
+    """cuDNN's autotuner on while training on the GPU (fixed shapes: what a training script
+    sets), restored after: in-process runs (tests) must not leave it changed."""
+    if config.train_model is None or config.train_device != "cuda":
+        yield
+        return
     import torch
 
-    if config.train_device == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: what a training script sets
-    # The synthetic reference trains on one batch over and over; as the model fits it, CPU
-    # gradients can turn denormal, which x86 computes many times slower. Flushed for every
-    # row alike (this process measures one configuration and exits).
-    torch.set_flush_denormal(True)
-    return TrainingStep(config.train_model, num_classes=max(data.classes, 1), device=config.train_device)
+    before, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
@@ -283,7 +292,7 @@ def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
     sync_device = config.train_device if config.train_model else spec.device
     rss_before = psutil.Process().memory_info().rss
     gpu = GpuMemory() if _uses_cuda(config) else None
-    with ResourceMonitor(gpu=gpu) as monitor:
+    with ResourceMonitor(gpu=gpu) as monitor, _cudnn_autotune(config):
         start = time.perf_counter()
         loader = spec.build(data, config)
         batches = endless_batches(loader)

@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 __all__ = ["CSV_COLUMNS", "TRAIN_CSV_COLUMNS", "machine_info", "summarize", "summarize_training",
-           "format_table", "format_summary", "format_training_table", "format_training_summary",
+           "format_ceilings", "format_table", "format_summary", "format_training_table",
+           "format_training_summary",
            "write_json", "write_csv", "write_plots", "write_training_plot", "write_all"]
 
 CSV_COLUMNS = [
@@ -125,7 +126,8 @@ def summarize(rows: list[dict[str, Any]], ceiling: dict[str, Any] | None,
     summary: dict[str, Any] = {
         "best_per_loader": {k: _brief(v) for k, v in best.items()},
         "ceiling_images_per_s": ceiling["ceiling_images_per_s"] if ceiling else None,
-        "gpu_ceiling": gpu_ceiling,
+        "gpu_ceiling_images_per_s": {batch: entry["ceiling_images_per_s"] for batch, entry
+                                     in (gpu_ceiling or {}).get("by_batch_size", {}).items()} or None,
         "fastload_best_cpu": _brief(ours) if ours else None,
         "fastload_best_gpu": _brief(ours_gpu) if ours_gpu else None,
         "fastload_rows": _fastload_rows(rows, best),
@@ -295,7 +297,8 @@ def format_training_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _ceiling_lines(ceiling: dict[str, Any] | None, gpu_ceiling: dict[str, Any] | None) -> list[str]:
+def format_ceilings(ceiling: dict[str, Any] | None, gpu_ceiling: dict[str, Any] | None) -> list[str]:
+    """One line for the CPU decode ceiling, one per batch size for the GPU's."""
     lines = []
     if ceiling:
         lines.append(f"CPU decode ceiling: {ceiling['decode_per_core_images_per_s']:.0f} img/s per "
@@ -314,7 +317,7 @@ def _ceiling_lines(ceiling: dict[str, Any] | None, gpu_ceiling: dict[str, Any] |
 
 def format_summary(summary: dict[str, Any], ceiling: dict[str, Any] | None,
                    gpu_ceiling: dict[str, Any] | None = None) -> str:
-    lines = _ceiling_lines(ceiling, gpu_ceiling)
+    lines = format_ceilings(ceiling, gpu_ceiling)
     for name, b in summary["best_per_loader"].items():
         frac = b.get("ceiling_fraction")
         lines.append(f"best {name:<24} {b['images_per_s']:>7.0f} img/s "

@@ -170,9 +170,12 @@ def _gpu_ceiling(args: argparse.Namespace, grid: Grid | None, data) -> dict | No
     if not gpu_rows or LOADERS["dali-file-gpu"].unavailable():  # no CUDA, or no DALI
         return None
     print("measuring the GPU decode ceiling (DALI mixed decoder, decode only) ...", flush=True)
-    return gpu_decode_ceiling_isolated(data.folder, batch_sizes=grid.batch_sizes,
-                                       threads=max(grid.threads), hw_decoder_loads=args.gpu_splits,
-                                       min_seconds=1.0 if args.quick else 3.0, timeout_s=args.timeout)
+    result = gpu_decode_ceiling_isolated(data.folder, batch_sizes=grid.batch_sizes,
+                                         threads=max(grid.threads), hw_decoder_loads=args.gpu_splits,
+                                         min_seconds=1.0 if args.quick else 3.0, timeout_s=args.timeout)
+    for line in report.format_ceilings(None, result):
+        print(line, flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
