@@ -394,10 +394,12 @@ def build_webdataset(data: BenchData, config: BenchConfig) -> Iterable:
 def _fastload(data: BenchData, config: BenchConfig, fmt: str, backend: str, device: str) -> Any:
     import fastload
 
+    # Pinned batches where a CPU loader feeds a GPU model, as for the DataLoaders.
+    pinned = {"pin_memory": True} if _pin(config) and device == "cpu" else {}
     return fastload.Loader(
         data.stores[fmt], batch_size=config.batch_size, augment="train",
         image_size=config.image_size, shuffle=True, seed=config.seed, drop_last=True,
-        backend=backend, device=device, num_threads=config.threads)
+        backend=backend, device=device, num_threads=config.threads, **pinned)
 
 
 def _register_fastload(fmt: str, backend: str, device: str) -> None:
