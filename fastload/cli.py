@@ -200,28 +200,48 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _add_tune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="find the fastest Loader threads / batch size / prefetch here")
+    p = sub.add_parser("tune", help="find the fastest Loader threads / batch size / prefetch "
+                                    "(and GPU decoder split) here")
     p.add_argument("store", help="a store (.lmdb, .h5) or a glob of shards")
     p.add_argument("--threads", type=_int_list, help="thread counts to try (e.g. 1,2,4,8)")
     p.add_argument("--batch-sizes", type=_int_list,
                    help="batch sizes to try (batch size changes training: give yours to keep it)")
     p.add_argument("--prefetch", type=_int_list, help="prefetch depths to try (default 1,2,4)")
+    p.add_argument("--hw-decoder-loads", type=_float_list, metavar="LOADS",
+                   help="GPU only: hw_decoder_load values to try, 0..1 (default "
+                        "0,0.3,0.5,0.65,0.8,0.9,1); skipped when the Loader runs on the CPU")
+    p.add_argument("--model", help="a torchvision model (e.g. resnet18) trained on every batch: "
+                                   "tune for training images/s, not the loader alone")
     p.add_argument("--backend", default="auto", choices=["auto", "dali", "torch"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median kept)")
+    p.add_argument("--images-per-round", type=int, default=640, help="images per timed round")
     p.add_argument("--save", metavar="FILE", help="write the winning settings and every trial as JSON")
 
 
 def _run_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
-    print(f"tuning the Loader on {args.store} (each setting: warm-up, then {args.rounds} timed rounds)")
+    loop = f", training {args.model} on every batch" if args.model else ""
+    print(f"tuning the Loader on {args.store} (each setting: warm-up, then {args.rounds} timed "
+          f"rounds{loop})")
     result = tune(args.store, threads=args.threads, batch_sizes=args.batch_sizes,
-                  prefetch=args.prefetch, rounds=args.rounds, backend=args.backend,
+                  prefetch=args.prefetch, hw_decoder_loads=args.hw_decoder_loads,
+                  model=args.model, rounds=args.rounds, images_per_round=args.images_per_round,
+                  backend=args.backend,
                   device=args.device, image_size=args.image_size,
                   progress=lambda trial: print(f"  {trial}", flush=True))
+    for note in result.notes:
+        print(note)
     print(result.summary())
     print(result.loader_call(args.store))
     if args.save:
