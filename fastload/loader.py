@@ -18,7 +18,9 @@ on the device (fastload.transforms).
 
 from __future__ import annotations
 
+import glob
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,9 +42,13 @@ from .ops import Op, preset
 from .ops.normalize import max_value
 from .parallel import default_workers
 from .sampling import EpochPlan, SamplerPlan, balanced_weights
+from .errors import StoreFormatError
 from .stores import Store, open_store
+from .stores import _sniff as sniff_store
+from .stores.files import FileStore
 from .transforms.base import bind_transforms, transforms_from_config
 from .transforms.stage import BatchStage
+from .tta import resolve_views, split_for_views
 
 __all__ = ["Loader", "BACKENDS", "dali_available"]
 
@@ -105,14 +111,44 @@ def _store_mean_std(store: Store) -> tuple[Any, Any]:
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
-def _open_source(source: Any) -> Store:
+def _is_store_path(path: str) -> bool:
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "data.mdb"))
+    try:
+        sniff_store(path)
+    except (StoreFormatError, OSError):
+        return False
+    return True
+
+
+def _open_source(source: Any, labels: str | None) -> Store | FileStore:
+    """A store, or the image files of a folder / glob / list read in place (a FileStore)."""
     if isinstance(source, StoreDataset):
         return source.store
     if hasattr(source, "labels") and hasattr(source, "read"):
         return source
     if isinstance(source, torch.utils.data.Dataset):
         refuse_dataset(source)
-    return open_store(source)
+    if labels is not None:
+        return FileStore(source, labels)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        found = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+        if found and not all(_is_store_path(p) for p in found) and any(os.path.exists(p) for p in found):
+            return FileStore(path)
+        return open_store(source)
+    paths = [os.fspath(p) for p in source]
+    if paths and not all(_is_store_path(p) for p in paths):
+        return FileStore(paths)
+    return open_store(paths)
+
+
+def _warn_skipped(store: FileStore) -> None:
+    if store.skipped:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in store.skipped[:5])
+        more = f" (and {len(store.skipped) - 5} more)" if len(store.skipped) > 5 else ""
+        warnings.warn(f"fastload.Loader: {len(store.skipped)} of the files in {store.path} are not readable "
+                      f"images and are left out: {reasons}{more}; the list is loader.skipped", stacklevel=3)
 
 
 def _subset(indices: Any, count: int) -> np.ndarray | None:
@@ -184,6 +220,8 @@ class _Pass:
         records = self._loader._records_of(self.batches[self.done])
         if self._loader._stage.active:
             images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
+        if self._loader.yields_keys:
+            labels = [self._loader.store.keys[int(r)] for r in records]
         self.done += 1
         self.progress.position = self.position
         if self.finished:  # the plan is done: give the pipeline back for the next pass now
@@ -207,7 +245,9 @@ class Loader:
     """Iterate ``(images, labels)`` batches of a packed store, like a DataLoader.
 
     Args:
-        source: a store path (``.lmdb``/``.h5``), a glob or list of shards, or an open store.
+        source: a store path (``.lmdb``/``.h5``), a glob or list of shards, an open store, or
+            image files read in place, without packing: a folder (class sub-folders give labels),
+            a glob, or a list of files. Unlabelled files yield ``(images, keys)``: their names.
         batch_size: samples per batch (per rank).
         augment: "train" (random-resized crop, horizontal flip, normalize), "eval" (resize the
             shorter side to size/0.875, center crop, normalize), a list of ops, a path to a
@@ -244,6 +284,10 @@ class Loader:
             keywords: ``num_workers`` sets ``num_threads``, ``prefetch_factor`` sets ``prefetch``,
             ``generator`` the seed; workers always persist; ``pin_memory`` pins the torch
             backend's CPU batches. Other DataLoader keywords are accepted at their defaults.
+        labels: with a folder ``source``: a CSV naming its files (and labels), as
+            ``fastload pack --labels``; rows keep the CSV's order.
+        tta: test-time views ("identity", "hflip", "vflip", "five-crop", "ten-crop", or fixed
+            ops): batches are then ``(B, V, C, H, W)`` (fastload.tta).
     """
 
     def __init__(
@@ -279,6 +323,8 @@ class Loader:
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
         generator: torch.Generator | None = None,
+        labels: str | os.PathLike[str] | None = None,
+        tta: Sequence[str | Op] | None = None,
         **dataloader_kwargs: Any,
     ) -> None:
         check_dataloader_kwargs(dataloader_kwargs)
@@ -298,7 +344,12 @@ class Loader:
             raise ValueError(f"sampler must be 'balanced', a Sampler or a sequence of indices, got {sampler!r}")
         if seed is None:
             seed = int(generator.initial_seed()) % (1 << 62) if generator is not None else 0
-        self.store = _open_source(source)
+        self.store = _open_source(source, None if labels is None else os.fspath(labels))
+        self.skipped = list(getattr(self.store, "skipped", []))
+        if isinstance(self.store, FileStore):
+            _warn_skipped(self.store)
+        # unpacked, unlabelled files: batches carry the files' names instead of labels
+        self.yields_keys = isinstance(self.store, FileStore) and bool((self.store.labels < 0).all())
         if mean == "store":
             mean, std = _store_mean_std(self.store)
         self.ops = _resolve_ops(augment, image_size, mean, std)
@@ -329,8 +380,10 @@ class Loader:
             device_id=local_device_index() if self.device == "cuda" else 0,
             num_threads=num_threads, seed=seed + 1_000_003 * self.rank, output_dtype=output_dtype,
             layout=layout, prefetch=prefetch_factor or prefetch, verify=verify,
-            channels=self.store.channels, hw_decoder_load=hw_decoder_load,
+            channels=self.store.channels, hw_decoder_load=hw_decoder_load, views=tuple(resolve_views(tta)),
         )
+        if self.config.views:
+            split_for_views(self.ops, self.config.views)  # a five-crop needs a final crop: say so now
         self.batch_transforms = bind_transforms(_transforms(batch_transforms), len(self.store.classes) or None)
         self._feed_workers = feed_workers
         self._backend: Backend | None = None

@@ -32,6 +32,7 @@ class BackendConfig:
         channels: channels every image is brought to (grayscale expanded to RGB when 3).
         hw_decoder_load: share of JPEG decoding given to the GPU's hardware decoder (DALI's
             ``hw_decoder_load``, 0..1) where it has one; None keeps DALI's default.
+        views: test-time views (fastload.tta): each batch is then ``(B, V, ...)``.
     """
 
     batch_size: int
@@ -45,6 +46,7 @@ class BackendConfig:
     verify: bool = True
     channels: int = 3
     hw_decoder_load: float | None = None
+    views: tuple[Any, ...] = ()
 
 
 class BatchStream(Protocol):

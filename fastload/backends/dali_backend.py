@@ -109,7 +109,8 @@ class DaliBackend:
         self.store, self.config = store, config
         self.encoded = dali_decodes(store)
         self.pixel_dtype = pixel_dtype(store)
-        self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output_dtype=config.output_dtype)
+        self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output_dtype=config.output_dtype,
+                                             views=config.views)
         self.feed_workers = feed_workers or default_feed_workers()
         self._idle: list[DaliEngine] = []
         self._engines: list[DaliEngine] = []

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import FastloadError, WorkerDiedError
 from ..ops import Normalize, Op
 from ..ops.base import sample_rng
+from ..tta import apply_view, split_for_views
 from ..ops.custom import run_numpy
 from ..ops.normalize import max_value, resolve_mean_std
 from .base import OUTPUT_DTYPES, BackendConfig
@@ -40,10 +41,11 @@ def split_normalize(ops: Sequence[Op]) -> tuple[list[Op], Normalize | None]:
 class _BatchDataset(Dataset):
     """Maps a batch key to a stacked batch. Holds the store by path (it pickles as its path)."""
 
-    def __init__(self, store: Any, ops: list[Op], config: BackendConfig) -> None:
+    def __init__(self, store: Any, ops: list[Op], config: BackendConfig, crop: Any = None) -> None:
         self.store = store
         self.ops = ops
         self.config = config
+        self.crop = crop  # with test-time views: the final crop, cut per view
 
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
         return 0
@@ -59,11 +61,17 @@ class _BatchDataset(Dataset):
                                  f"the loader expects {channels}")
         return image
 
+    def _augment(self, epoch: int, indices: tuple[int, ...]) -> list[np.ndarray]:
+        rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
+        images = run_numpy(self.ops, [self._decode(i) for i in indices], rngs)
+        if not self.config.views:
+            return [np.ascontiguousarray(im) for im in images]
+        return [np.stack([np.ascontiguousarray(apply_view(v, im, self.crop)) for v in self.config.views])
+                for im in images]
+
     def __getitem__(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, indices = key
-        rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
-        images = [np.ascontiguousarray(im)
-                  for im in run_numpy(self.ops, [self._decode(i) for i in indices], rngs)]
+        images = self._augment(epoch, indices)
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise ValueError(f"augmented images differ in shape {sorted(shapes)}; end the augment "
@@ -156,7 +164,11 @@ class TorchBackend:
     def __init__(self, store: Any, ops: Sequence[Op], config: BackendConfig, pin_memory: bool = False) -> None:
         self.config = config
         self.store = store
-        self.sample_ops, self.normalize = split_normalize(ops)
+        self.crop = None
+        if config.views:
+            self.sample_ops, self.crop, self.normalize = split_for_views(ops, config.views)
+        else:
+            self.sample_ops, self.normalize = split_normalize(ops)
         if config.output_dtype == "uint8":
             self.normalize = None
         self.device = torch.device("cuda", config.device_id) if config.device == "cuda" else torch.device("cpu")
@@ -170,7 +182,7 @@ class TorchBackend:
     def _new_loader(self) -> DataLoader:
         workers = max(0, self.config.num_threads)
         loader = DataLoader(
-            _BatchDataset(self.store, self.sample_ops, self.config), batch_size=None,
+            _BatchDataset(self.store, self.sample_ops, self.config, self.crop), batch_size=None,
             sampler=_EpochSampler(), num_workers=workers, persistent_workers=workers > 0,
             prefetch_factor=self.config.prefetch if workers > 0 else None, pin_memory=self.pin_memory,
         )
@@ -196,6 +208,8 @@ class TorchBackend:
             images = images.to(OUTPUT_DTYPES[self.config.output_dtype])
         if self.config.layout == "NCHW" and images.ndim == 4:
             images = images.permute(0, 3, 1, 2)
+        elif self.config.layout == "NCHW" and images.ndim == 5:  # test-time views: (B, V, H, W, C)
+            images = images.permute(0, 1, 4, 2, 3)
         return images.contiguous(), labels
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -118,9 +118,11 @@ class DaliEngine:
         self.gpu = config.device == "cuda"
         self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
         self.ahead = max(2, 2 * feed_workers)
-        spec = FeedSpec(paths=tuple(s.path for s in getattr(store, "shards", [store])),
+        files = getattr(store, "paths_", None)  # a FileStore: the workers read its files in place
+        spec = FeedSpec(paths=() if files else tuple(s.path for s in getattr(store, "shards", [store])),
                         mode="encoded" if encoded else "arrays", verify=config.verify, seed=config.seed,
-                        ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels)
+                        ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
+                        files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
         self.pipe = self._define()
         self.pipe.build()
@@ -153,8 +155,9 @@ class DaliEngine:
             data, rest = outputs[0], list(outputs[1:])
             params = rest.pop(0) if with_params else None
             ids = rest.pop(0) if lowered.needs_ids else None
-            return build_graph(data, params, lowered, LoweringContext(**{**ctx.__dict__, "sample_ids": ids}),
-                               encoded=encoded, pixel_dtype=pixel_dtype, hw_decoder_load=cfg.hw_decoder_load)
+            images = build_graph(data, params, lowered, LoweringContext(**{**ctx.__dict__, "sample_ids": ids}),
+                                 encoded=encoded, pixel_dtype=pixel_dtype, hw_decoder_load=cfg.hw_decoder_load)
+            return tuple(images) if isinstance(images, list) else images
 
         return pipeline()
 
@@ -239,7 +242,7 @@ class DaliEngine:
         """The next batch of the pass as ``(images, labels)`` torch tensors on the device."""
         try:
             stream = torch.cuda.current_stream(self.device).cuda_stream if self.gpu else None
-            (images,) = self.pipe.run(stream) if self.gpu else self.pipe.run()
+            outputs = self.pipe.run(stream) if self.gpu else self.pipe.run()
         except StopIteration:
             self.pipe.reset()
             self._dirty = False
@@ -260,7 +263,8 @@ class DaliEngine:
         while self._in_dali and self._in_dali[0][0] < position - _RELEASE_LAG + 1:
             self.pool.release(self._in_dali.popleft()[1])
         labels = torch.from_numpy(self.labels[self._batches[position]])
-        images = torch.from_dlpack(images.as_tensor())
+        views = [torch.from_dlpack(out.as_tensor()) for out in outputs]
+        images = torch.stack(views, dim=1) if self.lowered.views else views[0]
         if self.gpu:
             labels = labels.to(self.device, non_blocking=True)
         return images, labels

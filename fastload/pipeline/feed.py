@@ -54,6 +54,8 @@ class FeedSpec:
         ops: the config of the ops the DALI pipeline runs (their parameters are drawn here).
         pixel_dtype: "arrays" mode: the dtype every array is brought to.
         channels: "arrays" mode: 1-channel images are repeated to this many channels.
+        files: image files read in place (a FileStore) instead of a store at ``paths``.
+        shapes: with ``files``: each file's height, width, channels after the decode policy.
     """
 
     paths: tuple[str, ...]
@@ -63,6 +65,8 @@ class FeedSpec:
     ops: tuple[dict[str, Any], ...]
     pixel_dtype: str = "uint8"
     channels: int = 3
+    files: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, int, int], ...] = ()
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode("utf-8")
@@ -70,8 +74,9 @@ class FeedSpec:
     @classmethod
     def from_json(cls, raw: bytes) -> FeedSpec:
         data = json.loads(raw)
-        data["paths"] = tuple(data["paths"])
-        data["ops"] = tuple(data["ops"])
+        for name in ("paths", "ops", "files"):
+            data[name] = tuple(data[name])
+        data["shapes"] = tuple(tuple(s) for s in data["shapes"])
         return cls(**data)
 
     def build_ops(self) -> list[Op]:
@@ -90,9 +95,15 @@ class FeedReader:
 
     def __init__(self, spec: FeedSpec, store: Store | None = None) -> None:
         self.spec = spec
-        self.store = store if store is not None else open_store(list(spec.paths))
+        if spec.files:
+            from ..stores.files import FileReader
+
+            self.store: Any = store if store is not None else FileReader(spec.files)
+            self.shapes = np.asarray(spec.shapes, np.int64).reshape(-1, 3)
+        else:
+            self.store = store if store is not None else open_store(list(spec.paths))
+            self.shapes = record_shapes(self.store)
         self.layout = ParamLayout(spec.build_ops())
-        self.shapes = record_shapes(self.store)
         self.dtype = np.dtype(spec.pixel_dtype)
 
     def _array(self, index: int) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 from ..ops import Normalize, Op
 from ..ops.base import Op as _BaseOp
 from ..ops.custom import CustomOp
+from ..tta import View, fixed_params, split_for_views
 from .params import ParamLayout
 
 __all__ = ["LoweredOps", "LoweringContext", "lower_ops", "build_graph"]
@@ -77,6 +78,9 @@ class LoweredOps:
     params: ParamLayout
     fuse_decoder: bool
     cmn: int
+    views: tuple[View, ...] = ()
+    final_crop: Op | None = None
+    normalize: Op | None = None
 
     @property
     def needs_ids(self) -> bool:
@@ -104,17 +108,26 @@ def _cmn_count(head: Sequence[Op]) -> int:
     return count
 
 
-def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str) -> LoweredOps:
+def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str,
+              views: Sequence[View] = ()) -> LoweredOps:
     """Split ``ops`` into the DALI head and the batch-stage tail and decide the fusions.
 
     Args:
         ops: the loader's op list.
         encoded: records reach DALI as encoded images (decoder fusion possible).
         output_dtype: "uint8" output skips a trailing Normalize, as both backends do.
+        views: test-time views: the op list's final crop and Normalize then run per view.
     """
     ops = list(ops)
     if output_dtype == "uint8":  # uint8 output is not normalized
         ops = [op for i, op in enumerate(ops) if not (isinstance(op, Normalize) and i == len(ops) - 1)]
+    if views:
+        if _tail_start(ops) < len(ops):
+            raise ValueError("test-time views and custom ops at the end of the augment list cannot be "
+                             "combined yet; move the custom ops before the final crop")
+        head, crop, normalize = split_for_views(ops, views)
+        fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
+        return LoweredOps(tuple(head), (), ParamLayout(head), fuse, 0, tuple(views), crop, normalize)
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
@@ -155,12 +168,33 @@ def _finish(images: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext)
     return fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, **kwargs)
 
 
+def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) -> Any:
+    """One test-time view: its fixed op, the final crop at its position, mirror, normalize."""
+    from nvidia.dali import fn, types
+
+    if view.op is not None:
+        values = np.asarray(view.op.encode(fixed_params(view.op)), np.float32)
+        images = view.op.dali(images, types.Constant(values) if values.size else None, ctx)
+    if view.vflip:
+        images = fn.flip(images, vertical=1, horizontal=0)
+    kwargs: dict[str, Any] = {"mirror": int(view.mirror)}
+    if lowered.final_crop is not None:
+        kwargs.update(lowered.final_crop.cmn_args(None, ctx), crop_pos_y=view.crop_at[0], crop_pos_x=view.crop_at[1])
+    if lowered.normalize is not None:
+        kwargs.update(lowered.normalize.cmn_args(None, ctx))
+    elif ctx.output_dtype != "uint8":
+        kwargs.update(mean=[0.0] * ctx.channels, std=[1.0] * ctx.channels)
+    dtype = {"float32": types.FLOAT, "float16": types.FLOAT16, "uint8": types.UINT8}[ctx.output_dtype]
+    return fn.crop_mirror_normalize(images, dtype=dtype, output_layout="CHW" if ctx.layout == "NCHW" else "HWC",
+                                    **kwargs)
+
+
 def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, *, encoded: bool,
                 pixel_dtype: np.dtype, hw_decoder_load: float | None = None) -> Any:
     """The images DataNode: decode (or take the arrays), the head's ops, the final stage.
 
     With a tail, the pipeline ends in HWC images of the last head op's type: the batch stage
-    takes it from there.
+    takes it from there. With test-time views, a list of one DataNode per view.
     """
     if encoded:
         images, start = _decode(data, params, lowered, ctx, pixel_dtype, hw_decoder_load)
@@ -169,6 +203,8 @@ def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContex
     end = len(lowered.head) - lowered.cmn
     for i in range(start, end):
         images = lowered.head[i].dali(images, lowered.params.slice(params, i), ctx)
+    if lowered.views:
+        return [_view(images, view, lowered, ctx) for view in lowered.views]
     if lowered.tail:
         return images
     return _finish(images, params, lowered, ctx)
