@@ -38,11 +38,11 @@ from .compat import (
     refuse_dataset,
 )
 from .distributed import local_device_index, rank_and_world
+from .errors import StoreFormatError
 from .ops import Op, preset
 from .ops.normalize import max_value
 from .parallel import default_workers
 from .sampling import EpochPlan, SamplerPlan, balanced_weights
-from .errors import StoreFormatError
 from .stores import Store, open_store
 from .stores import _sniff as sniff_store
 from .stores.files import FileStore

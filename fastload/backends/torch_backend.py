@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import FastloadError, WorkerDiedError
 from ..ops import Normalize, Op
 from ..ops.base import sample_rng
-from ..tta import apply_view, split_for_views
 from ..ops.custom import run_numpy
 from ..ops.normalize import max_value, resolve_mean_std
+from ..tta import apply_view, split_for_views
 from .base import OUTPUT_DTYPES, BackendConfig
 
 __all__ = ["TorchBackend", "split_normalize"]
