@@ -41,11 +41,13 @@ def split_normalize(ops: Sequence[Op]) -> tuple[list[Op], Normalize | None]:
 class _BatchDataset(Dataset):
     """Maps a batch key to a stacked batch. Holds the store by path (it pickles as its path)."""
 
-    def __init__(self, store: Any, ops: list[Op], config: BackendConfig, crop: Any = None) -> None:
+    def __init__(self, store: Any, ops: list[Op], config: BackendConfig, crop: Any = None,
+                 finish: _Finish | None = None) -> None:
         self.store = store
         self.ops = ops
         self.config = config
         self.crop = crop  # with test-time views: the final crop, cut per view
+        self.finish = finish  # CPU output: normalized and laid out here, off the training thread
 
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
         return 0
@@ -80,7 +82,37 @@ class _BatchDataset(Dataset):
         if batch.dtype == np.uint16:  # torch has limited uint16 support: carry as int32
             batch = batch.astype(np.int32)
         labels = torch.as_tensor(self.store.labels[np.asarray(indices)], dtype=torch.int64)
-        return torch.from_numpy(batch), labels
+        out = torch.from_numpy(batch)
+        return (self.finish(out) if self.finish is not None else out), labels
+
+
+class _Finish:
+    """Normalization, output dtype and layout of a stacked ``(B, [V,] H, W, C)`` batch: in the
+    workers for CPU output, on the device for CUDA output (uint8 crosses the host, as in timm)."""
+
+    def __init__(self, normalize: Normalize | None, scale: float, config: BackendConfig) -> None:
+        self.normalize, self.scale, self.config = normalize, scale, config
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.normalize is not None:
+            images = self._normalize(images)
+        elif self.config.output_dtype != "uint8" or images.dtype != torch.uint8:
+            images = images.to(OUTPUT_DTYPES[self.config.output_dtype])
+        if self.config.layout == "NCHW" and images.ndim == 4:
+            images = images.permute(0, 3, 1, 2)
+        elif self.config.layout == "NCHW" and images.ndim == 5:  # test-time views: (B, V, H, W, C)
+            images = images.permute(0, 1, 4, 2, 3)
+        return images.contiguous()
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype.is_floating_point:  # ops already produced floats: scale is 1
+            scale = 1.0
+        else:
+            scale = self.scale if images.dtype != torch.uint8 else 255.0
+        mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, images.shape[-1])
+        m = torch.as_tensor(mean * scale, device=images.device)
+        s = torch.as_tensor(std * scale, device=images.device)
+        return ((images.float() - m) / s).to(OUTPUT_DTYPES[self.config.output_dtype])
 
 
 class _EpochSampler(Sampler):
@@ -173,7 +205,8 @@ class TorchBackend:
             self.normalize = None
         self.device = torch.device("cuda", config.device_id) if config.device == "cuda" else torch.device("cpu")
         self.pin_memory = pin_memory or self.device.type == "cuda"
-        self._scale = max_value(np.dtype(store.header.dtypes[0])) if store.header.dtypes else 255.0
+        scale = max_value(np.dtype(store.header.dtypes[0])) if store.header.dtypes else 255.0
+        self._finish_batch = _Finish(self.normalize, scale, config)
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []
 
@@ -182,7 +215,8 @@ class TorchBackend:
     def _new_loader(self) -> DataLoader:
         workers = max(0, self.config.num_threads)
         loader = DataLoader(
-            _BatchDataset(self.store, self.sample_ops, self.config, self.crop), batch_size=None,
+            _BatchDataset(self.store, self.sample_ops, self.config, self.crop,
+                          self._finish_batch if self.device.type == "cpu" else None), batch_size=None,
             sampler=_EpochSampler(), num_workers=workers, persistent_workers=workers > 0,
             prefetch_factor=self.config.prefetch if workers > 0 else None, pin_memory=self.pin_memory,
         )
@@ -200,29 +234,10 @@ class TorchBackend:
         return _TorchPass(self, loader, keys)
 
     def _finish(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.device.type == "cpu":  # finished in the worker
+            return images, labels
         images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        if self.normalize is not None:
-            images = self._normalize(images)
-        elif self.config.output_dtype != "uint8" or images.dtype != torch.uint8:
-            images = images.to(OUTPUT_DTYPES[self.config.output_dtype])
-        if self.config.layout == "NCHW" and images.ndim == 4:
-            images = images.permute(0, 3, 1, 2)
-        elif self.config.layout == "NCHW" and images.ndim == 5:  # test-time views: (B, V, H, W, C)
-            images = images.permute(0, 1, 4, 2, 3)
-        return images.contiguous(), labels
-
-    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype.is_floating_point:  # ops already produced floats: scale is 1
-            scale = 1.0
-        else:
-            scale = self._scale if images.dtype != torch.uint8 else 255.0
-        channels = images.shape[-1]
-        mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, channels)
-        m = torch.as_tensor(mean * scale, device=self.device)
-        s = torch.as_tensor(std * scale, device=self.device)
-        out = (images.float() - m) / s
-        return out.to(OUTPUT_DTYPES[self.config.output_dtype])
+        return self._finish_batch(images), labels.to(self.device, non_blocking=True)
 
     def close(self) -> None:
         for loader in self._all:
