@@ -13,6 +13,7 @@ once) gets an engine of its own.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,30 +68,52 @@ def pixel_dtype(store: Store) -> np.dtype:
 
 
 class _DaliPass:
-    """One pass: the batches of one epoch on one engine."""
+    """One pass: the batches of one epoch, on an engine.
 
-    def __init__(self, backend: DaliBackend, engine: DaliEngine) -> None:
-        self._backend, self._engine = backend, engine
+    When a newer pass starts and no engine is idle, it takes this pass's engine (as a persistent
+    DataLoader resets its iterator) instead of building another: iterators that are dropped
+    without being closed (``it = iter(loader)`` again) cost nothing. If this pass is used again
+    afterwards, it gets an engine of its own and goes on from its next batch: several live
+    iterators stay independent.
+    """
+
+    def __init__(self, backend: DaliBackend, batches: Sequence[np.ndarray], epoch: int) -> None:
+        self._backend, self._batches, self._epoch = backend, list(batches), epoch
+        self._engine: DaliEngine | None = None
+        self._done = 0
+        self._closed = False
 
     def __iter__(self) -> _DaliPass:
         return self
 
+    def _attach(self, engine: DaliEngine) -> None:
+        engine.begin(self._batches[self._done :], self._epoch)
+        engine.owner = weakref.ref(self)
+        self._engine = engine
+
+    def _lose_engine(self) -> DaliEngine | None:
+        engine, self._engine = self._engine, None
+        return engine
+
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._engine is None:
+        if self._closed or self._done >= len(self._batches):
+            self.close()
             raise StopIteration
         try:
-            return self._engine.next()
-        except StopIteration:
-            self.close()
-            raise
+            if self._engine is None:  # a newer pass took the engine: get another, go on
+                self._attach(self._backend._engine(steal=False))
+            batch = self._engine.next()  # type: ignore[union-attr]
         except BaseException:
             self.close()
             raise
+        self._done += 1
+        return batch
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._backend._give_back(self._engine)
-            self._engine = None
+        self._closed = True
+        engine = self._lose_engine()
+        if engine is not None:
+            self._backend._give_back(engine)
 
 
 class DaliBackend:
@@ -120,15 +143,23 @@ class DaliBackend:
         """Ops left for the batch stage (custom ops at the end of the list)."""
         return self.lowered.tail
 
-    def _engine(self) -> DaliEngine:
+    def _engine(self, steal: bool) -> DaliEngine:
+        """An idle engine; else (``steal``) the engine of the newest live pass; else a new one."""
         if self._idle:
             return self._idle.pop()
+        if steal:
+            for engine in reversed(self._engines):
+                owner = engine.owner() if engine.owner is not None else None
+                if owner is not None and owner._engine is engine:
+                    owner._lose_engine()
+                    return engine
         engine = DaliEngine(self.store, self.lowered, self.config, encoded=self.encoded,
                             pixel_dtype=self.pixel_dtype, feed_workers=self.feed_workers)
         self._engines.append(engine)
         return engine
 
     def _give_back(self, engine: DaliEngine) -> None:
+        engine.owner = None
         if engine.broken or self._engines is None:
             engine.close()
             if self._engines is not None and engine in self._engines:
@@ -138,14 +169,15 @@ class DaliBackend:
 
     def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> _DaliPass:
         """Start a pass over ``batches`` (record indices) of ``epoch``."""
-        engine = self._engine()
+        stream = _DaliPass(self, batches, epoch)
+        engine = self._engine(steal=True)
         try:
-            engine.begin(batches, epoch)
+            stream._attach(engine)
         except BaseException:
             engine.broken = True
             self._give_back(engine)
             raise
-        return _DaliPass(self, engine)
+        return stream
 
     def close(self) -> None:
         engines, self._engines, self._idle = self._engines, None, []

@@ -127,6 +127,7 @@ class DaliEngine:
         self.pipe = self._define()
         self.pipe.build()
         self.broken = False
+        self.owner: Any = None  # a weak reference to the pass running on this engine
         self._seq = itertools.count()
         self._arm([], 0)
         self._dirty = False
