@@ -30,7 +30,7 @@ from ..ops.base import Op, register
 from ..ops.custom import CustomOp
 from ..ops.normalize import max_value
 from ..stores import Store
-from .feed import ALIGN, FeedSpec, record_nbytes, record_shapes, slot_layout
+from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .pool import FeedPool
 
@@ -191,13 +191,17 @@ class DaliEngine:
         spans = np.frombuffer(view, np.int64, 2 * count, 0).reshape(count, 2)
         params = np.frombuffer(view, np.float32, count * k, params_at).reshape(count, k)
         data = np.frombuffer(view, np.uint8, len(view) - data_at, data_at)
-        if self.encoded:
-            samples = [data[s : s + n] for s, n in spans.tolist()]
+        shapes = self.shapes[batch]
+        if dense_batch("encoded" if self.encoded else "arrays", shapes):  # one contiguous block
+            size = int(spans[-1].sum())
+            out: list[Any] = [data[:size].view(self.pixel_dtype).reshape(count, *shapes[0].tolist())]
         else:
-            shapes = self.shapes[batch].tolist()
-            samples = [data[s : s + n].view(self.pixel_dtype).reshape(shape)
-                       for (s, n), shape in zip(spans.tolist(), shapes)]
-        out: list[Any] = [TensorListCPU([TensorCPU(x) for x in samples], contiguous=False)]
+            if self.encoded:
+                samples = [data[s : s + n] for s, n in spans.tolist()]
+            else:
+                samples = [data[s : s + n].view(self.pixel_dtype).reshape(shape)
+                           for (s, n), shape in zip(spans.tolist(), shapes.tolist())]
+            out = [TensorListCPU([TensorCPU(x) for x in samples], contiguous=False)]
         if k:
             out.append(params)
         if self.lowered.needs_ids:

@@ -5,7 +5,8 @@ A slot holds, for ``n`` records::
 
     spans    int64[n, 2]      payload i is bytes [start, start + length) of the data area
     params   float32[n, k]    the per-sample augmentation parameters (ParamLayout)
-    data     ...              the payloads back to back, each aligned to 64 bytes
+    data     ...              the payloads back to back, each aligned to 64 bytes (arrays of one
+                              shape: packed without gaps, one dense NxHxWxC block)
 
 Payloads are the stored encoded bytes (``mode="encoded"``: DALI decodes them) or decoded
 ``HxWxC`` arrays of one pixel type (``mode="arrays"``: raw stores, ``.npy`` records, images DALI's
@@ -26,7 +27,7 @@ from ..ops.base import Op
 from ..stores import Store, open_store
 from .params import ParamLayout
 
-__all__ = ["FeedSpec", "FeedReader", "slot_layout", "ALIGN", "MODES"]
+__all__ = ["FeedSpec", "FeedReader", "slot_layout", "dense_batch", "ALIGN", "MODES"]
 
 ALIGN = 64
 MODES = ("encoded", "arrays")
@@ -131,6 +132,7 @@ class FeedReader:
         params = np.frombuffer(slot, np.float32, count * self.layout.size, params_at)
         params[:] = self.layout.draw_batch(self.spec.seed, epoch, indices, self.shapes[indices]).ravel()
         data = np.frombuffer(slot, np.uint8, len(slot) - data_at, data_at)
+        dense = dense_batch(self.spec.mode, self.shapes[indices])
         position = 0
         for row, index in enumerate(indices):
             payload = self._payload(int(index))
@@ -140,8 +142,13 @@ class FeedReader:
                                  f"({payload.size} bytes); the store is damaged: run fastload verify")
             spans[row] = position, payload.size
             data[position:end] = payload
-            position = _align(end)
+            position = end if dense else _align(end)
         return data_at + position
+
+
+def dense_batch(mode: str, shapes: np.ndarray) -> bool:
+    """Arrays of one shape travel as one dense block (one contiguous batch for DALI)."""
+    return mode == "arrays" and len(shapes) > 0 and bool((shapes == shapes[0]).all())
 
 
 def record_shapes(store: Store) -> np.ndarray:
