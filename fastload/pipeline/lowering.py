@@ -19,7 +19,7 @@ through ``fn.python_function``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,7 @@ class LoweredOps:
         params: where each head op's drawn parameters sit in the feed's vector.
         fuse_decoder: head[0] is cut by the decoder (encoded stores only).
         cmn: how many of the head's last ops fold into the final crop_mirror_normalize.
+        views: test-time views; with them ``final_crop`` and ``normalize`` run per view.
     """
 
     head: tuple[Op, ...]
@@ -81,11 +82,10 @@ class LoweredOps:
     views: tuple[View, ...] = ()
     final_crop: Op | None = None
     normalize: Op | None = None
+    needs_ids: bool = field(init=False)  # custom ops run inside DALI: samples carry [seed, epoch, record]
 
-    @property
-    def needs_ids(self) -> bool:
-        """Custom ops run inside DALI and need each sample's ``[seed, epoch, record]``."""
-        return any(isinstance(op, CustomOp) for op in self.head)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs_ids", any(isinstance(op, CustomOp) for op in self.head))
 
 
 def _tail_start(ops: Sequence[Op]) -> int:
