@@ -184,7 +184,7 @@ def test_accepted_dataloader_keywords_change_nothing_but_speed(textured, name, v
     ("collate_fn", lambda batch: batch, "batch_transforms"),
     ("timeout", 5, "no wait to bound"),
     ("worker_init_fn", print, "seed="),
-    ("multiprocessing_context", "spawn", "starts its own workers"),
+    ("multiprocessing_context", "spawn", "starts its workers itself"),
     ("pin_memory_device", "cuda", "device="),
     ("in_order", False, "planned order"),
     ("batch_sampler", [[0, 1], [2, 3]], "sampler="),
@@ -192,6 +192,19 @@ def test_accepted_dataloader_keywords_change_nothing_but_speed(textured, name, v
 def test_refused_dataloader_keywords_say_what_fastload_does_instead(textured, name, value, says):
     with pytest.raises(TypeError, match=rf"does not take {name}=.*{re.escape(says)}"):
         _loader(textured, **{name: value})
+
+
+def test_every_dataloader_keyword_has_a_meaning_or_a_reason():
+    import inspect
+
+    ours = set(inspect.signature(fastload.Loader.__init__).parameters) | set(DATALOADER_DEFAULTS)
+    theirs = set(inspect.signature(DataLoader.__init__).parameters) - {"self", "dataset"}
+    assert theirs <= ours, f"DataLoader keywords the Loader neither takes nor explains: {theirs - ours}"
+
+
+def test_array_values_are_refused_not_compared(textured):
+    with pytest.raises(TypeError, match="does not take batch_sampler="):
+        _loader(textured, batch_sampler=np.array([[0, 1], [2, 3]]))
 
 
 def test_unknown_keyword_is_a_plain_type_error(textured):
