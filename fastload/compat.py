@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +69,16 @@ def _is_default(value: Any, default: Any) -> bool:
 
 def refuse_dataset(source: Any) -> None:
     """A torch Dataset (an ImageFolder, say) is not a store: say how to pack it."""
+    if isinstance(source, torch.utils.data.Subset) and isinstance(source.dataset, StoreDataset):
+        raise TypeError(
+            "fastload.Loader reads a store, not a Subset of loader.dataset: give the store and the "
+            "records, fastload.Loader(subset.dataset.store, indices=subset.dataset.records[subset.indices], ...)")
     root = getattr(source, "root", None)
-    command = f"fastload pack --format lmdb {root} -o train.lmdb" if root else "fastload pack --format lmdb IMAGE_FOLDER"
+    if root:
+        root = os.path.normpath(os.fspath(root))
+        command = f"fastload pack {root}, which writes {root}.lmdb"
+    else:
+        command = "fastload pack IMAGE_FOLDER, which writes IMAGE_FOLDER.lmdb"
     raise TypeError(
         f"fastload.Loader reads packed stores, not a torch Dataset ({type(source).__name__}): pack the images "
         f"first ({command}), then pass the store path (or fastload.open_store(path)) to the Loader")

@@ -289,10 +289,20 @@ def test_torch_datasets_are_refused_with_the_pack_command(tmp_path):
     datasets = pytest.importorskip("torchvision.datasets")
     _write_textured(tmp_path / "folder", 3)
     folder = re.escape(str(tmp_path / "folder"))
-    with pytest.raises(TypeError, match=rf"pack the images first \(fastload pack .*{folder}"):
+    with pytest.raises(TypeError, match=rf"pack the images first \(fastload pack {folder}, which writes {folder}\.lmdb"):
         fastload.Loader(datasets.ImageFolder(str(tmp_path / "folder")), batch_size=2)
     with pytest.raises(TypeError, match="pack the images first"):
         fastload.Loader(torch.utils.data.TensorDataset(torch.zeros(4, 3)), batch_size=2)
+
+
+def test_a_subset_of_loader_dataset_is_refused_with_the_indices_to_give(textured):
+    subset = Subset(_loader(textured, indices=range(2, 20)).dataset, range(3, 9))
+    with pytest.raises(TypeError, match=r"indices=subset\.dataset\.records\[subset\.indices\]") as refused:
+        fastload.Loader(subset, batch_size=2)
+    assert "pack" not in str(refused.value)
+    records = subset.dataset.records[subset.indices]
+    loader = _loader(subset.dataset.store, indices=records, batch_size=6)
+    assert torch.equal(_pass(loader)[1], torch.stack([subset[i][0] for i in range(6)]))
 
 
 # --- Lightning ------------------------------------------------------------------------------
