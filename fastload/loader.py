@@ -124,6 +124,9 @@ def _is_store_path(path: str) -> bool:
 def _open_source(source: Any, labels: str | None) -> Store | FileStore:
     """A store, or the image files of a folder / glob / list read in place (a FileStore)."""
     if isinstance(source, StoreDataset):
+        if not np.array_equal(source.records, np.arange(len(source.store))):
+            raise TypeError("this loader.dataset holds some records of its store: give them as "
+                            "fastload.Loader(dataset.store, indices=dataset.records, ...)")
         return source.store
     if hasattr(source, "labels") and hasattr(source, "read"):
         return source
