@@ -300,6 +300,10 @@ def test_a_subset_of_loader_dataset_is_refused_with_the_indices_to_give(textured
     with pytest.raises(TypeError, match=r"indices=subset\.dataset\.records\[subset\.indices\]") as refused:
         fastload.Loader(subset, batch_size=2)
     assert "pack" not in str(refused.value)
+    with pytest.raises(TypeError, match=r"indices=dataset\.records"):
+        fastload.Loader(subset.dataset, batch_size=2)  # not silently the whole store
+    whole = fastload.Loader(_loader(textured).dataset, batch_size=2)
+    assert len(whole.dataset) == N
     records = subset.dataset.records[subset.indices]
     loader = _loader(subset.dataset.store, indices=records, batch_size=6)
     assert torch.equal(_pass(loader)[1], torch.stack([subset[i][0] for i in range(6)]))
