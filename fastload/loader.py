@@ -490,7 +490,14 @@ class Loader:
         """(epoch, first batch) of the pass that ``iter()`` starts now."""
         if self._resume is not None:
             return self._resume
-        return (self._pinned if self._pinned is not None else self._next_epoch), 0
+        if self._pinned is not None:
+            return self._pinned, 0
+        # A user's sampler that was moved to an epoch (DistributedSampler.set_epoch, as the
+        # ImageNet example calls it) sets the augmentations' epoch too, so a resumed run redraws them.
+        sampler_epoch = getattr(self._user_sampler, "epoch", 0)
+        if isinstance(sampler_epoch, int) and sampler_epoch > 0:
+            return sampler_epoch, 0
+        return self._next_epoch, 0
 
     def _upcoming_batches(self) -> list[np.ndarray]:
         epoch, start = self._next_pass()
@@ -504,7 +511,8 @@ class Loader:
     # --- mid-epoch resume --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Where the loader stands: resuming from it yields exactly the remaining batches of the
-        epoch in progress (or, after a finished pass, starts the next epoch)."""
+        epoch in progress (or, after a finished pass, starts the next epoch). With several live
+        iterators, the one started last is the one saved (as torchdata's StatefulDataLoader)."""
         latest = self._progress
         if self._resume is not None or latest is None:
             epoch, batch = self._next_pass()

@@ -490,3 +490,22 @@ def test_imagenet_patch_loaders_give_main_py_what_it_reads(tmp_path, distributed
                                 pin_memory=True)
         images, target = next(iter(aux_loader))
         assert images.shape == (1, 3, 224, 224) and target.tolist() == [val_loader.store.labels[6]]
+
+
+def test_a_user_samplers_epoch_sets_the_augmentation_epoch(small_lmdb):
+    """The ImageNet example calls train_sampler.set_epoch(epoch) on its own sampler: a run resumed
+    at epoch 3 must draw epoch 3's augmentations, not epoch 0's."""
+    from torch.utils.data import DistributedSampler
+
+    def epoch_three(via_sampler: bool) -> torch.Tensor:
+        store = fastload.open_store(small_lmdb)
+        sampler = DistributedSampler(store, num_replicas=1, rank=0, shuffle=True, seed=0)
+        loader = fastload.Loader(store, sampler=sampler, batch_size=8, augment="train", image_size=16,
+                                 backend="torch", device="cpu", num_threads=0)
+        if via_sampler:
+            sampler.set_epoch(3)
+        else:
+            loader.set_epoch(3)
+        return torch.cat([x for x, _ in loader])
+
+    assert torch.equal(epoch_three(True), epoch_three(False))

@@ -204,7 +204,8 @@ class TorchBackend:
         if config.output_dtype == "uint8":
             self.normalize = None
         self.device = torch.device("cuda", config.device_id) if config.device == "cuda" else torch.device("cpu")
-        self.pin_memory = pin_memory or self.device.type == "cuda"
+        # pinning needs CUDA (DataLoader warns without it); CUDA output is always pinned
+        self.pin_memory = (pin_memory and torch.cuda.is_available()) or self.device.type == "cuda"
         scale = max_value(np.dtype(store.header.dtypes[0])) if store.header.dtypes else 255.0
         self._finish_batch = _Finish(self.normalize, scale, config)
         self._idle: list[DataLoader] = []
