@@ -8,6 +8,7 @@ from ._version import __version__
 from .errors import (
     BadInputError,
     CorruptRecordError,
+    CorruptStoreError,
     FastloadError,
     MissingExtraError,
     PackError,
@@ -24,6 +25,7 @@ from .stores import ShardedStore, StoreReader, open_store
 __all__ = [
     "BadInputError",
     "CorruptRecordError",
+    "CorruptStoreError",
     "CsvColumns",
     "FastloadError",
     "Loader",

@@ -118,9 +118,15 @@ def test_verify_names_a_deleted_lmdb_record(small_folder, tmp_path):
     with env.begin(write=True) as txn:
         txn.delete(record_key(3))
     env.close()
-    bad = verify_store(fastload.open_store(path), progress=False)
-    assert [(b.index, b.reason) for b in bad] == [(3, "record is missing from the store")]
-    assert bad[0].source.endswith(os.path.join("class_000", os.path.basename(bad[0].source)))
+    with pytest.raises(fastload.CorruptStoreError, match="holds 31 entries, the header describes 24 records"):
+        fastload.open_store(path)  # the database disagrees with the header: refused at open
+    store = fastload.open_store(path, strict=False)
+    assert store.problems == ["the database holds 31 entries, the header describes 24 records and 8 "
+                              "metadata entries"]
+    bad = verify_store(store, progress=False)
+    assert [(b.index, b.reason) for b in bad] == [(None, store.problems[0]), (3, "record is missing from the store")]
+    assert bad[1].source.endswith(os.path.join("class_000", os.path.basename(bad[1].source)))
+    assert store.read(4) and pytest.raises(fastload.CorruptRecordError, store.read, 3)
 
 
 def test_verify_decode_catches_undecodable_payload_with_valid_checksum(small_folder, tmp_path):
@@ -137,6 +143,9 @@ def test_verify_decode_catches_undecodable_payload_with_valid_checksum(small_fol
         sums = np.frombuffer(txn.get(b"~checksums"), ARRAY_DTYPES["checksums"][0]).copy()
         sums[1] = checksum(junk)
         txn.put(b"~checksums", sums.tobytes())
+        sizes = np.frombuffer(txn.get(b"~nbytes"), ARRAY_DTYPES["nbytes"][0]).copy()
+        sizes[1] = len(junk)
+        txn.put(b"~nbytes", sizes.tobytes())
     env.close()
     store = fastload.open_store(path)
     assert verify_store(store, progress=False) == []

@@ -80,17 +80,23 @@ def _expand(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> 
     return [os.fspath(p) for p in path]
 
 
-def open_store(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Store:
+def open_store(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+               strict: bool = True) -> Store:
     """Open a packed store for reading: one path, a glob of shards, or a list of shards.
 
     The format (LMDB or HDF5) is recognised from the file's content. Several shards are read
     as one dataset, records in the order given (a glob is sorted).
 
+    Opening checks that each file is whole (not truncated, its index consistent with its
+    header); a damaged file raises ``CorruptStoreError`` naming it. ``strict=False`` opens it
+    anyway where reading can go on (``store.problems`` then lists what was found), to verify
+    or salvage it: every read is still checked.
+
     >>> store = open_store("data.lmdb")          # doctest: +SKIP
     >>> payload, label = store.get(0)            # doctest: +SKIP
     """
     paths = _expand(path)
-    readers = [_sniff(p).reader(p) for p in paths]
+    readers = [_sniff(p).reader(p, strict=strict) for p in paths]
     try:
         for reader in readers:
             reader.header  # noqa: B018 - validate now: a store that is not ours fails here
