@@ -94,7 +94,7 @@ def test_newer_format_version_is_refused(small_folder, tmp_path, fmt):
     with pytest.raises(fastload.StoreFormatError, match="format version 99 is newer"):
         fastload.open_store(path)
     _rewrite_header(path, lambda raw: "{not json")
-    with pytest.raises(fastload.StoreFormatError, match="not valid JSON"):
+    with pytest.raises(fastload.CorruptStoreError, match="not valid JSON"):
         fastload.open_store(path)
 
 

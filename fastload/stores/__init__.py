@@ -46,6 +46,16 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LMDB_MAGIC = (0xBEEFC0DE).to_bytes(4, "little")
 
 
+def _second_lmdb_meta(path: str) -> bool:
+    """LMDB's second meta page, at one page size (4 to 64 KiB) into the file."""
+    with open(path, "rb") as f:
+        for page in (4096, 8192, 16384, 32768, 65536):
+            f.seek(page + 16)
+            if f.read(4) == _LMDB_MAGIC:
+                return True
+    return False
+
+
 def _sniff(path: str) -> StoreFormat:
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "data.mdb")):
@@ -58,8 +68,8 @@ def _sniff(path: str) -> StoreFormat:
         raise FileNotFoundError(f"{path}: no such store") from None
     if head.startswith(_HDF5_SIGNATURE):
         return FORMATS["hdf5"]
-    if head[16:20] == _LMDB_MAGIC:
-        return FORMATS["lmdb"]
+    if head[16:20] == _LMDB_MAGIC or _second_lmdb_meta(path):
+        return FORMATS["lmdb"]  # with meta page 0 damaged, the reader says so
     ext = os.path.splitext(path)[1].lower()
     if ext in (".h5", ".hdf5"):
         raise StoreFormatError(path, "named like HDF5 but does not start with the HDF5 signature")

@@ -21,6 +21,7 @@ from ..errors import CorruptStoreError, FastloadError, MissingExtraError, StoreF
 from .base import StoreReader, StoreWriter
 from .fileio import ReadOnlyFile
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
+from .hdf5_heap import VLEN_REF, GlobalHeap, is_vlen_string, root_attribute
 
 __all__ = ["Hdf5Reader", "Hdf5Writer"]
 
@@ -89,12 +90,14 @@ class _Handle:
     HDF5 must decode), and for uncompressed data the file offset of each chunk, to read records
     with ``pread`` instead of h5py: no global HDF5 lock, no chunk cache, one copy."""
 
-    def __init__(self, file: Any, data: Any, offsets: np.ndarray) -> None:
+    def __init__(self, file: Any, raw: ReadOnlyFile, heap: GlobalHeap) -> None:
         self.file = file
-        self.data = data
-        self.offsets = _array.array("Q", offsets.astype("=u8").tobytes())
-        self.extent = int(data.shape[0])
-        self.raw: ReadOnlyFile | None = None
+        self.raw = raw
+        self.heap = heap
+        self.data: Any = None
+        self.offsets = _array.array("Q")
+        self.extent = 0
+        self.direct = False  # records read with pread, not h5py
         self.base: int | None = None  # contiguous data: where it starts in the file
         self.chunk = 0  # chunked data: chunk length, and where each chunk starts (-1: none)
         self.chunks = _array.array("q")
@@ -112,18 +115,24 @@ class Hdf5Reader(StoreReader):
             f = h5py.File(self.path, "r")
         except Exception as exc:  # noqa: BLE001 - the signature was HDF5's: this is damage
             raise _open_error(self.path, exc) from None
+        handle = None
         try:
+            raw = ReadOnlyFile(self.path)
+            handle = _Handle(f, raw, GlobalHeap(raw, self._damage))
             with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
                 if "data" not in f or "offsets" not in f:
                     raise StoreFormatError(self.path, "an HDF5 file, but not a fastload store (no data/offsets)")
                 data, offsets = f["data"], f["offsets"]
                 if data.ndim != 1 or offsets.ndim != 1 or offsets.dtype.kind not in "iu":
                     raise self._damage(f"datasets data {data.shape} and offsets {offsets.shape} are not 1-D")
-                self._check_extent(offsets, os.path.getsize(self.path))
-                handle = _Handle(f, data, offsets[()])
+                self._check_extent(offsets, raw.size)
+                handle.data, handle.extent = data, int(data.shape[0])
+                handle.offsets.frombytes(offsets[()].astype("=u8").tobytes())
                 self._map_chunks(handle)
             return handle
         except BaseException:
+            if handle is not None:
+                handle.raw.close()
             f.close()
             raise
 
@@ -140,23 +149,17 @@ class Hdf5Reader(StoreReader):
         plist = data.id.get_create_plist()
         if data.dtype != np.uint8 or plist.get_nfilters():
             return  # compressed, or a foreign layout: read through h5py
-        raw = ReadOnlyFile(self.path)
-        try:
-            layout = plist.get_layout()
-            if layout == _h5py().h5d.CONTIGUOUS:
-                handle.base = data.id.get_offset()
-                ends = [handle.base + handle.extent] if handle.base is not None else []
-            elif layout == _h5py().h5d.CHUNKED and hasattr(data.id, "chunk_iter"):
-                ends = self._chunk_table(handle)
-            else:
-                raw.close()
-                return
-        except BaseException:
-            raw.close()
-            raise
-        handle.raw = raw
-        if ends and max(ends) > raw.size:
-            problem = f"truncated: {raw.size:,} of {max(ends):,} bytes"
+        layout = plist.get_layout()
+        if layout == _h5py().h5d.CONTIGUOUS and data.id.get_offset() is not None:
+            handle.base = data.id.get_offset()
+            ends = [handle.base + handle.extent]
+        elif layout == _h5py().h5d.CHUNKED and hasattr(data.id, "chunk_iter"):
+            ends = self._chunk_table(handle)
+        else:
+            return
+        handle.direct = True
+        if ends and max(ends) > handle.raw.size:
+            problem = f"truncated: {handle.raw.size:,} of {max(ends):,} bytes"
             if self.strict:
                 raise self._damage(problem)
             self.problems.append(problem)
@@ -180,13 +183,18 @@ class Hdf5Reader(StoreReader):
         return ends
 
     def _close(self, handle: _Handle) -> None:
-        if handle.raw is not None:
-            handle.raw.close()
+        handle.raw.close()
         handle.file.close()
 
     def _read_header(self, handle: _Handle) -> StoreHeader:
-        with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
-            raw = handle.file.attrs.get("fastload")
+        found = root_attribute(handle.raw, b"fastload")
+        if found is not None and is_vlen_string(found[0]):  # what fastload writes: read it here
+            if len(found[1]) != VLEN_REF.itemsize:
+                raise self._damage("the fastload header attribute is damaged")
+            raw: Any = handle.heap.strings(np.frombuffer(found[1], VLEN_REF))[0]
+        else:  # another layout (no global heap involved, or not ours): h5py reads it
+            with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
+                raw = handle.file.attrs.get("fastload")
         if raw is None:
             raise StoreFormatError(self.path, "an HDF5 file, but not a fastload store (no fastload header)")
         return StoreHeader.from_json(raw, self.path)
@@ -204,10 +212,25 @@ class Hdf5Reader(StoreReader):
                     raise StoreFormatError(self.path, f"the per-record array {name!r} is missing")
                 if f[name].shape[:1] != (header.count,):
                     raise self._damage(f"dataset {name!r} has shape {f[name].shape} for {header.count:,} records")
-                self._check_extent(f[name], handle.raw.size if handle.raw else os.path.getsize(self.path))
+                self._check_extent(f[name], handle.raw.size)
             arrays = {name: f[name][()] for name in ARRAY_DTYPES}
-            paths = [p.decode("utf-8") if isinstance(p, bytes) else p for p in f["paths"][()]]
+            paths = self._read_paths(handle, f["paths"], header.count)
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
+
+    def _read_paths(self, handle: _Handle, dataset: Any, count: int) -> list[str]:
+        """The source paths: variable-length strings, read here when stored as fastload does
+        (contiguous 16-byte references into global heap collections), else by h5py."""
+        h5py = _h5py()
+        info = h5py.check_string_dtype(dataset.dtype)
+        offset = dataset.id.get_offset()
+        if (info is None or info.length is not None or offset is None
+                or dataset.id.get_storage_size() != count * VLEN_REF.itemsize):
+            return [p.decode("utf-8") if isinstance(p, bytes) else p for p in dataset[()]]
+        refs = np.frombuffer(handle.raw.read(offset, count * VLEN_REF.itemsize), VLEN_REF)
+        try:
+            return [p.decode("utf-8") for p in handle.heap.strings(refs)]
+        except UnicodeDecodeError:
+            raise self._damage("a source path is not valid UTF-8") from None
 
     def _read_payload(self, handle: _Handle, index: int) -> bytes:
         if not handle.sizes:
@@ -220,7 +243,7 @@ class Hdf5Reader(StoreReader):
                                f"{handle.sizes[index]:,}")
         if handle.chunk:
             return self._read_chunked(handle, start, stop)
-        if handle.base is not None:
+        if handle.direct:
             return handle.raw.read(handle.base + start, stop - start)
         with _hdf5_errors(self.path, "HDF5 cannot read it"):
             return handle.data[start:stop].tobytes()

@@ -142,7 +142,7 @@ class LmdbFile:
                 page = first if number == 0 else self._read_meta_page(metas[0].psize)
                 metas.append(Meta.parse(page, number))
             except ValueError as exc:
-                if number == 0 and not first[16:20] == MAGIC.to_bytes(4, "little"):
+                if number == 0 and not self._has_meta_one():
                     raise StoreFormatError(self.path, "not an LMDB file") from None
                 raise self.damage(f"LMDB meta page {number} is damaged ({exc})") from None
         if metas[0].psize != metas[1].psize:
@@ -165,6 +165,16 @@ class LmdbFile:
             raise self.damage(f"LMDB meta page {meta.number} names root page {main.root} at depth "
                               f"{main.depth}, outside the file's {meta.last_pg + 1} pages")
         self._read_branches()
+
+    def _has_meta_one(self) -> bool:
+        """Whether meta page 1 is there, at one of the page sizes LMDB uses."""
+        for psize in (4096, 8192, 16384, 32768, 65536):
+            try:
+                Meta.parse(self._read_meta_page(psize), 1)
+                return True
+            except ValueError:
+                continue
+        return False
 
     def _read_meta_page(self, offset: int) -> bytes:
         try:
