@@ -128,8 +128,8 @@ def _run_verify(args: argparse.Namespace) -> int:
         if count is None:
             print("the store cannot be opened, so its records cannot be checked", file=sys.stderr)
         else:
-            print(f"{records} of {count} records are bad" + (f"; {whole} problems with the store as a whole"
-                  if whole else ""), file=sys.stderr)
+            problems = f"; {whole} problem{'s' if whole > 1 else ''} with the store as a whole" if whole else ""
+            print(f"{records} of {count} records are bad{problems}", file=sys.stderr)
         print("re-copy the store from its source, or re-pack it", file=sys.stderr)
         return 1
     print(f"{args.path}: all {count} records verified")

@@ -15,28 +15,29 @@ import fastload
 from fastload.inspect import verify_path
 
 
-def read_everything(path: str) -> str:
+def read_everything(path: str) -> dict:
     """Open, then decode every record; a record's own error does not stop the others."""
-    bad = 0
+    failed = []
     with fastload.open_store(path) as store:
         for index in range(len(store)):
             try:
                 store.decode(index)
-            except fastload.CorruptRecordError:
-                bad += 1
-    return f"{bad} records failed"
+            except fastload.CorruptRecordError as exc:
+                assert exc.index == index and path in str(exc), exc
+                failed.append(index)
+    return {"failed": failed}
 
 
-def verify(path: str) -> str:
+def verify(path: str) -> dict:
     count, problems = verify_path(path, progress=False)
-    return f"{len(problems)} problems among {count} records"
+    return {"count": count, "records": [p.index for p in problems if p.index is not None],
+            "store": [p.reason for p in problems if p.index is None]}
 
 
-def iterate(path: str, backend: str) -> str:
+def iterate(path: str, backend: str) -> dict:
     loader = fastload.Loader(path, backend=backend, device="cpu", num_threads=1, augment="eval",
                              image_size=32, batch_size=4)
-    seen = sum(len(labels) for _, labels in loader)
-    return f"{seen} images"
+    return {"images": sum(len(labels) for _, labels in loader)}
 
 
 STAGES = {
@@ -60,10 +61,13 @@ def main(cases_file: str) -> None:
             try:
                 detail = STAGES[stage](case["path"])
             except Exception as exc:  # every exception is the result under test
+                message = str(exc)
+                if len(message) > 3000:  # a worker's traceback: keep its first and last lines
+                    message = message[:1000] + " ... " + message[-2000:]
                 emit(case=case["case"], stage=stage, outcome="error", type=type(exc).__name__,
-                     fastload=isinstance(exc, fastload.FastloadError), message=str(exc)[-2000:])
+                     fastload=isinstance(exc, fastload.FastloadError), message=message)
             else:
-                emit(case=case["case"], stage=stage, outcome="ok", message=detail)
+                emit(case=case["case"], stage=stage, outcome="ok", detail=detail)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ outcome must be success (damage in unused space may read fine) or a FastloadErro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import queue
@@ -47,30 +48,56 @@ def stores(tmp_path_factory) -> dict[str, str]:
 
 
 def damaged_copies(clean: str, folder: str, seed: int, flips: int = FLIPS) -> list[dict]:
-    """The seeded corpus for one store: each case a damaged copy of ``clean`` in ``folder``."""
+    """The seeded corpus for one store, each case a damaged copy of ``clean`` in ``folder``:
+    truncations, single flipped bytes anywhere, zeroed pages, and the damage that crashed or
+    hung LMDB and HDF5 themselves (``targeted``)."""
     with open(clean, "rb") as f:
         blob = f.read()
     size, rng = len(blob), np.random.default_rng(seed)
-    ext = os.path.splitext(clean)[1]
     damaged: dict[str, bytes] = {}
     for cut in sorted({size - 1, size - PAGE, *(int(size * t) for t in TRUNCATIONS)}):
         damaged[f"truncated-{cut}"] = blob[:cut]
     for offset in sorted(rng.choice(size, flips, replace=False).tolist()):
-        copy = bytearray(blob)
-        copy[offset] ^= int(rng.integers(1, 256))
-        damaged[f"flip-{offset}"] = bytes(copy)
+        damaged[f"flip-{offset}"] = patched(blob, offset, bytes([blob[offset] ^ int(rng.integers(1, 256))]))
     pages = size // PAGE
     for page in sorted({0, 1, 2, pages // 2, pages - 2, pages - 1}):
-        copy = bytearray(blob)
-        copy[page * PAGE : (page + 1) * PAGE] = bytes(PAGE)
-        damaged[f"zeroed-page-{page}"] = bytes(copy)
+        damaged[f"zeroed-page-{page}"] = patched(blob, page * PAGE, bytes(PAGE))
+    damaged.update(targeted(clean, blob))
     cases = []
     for name, content in damaged.items():
-        path = os.path.join(folder, f"{name}{ext}")
+        path = os.path.join(folder, name + os.path.splitext(clean)[1])
         with open(path, "wb") as f:
             f.write(content)
         cases.append({"case": name, "path": path})
     return cases
+
+
+def patched(blob: bytes, offset: int, new: bytes) -> bytes:
+    return blob[:offset] + new + blob[offset + len(new) :]
+
+
+def targeted(clean: str, blob: bytes) -> dict[str, bytes]:
+    """Damage each library could not survive before fastload read around it."""
+    if clean.endswith(".lmdb"):
+        # Record 3's node on its leaf page (flags 0x02 at byte 10 of the 4 KiB page): data size
+        # (4 bytes), flags (2), key size 8 (2), then the key. A branch page may hold the key too.
+        needle = b"\x08\x00" + (3).to_bytes(8, "big")
+        nodes = [at - 6 for at in range(len(blob)) if blob.startswith(needle, at)]
+        node = next(n for n in nodes if blob[n // PAGE * PAGE + 10] == 0x02)
+        return {
+            "lmdb-dupdata-flag": patched(blob, node + 4, b"\x04\x00"),  # py-lmdb: lmdb.CorruptedError
+            "lmdb-huge-size": patched(blob, node, (0x7FFF0000).to_bytes(4, "little")),  # py-lmdb: SIGBUS
+        }
+    import h5py
+
+    with h5py.File(clean, "r") as f:
+        paths_at = f["paths"].id.get_offset()
+    heap = blob.index(b"GCOL")
+    heap_size = int.from_bytes(blob[heap + 8 : heap + 16], "little")
+    return {
+        "hdf5-zeroed-heap": patched(blob, heap + 16, bytes(heap_size - 16)),  # HDF5 loops forever
+        "hdf5-path-length": patched(blob, paths_at, b"\xf0\xff\xff\x7f"),  # allocates 2 GiB
+    }
 
 
 # --- running the child -------------------------------------------------------------------------
@@ -135,22 +162,28 @@ def _watch(child: subprocess.Popen, results: dict) -> tuple[tuple[str, str] | No
     return running, "exit status 0"
 
 
-def failures(results: dict[tuple[str, str], dict], store: str) -> list[str]:
-    """Outcomes that break the promise: a signal, a hang, a non-fastload exception, a dead
-    worker, or an error that does not name the store."""
+def failures(results: dict[tuple[str, str], dict]) -> list[str]:
+    """Outcomes that break the promise: a signal, a hang, a dead worker, or an exception that
+    is not a FastloadError. The torch backend's re-raise of a worker's FastloadError as a
+    RuntimeError carrying its message is tolerated here (test_torch_backend_keeps_the_error_type)."""
     bad = []
     for (case, stage), result in sorted(results.items()):
-        outcome = result["outcome"]
-        message = result.get("message", "")
+        outcome, message = result["outcome"], result.get("message", "")
         if outcome == "ok":
             continue
         if outcome != "error":
             bad.append(f"{case} / {stage}: {outcome}")
-        elif not result["fastload"]:
-            bad.append(f"{case} / {stage}: {result['type']}: {message[-300:]}")
         elif "killed by signal" in message or result["type"] == "WorkerDiedError":
             bad.append(f"{case} / {stage}: a worker died: {message[-300:]}")
+        elif not result["fastload"] and not torch_wrapped(stage, result):
+            bad.append(f"{case} / {stage}: {result['type']}: {message[-300:]}")
     return bad
+
+
+def torch_wrapped(stage: str, result: dict) -> bool:
+    """A FastloadError raised in a torch DataLoader worker, re-raised as RuntimeError."""
+    return (stage == "torch" and result["type"] == "RuntimeError"
+            and "Error in DataLoader worker" in result["message"] and "fastload.errors." in result["message"])
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -163,15 +196,60 @@ def outcomes(stores, tmp_path_factory) -> dict[str, tuple[list[dict], dict]]:
     for seed, (fmt, clean) in enumerate(sorted(stores.items())):
         folder = str(tmp_path_factory.mktemp(f"damaged-{fmt}"))
         cases = damaged_copies(clean, folder, seed)
-        out[fmt] = (cases, run_cases(cases, ["read", "verify"], folder))
+        results = run_cases(cases, ["read", "verify", "torch"], folder)
+        if importlib.util.find_spec("nvidia.dali") is not None:
+            results.update(run_cases(cases, ["dali"], folder))
+        out[fmt] = ({c["case"]: c["path"] for c in cases}, results)
     return out
 
 
 @pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
-def test_no_damage_crashes_or_escapes_as_a_library_error(outcomes, fmt):
+def test_no_signal_no_hang_no_library_exception(outcomes, fmt):
     cases, results = outcomes[fmt]
-    assert len(results) == 2 * len(cases)
-    assert failures(results, fmt) == []
+    assert {stage for _, stage in results} >= {"read", "verify", "torch"}
+    assert len(results) == len(cases) * len({stage for _, stage in results})
+    assert failures(results) == []
+
+
+@pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
+def test_every_error_names_the_damaged_store(outcomes, fmt):
+    cases, results = outcomes[fmt]
     for (case, stage), result in results.items():
         if result["outcome"] == "error":
-            assert os.path.basename(case) in result["message"] or case in result["message"], (case, stage)
+            assert cases[case] in result["message"], (case, stage, result["message"][-300:])
+
+
+@pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
+def test_verify_finds_all_that_reading_finds(outcomes, fmt):
+    cases, results = outcomes[fmt]
+    for case in cases:
+        read, verify = results[case, "read"], results[case, "verify"]
+        if verify["outcome"] == "error":  # no longer a store at all (its first page zeroed, say)
+            assert read["outcome"] == "error" and read["type"] == verify["type"] == "StoreFormatError", case
+        elif read["outcome"] == "error":  # refused at open: verify says why
+            assert verify["detail"]["count"] is None or verify["detail"]["store"], case
+        else:
+            assert set(read["detail"]["failed"]) <= set(verify["detail"]["records"]), case
+    truncated = [case for case in cases if case.startswith("truncated")]
+    assert all(results[case, "read"]["outcome"] == "error" for case in truncated)
+    assert any("truncated: " in results[case, "read"]["message"] for case in truncated)
+
+
+@pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
+def test_damage_that_broke_lmdb_and_hdf5_is_reported(outcomes, fmt):
+    cases, results = outcomes[fmt]
+    named = [case for case in cases if case.startswith(fmt)]
+    assert len(named) == 2
+    for case in named:
+        read = results[case, "read"]
+        damaged = read["outcome"] == "error" or read["detail"]["failed"]
+        assert damaged and results[case, "verify"].get("detail") != {"count": 30, "records": [], "store": []}, case
+
+
+@pytest.mark.xfail(reason="LEAD: backend must re-raise worker FastloadErrors", strict=False)
+@pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
+def test_torch_backend_keeps_the_error_type(outcomes, fmt):
+    _, results = outcomes[fmt]
+    wrapped = [case for (case, stage), r in results.items() if stage == "torch" and r["outcome"] == "error"
+               and not r["fastload"]]
+    assert wrapped == []

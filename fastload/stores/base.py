@@ -148,6 +148,7 @@ class StoreReader(ABC):
         Where the record lies and its size are checked whatever ``verify`` says.
         """
         index = self._check_index(index)
+        table = self.table  # damage to the record table is the store's, not this record's
         try:
             data = self._read_payload(self._live_handle(), index)
         except KeyError:
@@ -158,7 +159,7 @@ class StoreReader(ABC):
             raise self._corrupt(index, exc.reason) from None
         except OSError as exc:  # an I/O error of the disk, or a file cut short under a reader
             raise self._corrupt(index, f"cannot be read ({exc})") from None
-        if verify and checksum(data) != int(self.table.checksums[index]):
+        if verify and checksum(data) != int(table.checksums[index]):
             raise self._corrupt(index, "checksum mismatch (the stored bytes changed)")
         return data
 

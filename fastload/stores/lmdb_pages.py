@@ -1,10 +1,10 @@
 """LMDB files read without LMDB: every page number, offset and size is checked before use.
 
-LMDB maps its file and trusts what it finds there. In a damaged file that kills the reader
-with a signal: a page past the end of a truncated file is a SIGBUS; one flipped bit in a
-node's flags (F_DUPDATA) makes ``mdb_get`` follow a NULL sub-cursor (SIGSEGV); a branch page
-with one key fails an assertion (SIGABRT); a flipped size makes py-lmdb copy past the map. A
-store is read-only once packed, so fastload reads its B-tree itself, with ``pread``, and
+LMDB maps its file and trusts what it finds there: a page past the end of a truncated file,
+or a value whose size a flipped bit enlarged (py-lmdb copies it), kills the reader with a
+SIGBUS; other damage surfaces as py-lmdb's own ``CorruptedError``, and its C code has
+assertions that abort. A store is read-only once packed, so fastload reads its B-tree itself,
+with ``pread`` (never a memory map, so a file that shrinks later cannot fault either), and
 checks each page it walks: the pages' own numbers, flags and bounds, the nodes' offsets and
 sizes, and that every page number and value lies inside the file. Branch pages are checked
 when a store is opened (they are few: one per ~200 leaves), a leaf page when a record on it
