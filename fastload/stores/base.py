@@ -148,9 +148,10 @@ class StoreReader(ABC):
         Where the record lies and its size are checked whatever ``verify`` says.
         """
         index = self._check_index(index)
-        table = self.table  # damage to the record table is the store's, not this record's
+        table = self.table  # damage found opening the store is the store's, not this record's
+        handle = self._live_handle()
         try:
-            data = self._read_payload(self._live_handle(), index)
+            data = self._read_payload(handle, index)
         except KeyError:
             raise self._corrupt(index, "record is missing from the store") from None
         except CorruptRecordError:

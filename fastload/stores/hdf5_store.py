@@ -113,6 +113,8 @@ class Hdf5Reader(StoreReader):
         h5py = _h5py()
         try:
             f = h5py.File(self.path, "r")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.path}: no such store") from None
         except Exception as exc:  # noqa: BLE001 - the signature was HDF5's: this is damage
             raise _open_error(self.path, exc) from None
         handle = None
@@ -235,6 +237,8 @@ class Hdf5Reader(StoreReader):
     def _read_payload(self, handle: _Handle, index: int) -> bytes:
         if not handle.sizes:
             handle.sizes.frombytes(self.table.nbytes.astype("=i8").tobytes())
+        if index + 1 >= len(handle.offsets):  # only when opened despite a short offsets array
+            raise self._damage("the offsets array has no entry for it")
         start, stop = handle.offsets[index], handle.offsets[index + 1]
         if not start <= stop <= handle.extent:
             raise self._damage(f"its offsets {start:,}..{stop:,} lie outside the data ({handle.extent:,} bytes)")
@@ -269,9 +273,10 @@ class Hdf5Reader(StoreReader):
         if len(offsets) and offsets[0] != 0:
             problems.append(f"the offsets array starts at {offsets[0]}, not 0")
         records: dict[int, str] = {}
-        spans = np.diff(offsets)
         nbytes = self.table.nbytes.astype(np.int64)
-        for index in np.flatnonzero((spans != nbytes[: len(spans)]) | (offsets[1:] > handle.extent)).tolist():
+        n = min(len(nbytes), len(offsets) - 1)  # they differ only when opened despite that
+        spans = np.diff(offsets[: n + 1])
+        for index in np.flatnonzero((spans != nbytes[:n]) | (offsets[1 : n + 1] > handle.extent)).tolist():
             records[index] = (f"its offsets {offsets[index]:,}..{offsets[index + 1]:,} do not hold its "
                               f"{nbytes[index]:,} bytes inside the data ({handle.extent:,} bytes)")
         if handle.chunk and len(handle.chunks):
