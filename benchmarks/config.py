@@ -63,6 +63,10 @@ class BenchConfig:
         batches_per_round: batches per timed round.
         rounds: timed rounds; the report gives their median and spread.
         seed: shuffling and augmentation seed.
+        train_model: a torchvision model name: every batch after the first feeds a training
+            step of it (``fastload.tune.TrainingStep``) and the rates are training images/s.
+            None measures the loader alone.
+        train_device: where the model trains ("cuda" or "cpu"; batches are moved there).
     """
 
     loader: str
@@ -73,6 +77,8 @@ class BenchConfig:
     batches_per_round: int = 20
     rounds: int = 5
     seed: int = 0
+    train_model: str | None = None
+    train_device: str = "cpu"
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch_size", "image_size", "batches_per_round", "rounds"):
@@ -80,6 +86,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup_batches < 0:
             raise ValueError(f"warmup_batches must be >= 0, got {self.warmup_batches}")
+        if self.train_device not in ("cpu", "cuda"):
+            raise ValueError(f"train_device must be 'cpu' or 'cuda', got {self.train_device!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +97,8 @@ class BenchConfig:
         return cls(**raw)
 
     def label(self) -> str:
-        return f"{self.loader} threads={self.threads} batch={self.batch_size}"
+        train = f" training {self.train_model} on {self.train_device}" if self.train_model else ""
+        return f"{self.loader} threads={self.threads} batch={self.batch_size}{train}"
 
 
 def dumps(config: BenchConfig, data: BenchData) -> str:

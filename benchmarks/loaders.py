@@ -24,8 +24,10 @@ import numpy as np
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, BenchConfig, BenchData
 
-__all__ = ["LOADERS", "LoaderSpec", "default_loaders", "list_image_folder", "random_resized_crop_box",
-           "register"]
+__all__ = ["LOADERS", "LoaderSpec", "SYNTHETIC", "SyntheticBatches", "default_loaders",
+           "list_image_folder", "random_resized_crop_box", "register"]
+
+SYNTHETIC = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class LoaderSpec:
         family: which implementation, for grouping in plots ("torchvision", "dali", "fastload").
         needs: requirement names checked by ``unavailable`` ("dali", "fastload.Loader", ...).
         description: one line for the report.
+        training_only: a reference for ``--train`` (the synthetic data), not a loader to time
+            alone; its batches are on the training device, whatever ``device`` says.
     """
 
     name: str
@@ -49,6 +53,7 @@ class LoaderSpec:
     family: str
     needs: tuple[str, ...]
     description: str
+    training_only: bool = False
 
     @property
     def optional(self) -> bool:
@@ -61,7 +66,7 @@ class LoaderSpec:
             reason = _REQUIREMENTS[need]()
             if reason:
                 return reason
-        if data is not None and self.source != "folder" and self.source not in data.stores:
+        if data is not None and self.source not in ("folder", "memory") and self.source not in data.stores:
             return f"no {self.source} store was packed"
         return None
 
@@ -70,19 +75,23 @@ LOADERS: dict[str, LoaderSpec] = {}
 
 
 def register(name: str, *, source: str, device: str = "cpu", family: str,
-             needs: tuple[str, ...] = (), description: str) -> Callable:
+             needs: tuple[str, ...] = (), description: str, training_only: bool = False) -> Callable:
     """Register ``build`` under ``name`` (the FFCV-benchmark style of a suite registry)."""
     def wrap(build: Callable[[BenchData, BenchConfig], Iterable]) -> Callable:
         needs_all = needs + (("cuda",) if device == "cuda" else ())
-        LOADERS[name] = LoaderSpec(name, build, source, device, family, needs_all, description)
+        LOADERS[name] = LoaderSpec(name, build, source, device, family, needs_all, description,
+                                   training_only)
         return build
     return wrap
 
 
 def default_loaders() -> list[str]:
-    """Every CPU loader; GPU loaders where CUDA is present; optional peers where installed."""
+    """Every CPU loader; GPU loaders where CUDA is present; optional peers where installed
+    (not the synthetic reference of ``--train``, which the suite adds itself)."""
     names = []
     for spec in LOADERS.values():
+        if spec.training_only:
+            continue
         if spec.device == "cuda" and _no_cuda():
             continue
         if spec.optional and spec.unavailable():
@@ -192,8 +201,49 @@ def _dataloader(dataset: Any, config: BenchConfig, **kwargs: Any) -> Any:
 
     return torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
-        num_workers=config.threads, persistent_workers=True,
+        num_workers=config.threads, persistent_workers=True, pin_memory=_pin(config),
         generator=torch.Generator().manual_seed(config.seed), **kwargs)
+
+
+def _pin(config: BenchConfig) -> bool:
+    """Pinned batches when they feed a GPU model, as a training script on a GPU would ask."""
+    return config.train_model is not None and config.train_device == "cuda"
+
+
+# --- synthetic: the data-free reference of --train ----------------------------------------
+
+
+class SyntheticBatches:
+    """One batch made once on the training device and handed out again and again: the
+    model's speed with no loader at all (what ``--train`` compares every loader with).
+
+    The same float32 NCHW images and int64 labels as the loaders give, epochs of the same
+    length as theirs, so the training step does the same work on both.
+    """
+
+    def __init__(self, data: BenchData, config: BenchConfig) -> None:
+        import torch
+
+        generator = torch.Generator().manual_seed(config.seed)
+        images = torch.randn(config.batch_size, 3, config.image_size, config.image_size,
+                             generator=generator)
+        labels = torch.randint(0, max(data.classes, 1), (config.batch_size,), generator=generator)
+        self.batch = (images.to(config.train_device), labels.to(config.train_device))
+        self.batches = max(1, data.count // config.batch_size)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        for _ in range(self.batches):
+            yield self.batch
+
+
+@register(SYNTHETIC, source="memory", family="synthetic", training_only=True,
+          description="--train only: one random batch already on the training device, reused "
+                      "(the model's data-free speed)")
+def build_synthetic(data: BenchData, config: BenchConfig) -> Iterable:
+    return SyntheticBatches(data, config)
 
 
 # --- torchvision: the baseline ------------------------------------------------------------
@@ -335,7 +385,7 @@ def build_webdataset(data: BenchData, config: BenchConfig) -> Iterable:
                .batched(config.batch_size, collation_fn=torch.utils.data.default_collate,
                         partial=True))
     return wds.WebLoader(dataset, batch_size=None, num_workers=config.threads,
-                         persistent_workers=True)
+                         persistent_workers=True, pin_memory=_pin(config))
 
 
 # --- fastload -----------------------------------------------------------------------------
@@ -344,10 +394,12 @@ def build_webdataset(data: BenchData, config: BenchConfig) -> Iterable:
 def _fastload(data: BenchData, config: BenchConfig, fmt: str, backend: str, device: str) -> Any:
     import fastload
 
+    # Pinned batches where a CPU loader feeds a GPU model, as for the DataLoaders.
+    pinned = {"pin_memory": True} if _pin(config) and device == "cpu" else {}
     return fastload.Loader(
         data.stores[fmt], batch_size=config.batch_size, augment="train",
         image_size=config.image_size, shuffle=True, seed=config.seed, drop_last=True,
-        backend=backend, device=device, num_threads=config.threads)
+        backend=backend, device=device, num_threads=config.threads, **pinned)
 
 
 def _register_fastload(fmt: str, backend: str, device: str) -> None:

@@ -5,11 +5,13 @@ pure-PyTorch backend through a drop-in replacement for ``torch.utils.data.DataLo
 """
 
 from ._version import __version__
+from .dicom import DicomOptions
 from .errors import (
     BadInputError,
     CorruptRecordError,
     CorruptStoreError,
     FastloadError,
+    FoldsError,
     MissingExtraError,
     PackError,
     StoreExistsError,
@@ -20,6 +22,7 @@ from .ops.custom import array_namespace, batch_op, op
 from .pack import PackOptions, PackSummary, pack
 from .sample import SampleSpec, make_sample_folder
 from .sources import CsvColumns
+from .splits import FoldBalance, Folds, folds, load_folds
 from .stores import ShardedStore, StoreReader, open_store
 
 __all__ = [
@@ -27,7 +30,11 @@ __all__ = [
     "CorruptRecordError",
     "CorruptStoreError",
     "CsvColumns",
+    "DicomOptions",
     "FastloadError",
+    "FoldBalance",
+    "Folds",
+    "FoldsError",
     "Loader",
     "MissingExtraError",
     "PackError",
@@ -42,6 +49,8 @@ __all__ = [
     "__version__",
     "array_namespace",
     "batch_op",
+    "folds",
+    "load_folds",
     "make_sample_folder",
     "op",
     "open_store",

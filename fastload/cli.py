@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .dicom import DICOM_PAYLOADS, FRAMES, DicomOptions
 from .errors import CorruptStoreError, FastloadError
 from .images import DEFAULT_MAX_PIXELS
 from .inspect import inspect_path, verify_path
@@ -41,6 +42,33 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-shards", type=int, help="total shards, with --shard-index")
     p.add_argument("--shard-index", type=int, help="write only this shard (parallel packing)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_dicom(p)
+
+
+def _add_dicom(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DICOM", "how DICOM files are packed (see the README's DICOM policy)")
+    g.add_argument("--dicom-frames", choices=FRAMES, default="first",
+                   help="multi-frame files: the first frame (default) or one record per frame")
+    g.add_argument("--dicom-window", nargs="?", const="file", default=None, type=_dicom_window,
+                   metavar="file|CENTER,WIDTH",
+                   help="apply windowing, giving uint8 0..255: the file's own VOI (the default when "
+                        "given alone) or CENTER,WIDTH (e.g. 40,400); without it values are kept "
+                        "and the file's window is recorded per record")
+    g.add_argument("--dicom-payload", choices=DICOM_PAYLOADS, default="pixels",
+                   help="pixels: the policy's result, lossless (default); codestream: keep JPEG 2000 "
+                        "codestreams as they are (for GPU decoding), the policy beside them")
+
+
+def _dicom_window(text: str) -> str | tuple[float, float] | None:
+    if text.strip().lower() in ("none", "off"):
+        return None
+    if text.strip().lower() == "file":
+        return "file"
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'file', 'none' or CENTER,WIDTH, got {text!r}") from None
+    return center, width
 
 
 def _add_channel_columns(p: argparse.ArgumentParser) -> None:
@@ -62,6 +90,8 @@ def _run_pack(args: argparse.Namespace) -> int:
         workers=args.workers, strict=args.strict, overwrite=args.overwrite,
         max_pixels=args.max_pixels, shard_size=args.shard_size, num_shards=args.num_shards,
         shard_index=args.shard_index, progress=not args.quiet,
+        dicom=DicomOptions(frames=args.dicom_frames, window=args.dicom_window,
+                           payload=args.dicom_payload),
     )
     summary = pack(args.source, args.output, labels=args.labels,
                    columns=CsvColumns(args.path_column, args.label_column, args.channel_columns),
@@ -96,7 +126,24 @@ def _print_profile(profile: dict) -> None:
     print(f"  channels: {profile['channels']}  dtype: {profile['dtype']}  encoding: {profile['encoding']}")
     if profile["mean"] is not None:
         print(f"  mean per channel: {profile['mean']}  std: {profile['std']}  (0..1 units)")
+    _print_metadata(profile.get("metadata") or [])
     print(f"  skipped inputs: {profile['skipped']}")
+
+
+def _print_metadata(columns: list[dict]) -> None:
+    if columns:
+        print(f"  metadata columns: {len(columns)}")
+    for c in columns:
+        facts = [c["kind"], f"{c['distinct']} distinct"]
+        if "min" in c:
+            facts.append(f"{c['min']}..{c['max']}")
+        if c.get("missing"):
+            facts.append(f"{c['missing']} missing")
+        if c.get("examples"):
+            facts.append("e.g. " + ", ".join(e[:30] for e in c["examples"]))
+        if "true" in c:
+            facts.append(f"{c['true']} true")
+        print(f"    {c['name']}: {', '.join(facts)}")
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -160,28 +207,48 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _add_tune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="find the fastest Loader threads / batch size / prefetch here")
+    p = sub.add_parser("tune", help="find the fastest Loader threads / batch size / prefetch "
+                                    "(and GPU decoder split) here")
     p.add_argument("store", help="a store (.lmdb, .h5) or a glob of shards")
     p.add_argument("--threads", type=_int_list, help="thread counts to try (e.g. 1,2,4,8)")
     p.add_argument("--batch-sizes", type=_int_list,
                    help="batch sizes to try (batch size changes training: give yours to keep it)")
     p.add_argument("--prefetch", type=_int_list, help="prefetch depths to try (default 1,2,4)")
+    p.add_argument("--hw-decoder-loads", type=_float_list, metavar="LOADS",
+                   help="GPU only: hw_decoder_load values to try, 0..1 (default "
+                        "0,0.3,0.5,0.65,0.8,0.9,1); skipped when the Loader runs on the CPU")
+    p.add_argument("--model", help="a torchvision model (e.g. resnet18) trained on every batch: "
+                                   "tune for training images/s, not the loader alone")
     p.add_argument("--backend", default="auto", choices=["auto", "dali", "torch"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median kept)")
+    p.add_argument("--images-per-round", type=int, default=640, help="images per timed round")
     p.add_argument("--save", metavar="FILE", help="write the winning settings and every trial as JSON")
 
 
 def _run_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
-    print(f"tuning the Loader on {args.store} (each setting: warm-up, then {args.rounds} timed rounds)")
+    loop = f", training {args.model} on every batch" if args.model else ""
+    print(f"tuning the Loader on {args.store} (each setting: warm-up, then {args.rounds} timed "
+          f"rounds{loop})")
     result = tune(args.store, threads=args.threads, batch_sizes=args.batch_sizes,
-                  prefetch=args.prefetch, rounds=args.rounds, backend=args.backend,
+                  prefetch=args.prefetch, hw_decoder_loads=args.hw_decoder_loads,
+                  model=args.model, rounds=args.rounds, images_per_round=args.images_per_round,
+                  backend=args.backend,
                   device=args.device, image_size=args.image_size,
                   progress=lambda trial: print(f"  {trial}", flush=True))
+    for note in result.notes:
+        print(note)
     print(result.summary())
     print(result.loader_call(args.store))
     if args.save:
@@ -191,15 +258,44 @@ def _run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="cross-validation folds of a store (stratified, grouped), as JSON")
+    p.add_argument("store", help="a store (.lmdb, .h5) or a glob of shards")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--stratify", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each class's share in every fold (default; --no-stratify for unlabelled stores)")
+    p.add_argument("--groups", metavar="COLUMN",
+                   help="metadata column whose groups never share folds (e.g. patient_id)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
+                   help="shuffle before splitting (default)")
+    p.add_argument("-o", "--output", help="write the folds here as JSON (default: only print)")
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from .splits import folds
+
+    made = folds(args.store, args.folds, stratify=args.stratify, groups=args.groups,
+                 seed=args.seed, shuffle=args.shuffle)
+    how = [w for w, on in (("stratified", args.stratify), (f"grouped by {args.groups}", args.groups),
+                           ("shuffled", args.shuffle)) if on]
+    print(f"{made.k} folds of {args.store} ({', '.join(how) or 'in order'}, seed {args.seed}): "
+          f"{len(made.val_fold)} records")
+    print(made.balance)
+    if args.output:
+        print(f"wrote {made.save(args.output)}")
+    return 0
+
+
 _COMMANDS = {"pack": _run_pack, "inspect": _run_inspect, "verify": _run_verify, "sample": _run_sample,
-             "tune": _run_tune}
+             "tune": _run_tune, "split": _run_split}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastload", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fastload {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune):
+    for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune, _add_split):
         add(sub)
     return parser
 

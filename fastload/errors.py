@@ -12,6 +12,7 @@ __all__ = [
     "CorruptRecordError",
     "PackError",
     "WorkerDiedError",
+    "FoldsError",
 ]
 
 
@@ -92,3 +93,7 @@ class PackError(FastloadError, RuntimeError):
 
 class WorkerDiedError(FastloadError, RuntimeError):
     """A worker process died (killed, out of memory) instead of returning a result."""
+
+
+class FoldsError(FastloadError, ValueError):
+    """Cross-validation folds cannot be made as asked, or do not belong to the given store."""

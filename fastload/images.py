@@ -5,12 +5,14 @@ Decode policy (documented in docs/FORMAT.md and the README):
 * Colour images (RGB, YCbCr, CMYK, palette, with or without alpha) decode to 3-channel RGB;
   an alpha channel is dropped.
 * Grayscale images (8 or 16 bit, with or without alpha) decode to 1 channel (``HxWx1``).
-* 16-bit PNG/TIFF and DICOM keep their depth (``uint16``); nothing is truncated to 8 bits.
+* 16-bit PNG/TIFF keep their depth (``uint16``); nothing is truncated to 8 bits.
+* DICOM follows its own documented policy (``fastload.dicom``): real (rescaled) values in
+  ``uint8``/``uint16``/``int16``/``float32``, MONOCHROME1 inverted, YBR as RGB.
 * EXIF orientation is applied, so pixels are upright as a photo viewer shows them.
 * GIF and animated WebP: the first frame.
 * Arrays (``.npy`` files, and TIFFs with several pages, channels other than gray/RGB(A), or
-  float pixels) keep every channel and their pixel type (uint8, uint16, float32; float values
-  are taken as 0..1). HxW, HxWxC and CxHxW are told apart by ``array_layout``.
+  float pixels) keep every channel and their pixel type (uint8, uint16, int16, float32; float
+  values are taken as 0..1, except DICOM real values). HxW, HxWxC and CxHxW are told apart by ``array_layout``.
 
 Decoding uses OpenCV (libjpeg-turbo, libpng, libtiff, libwebp); headers are read with Pillow
 before any pixel buffer is allocated, so a header that claims 50000x50000 pixels is refused
@@ -27,7 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import BadInputError, MissingExtraError
+from . import dicom, jpeg2000
+from .errors import BadInputError
 
 __all__ = ["ImageInfo", "DEFAULT_MAX_PIXELS", "MAX_CHANNELS", "array_layout", "encode_npy",
            "sniff_format", "probe", "decode", "validate"]
@@ -43,13 +46,16 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "tiff"),
     (b"MM\x00*", 0, "tiff"),
     (b"BM", 0, "bmp"),
-    (b"DICM", 128, "dicom"),
     (b"\x93NUMPY", 0, "npy"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", 0, "jpeg2000"),  # JP2 file
+    (b"\xff\x4f\xff\x51", 0, "jpeg2000"),  # bare codestream (SOC, SIZ)
 )
 _DECODE_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
 _SUPPORTED_DTYPES = (np.uint8, np.uint16)
-# Arrays (.npy, array TIFFs) may also hold float32 pixels in 0..1 (what Normalize assumes).
-ARRAY_DTYPES = ("uint8", "uint16", "float32")
+# Arrays (.npy, array TIFFs) may also hold float32 pixels in 0..1 (what Normalize assumes), and
+# int16 (signed values such as the Hounsfield units of a packed DICOM record); int32/uint32 hold
+# 32-bit DICOM values (RT dose, 32-bit secondary captures), whose depth is kept.
+ARRAY_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32", "float32")
 # An array's channel axis is the last one, with at most MAX_CHANNELS channels, or the first one
 # when it has at most CHANNELS_FIRST_MAX entries and is shorter than both others (see array_layout).
 MAX_CHANNELS = 64
@@ -133,12 +139,20 @@ class ImageInfo:
 
 
 def sniff_format(data: bytes) -> str | None:
-    """Return the image format named by the leading magic bytes, or None."""
+    """Return the image format named by the leading magic bytes, or None.
+
+    ``DICM`` at offset 128 comes first: a DICOM file's 128-byte preamble may hold a TIFF (or
+    other) header, as dual-personality files do. Preamble-less DICOM is tried last.
+    """
+    if data[128:132] == b"DICM":
+        return "dicom"
     for magic, offset, name in _MAGIC:
         if data[offset : offset + len(magic)] == magic:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
+    if dicom.is_dicom(data):
+        return "dicom"
     return None
 
 
@@ -162,7 +176,9 @@ def probe(data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXE
     if fmt is None:
         raise BadInputError(path, _describe_non_image(data))
     if fmt == "dicom":
-        return _probe_dicom(data, path, max_pixels)
+        return dicom.probe(data, path, max_pixels)
+    if fmt == "jpeg2000":
+        return _probe_jpeg2000(data, path, max_pixels)
     array = _probe_array(data, path, fmt, max_pixels)
     if array is not None:
         return array
@@ -201,7 +217,9 @@ def decode(data: bytes, path: str = "<bytes>") -> np.ndarray:
     for images; every channel, uint8, uint16 or float32 for arrays (.npy, array TIFFs)."""
     fmt = sniff_format(data)
     if fmt == "dicom":
-        return _decode_dicom(data, path)
+        return dicom.decode(data, path)
+    if fmt == "jpeg2000":
+        return jpeg2000.decode(data, path)
     if fmt == "npy":
         return _decode_npy(data, path)
     if fmt == "tiff" and _tiff_array(data, path) is not None:
@@ -250,48 +268,15 @@ def validate(
     return ImageInfo(info.format, h, w, c, str(image.dtype), info.mode), image
 
 
-# --- DICOM (optional extra) -------------------------------------------------------------
+# --- JPEG 2000 (DICOM codestreams kept for GPU decoding, and .jp2/.j2k files) -------------
 
 
-def _pydicom():
-    try:
-        import pydicom
-    except ImportError:
-        raise MissingExtraError("pydicom", "dicom", "Reading DICOM files") from None
-    return pydicom
-
-
-def _read_dicom(data: bytes, path: str, stop_before_pixels: bool):
-    pydicom = _pydicom()
-    try:
-        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
-    except Exception as exc:
-        raise BadInputError(path, f"unreadable DICOM: {exc}") from None
-
-
-def _probe_dicom(data: bytes, path: str, max_pixels: int) -> ImageInfo:
-    ds = _read_dicom(data, path, stop_before_pixels=True)
-    rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
-    _check_pixels(path, cols, rows, max_pixels)
-    channels = int(getattr(ds, "SamplesPerPixel", 1))
-    bits = int(getattr(ds, "BitsAllocated", 8))
-    return ImageInfo("dicom", rows, cols, channels, "uint16" if bits > 8 else "uint8", "DICOM")
-
-
-def _decode_dicom(data: bytes, path: str) -> np.ndarray:
-    ds = _read_dicom(data, path, stop_before_pixels=False)
-    try:
-        pixels = np.asarray(ds.pixel_array)
-    except Exception as exc:
-        raise BadInputError(path, f"DICOM pixel data cannot be decoded: {exc}") from None
-    if pixels.ndim == 3 and int(getattr(ds, "SamplesPerPixel", 1)) == 1:
-        pixels = pixels[0]  # multi-frame: first frame, like GIF
-    if pixels.dtype.kind == "i":  # signed CT values: shift into the unsigned range, keep depth
-        bits = int(getattr(ds, "BitsStored", 16))
-        pixels = (pixels.astype(np.int32) + (1 << (bits - 1))).astype(np.uint16)
-    if pixels.dtype not in _SUPPORTED_DTYPES:
-        pixels = pixels.astype(np.uint16)
-    return pixels[:, :, None] if pixels.ndim == 2 else np.ascontiguousarray(pixels)
+def _probe_jpeg2000(data: bytes, path: str, max_pixels: int) -> ImageInfo:
+    height, width, components, bits, _ = jpeg2000.probe_size(data, path)
+    _check_pixels(path, width, height, max_pixels)
+    channels = 1 if components <= 2 else 3
+    return ImageInfo("jpeg2000", height, width, channels, "uint8" if bits <= 8 else "uint16",
+                     "L" if channels == 1 else "RGB")
 
 
 # --- arrays: .npy files and TIFFs OpenCV cannot read whole --------------------------------

@@ -29,6 +29,32 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
 
 
+_KIND = {"i": "int", "f": "float", "b": "bool", "U": "string"}
+
+
+def _metadata_profile(metadata: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Per metadata column: kind, distinct values, missing ones (NaN, ""), range or examples."""
+    profile = []
+    for name, values in metadata.items():
+        kind = _KIND[values.dtype.kind]
+        distinct = np.unique(values)
+        entry: dict[str, Any] = {"name": name, "kind": kind, "distinct": int(len(distinct))}
+        if kind == "float":
+            entry["missing"] = int(np.isnan(values).sum())
+            distinct = distinct[~np.isnan(distinct)]
+        elif kind == "string":
+            entry["missing"] = int((values == "").sum())
+            distinct = distinct[distinct != ""]
+        if kind in ("int", "float") and distinct.size:
+            entry.update(min=distinct[0].item(), max=distinct[-1].item())
+        elif kind == "string":
+            entry["examples"] = distinct[:3].tolist()
+        elif kind == "bool":
+            entry["true"] = int(values.sum())
+        profile.append(entry)
+    return profile
+
+
 def _profile(table: RecordTable, classes: list[str], encodings: list[str], dtypes: list[str],
              stats: dict[str, Any], skipped: list[dict[str, str]]) -> dict[str, Any]:
     labels = table.labels
@@ -74,7 +100,8 @@ def inspect_store(store: Store) -> dict[str, Any]:
     profile = _profile(table, header.classes, encodings, dtypes, _merge_stats(shards), skipped)
     profile.update(path=[s.path for s in shards] if len(shards) > 1 else store.path,
                    payload=header.payload, format_version=header.format_version,
-                   fastload_version=header.fastload_version)
+                   fastload_version=header.fastload_version,
+                   metadata=_metadata_profile(store.metadata))
     return profile
 
 
@@ -114,7 +141,7 @@ def inspect_folder(root: str, labels: str | None = None, columns: CsvColumns = C
             recorder.add(item, result, "encoded")
     profile = _profile(recorder.table(), listing.classes, recorder.encoding_names,
                        recorder.dtype_names, recorder.stats.to_json(), [s.to_json() for s in skipped])
-    profile.update(path=root, payload="files")
+    profile.update(path=root, payload="files", metadata=_metadata_profile(listing.metadata))
     return profile
 
 

@@ -6,6 +6,7 @@ target, fsyncs it, and renames it over the target only when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import json
@@ -20,13 +21,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import images
-from .errors import BadInputError, PackError, StoreExistsError
+from . import dicom, images, jpeg2000
+from .dicom import DicomOptions
+from .errors import BadInputError, MissingExtraError, PackError, StoreExistsError
 from .ops._pixels import by_channel_chunks
 from .ops.normalize import max_value
 from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
-from .stores import FORMATS, RecordTable, StoreHeader, StoreWriter
+from .stores import FORMATS, MetadataBuilder, RecordTable, StoreHeader, StoreWriter
 from .stores.format import checksum
 
 __all__ = ["PackOptions", "PackSummary", "pack", "pack_source", "default_output", "shard_paths"]
@@ -51,6 +53,7 @@ class PackOptions:
         num_shards, shard_index: write only shard ``shard_index`` of ``num_shards`` (for packing
             on several processes or nodes in parallel).
         progress: show a tqdm progress bar.
+        dicom: how DICOM files are packed (frames, windowing, payload); see DicomOptions.
     """
 
     format: str = "lmdb"
@@ -65,6 +68,7 @@ class PackOptions:
     num_shards: int | None = None
     shard_index: int | None = None
     progress: bool = True
+    dicom: DicomOptions = DicomOptions()
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -85,6 +89,8 @@ class PackOptions:
             raise ValueError("give either shard_size or num_shards/shard_index, not both")
         if self.num_shards is not None and not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+        if not isinstance(self.dicom, DicomOptions):
+            raise ValueError(f"dicom must be a DicomOptions, got {type(self.dicom).__name__}")
 
 
 @dataclass
@@ -132,11 +138,29 @@ class _Packed:
     sq_mean: np.ndarray  # per-channel mean of squares, in [0, 1] units
     bytes_in: int
     nbytes: int  # payload size
+    # Per-record metadata a worker read from the input (e.g. DICOM tags): name -> value.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Further records from the same input, written right after this one (the other frames of a
+    # multi-frame DICOM file with DicomOptions(frames="all")).
+    more: list[_Packed] = field(default_factory=list)
 
 
 def _process_chunk(chunk: Sequence[SourceItem], options: PackOptions) -> list[_Packed | Skipped]:
-    return [_process_channels(item, options) if item.channel_paths else _process(item.path, options)
-            for item in chunk]
+    return [_process_item(item, options) for item in chunk]
+
+
+def _process_item(item: SourceItem, options: PackOptions) -> _Packed | Skipped:
+    """One input's record(s), or why it is skipped. No input of any kind stops a pack: an
+    unexpected error while reading one file (a decoder's bug, a file no check foresaw) skips
+    that file with the error's type and message."""
+    try:
+        return _process_channels(item, options) if item.channel_paths else _process(item.path, options)
+    except MissingExtraError as exc:
+        return Skipped(item.path, str(exc))
+    except Exception as exc:
+        kind = type(exc).__qualname__ if type(exc).__module__ == "builtins" else \
+            f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return Skipped(item.path, f"unexpected {kind} while reading it: {exc}")
 
 
 def _read(path: str) -> bytes | Skipped:
@@ -154,10 +178,51 @@ def _process(path: str, options: PackOptions) -> _Packed | Skipped:
     if isinstance(data, Skipped):
         return data
     try:
+        if images.sniff_format(data) == "dicom":
+            return _process_dicom(data, path, options)
         info, image = images.validate(data, path, options.max_pixels)
         return _packed(data, info, image, options, len(data))
     except BadInputError as exc:
         return Skipped(path, exc.reason)
+
+
+def _process_dicom(data: bytes, path: str, options: PackOptions) -> _Packed:
+    """The DICOM file's record(s) by the policy (fastload.dicom): the first frame, or one
+    record per frame; each stored as the policy's pixels, or as its kept JPEG 2000 codestream."""
+    records = []
+    for number, frame in enumerate(dicom.read_frames(data, path, options.dicom, options.max_pixels)):
+        image = frame.image
+        info = images.ImageInfo("dicom", image.shape[0], image.shape[1], image.shape[2],
+                                str(image.dtype), frame.meta["photometric"])
+        payload = _kept_codestream(frame, path)
+        if payload is not None:
+            info = dataclasses.replace(info, format="jpeg2000")
+        record = _packed(payload, info, image, options, len(data) if number == 0 else 0,
+                         from_file=False)
+        record.metadata = dicom.record_metadata(frame.meta)
+        records.append(record)
+    first = records[0]
+    first.more = records[1:]
+    return first
+
+
+def _kept_codestream(frame: dicom.DicomFrame, path: str) -> bytes | None:
+    """The frame's JPEG 2000 codestream in a JP2 file with the policy, if it decodes back to
+    exactly the policy's pixels (checked here, so a reader never meets a surprise); else None,
+    and the record keeps the pixels (the reason is recorded in its metadata)."""
+    if frame.codestream is None or frame.policy is None:
+        return None
+    extra = dicom.policy_json(frame.policy, frame.meta)
+    payload = jpeg2000.wrap(frame.codestream, extra)
+    try:
+        again = jpeg2000.decode(payload, path)
+    except BadInputError as exc:
+        frame.meta["codestream_refused"] = exc.reason
+        return None
+    if again.shape != frame.image.shape or again.dtype != frame.image.dtype or not np.array_equal(again, frame.image):
+        frame.meta["codestream_refused"] = "its decode differs from pydicom's pixels"
+        return None
+    return payload
 
 
 def _packed(data: bytes, info: images.ImageInfo, image: np.ndarray, options: PackOptions,
@@ -222,24 +287,39 @@ def _source_payload(path: str, packed: _Packed) -> bytes | Skipped:
     return data
 
 
-def _transform(data: bytes, info: images.ImageInfo, image: np.ndarray,
+def _transform(data: bytes | None, info: images.ImageInfo, image: np.ndarray,
                options: PackOptions) -> tuple[bytes, images.ImageInfo, np.ndarray]:
+    """The record's payload: ``data`` (None: no encoded form yet, as for a DICOM frame), or the
+    image resized (``max_side``) and re-encoded losslessly where it is not an 8-bit JPEG, or
+    the raw array."""
     if options.max_side is not None and max(info.height, info.width) > options.max_side:
         scale = options.max_side / max(info.height, info.width)
         size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-        image = by_channel_chunks(image, partial(cv2.resize, dsize=size, interpolation=cv2.INTER_AREA))
+        image = _resize(image, size)
+        info = dataclasses.replace(info, height=image.shape[0], width=image.shape[1])
+        data = None
+    if options.payload == "raw":
+        return np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<")).tobytes(), info, image
+    if data is None:
         fmt = _reencode_format(info.format, image)
         data = _encode(image, fmt, options.quality)
-        info = images.ImageInfo(fmt, image.shape[0], image.shape[1], image.shape[2], info.dtype, info.mode)
-    if options.payload == "raw":
-        data = np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<")).tobytes()
+        info = dataclasses.replace(info, format=fmt, channels=image.shape[2])
     return data, info, image
 
 
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` resized (area averaging) at its own pixel type; 32-bit integers (DICOM), which
+    OpenCV cannot resize, go through float64 (exact for them) and are rounded back."""
+    resize = partial(cv2.resize, dsize=size, interpolation=cv2.INTER_AREA)
+    if image.dtype in (np.int32, np.uint32):
+        return np.rint(by_channel_chunks(image.astype(np.float64), resize)).astype(image.dtype)
+    return by_channel_chunks(image, resize)
+
+
 def _reencode_format(source_format: str, image: np.ndarray) -> str:
-    """JPEG for 8-bit JPEG sources, PNG for other gray/RGB images, .npy for the rest (any
-    channel count, float pixels), which PNG cannot hold."""
-    if image.shape[2] not in (1, 3) or image.dtype.kind == "f":
+    """JPEG for 8-bit JPEG sources, PNG for other gray/RGB 8/16-bit images (16 bits kept),
+    .npy for the rest (any channel count, int16 and float pixels), which PNG cannot hold."""
+    if image.shape[2] not in (1, 3) or image.dtype not in (np.uint8, np.uint16):
         return "npy"
     return "jpeg" if source_format == "jpeg" and image.dtype == np.uint8 else "png"
 
@@ -321,9 +401,15 @@ class _Stats:
 
 
 class _Recorder:
-    """Collects the per-record table while payloads stream into a writer."""
+    """Collects the per-record table while payloads stream into a writer.
 
-    def __init__(self) -> None:
+    ``source_metadata``: the source's metadata columns (aligned with its items); ``add`` is
+    told each record's item position, so skipped items leave no gap or shift.
+    """
+
+    def __init__(self, source_metadata: dict[str, np.ndarray] | None = None) -> None:
+        self.source_metadata = source_metadata or {}
+        self.rows: list[int] = []  # position in the source's items of each record
         self.labels: list[int] = []
         self.checksums: list[int] = []
         self.shapes: list[tuple[int, int, int]] = []
@@ -334,6 +420,8 @@ class _Recorder:
         self.encoding_names: list[str] = []
         self.dtype_names: list[str] = []
         self.stats = _Stats()
+        self.metadata = MetadataBuilder(kinds=dicom.METADATA_KINDS)
+        self.dicom_records = 0
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -343,18 +431,40 @@ class _Recorder:
             names.append(name)
         return names.index(name)
 
-    def add(self, item: SourceItem, packed: _Packed, payload_kind: str) -> None:
+    def add(self, item: SourceItem, packed: _Packed, payload_kind: str, row: int = -1) -> None:
         info = packed.info
+        self.rows.append(row)
         self.labels.append(item.label)
         self.checksums.append(packed.checksum)
         self.shapes.append((info.height, info.width, info.channels))
         self.encodings.append(self._code(self.encoding_names, "raw" if payload_kind == "raw" else info.format))
         self.dtypes.append(self._code(self.dtype_names, info.dtype))
         self.nbytes.append(packed.nbytes)
-        self.paths.append(item.describe())
+        frames = packed.metadata.get("dicom_frames") or 1
+        frame = f" [frame {int(packed.metadata['dicom_frame'])}]" if frames > 1 else ""
+        self.paths.append(item.describe() + frame)
+        self.metadata.append(packed.metadata)
+        self.dicom_records += "dicom_frame" in packed.metadata
         self.stats.add(packed)
         self.bytes_in += packed.bytes_in
         self.bytes_out += packed.nbytes
+
+    def metadata_columns(self) -> dict[str, np.ndarray]:
+        """The source's metadata for the records packed, then the values workers read (the DICOM
+        ones only when a DICOM record was packed)."""
+        rows = np.asarray(self.rows, dtype=np.int64)
+        if self.source_metadata and rows.size and rows.min() < 0:
+            raise ValueError("_Recorder.add needs each record's row when the source has metadata")
+        columns = {name: values[rows] for name, values in self.source_metadata.items()}
+        worker_columns = self.metadata.columns()
+        if not self.dicom_records:
+            worker_columns = {k: v for k, v in worker_columns.items() if k not in dicom.METADATA_KINDS}
+        for name, values in worker_columns.items():
+            if name in columns:
+                raise PackError(f"metadata column {name!r} comes both from the manifest and from "
+                                "the files; rename the manifest's column")
+            columns[name] = values
+        return columns
 
     def table(self) -> RecordTable:
         n = len(self.labels)
@@ -392,10 +502,10 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
     _remove_dead_partials(directory, name)
     size_hint = sum(_size(path) for item in source.items for path in item.files)
     writer: StoreWriter = FORMATS[options.format].writer(tmp, size_hint)
-    recorder, skipped = _Recorder(), list(source.skipped)
+    recorder, skipped = _Recorder(source.metadata), list(source.skipped)
     try:
         results = ordered_map(_process_chunk, source.items, options, workers, describe=_describe_chunk)
-        for item, result in zip(source.items, results):
+        for row, (item, result) in enumerate(zip(source.items, results)):
             bar.update(1)
             payload = result if isinstance(result, Skipped) else _source_payload(item.path, result)
             if isinstance(payload, Skipped):
@@ -404,13 +514,14 @@ def _write_shard(source: Source, target: str, options: PackOptions, workers: int
                                     "nothing was written; drop --strict to skip bad inputs)")
                 skipped.append(payload)
                 continue
-            writer.append(payload)
-            recorder.add(item, result, options.payload)
+            for record in (result, *result.more):  # the other frames of a multi-frame file
+                writer.append(payload if record is result else record.payload)
+                recorder.add(item, record, options.payload, row)
         if not recorder.labels:
             raise PackError(f"{source.root}: no image could be packed ({len(skipped)} inputs "
                             f"skipped); first reasons: {[s.reason for s in skipped[:3]]}")
         header = _header(source, options, recorder, skipped, shard)
-        writer.finish(header, recorder.table())
+        writer.finish(header, recorder.table(), recorder.metadata_columns())
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(directory)
@@ -481,7 +592,8 @@ def _header(source: Source, options: PackOptions, recorder: _Recorder,
         source={"root": display_path(os.path.abspath(source.root)), "kind": source.kind},
         shard={"index": shard[0], "count": shard[1]},
         options={"max_side": options.max_side, "quality": options.quality,
-                 "max_pixels": options.max_pixels},
+                 "max_pixels": options.max_pixels,
+                 "dicom": dataclasses.asdict(options.dicom)},
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 

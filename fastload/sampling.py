@@ -6,11 +6,12 @@ are decided here once, deterministically from (seed, epoch), whatever the worker
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EpochPlan", "balanced_weights"]
+__all__ = ["EpochPlan", "SamplerPlan", "balanced_weights"]
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -96,6 +97,48 @@ class EpochPlan:
 
     def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:
         """This rank's batches for ``epoch``, from batch ``start`` on (for mid-epoch resume)."""
+        idx = self.indices(epoch)
+        count = len(self)
+        return [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, count)]
+
+
+class SamplerPlan:
+    """The order of a user's sampler (a torch ``Sampler``, such as ``DistributedSampler``, or a
+    sequence of record indices), batched like an EpochPlan.
+
+    The sampler decides this rank's order and sharding itself (DistributedSampler does), so the
+    plan takes it as it comes: each pass iterates it once; its epoch is the caller's to set
+    (``sampler.set_epoch``, or ``Loader.set_epoch``, which forwards it). Resuming mid-epoch
+    skips the batches already seen, which replays exactly when the sampler's order is a
+    function of its epoch (as DistributedSampler's is).
+    """
+
+    def __init__(self, sampler: Iterable[int], num_records: int, batch_size: int, drop_last: bool) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.sampler, self.num_records = sampler, num_records
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.seed, self.world_size, self.rank = 0, 1, 0
+        if len(self) < 1:
+            raise ValueError(f"the sampler gives {self.samples} samples: fewer than one "
+                             f"{'full ' if drop_last else ''}batch of {batch_size}")
+
+    @property
+    def samples(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        n, bs = self.samples, self.batch_size
+        return n // bs if self.drop_last else -(-n // bs)
+
+    def indices(self, epoch: int) -> np.ndarray:
+        order = np.fromiter((int(i) for i in self.sampler), dtype=np.int64)
+        bad = order[(order < 0) | (order >= self.num_records)]
+        if bad.size:
+            raise IndexError(f"the sampler gave record {int(bad[0])}, outside 0..{self.num_records - 1}")
+        return order
+
+    def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:
         idx = self.indices(epoch)
         count = len(self)
         return [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, count)]

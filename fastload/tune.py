@@ -1,9 +1,15 @@
 """Find the fastest Loader settings for a store on this machine: ``fastload tune STORE``.
 
 A short coordinate search: measure the Loader's defaults, then sweep ``num_threads`` at the
-default batch size, ``batch_size`` at the best thread count, and ``prefetch`` at the best of
-both. Every trial builds a Loader, draws warm-up batches, then times a few rounds and keeps
-their median, so one slow round (another process waking up) does not decide the winner.
+default batch size, on a GPU ``hw_decoder_load`` (DALI's split of JPEG decoding between the
+hardware decoder and nvJPEG's CUDA path) at the best thread count, then ``batch_size``, then
+``prefetch`` at the best of those. Every trial builds a Loader, draws warm-up batches, then
+times a few rounds and keeps their median, so one slow round (another process waking up) does
+not decide the winner.
+
+With ``model="resnet18"`` (any torchvision model name) every batch also goes through a
+training step of that model (``TrainingStep``), so the search finds what keeps the model
+busiest rather than what loads fastest alone: on a GPU, decoding and training share it.
 
     >>> result = tune("train.lmdb")                             # doctest: +SKIP
     >>> print(result)                                           # doctest: +SKIP
@@ -14,6 +20,7 @@ Batch size changes training, not just speed: pass ``batch_sizes=[yours]`` to kee
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import statistics
@@ -26,40 +33,65 @@ from typing import Any
 from .errors import FastloadError
 from .parallel import default_workers
 
-__all__ = ["Trial", "TuneResult", "tune", "default_settings", "time_loader", "endless_batches"]
+__all__ = ["Trial", "TrainingStep", "TuneResult", "tune", "default_settings", "time_loader",
+           "endless_batches", "HW_DECODER_LOADS"]
 
 SETTINGS = ("num_threads", "batch_size", "prefetch")
+# DALI's own default for the mixed decoders' hw_decoder_load: what the Loader's None means.
+DALI_HW_DECODER_LOAD = 0.65
+# Candidates on a GPU: 0 is nvJPEG's CUDA path only, 1 the hardware decoder only.
+HW_DECODER_LOADS = (0.0, 0.3, 0.5, 0.65, 0.8, 0.9, 1.0)
+
+Setting = int | float
 
 
-def default_settings() -> dict[str, int]:
-    """What ``fastload.Loader`` uses when these are not given (read from its signature)."""
+def _loader_parameters() -> Any:
     import inspect
 
     from .loader import Loader
 
-    params = inspect.signature(Loader).parameters
+    return inspect.signature(Loader).parameters
+
+
+def default_settings(*, gpu: bool = False) -> dict[str, Setting]:
+    """What ``fastload.Loader`` uses when these are not given (read from its signature).
+
+    Args:
+        gpu: also give ``hw_decoder_load`` (as the number DALI uses for the Loader's None).
+    """
+    params = _loader_parameters()
     threads = params["num_threads"].default
-    return {"num_threads": default_workers() if threads is None else threads,
-            "batch_size": params["batch_size"].default, "prefetch": params["prefetch"].default}
+    settings: dict[str, Setting] = {
+        "num_threads": default_workers() if threads is None else threads,
+        "batch_size": params["batch_size"].default, "prefetch": params["prefetch"].default}
+    if gpu and "hw_decoder_load" in params:
+        load = params["hw_decoder_load"].default
+        settings["hw_decoder_load"] = DALI_HW_DECODER_LOAD if load is None else load
+    return settings
 
 
-def _store_size(store: Any) -> int:
+def _store_facts(store: Any) -> tuple[int, int]:
+    """(records, classes) of a store path or open store; classes from the labels (>= 1)."""
     if hasattr(store, "labels"):  # an open store (a list of shard paths also has a len)
-        return len(store)
+        return len(store), _classes(store.labels)
     from .stores import open_store
 
     opened = open_store(store)
     try:
-        return len(opened)
+        return len(opened), _classes(opened.labels)
     finally:
         opened.close()
+
+
+def _classes(labels: Any) -> int:
+    return max(int(labels.max()) + 1, 1) if len(labels) else 1
 
 
 @dataclass(frozen=True)
 class Trial:
     """One measured setting: median images/s over the timed rounds, and each round's rate."""
 
-    settings: dict[str, int]
+    settings: dict[str, Setting]
     images_per_s: float
     rounds: list[float]
     first_batch_s: float
@@ -81,15 +113,20 @@ class TuneResult:
         tolerance: the gain below which a difference is treated as noise.
         trials: every measurement, in order (the winner and the defaults are measured twice).
         loader_kwargs: the other arguments every trial's Loader got (backend, device, ...).
+        model: the torchvision model trained in the loop (images/s are then training
+            images/s), or None.
+        notes: settings that were not searched, and why (e.g. GPU-only ones on a CPU).
     """
 
-    best: dict[str, int]
+    best: dict[str, Setting]
     best_images_per_s: float
-    default: dict[str, int]
+    default: dict[str, Setting]
     default_images_per_s: float
     tolerance: float
     trials: list[Trial] = field(default_factory=list)
     loader_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def gain(self) -> float:
@@ -100,11 +137,16 @@ class TuneResult:
     def defaults_are_best(self) -> bool:
         return self.best == self.default
 
+    @property
+    def unit(self) -> str:
+        return f"training images/s ({self.model} in the loop)" if self.model else "images/s"
+
     def to_json(self) -> dict[str, Any]:
         return {"best": self.best, "best_images_per_s": self.best_images_per_s,
                 "default": self.default, "default_images_per_s": self.default_images_per_s,
                 "gain": self.gain, "defaults_are_best": self.defaults_are_best,
                 "tolerance": self.tolerance, "loader_kwargs": self.loader_kwargs,
+                "model": self.model, "notes": self.notes,
                 "trials": [asdict(t) for t in self.trials]}
 
     def loader_call(self, path: str = "STORE") -> str:
@@ -113,20 +155,20 @@ class TuneResult:
 
     def summary(self) -> str:
         """The verdict: the defaults' rate, and the winner with its gain (or that none won)."""
-        lines = [f"defaults {_fmt(self.default)}: {self.default_images_per_s:.0f} images/s"]
+        lines = [f"defaults {_fmt(self.default)}: {self.default_images_per_s:.0f} {self.unit}"]
         if self.defaults_are_best:
             lines.append(f"the defaults are already the fastest here (nothing beat them by more "
                          f"than {self.tolerance:.0%}); no settings to change")
         else:
-            lines.append(f"best {_fmt(self.best)}: {self.best_images_per_s:.0f} images/s, "
+            lines.append(f"best {_fmt(self.best)}: {self.best_images_per_s:.0f} {self.unit}, "
                          f"{self.gain:.2f}x the defaults")
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        return "\n".join([*(f"  {t}" for t in self.trials), self.summary()])
+        return "\n".join([*(f"  {t}" for t in self.trials), *self.notes, self.summary()])
 
 
-def _fmt(settings: dict[str, int]) -> str:
+def _fmt(settings: dict[str, Setting]) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items())
 
 
@@ -148,26 +190,122 @@ def endless_batches(loader: Iterable) -> Iterator[Any]:
         epoch += 1
 
 
+class TrainingStep:
+    """One training step of a torchvision model per batch, as a training loop runs it.
+
+    Forward, cross-entropy, backward and an SGD step (momentum 0.9). On a GPU in bf16 autocast
+    with the model and the images in channels_last; on the CPU in float32. Each batch is first
+    moved to ``device`` (non-blocking), so a loader on the CPU feeds a GPU model as a training
+    script would. Unlabelled records (label -1) are ignored by the loss. Shared with
+    benchmarks/harness.py (``--train``), so the benchmark and the tuner train the same way.
+
+    Args:
+        model: a torchvision model name (``torchvision.models.list_models()``), e.g. "resnet18".
+        num_classes: the classifier's outputs (the store's classes).
+        device: "cuda", "cpu", or "auto" (CUDA when available).
+        lr: the SGD learning rate (small: the labels are real but the run is short).
+
+    Raises:
+        MissingExtraError: torchvision is not installed.
+        ValueError: torchvision has no model of that name.
+    """
+
+    def __init__(self, model: str, *, num_classes: int, device: str = "auto", lr: float = 1e-3) -> None:
+        torch, models = _torchvision()
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.name, self.device = model, torch.device(device)
+        self.gpu = self.device.type == "cuda"
+        if model not in models.list_models():
+            raise ValueError(f"torchvision has no model {model!r}; for example resnet18, resnet50 "
+                             "(torchvision.models.list_models() lists them all)")
+        self.model = models.get_model(model, weights=None, num_classes=num_classes).train()
+        self.lr = lr
+        self.optimizer: Any = None  # made on the first batch, with the model on its device
+        self.loss = torch.nn.CrossEntropyLoss(ignore_index=-1)
+        self._torch = torch
+
+    def _place(self) -> None:
+        # On the first batch, not at construction: CUDA is first touched after the loader
+        # has started (its workers may be forked) and delivered.
+        torch = self._torch
+        layout = torch.channels_last if self.gpu else torch.contiguous_format
+        self.model = self.model.to(self.device, memory_format=layout)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9)
+
+    def __call__(self, images: Any, labels: Any) -> None:
+        torch = self._torch
+        if self.optimizer is None:
+            self._place()
+        images = images.to(self.device, non_blocking=True)
+        if not images.is_floating_point():
+            images = images.float()
+        if self.gpu:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(self.device, non_blocking=True).long()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.gpu):
+            loss = self.loss(_logits(self.model(images)), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def synchronize(self) -> None:
+        """Wait for the queued GPU work (a no-op on the CPU), before reading a clock."""
+        if self.gpu:
+            self._torch.cuda.synchronize(self.device)
+
+
+def _torchvision() -> tuple[Any, Any]:
+    import torch
+
+    try:
+        from torchvision import models
+    except ImportError:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("torchvision", "bench", "training a model in the loop") from None
+    return torch, models
+
+
+def _logits(output: Any) -> Any:
+    """Classifier logits from a model's output (GoogLeNet and Inception return tuples)."""
+    if hasattr(output, "logits"):
+        return output.logits
+    return output[0] if isinstance(output, tuple) else output
+
+
 def time_loader(loader: Iterable, *, warmup_batches: int, batches_per_round: int,
-                rounds: int) -> tuple[float, list[float]]:
-    """(first-batch seconds, images/s of each timed round) over consecutive epochs."""
+                rounds: int, step: TrainingStep | None = None) -> tuple[float, list[float]]:
+    """(first-batch seconds, images/s of each timed round) over consecutive epochs.
+
+    With ``step``, every batch after the first is trained on, and each round ends when the
+    model has finished its work (so the rates are training images/s).
+    """
     start = time.perf_counter()
     batches = endless_batches(loader)
     next(batches)
     first = time.perf_counter() - start
     for _ in range(warmup_batches):
-        next(batches)
+        _consume(next(batches), step)
     rates = []
     for _ in range(rounds):
         start, images = time.perf_counter(), 0
         for _ in range(batches_per_round):
-            images += len(next(batches)[1])
+            images += _consume(next(batches), step)
+        if step is not None:
+            step.synchronize()
         rates.append(images / (time.perf_counter() - start))
     return first, rates
 
 
+def _consume(batch: Any, step: TrainingStep | None) -> int:
+    if step is not None:
+        step(*batch)
+    return len(batch[1])
+
+
 def _loader_factory(store: Any, loader_kwargs: dict[str, Any]) -> Callable[..., Any]:
-    def make(**settings: int) -> Any:
+    def make(**settings: Setting) -> Any:
         import fastload
 
         return fastload.Loader(store, **loader_kwargs, **settings)
@@ -178,20 +316,21 @@ class _Search:
     """Measures settings once each (a cache keyed by the settings) and keeps the trials."""
 
     def __init__(self, make_loader: Callable[..., Any], images_per_round: int, rounds: int,
-                 warmup_batches: int, progress: Callable[[Trial], None] | None) -> None:
-        self.make_loader, self.progress = make_loader, progress
+                 warmup_batches: int, progress: Callable[[Trial], None] | None,
+                 step: TrainingStep | None = None) -> None:
+        self.make_loader, self.progress, self.step = make_loader, progress, step
         self.images_per_round, self.rounds, self.warmup = images_per_round, rounds, warmup_batches
-        self.trials: dict[tuple[int, ...], Trial] = {}
+        self.trials: dict[tuple[tuple[str, Setting], ...], Trial] = {}
         self.history: list[Trial] = []
 
-    def measure(self, settings: dict[str, int]) -> Trial:
+    def measure(self, settings: dict[str, Setting]) -> Trial:
         """The first measurement of ``settings`` (measured now if it has none yet)."""
-        key = tuple(settings[k] for k in SETTINGS)
+        key = tuple(sorted(settings.items()))
         if key not in self.trials:
             self.trials[key] = self.run(settings)
         return self.trials[key]
 
-    def run(self, settings: dict[str, int]) -> Trial:
+    def run(self, settings: dict[str, Setting]) -> Trial:
         """Measure ``settings`` afresh (recorded in ``history``)."""
         trial = self._run(dict(settings))
         self.history.append(trial)
@@ -199,14 +338,14 @@ class _Search:
             self.progress(trial)
         return trial
 
-    def _run(self, settings: dict[str, int]) -> Trial:
+    def _run(self, settings: dict[str, Setting]) -> Trial:
         loader = None
         try:
             with warnings.catch_warnings():  # more workers than cores is one of the candidates
                 warnings.filterwarnings("ignore", message="This DataLoader will create")
                 loader = self.make_loader(**settings)
                 first, rates = time_loader(
-                    loader, warmup_batches=self.warmup, rounds=self.rounds,
+                    loader, warmup_batches=self.warmup, rounds=self.rounds, step=self.step,
                     batches_per_round=max(2, math.ceil(self.images_per_round / settings["batch_size"])))
             return Trial(settings, statistics.median(rates), rates, first)
         except (RuntimeError, ValueError, OSError) as exc:  # e.g. out of memory: not a winner
@@ -217,7 +356,7 @@ class _Search:
             del loader
             gc.collect()
 
-    def sweep(self, base: dict[str, int], name: str, values: Sequence[int]) -> dict[str, int]:
+    def sweep(self, base: dict[str, Setting], name: str, values: Sequence[Setting]) -> dict[str, Setting]:
         """The best of ``base`` with ``name`` set to each value (``base`` itself included)."""
         candidates = [base] + [{**base, name: v} for v in values if v != base[name]]
         trials = [self.measure(c) for c in candidates]
@@ -231,23 +370,53 @@ def _candidates(values: Sequence[int] | None, fallback: list[int], limit: int | 
     return [v for v in chosen if limit is None or v <= limit] or chosen[:1]
 
 
+def _decoder_loads(values: Sequence[float] | None) -> list[float]:
+    chosen = sorted({float(v) for v in (values if values is not None else HW_DECODER_LOADS)})
+    if not chosen or chosen[0] < 0 or chosen[-1] > 1:
+        raise ValueError(f"hw_decoder_load candidates must lie in [0, 1], got {values}")
+    return chosen
+
+
+def _gpu_skip_reason(loader_kwargs: dict[str, Any]) -> str | None:
+    """Why the GPU-only settings cannot matter for these Loader arguments (None: they can)."""
+    device, backend = loader_kwargs.get("device", "auto"), loader_kwargs.get("backend", "auto")
+    if device == "cpu":
+        return "the Loader runs on the CPU (device='cpu')"
+    if backend == "torch":
+        return "backend='torch' decodes on the CPU"
+    if device == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA device here (the Loader runs on the CPU)"
+    if "hw_decoder_load" not in _loader_parameters():
+        return "this fastload.Loader has no hw_decoder_load argument"
+    return None
+
+
 def tune(store: Any, *, threads: Sequence[int] | None = None,
          batch_sizes: Sequence[int] | None = None, prefetch: Sequence[int] | None = None,
+         hw_decoder_loads: Sequence[float] | None = None, model: str | None = None,
          images_per_round: int = 640, rounds: int = 3, warmup_batches: int = 3,
          tolerance: float = 0.05, progress: Callable[[Trial], None] | None = None,
          make_loader: Callable[..., Any] | None = None, **loader_kwargs: Any) -> TuneResult:
-    """Search ``num_threads``, then ``batch_size``, then ``prefetch`` for the fastest Loader.
+    """Search ``num_threads``, ``hw_decoder_load`` (GPU), ``batch_size``, then ``prefetch``.
 
     Args:
         store: a store path (or open store) as ``fastload.Loader`` takes it.
         threads: thread counts to try (default: 1, half the cores, the cores, twice the cores).
         batch_sizes: batch sizes to try (default 32, 64, 128, 256, up to the store's size).
         prefetch: prefetch depths to try (default 1, 2, 4).
+        hw_decoder_loads: on a GPU, the shares of JPEG decoding given to the hardware decoder
+            to try (default ``HW_DECODER_LOADS``). Not searched when the Loader runs on the
+            CPU (``result.notes`` says why).
+        model: a torchvision model name: train it on every batch (``TrainingStep``) and tune
+            for training images/s. None tunes the loader alone.
         images_per_round, rounds, warmup_batches: how long each trial runs.
         tolerance: a setting must beat the defaults by more than this fraction to win.
         progress: called with each Trial as it finishes (the CLI prints them).
-        make_loader: ``make_loader(num_threads=, batch_size=, prefetch=)`` -> an iterable
-            of (images, labels); default builds ``fastload.Loader(store, **loader_kwargs, ...)``.
+        make_loader: ``make_loader(**settings)`` -> an iterable of (images, labels); default
+            builds ``fastload.Loader(store, **loader_kwargs, **settings)``.
         **loader_kwargs: other Loader arguments for every trial (backend, device, augment, ...).
 
     Returns:
@@ -257,24 +426,58 @@ def tune(store: Any, *, threads: Sequence[int] | None = None,
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     loader_kwargs = {"shuffle": True, "drop_last": True, **loader_kwargs}
     make_loader = make_loader or _loader_factory(store, loader_kwargs)
-    size, cores = _store_size(store), default_workers()
-    search = _Search(make_loader, images_per_round, rounds, warmup_batches, progress)
-    default = default_settings()
+    (size, classes), cores = _store_facts(store), default_workers()
+    gpu_reason = _gpu_skip_reason(loader_kwargs)
+    notes = [f"hw_decoder_load not searched: {gpu_reason}"] if gpu_reason else []
+    default = default_settings(gpu=gpu_reason is None)
     if default["batch_size"] > size:
         raise ValueError(f"the store holds {size} records: fewer than one default batch "
                          f"of {default['batch_size']}, so there is nothing to time")
-    if search.measure(default).error:  # fail fast: nothing else can be compared with it
-        raise FastloadError(f"the Loader failed with its default settings {_fmt(default)}: "
-                            f"{search.measure(default).error}")
-    best = search.sweep(default, "num_threads",
-                        _candidates(threads, [1, max(1, cores // 2), cores, 2 * cores]))
-    best = search.sweep(best, "batch_size", _candidates(batch_sizes, [32, 64, 128, 256], size))
-    best = search.sweep(best, "prefetch", _candidates(prefetch, [1, 2, 4]))
-    return _result(search, default, best, tolerance, loader_kwargs)
+    step = _training_step(model, classes, loader_kwargs)
+    search = _Search(make_loader, images_per_round, rounds, warmup_batches, progress, step)
+    with _cudnn_benchmark(step is not None and step.gpu):
+        if search.measure(default).error:  # fail fast: nothing else can be compared with it
+            raise FastloadError(f"the Loader failed with its default settings {_fmt(default)}: "
+                                f"{search.measure(default).error}")
+        best = search.sweep(default, "num_threads",
+                            _candidates(threads, [1, max(1, cores // 2), cores, 2 * cores]))
+        if "hw_decoder_load" in default:
+            best = search.sweep(best, "hw_decoder_load", _decoder_loads(hw_decoder_loads))
+        best = search.sweep(best, "batch_size", _candidates(batch_sizes, [32, 64, 128, 256], size))
+        best = search.sweep(best, "prefetch", _candidates(prefetch, [1, 2, 4]))
+        result = _result(search, default, best, tolerance, loader_kwargs)
+    result.model, result.notes = model, notes
+    return result
 
 
-def _result(search: _Search, default: dict[str, int], best: dict[str, int], tolerance: float,
-            loader_kwargs: dict[str, Any]) -> TuneResult:
+def _training_step(model: str | None, classes: int, loader_kwargs: dict[str, Any]) -> TrainingStep | None:
+    if model is None:
+        return None
+    # The model trains where the batches would go in a training script: the GPU when there is
+    # one (a CPU loader's batches are copied there), else the CPU.
+    device = "cpu" if loader_kwargs.get("device") == "cpu" else "auto"
+    return TrainingStep(model, num_classes=classes, device=device)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN's autotuner on for the search (what a training script with fixed shapes sets),
+    restored afterwards: the setting is process-wide."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _result(search: _Search, default: dict[str, Setting], best: dict[str, Setting],
+            tolerance: float, loader_kwargs: dict[str, Any]) -> TuneResult:
     base = search.measure(default)
     base_rate = winner_rate = base.images_per_s
     if best != default:

@@ -21,9 +21,17 @@ from benchmarks.config import BenchConfig, BenchData  # noqa: E402
 from benchmarks.data import prepare_data, sample_spec  # noqa: E402
 from benchmarks.suite import Grid, run_config, run_suite  # noqa: E402
 
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 TINY = ["--classes", "2", "--per-class", "12", "--short-side", "48,64", "--image-size", "32",
         "--threads", "1", "--batch-sizes", "8", "--rounds", "2", "--images-per-round", "16",
         "--warmup-batches", "1", "--timeout", "60"]
+MODEL = "shufflenet_v2_x0_5"
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +40,9 @@ def tiny_data(tmp_path_factory) -> BenchData:
     return prepare_data(str(work), spec=sample_spec(2, 12, short_side=(48, 64)))
 
 
-def test_quick_run_writes_json_csv_and_plots_with_a_row_per_loader(tmp_path, capsys):
+def test_quick_run_writes_json_csv_and_plots_with_a_row_per_loader(tiny_data, tmp_path, capsys):
     out = tmp_path / "results"
-    assert run.main(["--quick", *TINY, "--no-isolate", "--work", str(tmp_path / "work"),
+    assert run.main(["--quick", *TINY, "--no-isolate", "--work", _work(tiny_data),
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     expected = loaders.default_loaders()
@@ -48,14 +56,21 @@ def test_quick_run_writes_json_csv_and_plots_with_a_row_per_loader(tmp_path, cap
             assert row["status"] == "skipped" and row["note"] == spec.unavailable()
         else:
             assert row["status"] == "ok", row
-            assert row["output"] == "8x3x32x32 float32 cpu"
+            assert row["output"] == f"8x3x32x32 float32 {spec.device}"  # GPU rows: on the GPU
             assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 0 and row["first_batch_s"] > 0
             assert row["images_per_s_min"] <= row["images_per_s"] <= row["images_per_s_max"]
-            assert 0 < row["ceiling_fraction"]
+            assert 0 < row["ceiling_fraction"] and row["ceiling_kind"] == _kind(spec.device)
+            # the iterating thread's CPU per image, and the feed rate it allows, for every row
+            assert row["host_us_per_image"] > 0
+            assert math.isclose(row["feed_ceiling_images_per_s"], 1e6 / row["host_us_per_image"])
+            assert ("gpu_mem_peak_mb" in row) == (spec.device == "cuda")
         assert row["loader"] in printed
     assert result["data"]["count"] == 24 and {"lmdb", "hdf5"} <= set(result["data"]["pack"])
     assert result["ceiling"]["ceiling_images_per_s"] > 0
     assert "torchvision" in result["summary"]["best_per_loader"]
+    measured = [r["loader"] for r in rows if r["status"] == "ok" and r["family"].startswith("fastload")]
+    assert sorted(result["summary"]["fastload_rows"]) == sorted(measured)
+    assert "us/img" in printed and "feed/s" in printed
 
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
@@ -63,6 +78,59 @@ def test_quick_run_writes_json_csv_and_plots_with_a_row_per_loader(tmp_path, cap
     assert set(report.CSV_COLUMNS) == set(table[0])
     for name in ("throughput_vs_threads.png", "throughput_vs_batch_size.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _kind(device: str) -> str:
+    return "gpu" if device == "cuda" else "cpu"
+
+
+def _work(data: BenchData) -> str:
+    """The fixture's work folder: its generated images and stores are reused, not made again."""
+    return os.path.dirname(data.folder)
+
+
+@pytest.mark.skipif(loaders.LOADERS["torchvision"].unavailable() is not None, reason="no torchvision")
+def test_training_run_reports_each_loader_against_the_synthetic_speed(tiny_data, tmp_path, capsys):
+    out = tmp_path / "results"
+    wanted = [n for n in ("opencv-folder", "fastload-dali-lmdb") if not loaders.LOADERS[n].unavailable()]
+    # Any torchvision model: a small one keeps the CPU test short (resnet18 is the documented one).
+    assert run.main(["--quick", *TINY, "--no-isolate", "--train", MODEL, "--train-only",
+                     "--train-device", "cpu", "--train-image-size", "32", "--train-batch-sizes", "8",
+                     "--train-images-per-round", "16", "--loaders", ",".join(wanted),
+                     "--work", _work(tiny_data), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    assert result["results"] == [] and not (out / "results.csv").exists()  # --train-only
+    training = result["training"]
+    rows = training["results"]
+    assert [r["loader"] for r in rows] == ["synthetic", *wanted, "synthetic"]  # first and last
+    reference = max(rows[0]["images_per_s"], rows[-1]["images_per_s"])
+    assert max(rows[0]["busy_fraction"], rows[-1]["busy_fraction"]) == 1.0
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["train_model"] == MODEL and row["train_device"] == "cpu"
+        assert row["images_per_s"] > 0 and row["host_us_per_image"] > 0 and row["first_batch_s"] > 0
+        assert row["synthetic_images_per_s"] == reference
+        assert math.isclose(row["busy_fraction"], row["images_per_s"] / reference)
+    assert training["summary"]["model"] == MODEL and training["summary"]["target_busy_fraction"] is None
+    with open(out / "training.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["loader"] for r in table] == ["synthetic", *wanted, "synthetic"]
+    assert set(report.TRAIN_CSV_COLUMNS) == set(table[0])
+    assert (out / "training_vs_synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "busy%" in printed and f"training {MODEL} on cpu (float32)" in printed
+
+
+def test_the_synthetic_reference_only_runs_with_a_model():
+    with pytest.raises(ValueError, match="needs a model"):
+        Grid(loaders=("synthetic",), threads=(1,), batch_sizes=(8,))
+    grid = Grid(loaders=("synthetic", "torchvision"), threads=(1, 2), batch_sizes=(8,),
+                train_model="resnet18")
+    assert [c.threads for c in grid.configs("synthetic")] == [2]  # threads do not apply to it
+    assert [c.threads for c in grid.configs("torchvision")] == [1, 2]
+    assert "synthetic" not in loaders.default_loaders()
+    with pytest.raises(SystemExit, match="reference of --train"):
+        run.main(["--loaders", "synthetic"])
 
 
 def test_a_configuration_runs_in_its_own_process(tiny_data):
@@ -141,19 +209,108 @@ def test_random_resized_crop_box_stays_inside_the_image(height, width):
             assert 0.08 * height * width * 0.9 <= h * w and 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
 
 
-def test_summary_compares_fastload_with_the_baseline_dali_and_the_ceiling():
-    def row(loader, family, rate):
-        return {"loader": loader, "family": family, "device": "cpu", "status": "ok", "threads": 2,
-                "batch_size": 64, "images_per_s": rate, "images_per_s_min": rate,
-                "images_per_s_max": rate}
+def _row(loader, family, rate, device="cpu", batch=64, host=20.0):
+    return {"loader": loader, "family": family, "device": device, "status": "ok", "threads": 2,
+            "batch_size": batch, "images_per_s": rate, "images_per_s_min": rate,
+            "images_per_s_max": rate, "host_us_per_image": host,
+            "feed_ceiling_images_per_s": 1e6 / host}
 
-    rows = [row("torchvision", "torchvision", 500), row("dali-file", "dali", 900),
-            row("fastload-dali-lmdb", "fastload-dali", 1300),
+
+def test_summary_compares_fastload_with_the_baseline_dali_and_the_ceiling():
+    rows = [_row("torchvision", "torchvision", 500), _row("dali-file", "dali", 900),
+            _row("fastload-dali-lmdb", "fastload-dali", 1300),
             {"loader": "fastload-torch-lmdb", "family": "fastload-torch", "status": "skipped"}]
     summary = report.summarize(rows, {"ceiling_images_per_s": 2800.0})
     assert summary["fastload_best_cpu"]["loader"] == "fastload-dali-lmdb"
     assert math.isclose(summary["fastload_vs_baseline"], 2.6)
-    assert summary["targets"] == {"beats_2.5x_baseline": True, "beats_dali_file": True}
-    assert math.isclose(rows[2]["ceiling_fraction"], 1300 / 2800)
+    assert summary["targets"] == {"beats_2.5x_baseline": True, "beats_dali_file": True,
+                                  "host_le_40us_per_image": True}
+    assert math.isclose(rows[2]["ceiling_fraction"], 1300 / 2800) and rows[2]["ceiling_kind"] == "cpu"
     assert "2.60x" in report.format_summary(summary, None)
     assert "skipped" in report.format_table(rows)
+
+
+GPU_CEILING = {"by_batch_size": {"256": {"by_hw_decoder_load": {"0": 15000.0, "0.65": 24000.0},
+                                         "best_hw_decoder_load": 0.65,
+                                         "ceiling_images_per_s": 24000.0}},
+               "threads": 16, "method": "test"}
+
+
+def test_gpu_rows_are_fastload_rows_held_to_the_gpu_decoder_ceiling():
+    rows = [_row("torchvision", "torchvision", 2800, batch=256),
+            _row("dali-file-gpu", "dali", 22000, "cuda", 256),
+            _row("fastload-dali-lmdb-gpu", "fastload-dali", 23000, "cuda", 256, host=31.0),
+            _row("fastload-dali-hdf5-gpu", "fastload-dali", 12000, "cuda", 256, host=55.0),
+            _row("fastload-dali-lmdb-raw-gpu", "fastload-dali", 9000, "cuda", 128)]  # no ceiling at 128
+    summary = report.summarize(rows, {"ceiling_images_per_s": 1500.0}, GPU_CEILING)
+    assert math.isclose(rows[2]["ceiling_fraction"], 23000 / 24000) and rows[2]["ceiling_kind"] == "gpu"
+    assert rows[4]["ceiling_fraction"] is None  # never the CPU's ceiling for a GPU row
+    assert rows[0]["ceiling_kind"] == "cpu"
+    assert summary["fastload_best_cpu"] is None
+    assert summary["fastload_best_gpu"]["loader"] == "fastload-dali-lmdb-gpu"
+    assert set(summary["fastload_rows"]) == {r["loader"] for r in rows[2:]}
+    assert math.isclose(summary["fastload_gpu_vs_dali_file_gpu"], 23000 / 22000)
+    assert summary["targets"]["gpu_beats_dali_file_gpu"] is True
+    assert summary["targets"]["gpu_every_store_90pct_of_ceiling"] is None  # raw: no ceiling
+    assert summary["targets"]["host_le_40us_per_image"] is False  # hdf5: 55 us
+    text = report.format_summary(summary, None, GPU_CEILING)
+    assert "no fastload loader was measured" not in text
+    for name in summary["fastload_rows"]:
+        assert f"fastload {name}" in text
+    assert "GPU decode ceiling at batch 256: 24000 img/s (hw_decoder_load 0.65" in text
+    assert "96% of the GPU ceiling" in text and "vs DALI's own file reader on the GPU" in text
+
+
+def test_no_fastload_row_measured_is_said_so():
+    summary = report.summarize([_row("torchvision", "torchvision", 500)], None)
+    assert "no fastload loader was measured" in report.format_summary(summary, None)
+
+
+def test_training_summary_gives_each_loader_its_busy_fraction():
+    def train_row(loader, family, rate, device="cuda"):
+        return {**_row(loader, family, rate, device, 256), "image_size": 224,
+                "train_model": "resnet50", "train_device": "cuda"}
+
+    rows = [train_row("synthetic", "synthetic", 3900), train_row("torchvision", "torchvision", 2000, "cpu"),
+            train_row("fastload-dali-lmdb-gpu", "fastload-dali", 3800), train_row("synthetic", "synthetic", 4000)]
+    alone = [{**_row("fastload-dali-lmdb-gpu", "fastload-dali", 23000, "cuda", 256), "image_size": 224}]
+    summary = report.summarize_training(rows, alone, "resnet50")
+    assert [r["busy_fraction"] for r in rows] == [0.975, 0.5, 0.95, 1.0]  # the faster reference
+    assert rows[2]["loader_images_per_s"] == 23000 and rows[1]["loader_images_per_s"] is None
+    assert summary["fastload_best"]["loader"] == "fastload-dali-lmdb-gpu" and summary["meets_target"]
+    assert math.isclose(summary["fastload_vs_baseline"], 1.9)
+    text = report.format_training_summary(summary)
+    assert "95% of the synthetic-data speed (target >= 95% for resnet50)" in text
+    assert "bf16 autocast, channels_last" in text and "synthetic" in report.format_training_table(rows)
+
+
+@pytest.mark.skipif(_has_cuda(), reason="checks the CPU-only answer")
+def test_gpu_memory_reads_nothing_without_a_gpu():
+    from benchmarks.harness import GpuMemory
+
+    assert GpuMemory().used() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(loaders.LOADERS["dali-file-gpu"].unavailable() is not None, reason="needs DALI")
+def test_gpu_decode_ceiling_measures_every_split(tiny_data):
+    from benchmarks.ceilings import gpu_decode_ceiling_isolated
+
+    ceiling = gpu_decode_ceiling_isolated(tiny_data.folder, batch_sizes=[8], threads=2,
+                                          hw_decoder_loads=[0.0, 1.0], min_seconds=0.2, timeout_s=120)
+    entry = ceiling["by_batch_size"]["8"]
+    assert set(entry["by_hw_decoder_load"]) == {"0", "1"} and entry["ceiling_images_per_s"] > 0
+    assert entry["ceiling_images_per_s"] == max(entry["by_hw_decoder_load"].values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(loaders.LOADERS["fastload-dali-lmdb-gpu"].unavailable() is not None,
+                    reason="needs fastload's DALI backend")
+def test_a_gpu_training_row_reports_gpu_memory(tiny_data):
+    config = BenchConfig("fastload-dali-lmdb-gpu", threads=2, batch_size=8, image_size=32,
+                         warmup_batches=2, batches_per_round=2, rounds=2, train_model="resnet18",
+                         train_device="cuda")
+    row = run_config(config, tiny_data, timeout_s=120, isolate=True)
+    assert row["status"] == "ok", row
+    assert row["output"] == "8x3x32x32 float32 cuda" and row["train_device"] == "cuda"
+    assert row["torch_cuda_peak_mb"] > 0 and row["host_us_per_image"] > 0

@@ -164,8 +164,8 @@ def _watch(child: subprocess.Popen, results: dict) -> tuple[tuple[str, str] | No
 
 def failures(results: dict[tuple[str, str], dict]) -> list[str]:
     """Outcomes that break the promise: a signal, a hang, a dead worker, or an exception that
-    is not a FastloadError. The torch backend's re-raise of a worker's FastloadError as a
-    RuntimeError carrying its message is tolerated here (test_torch_backend_keeps_the_error_type)."""
+    is not a FastloadError. A torch worker's FastloadError re-raised as a RuntimeError that
+    carries its message is left to test_torch_backend_keeps_the_error_type."""
     bad = []
     for (case, stage), result in sorted(results.items()):
         outcome, message = result["outcome"], result.get("message", "")
@@ -198,16 +198,24 @@ def outcomes(stores, tmp_path_factory) -> dict[str, tuple[list[dict], dict]]:
         cases = damaged_copies(clean, folder, seed)
         results = run_cases(cases, ["read", "verify", "torch"], folder)
         if importlib.util.find_spec("nvidia.dali") is not None:
-            results.update(run_cases(cases, ["dali"], folder))
+            results.update(run_cases(worth_a_pipeline(cases, results), ["dali"], folder))
         out[fmt] = ({c["case"]: c["path"] for c in cases}, results)
     return out
+
+
+def worth_a_pipeline(cases: list[dict], results: dict[tuple[str, str], dict]) -> list[dict]:
+    """The cases for the DALI backend (a pipeline costs ~0.3 s to build): every case that
+    damaged a record or the store, and three whose damage lay where no read goes."""
+    damaged = [c for c in cases if results[c["case"], "read"].get("detail", {}).get("failed", True)]
+    return damaged + [c for c in cases if c not in damaged][:3]
 
 
 @pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
 def test_no_signal_no_hang_no_library_exception(outcomes, fmt):
     cases, results = outcomes[fmt]
-    assert {stage for _, stage in results} >= {"read", "verify", "torch"}
-    assert len(results) == len(cases) * len({stage for _, stage in results})
+    for stage in ("read", "verify", "torch"):
+        assert all((case, stage) in results for case in cases), stage
+    assert importlib.util.find_spec("nvidia.dali") is None or sum(s == "dali" for _, s in results) > 10
     assert failures(results) == []
 
 
@@ -246,7 +254,6 @@ def test_damage_that_broke_lmdb_and_hdf5_is_reported(outcomes, fmt):
         assert damaged and results[case, "verify"].get("detail") != {"count": 30, "records": [], "store": []}, case
 
 
-@pytest.mark.xfail(reason="LEAD: backend must re-raise worker FastloadErrors", strict=False)
 @pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
 def test_torch_backend_keeps_the_error_type(outcomes, fmt):
     _, results = outcomes[fmt]

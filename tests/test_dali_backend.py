@@ -104,3 +104,137 @@ def test_gpu_custom_op_runs_as_cupy(small_lmdb):
     augment = [ops.CenterCrop(24), GaussianNoise(sigma=5.0), ops.Normalize()]
     images, _ = _batches(small_lmdb, "dali", device="cuda", augment=augment)
     assert images.shape == (24, 3, 24, 24)
+
+
+def test_train_preset_draws_the_torch_backends_crops(small_lmdb):
+    """Both backends draw each sample's crop and flip from [seed, epoch, record]."""
+    kw = dict(augment="train", image_size=32, shuffle=True, seed=9)
+    ref, ref_labels = _batches(small_lmdb, "torch", **kw)
+    out, labels = _batches(small_lmdb, "dali", **kw)
+    assert torch.equal(labels, ref_labels)
+    assert (out - ref).abs().mean().item() < 0.1  # same windows; only the resamplers differ
+
+
+def test_augmentations_change_every_epoch_and_replay_on_resume(small_lmdb):
+    def loader():
+        return fastload.Loader(small_lmdb, batch_size=6, augment="train", image_size=32, shuffle=False,
+                               seed=1, backend="dali", device="cpu", num_threads=1)
+
+    runs = loader()
+    epoch0 = torch.cat([x for x, _ in runs])
+    epoch1 = torch.cat([x for x, _ in runs])  # same order (shuffle=False), new draws
+    assert not torch.equal(epoch0, epoch1)
+    first = loader()
+    first.set_epoch(1)
+    head = []
+    for k, (x, _) in enumerate(first):
+        head.append(x)
+        if k == 1:
+            break
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    assert torch.equal(torch.cat(head + [x for x, _ in resumed]), epoch1)
+
+
+def test_broken_off_pass_reuses_the_pipeline(small_lmdb):
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment="eval", image_size=16, shuffle=True,
+                             backend="dali", device="cpu", num_threads=1, prefetch=2)
+    for k, _ in enumerate(loader):
+        if k == 1:
+            break
+    labels = torch.cat([y for _, y in loader])
+    store = fastload.open_store(small_lmdb)
+    assert sorted(labels.tolist()) == sorted(store.labels.tolist())
+    assert len(loader._get_backend()._engines) == 1  # drained and reset, not rebuilt
+
+
+def test_two_live_iterators_are_independent(small_lmdb):
+    loader = fastload.Loader(small_lmdb, batch_size=8, augment="eval", image_size=16, backend="dali",
+                             device="cpu", num_threads=1)
+    pairs = list(zip(loader, loader))
+    assert len(pairs) == len(loader)
+    for (a, ya), (b, yb) in pairs:
+        assert torch.equal(ya, yb) and torch.equal(a, b)  # unshuffled: the same batches
+
+
+def test_killed_feed_worker_is_named(small_lmdb):
+    import os
+    import signal
+
+    loader = fastload.Loader(small_lmdb, batch_size=1, augment="eval", image_size=16, backend="dali",
+                             device="cpu", num_threads=1, prefetch=1)
+    it = iter(loader)
+    next(it)
+    pid = loader._get_backend()._engines[0].pool.pids[0]
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(fastload.WorkerDiedError, match=rf"feed worker 0 \(pid {pid}\).*SIGKILL"):
+        for _ in it:
+            pass
+    assert len(list(loader)) == len(loader)  # the next pass starts a new feed
+
+
+_KILLED_MID_EPOCH = """
+import os, signal, sys
+import fastload
+loader = fastload.Loader(sys.argv[1], batch_size=2, augment="eval", image_size=16, backend=sys.argv[2],
+                         device="cpu", num_threads=2)
+it = iter(loader)
+next(it)
+backend = loader._get_backend()
+pids = backend._engines[0].pool.pids if sys.argv[2] == "dali" else [w.pid for w in backend._all[0]._iterator._workers]
+print(" ".join(map(str, pids)), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("backend", ["dali", "torch"])
+def test_killed_training_leaves_no_workers_or_shared_memory(small_lmdb, backend):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    before = set(os.listdir("/dev/shm"))
+    done = subprocess.run([sys.executable, "-c", _KILLED_MID_EPOCH, small_lmdb, backend],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert pids
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}")], "workers outlived the training"
+    assert set(os.listdir("/dev/shm")) - before == set()
+
+
+def test_forked_child_never_shuts_down_the_parents_pipelines(small_lmdb):
+    """A DataLoader worker forked while a DALI loader awaits garbage collection must not call the
+    pipeline's Shutdown() (its threads are not in the child): it would wait forever."""
+    import gc
+    import os
+
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment="eval", image_size=16, backend="dali",
+                             device="cpu", num_threads=1)
+    next(iter(loader))
+    cycle = [loader]
+    cycle.append(cycle)  # only the cyclic garbage collector can free it now
+    gc.disable()
+    try:
+        del loader, cycle
+        pid = os.fork()
+        if pid == 0:  # the child collects the parent's pipeline
+            gc.collect()
+            os._exit(0)
+        for _ in range(200):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            __import__("time").sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung shutting down the parent's DALI pipeline")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        gc.enable()
+        gc.collect()

@@ -27,3 +27,15 @@ def test_before_and_after_examples_train(tmp_path):
                  "--backend", "torch", "--threads", "0")
     assert "epoch 0: loss" in before
     assert "epoch 1: loss" in after and "torch backend" in after
+
+
+def test_competition_example_writes_a_submission(tmp_path):
+    data = tmp_path / "data"
+    make_sample_folder(data, SampleSpec(num_classes=3, per_class=15, short_side=(48, 64)), workers=1)
+    fastload.pack(data, options=fastload.PackOptions(workers=1, progress=False))
+    cmd = [sys.executable, os.path.join(EXAMPLES, "competition.py"), str(tmp_path / "data.lmdb"), str(data),
+           "--epochs", "1", "--image-size", "32", "--folds", "3"]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "fold 0 validation accuracy" in done.stdout
+    rows = (tmp_path / "submission.csv").read_text().splitlines()
+    assert rows[0] == "id,label" and len(rows) == 25

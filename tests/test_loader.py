@@ -133,12 +133,28 @@ def test_resume_mid_epoch_yields_exactly_the_rest(tagged, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_peek_does_not_cost_the_epoch_a_batch(tagged, tag_of, backend):
+def test_each_pass_is_a_new_epoch_even_after_a_peek(tagged, tag_of, backend):
     loader = _loader(tagged, backend, shuffle=True, seed=2)
-    first, _ = next(iter(loader))  # as people check shapes before training
-    tags = _epoch(loader)[0]
+    first, _ = next(iter(loader))  # a peek, as people check shapes before training: epoch 0
+    tags = _epoch(loader)[0]  # epoch 1, whole
     assert sorted(tag_of[t] for t in tags) == list(range(N))
-    assert tags[: len(first)] == _records(first)
+    reference = _loader(tagged, backend, shuffle=True, seed=2)
+    reference.set_epoch(1)
+    assert tags == _epoch(reference)[0]
+    assert tags[: len(first)] != _records(first)
+    assert loader.state_dict()["epoch"] == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_passes_that_stop_at_len_still_advance_the_epoch(tagged, backend):
+    """Lightning's loop takes exactly len(loader) batches and never sees StopIteration."""
+    loader = _loader(tagged, backend, shuffle=True, seed=6)
+    orders = []
+    for _ in range(2):
+        it = iter(loader)
+        orders.append([t for _ in range(len(loader)) for t in _records(next(it)[0])])
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
+    assert loader.state_dict()["epoch"] == 2
 
 
 def test_resume_refuses_different_settings(tagged):
@@ -246,7 +262,7 @@ def test_killed_worker_raises_instead_of_hanging(small_lmdb):
                              device="cpu", num_threads=2, prefetch=1)
     it = iter(loader)
     next(it)
-    workers = loader._get_backend()._loader._iterator._workers  # the DataLoader's processes
+    workers = loader._get_backend()._all[0]._iterator._workers  # the DataLoader's processes
     os.kill(workers[0].pid, signal.SIGKILL)
     workers[0].join()
     # torch reports the death from its SIGCHLD handler or its queue watchdog; either way an

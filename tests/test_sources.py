@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from imagefiles import jpeg, write
 
+import fastload
+from fastload.inspect import inspect_store
 from fastload.sources import CsvColumns, scan_csv, scan_folder
 
 
@@ -168,3 +171,63 @@ def test_csv_negative_integer_labels_refused(tmp_path):
     csv = _csv(tmp_path, "path,label\na.jpg,-3\n")
     with pytest.raises(ValueError, match=">= 0"):
         scan_csv(csv, str(tmp_path / "img"))
+
+
+# --- CSV metadata columns --------------------------------------------------------------------
+
+
+def test_csv_extra_columns_become_typed_metadata(tmp_path):
+    csv = _csv(tmp_path, "patient_id,filename,age,weight,site,zip,note,label,\n"
+                         "7,a.jpg,31,1.5,A,02139,x,cat,p\n"
+                         "8,b.jpg,40,,B,10001,,dog\n"    # ragged: the last column's cell is missing
+                         "7,c.jpg,55,2e1,A,94103,z z,cat,q\n")
+    meta = scan_csv(csv, str(tmp_path / "img")).metadata
+    assert list(meta) == ["patient_id", "age", "weight", "site", "zip", "note", "column 9"]
+    assert meta["patient_id"].dtype == np.int64 and meta["patient_id"].tolist() == [7, 8, 7]
+    assert meta["age"].tolist() == [31, 40, 55]
+    assert meta["weight"].dtype == np.float64 and np.isnan(meta["weight"][1])
+    assert meta["weight"][[0, 2]].tolist() == [1.5, 20.0]
+    assert meta["site"].tolist() == ["A", "B", "A"]
+    assert meta["zip"].tolist() == ["02139", "10001", "94103"]  # a leading zero: kept as text
+    assert meta["note"].tolist() == ["x", "", "z z"] and meta["column 9"].tolist() == ["p", "", "q"]
+
+
+def test_csv_metadata_follows_kept_rows_and_names_stay_unique(tmp_path):
+    csv = _csv(tmp_path, "path,label,pid,pid\n"
+                         "a.jpg,cat,P1,1\n"
+                         "gone.jpg,cat,P9,9\n"   # missing file: skipped, no value kept
+                         "./a.jpg,cat,P1b,1\n"   # repeat: the first row's values are kept
+                         "b.jpg,cat,P2,2\nb.jpg,dog,P2,2\n"  # conflict: dropped
+                         "c.jpg,dog,P3,\n")
+    source = scan_csv(csv, str(tmp_path / "img"))
+    assert _names(source) == ["a.jpg", "c.jpg"]
+    assert source.metadata["pid"].tolist() == ["P1", "P3"]
+    assert source.metadata["pid.1"].tolist()[0] == 1.0 and np.isnan(source.metadata["pid.1"][1])
+    assert [len(s.metadata["pid"]) for s in (source.split(2, 0), source.split(2, 1))] == [1, 1]
+
+
+def test_csv_without_header_keeps_extra_columns(tmp_path):
+    csv = _csv(tmp_path, "a.jpg,cat,3\nb.jpg,dog,4\n")
+    assert scan_csv(csv, str(tmp_path / "img")).metadata == {"column 3": pytest.approx([3, 4])}
+
+
+@pytest.mark.parametrize("fmt,shard_size", [("lmdb", None), ("hdf5", 3)])
+def test_pack_keeps_csv_metadata_aligned_past_skipped_rows(tmp_path, fmt, shard_size):
+    names = [f"{i}.jpg" for i in range(7)]
+    for i, name in enumerate(names):
+        write(str(tmp_path / "img" / name), jpeg(seed=i) if i != 2 else b"not an image")
+    rows = [f"{name},{i % 2},P{i // 2},{i * 10}" for i, name in enumerate(names)]
+    rows.insert(4, "missing.jpg,0,PX,999")
+    (tmp_path / "train.csv").write_text("path,label,patient,score\n" + "\n".join(rows) + "\n")
+    out = str(tmp_path / ("s.lmdb" if fmt == "lmdb" else "s.h5"))
+    fastload.pack(str(tmp_path / "img"), out, labels=str(tmp_path / "train.csv"), options=fastload.PackOptions(
+        format=fmt, workers=2, progress=False, shard_size=shard_size))
+    store = fastload.open_store(out if shard_size is None else out.replace(".h5", "-*.h5"))
+    kept = [int(os.path.basename(p).split(".")[0]) for p in store.paths]
+    assert kept == [0, 1, 3, 4, 5, 6]  # 2.jpg fails to decode, missing.jpg is not there
+    assert store.metadata["patient"].tolist() == [f"P{i // 2}" for i in kept]
+    assert store.metadata["score"].tolist() == [i * 10 for i in kept]
+    assert store.labels.tolist() == [i % 2 for i in kept]
+    profile = inspect_store(store)
+    assert {c["name"]: c["kind"] for c in profile["metadata"]} == {"patient": "string", "score": "int"}
+    store.close()

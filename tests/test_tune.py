@@ -93,6 +93,54 @@ def test_stops_at_once_when_the_defaults_fail():
         tune.tune(FakeStore(), make_loader=make_loader, **FAST)
 
 
+def _loader_keywords() -> set[str]:
+    import inspect
+
+    return set(inspect.signature(fastload.Loader).parameters)
+
+
+def test_on_a_gpu_the_decoder_split_is_searched_and_printed_as_a_loader_keyword():
+    # device="cuda" with a simulated loader: the search logic runs without a GPU.
+    make_loader, built = _simulate(lambda s: 4e-4 / (1 + 2 * (s["hw_decoder_load"] == 0.9)))
+    result = tune.tune(FakeStore(), threads=[2], batch_sizes=[64], prefetch=[2],
+                       hw_decoder_loads=[0.0, 0.9], make_loader=make_loader, device="cuda", **FAST)
+    assert result.default["hw_decoder_load"] == tune.DALI_HW_DECODER_LOAD
+    assert result.best["hw_decoder_load"] == 0.9 and result.gain > 1.5 and not result.notes
+    assert {t.settings["hw_decoder_load"] for t in result.trials} == {0.0, 0.65, 0.9}
+    assert set(result.best) <= _loader_keywords()  # the Loader accepts every printed setting
+    assert "hw_decoder_load=0.9" in result.loader_call() and "hw_decoder_load=0.9" in result.summary()
+
+
+@pytest.mark.parametrize("where", [{"device": "cpu"}, {"device": "cuda", "backend": "torch"}])
+def test_gpu_only_settings_are_skipped_with_a_note_where_they_cannot_matter(where):
+    make_loader, _ = _simulate(lambda s: 1e-4)
+    result = tune.tune(FakeStore(), threads=[2], batch_sizes=[64], prefetch=[2],
+                       hw_decoder_loads=[0.0, 1.0], make_loader=make_loader, tolerance=0.5,
+                       **where, **FAST)
+    assert all("hw_decoder_load" not in t.settings for t in result.trials)
+    assert len(result.notes) == 1 and result.notes[0].startswith("hw_decoder_load not searched")
+    assert set(result.best) <= _loader_keywords() and result.notes[0] in str(result)
+
+
+def test_decoder_split_candidates_must_lie_between_0_and_1():
+    make_loader, _ = _simulate(lambda s: 1e-4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tune.tune(FakeStore(), hw_decoder_loads=[1.5], make_loader=make_loader, device="cuda", **FAST)
+
+
+def test_training_step_updates_the_model_and_refuses_unknown_models():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    step = tune.TrainingStep("shufflenet_v2_x0_5", num_classes=3, device="cpu")  # small: quick on a CPU
+    before = [p.detach().clone() for p in step.model.parameters()]
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, -1])  # -1: unlabelled
+    step(images, labels)
+    step.synchronize()
+    assert not step.gpu and any(not torch.equal(a, b) for a, b in zip(before, step.model.parameters()))
+    with pytest.raises(ValueError, match="no model 'resnet_nope'"):
+        tune.TrainingStep("resnet_nope", num_classes=3, device="cpu")
+
+
 def test_refuses_a_store_smaller_than_one_default_batch(small_lmdb):
     with pytest.raises(ValueError, match="fewer than one default batch"):
         tune.tune(small_lmdb, make_loader=lambda **s: SimulatedLoader(0, 1))
@@ -118,3 +166,46 @@ def test_cli_tunes_the_real_loader_and_saves_the_settings(store_of_72, tmp_path,
     assert set(result["best"]) == {"num_threads", "batch_size", "prefetch"}
     assert result["default_images_per_s"] > 0 and all(not t["error"] for t in result["trials"])
     assert "fastload.Loader(" in printed and "defaults num_threads=" in printed
+
+
+class TensorLoader(SimulatedLoader):
+    """The simulated loader with real (tiny) image tensors, for a model in the loop."""
+
+    def __iter__(self):
+        import torch
+
+        for _, labels in super().__iter__():
+            yield torch.zeros(self.batch_size, 3, 16, 16), torch.zeros(len(labels), dtype=torch.int64)
+
+
+def test_with_a_model_in_the_loop_every_batch_is_trained_on():
+    pytest.importorskip("torchvision")
+    steps, defaults = [], tune.default_settings()
+    make_loader, _ = _simulate(lambda s: 0.0)
+    # Only the defaults as candidates: one trial, enough to see the model in the loop.
+    result = tune.tune(FakeStore(), threads=[defaults["num_threads"]],
+                       batch_sizes=[defaults["batch_size"]], prefetch=[defaults["prefetch"]],
+                       model="shufflenet_v2_x0_5", device="cpu", progress=steps.append,
+                       make_loader=lambda **s: TensorLoader(0, s["batch_size"]), **FAST)
+    assert result.model == "shufflenet_v2_x0_5" and result.default_images_per_s > 0 and len(steps) == 1
+    assert "training images/s (shufflenet_v2_x0_5 in the loop)" in result.summary()
+    assert json.loads(json.dumps(result.to_json()))["model"] == "shufflenet_v2_x0_5"
+
+
+def test_cli_names_an_unknown_model(store_of_72, capsys):
+    pytest.importorskip("torchvision")
+    assert cli.main(["tune", store_of_72, "--model", "resnet_nope", "--device", "cpu"]) == 2
+    assert "no model 'resnet_nope'" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not hasattr(fastload, "Loader"), reason="fastload.Loader not available yet")
+def test_cli_on_a_gpu_prints_a_winning_decoder_split(store_of_72, tmp_path, capsys):
+    saved = tmp_path / "tuned.json"
+    assert cli.main(["tune", store_of_72, "--device", "cuda", "--image-size", "32",
+                     "--threads", "2", "--batch-sizes", "64", "--prefetch", "2",
+                     "--hw-decoder-loads", "0,1", "--rounds", "1", "--images-per-round", "64",
+                     "--save", str(saved)]) == 0
+    result = json.loads(saved.read_text())
+    assert "hw_decoder_load" in result["best"] and not result["notes"]
+    assert f"hw_decoder_load={result['best']['hw_decoder_load']}" in capsys.readouterr().out

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["Backend", "BackendConfig", "OUTPUT_DTYPES", "LAYOUTS"]
+__all__ = ["Backend", "BackendConfig", "BatchStream", "OUTPUT_DTYPES", "LAYOUTS"]
 
 OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
 LAYOUTS = ("NCHW", "NHWC")
@@ -32,6 +32,7 @@ class BackendConfig:
         channels: channels every image is brought to (grayscale expanded to RGB when 3).
         hw_decoder_load: share of JPEG decoding given to the GPU's hardware decoder (DALI's
             ``hw_decoder_load``, 0..1) where it has one; None keeps DALI's default.
+        views: test-time views (fastload.tta): each batch is then ``(B, V, ...)``.
     """
 
     batch_size: int
@@ -45,18 +46,33 @@ class BackendConfig:
     verify: bool = True
     channels: int = 3
     hw_decoder_load: float | None = None
+    views: tuple[Any, ...] = ()
+
+
+class BatchStream(Protocol):
+    """The batches of one pass, in order; ``close`` ends the pass early (a ``break``)."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)``: ``images`` an ``output_dtype`` tensor in ``layout`` on ``device``
+        (NHWC of the pixel type when the backend leaves a ``tail``), ``labels`` int64."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Backend(Protocol):
-    """A way to produce batches. Built once per Loader, iterated once per epoch."""
+    """A way to produce batches. Built once per Loader; one ``open_pass`` per pass over the data,
+    several of which may be live at once (each is independent)."""
 
-    def iterate(self, batches: Sequence[np.ndarray], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(images, labels)`` for each batch of record indices, in order.
+    #: ops the backend leaves to the Loader's batch stage (see fastload.transforms.stage)
+    tail: tuple[Any, ...]
 
-        ``images``: ``output_dtype`` tensor in ``layout`` on ``device``; ``labels``: int64 tensor
-        on ``device``. ``epoch`` seeds the random augmentations together with the config seed.
-        A batch may be shorter than ``batch_size`` (the last one of an epoch).
-        """
+    def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> BatchStream:
+        """Start a pass over ``batches`` (record indices, in order) of ``epoch``: ``epoch``, the
+        config's seed and each record index seed the random augmentations. A batch may be
+        shorter than ``batch_size`` (the last one of an epoch)."""
         ...
 
     def close(self) -> None:

@@ -1,29 +1,34 @@
-"""The DALI backend: a DALI pipeline reads the store, decodes (nvJPEG on the GPU, libjpeg-turbo
-on the CPU) and augments; batches reach torch with one copy out of DALI's reused buffers.
+"""The DALI backend: batches of a store through DALI pipelines (``fastload.pipeline``).
 
-The pipeline is built once per Loader and fed, epoch by epoch, the planned batches through a
-batch-mode ``fn.external_source`` that runs in the pipeline's thread: reading a record from an
-LMDB/HDF5 store is a ~10-100 µs copy out of a memory map, so worker processes would only add
-transfer costs (measured: see benchmarks/RESULTS.md). When the first operator is a
-RandomResizedCrop, it is fused into the decoder (``decoders.image_random_crop``): only the crop
-window is decoded.
+DALI decodes (nvJPEG on the GPU, libjpeg-turbo on the CPU) and augments; feed worker processes
+read, check and lay out the records; the Loader's thread does O(1) Python work per batch.
+Every store fastload writes is read: encoded JPEG/PNG/... records go to DALI's decoders, and
+records those cannot read (``.npy`` arrays, 6-channel TIFFs, float pixels) are decoded by the
+feed workers and enter the pipeline as arrays, as raw stores' records do.
+
+Each pass over the data runs on an engine (a pipeline and its workers). Passes run one after
+another on the same engine; a second pass started while one is still live (two iterators at
+once) gets an engine of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import MissingExtraError
-from ..ops import BatchOp, CustomOp, Flip, Normalize, Op, RandomResizedCrop
-from ..ops.normalize import max_value, resolve_mean_std
+from ..ops import Op
+from ..parallel import default_workers
+from ..pipeline.engine import DaliEngine
+from ..pipeline.lowering import LoweredOps, lower_ops
+from ..stores import Store
 from .base import BackendConfig
 
-__all__ = ["DaliBackend", "DaliContext", "StoreFeed"]
+__all__ = ["DaliBackend", "dali_decodes", "default_feed_workers"]
 
 
 def _dali() -> Any:
@@ -34,223 +39,147 @@ def _dali() -> Any:
     return dali
 
 
-@dataclass(frozen=True)
-class DaliContext:
-    """What operators' ``dali()`` methods may read while the pipeline is defined.
+# Encodings and pixel types DALI's decoders read as fastload's decode policy does. Others (.npy
+# arrays, TIFF pages, GIF frames, JPEG 2000 with a DICOM policy, signed or float pixels) are
+# decoded by the feed workers with fastload's own decoder.
+_DALI_ENCODINGS = {"jpeg", "png", "bmp", "webp"}
+_DALI_DTYPES = {"uint8", "uint16"}
 
-    Attributes:
-        device: "cpu" or "gpu": where the images DataNode lives.
-        channels: channels per image.
-        max_value: the pixel type's full-scale value (255, 65535, or 1.0 for floats).
-        seed: the pipeline seed (DALI's random operators derive their streams from it).
-        sample_ids: per-sample int64 ``[seed, epoch, record]`` DataNode, for custom operators.
-        layout: the output layout asked of the loader ("NCHW" or "NHWC").
-        output_dtype: "float32", "float16" or "uint8".
+
+def dali_decodes(store: Store) -> bool:
+    """Whether DALI's image decoders read every record of an encoded store as fastload's decode
+    policy does (JPEG/PNG/BMP/WebP, 8 or 16 bits, 1 or 3 channels)."""
+    shards = getattr(store, "shards", [store])
+    return all(s.header.payload != "raw" and set(s.header.encodings) <= _DALI_ENCODINGS
+               and set(s.header.dtypes) <= _DALI_DTYPES and s.header.channels in (1, 3) for s in shards)
+
+
+def default_feed_workers() -> int:
+    """Feed processes: one per four cores, 1 to 4 (a record costs them tens of microseconds)."""
+    return max(1, min(4, default_workers() // 4))
+
+
+def pixel_dtype(store: Store) -> np.dtype:
+    dtypes = {d for s in getattr(store, "shards", [store]) for d in s.header.dtypes} or {"uint8"}
+    for name in ("float32", "uint16", "uint8"):
+        if name in dtypes:
+            return np.dtype(name)
+    return np.dtype(sorted(dtypes)[0])
+
+
+class _DaliPass:
+    """One pass: the batches of one epoch, on an engine.
+
+    When a newer pass starts and no engine is idle, it takes this pass's engine (as a persistent
+    DataLoader resets its iterator) instead of building another: iterators that are dropped
+    without being closed (``it = iter(loader)`` again) cost nothing. If this pass is used again
+    afterwards, it gets an engine of its own and goes on from its next batch: several live
+    iterators stay independent.
     """
 
-    device: str
-    channels: int
-    max_value: float
-    seed: int
-    sample_ids: Any = None
-    layout: str = "NCHW"
-    output_dtype: str = "float32"
+    def __init__(self, backend: DaliBackend, batches: Sequence[np.ndarray], epoch: int) -> None:
+        self._backend, self._batches, self._epoch = backend, list(batches), epoch
+        self._engine: DaliEngine | None = None
+        self._done = 0
+        self._closed = False
 
+    def __iter__(self) -> _DaliPass:
+        return self
 
-class StoreFeed:
-    """The external-source callback: the next planned batch's payloads, labels and sample ids.
+    def _attach(self, engine: DaliEngine) -> None:
+        engine.begin(self._batches[self._done :], self._epoch)
+        engine.owner = weakref.ref(self)
+        self._engine = engine
 
-    Raises StopIteration at the end of the epoch. An exception raised while reading (a corrupt
-    record, a vanished store) is kept in ``error`` so the backend re-raises it as it was, not
-    wrapped in DALI's generic message.
-    """
+    def _lose_engine(self) -> DaliEngine | None:
+        engine, self._engine = self._engine, None
+        return engine
 
-    def __init__(self, store: Any, raw: bool, verify: bool, seed: int, with_ids: bool) -> None:
-        self.store = store
-        self.with_ids = with_ids
-        self.raw = raw
-        self.verify = verify
-        self.seed = seed
-        self.labels = np.asarray(store.labels, dtype=np.int64)
-        self.shapes = store.table.shapes if raw and hasattr(store, "table") else None
-        self.batches: Sequence[np.ndarray] = []
-        self.epoch = 0
-        self.position = 0
-        self.error: BaseException | None = None
-
-    def arm(self, batches: Sequence[np.ndarray], epoch: int) -> None:
-        self.batches, self.epoch, self.position, self.error = batches, epoch, 0, None
-
-    def _payload(self, index: int) -> np.ndarray:
-        if self.raw:
-            array, _ = self.store.get(index)
-            return np.asarray(array)
-        return np.frombuffer(self.store.read(index, self.verify), dtype=np.uint8)
-
-    def __call__(self) -> tuple[list[np.ndarray], ...]:
-        if self.position >= len(self.batches):
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._closed or self._done >= len(self._batches):
+            self.close()
             raise StopIteration
-        batch = self.batches[self.position]
-        self.position += 1
         try:
-            payloads = [self._payload(int(i)) for i in batch]
-        except BaseException as exc:
-            self.error = exc
+            if self._engine is None:  # a newer pass took the engine: get another, go on
+                self._attach(self._backend._engine(steal=False))
+            batch = self._engine.next()  # type: ignore[union-attr]
+        except BaseException:
+            self.close()
             raise
-        labels = [self.labels[int(i) : int(i) + 1] for i in batch]
-        if not self.with_ids:
-            return payloads, labels
-        ids = [np.array([self.seed, self.epoch, int(i)], dtype=np.int64) for i in batch]
-        return payloads, labels, ids
+        self._done += 1
+        return batch
 
-
-def _fusable_flip(ops: Sequence[Op], i: int) -> bool:
-    op = ops[i]
-    return (isinstance(op, Flip) and op.horizontal and not op.vertical
-            and i + 1 < len(ops) and isinstance(ops[i + 1], Normalize))
+    def close(self) -> None:
+        self._closed = True
+        engine = self._lose_engine()
+        if engine is not None:
+            self._backend._give_back(engine)
 
 
 class DaliBackend:
-    """Batches from a store through a DALI pipeline (GPU when ``config.device == "cuda"``)."""
+    """Batches from a store through DALI (GPU when ``config.device == "cuda"``).
 
-    def __init__(self, store: Any, ops: Sequence[Op], config: BackendConfig) -> None:
+    Args:
+        store: the store to read.
+        ops: the loader's op list.
+        config: the backend settings.
+        feed_workers: feed processes per engine (default: one per four cores, 1 to 4).
+    """
+
+    def __init__(self, store: Store, ops: Sequence[Op], config: BackendConfig,
+                 feed_workers: int | None = None) -> None:
         _dali()
-        self.store = store
-        self.ops = list(ops)
-        self.config = config
-        self.raw = store.header.payload == "raw"
-        dtypes = store.header.dtypes or ["uint8"]
-        self.pixel_dtype = np.dtype("uint16" if "uint16" in dtypes else dtypes[0])
-        # Custom operators seed their generators from [seed, epoch, record], as the torch backend does.
-        with_ids = any(isinstance(op, (CustomOp, BatchOp)) for op in self.ops)
-        self.feed = StoreFeed(store, self.raw, config.verify, config.seed, with_ids)
-        self._pipe: Any = None
-        self._clean = True
-        if config.device == "cuda":
-            self.torch_device = torch.device("cuda", config.device_id)
+        self.store, self.config = store, config
+        self.encoded = dali_decodes(store)
+        self.pixel_dtype = pixel_dtype(store)
+        self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output_dtype=config.output_dtype,
+                                             views=config.views)
+        self.feed_workers = feed_workers or default_feed_workers()
+        self._idle: list[DaliEngine] = []
+        self._engines: list[DaliEngine] = []
+
+    @property
+    def tail(self) -> tuple[Op, ...]:
+        """Ops left for the batch stage (custom ops at the end of the list)."""
+        return self.lowered.tail
+
+    def _engine(self, steal: bool) -> DaliEngine:
+        """An idle engine; else (``steal``) the engine of the newest live pass; else a new one."""
+        if self._idle:
+            return self._idle.pop()
+        if steal:
+            for engine in reversed(self._engines):
+                owner = engine.owner() if engine.owner is not None else None
+                if owner is not None and owner._engine is engine:
+                    owner._lose_engine()
+                    return engine
+        engine = DaliEngine(self.store, self.lowered, self.config, encoded=self.encoded,
+                            pixel_dtype=self.pixel_dtype, feed_workers=self.feed_workers)
+        self._engines.append(engine)
+        return engine
+
+    def _give_back(self, engine: DaliEngine) -> None:
+        engine.owner = None
+        if engine.broken or self._engines is None:
+            engine.close()
+            if self._engines is not None and engine in self._engines:
+                self._engines.remove(engine)
         else:
-            self.torch_device = torch.device("cpu")
+            self._idle.append(engine)
 
-    # --- pipeline definition ------------------------------------------------------------------
-    def _decode(self, data: Any, ops: list[Op]) -> tuple[Any, list[Op]]:
-        from nvidia.dali import fn, types
-
-        gpu = self.config.device == "cuda"
-        if self.raw:
-            return (data.gpu() if gpu else data), ops
-        channels = self.config.channels
-        out_type = types.RGB if channels == 3 else (types.GRAY if channels == 1 else types.ANY_DATA)
-        extra = {"dtype": types.UINT16} if self.pixel_dtype == np.uint16 else {}
-        device = "mixed" if gpu else "cpu"
-        if gpu and self.config.hw_decoder_load is not None:
-            extra["hw_decoder_load"] = float(self.config.hw_decoder_load)
-        if ops and isinstance(ops[0], RandomResizedCrop):
-            crop = ops[0]
-            images = fn.decoders.image_random_crop(
-                data, device=device, output_type=out_type, random_area=list(crop.scale),
-                random_aspect_ratio=list(crop.ratio), num_attempts=10, **extra)
-            size = crop.size if isinstance(crop.size, tuple) else (crop.size, crop.size)
-            images = fn.resize(images, size=list(size), antialias=True)
-            return images, ops[1:]
-        return fn.decoders.image(data, device=device, output_type=out_type, **extra), ops
-
-    def _normalize(self, images: Any, op: Normalize | None, mirror: Any, ctx: DaliContext) -> Any:
-        from nvidia.dali import fn, types
-
-        layout = "CHW" if self.config.layout == "NCHW" else "HWC"
-        if self.config.output_dtype == "uint8" or op is None:
-            if mirror is not None:
-                images = fn.flip(images, horizontal=mirror)
-            if layout == "CHW":
-                images = fn.transpose(images, perm=[2, 0, 1])
-            if self.config.output_dtype != "uint8":
-                dtype = types.FLOAT16 if self.config.output_dtype == "float16" else types.FLOAT
-                images = fn.cast(images, dtype=dtype)
-            return images
-        mean, std = resolve_mean_std(op.mean, op.std, ctx.channels)
-        dtype = types.FLOAT16 if self.config.output_dtype == "float16" else types.FLOAT
-        kwargs = {"mirror": mirror} if mirror is not None else {}
-        return fn.crop_mirror_normalize(
-            images, dtype=dtype, output_layout=layout, mean=(mean * ctx.max_value).tolist(),
-            std=(std * ctx.max_value).tolist(), **kwargs)
-
-    def _define(self) -> Any:
-        from nvidia.dali import fn, pipeline_def, types
-
-        cfg = self.config
-        gpu = cfg.device == "cuda"
-
-        @pipeline_def(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
-                      device_id=cfg.device_id if gpu else None, seed=cfg.seed,
-                      prefetch_queue_depth=max(1, cfg.prefetch))
-        def pipeline():
-            outputs = 3 if self.feed.with_ids else 2
-            data, labels, *ids = fn.external_source(
-                source=self.feed, num_outputs=outputs, batch=True,
-                dtype=[self.pixel_dtype_dali() if self.raw else types.UINT8, types.INT64, types.INT64][:outputs],
-                layout=["HWC" if self.raw else "", "", ""][:outputs])
-            images, ops = self._decode(data, list(self.ops))
-            ctx = DaliContext(device="gpu" if gpu else "cpu", channels=cfg.channels,
-                              max_value=max_value(self.pixel_dtype), seed=cfg.seed,
-                              sample_ids=ids[0] if ids else None,
-                              layout=cfg.layout, output_dtype=cfg.output_dtype)
-            normalize, mirror, i = None, None, 0
-            while i < len(ops):
-                if _fusable_flip(ops, i):
-                    mirror = fn.random.coin_flip(probability=ops[i].p)
-                elif isinstance(ops[i], Normalize) and i == len(ops) - 1:
-                    normalize = ops[i]
-                else:
-                    images = ops[i].dali(images, ctx)
-                i += 1
-            images = self._normalize(images, normalize, mirror, ctx)
-            return images, (labels.gpu() if gpu else labels)
-
-        return pipeline()
-
-    def pixel_dtype_dali(self) -> Any:
-        from nvidia.dali import types
-
-        return {np.dtype("uint8"): types.UINT8, np.dtype("uint16"): types.UINT16,
-                np.dtype("float32"): types.FLOAT}[self.pixel_dtype]
-
-    def _pipeline(self) -> Any:
-        if self._pipe is None or not self._clean:
-            self._pipe = self._define()
-            self._pipe.build()
-            self._clean = True
-        return self._pipe
-
-    # --- iteration ----------------------------------------------------------------------------
-    def _to_torch(self, tensor_list: Any, dtype: torch.dtype) -> torch.Tensor:
-        from nvidia.dali.plugin.pytorch import feed_ndarray
-
-        dense = tensor_list.as_tensor()
-        out = torch.empty(dense.shape(), dtype=dtype, device=self.torch_device)
-        stream = torch.cuda.current_stream(self.torch_device) if self.torch_device.type == "cuda" else None
-        feed_ndarray(dense, out, cuda_stream=stream)
-        return out
-
-    def iterate(self, batches: Sequence[np.ndarray], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if not len(batches):
-            return
-        pipe = self._pipeline()
-        self.feed.arm(batches, epoch)
-        self._clean = False  # until the epoch runs to its end, the pipeline holds prefetched work
-        image_dtype = {"float32": torch.float32, "float16": torch.float16,
-                       "uint8": torch.uint8}[self.config.output_dtype]
-        while True:
-            try:
-                images, labels = pipe.run()
-            except StopIteration:
-                pipe.reset()
-                self._clean = True
-                return
-            except Exception as exc:
-                if self.feed.error is not None:
-                    raise self.feed.error from exc
-                raise
-            yield self._to_torch(images, image_dtype), self._to_torch(labels, torch.int64).view(-1)
+    def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> _DaliPass:
+        """Start a pass over ``batches`` (record indices) of ``epoch``."""
+        stream = _DaliPass(self, batches, epoch)
+        engine = self._engine(steal=True)
+        try:
+            stream._attach(engine)
+        except BaseException:
+            engine.broken = True
+            self._give_back(engine)
+            raise
+        return stream
 
     def close(self) -> None:
-        self._pipe = None
+        engines, self._engines, self._idle = self._engines, None, []
+        for engine in engines or []:
+            engine.close()

@@ -1,13 +1,15 @@
 """The pure-PyTorch backend: DataLoader worker processes, OpenCV decode, NumPy operators.
 
 It serves machines without DALI (Windows, macOS, CPU-only boxes) and is the reference the
-tests compare the DALI backend against. Each worker builds a whole batch (decode, augment,
+tests compare the DALI backend against: both draw every random parameter from
+``[seed, epoch, record]``. Each worker builds a whole batch (decode, augment,
 stack) so only one tensor per batch crosses the process boundary; pixels travel as uint8 (or
 uint16) and are normalized on the output device, as timm's fast collate + prefetcher do.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,10 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import WorkerDiedError
+from ..errors import FastloadError, WorkerDiedError
 from ..ops import Normalize, Op
+from ..ops.base import sample_rng
 from ..ops.custom import run_numpy
 from ..ops.normalize import max_value, resolve_mean_std
+from ..tta import apply_view, split_for_views
 from .base import OUTPUT_DTYPES, BackendConfig
 
 __all__ = ["TorchBackend", "split_normalize"]
@@ -34,19 +38,16 @@ def split_normalize(ops: Sequence[Op]) -> tuple[list[Op], Normalize | None]:
     return ops, None
 
 
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """One sample's random generator: the same (seed, epoch, record) always draws the same
-    parameters, whatever the worker count, batch size or resume point."""
-    return np.random.default_rng([seed, epoch, index])
-
-
 class _BatchDataset(Dataset):
     """Maps a batch key to a stacked batch. Holds the store by path (it pickles as its path)."""
 
-    def __init__(self, store: Any, ops: list[Op], config: BackendConfig) -> None:
+    def __init__(self, store: Any, ops: list[Op], config: BackendConfig, crop: Any = None,
+                 finish: _Finish | None = None) -> None:
         self.store = store
         self.ops = ops
         self.config = config
+        self.crop = crop  # with test-time views: the final crop, cut per view
+        self.finish = finish  # CPU output: normalized and laid out here, off the training thread
 
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
         return 0
@@ -62,11 +63,17 @@ class _BatchDataset(Dataset):
                                  f"the loader expects {channels}")
         return image
 
+    def _augment(self, epoch: int, indices: tuple[int, ...]) -> list[np.ndarray]:
+        rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
+        images = run_numpy(self.ops, [self._decode(i) for i in indices], rngs)
+        if not self.config.views:
+            return [np.ascontiguousarray(im) for im in images]
+        return [np.stack([np.ascontiguousarray(apply_view(v, im, self.crop)) for v in self.config.views])
+                for im in images]
+
     def __getitem__(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, indices = key
-        rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
-        images = [np.ascontiguousarray(im)
-                  for im in run_numpy(self.ops, [self._decode(i) for i in indices], rngs)]
+        images = self._augment(epoch, indices)
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise ValueError(f"augmented images differ in shape {sorted(shapes)}; end the augment "
@@ -75,7 +82,37 @@ class _BatchDataset(Dataset):
         if batch.dtype == np.uint16:  # torch has limited uint16 support: carry as int32
             batch = batch.astype(np.int32)
         labels = torch.as_tensor(self.store.labels[np.asarray(indices)], dtype=torch.int64)
-        return torch.from_numpy(batch), labels
+        out = torch.from_numpy(batch)
+        return (self.finish(out) if self.finish is not None else out), labels
+
+
+class _Finish:
+    """Normalization, output dtype and layout of a stacked ``(B, [V,] H, W, C)`` batch: in the
+    workers for CPU output, on the device for CUDA output (uint8 crosses the host, as in timm)."""
+
+    def __init__(self, normalize: Normalize | None, scale: float, config: BackendConfig) -> None:
+        self.normalize, self.scale, self.config = normalize, scale, config
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.normalize is not None:
+            images = self._normalize(images)
+        elif self.config.output_dtype != "uint8" or images.dtype != torch.uint8:
+            images = images.to(OUTPUT_DTYPES[self.config.output_dtype])
+        if self.config.layout == "NCHW" and images.ndim == 4:
+            images = images.permute(0, 3, 1, 2)
+        elif self.config.layout == "NCHW" and images.ndim == 5:  # test-time views: (B, V, H, W, C)
+            images = images.permute(0, 1, 4, 2, 3)
+        return images.contiguous()
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype.is_floating_point:  # ops already produced floats: scale is 1
+            scale = 1.0
+        else:
+            scale = self.scale if images.dtype != torch.uint8 else 255.0
+        mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, images.shape[-1])
+        m = torch.as_tensor(mean * scale, device=images.device)
+        s = torch.as_tensor(std * scale, device=images.device)
+        return ((images.float() - m) / s).to(OUTPUT_DTYPES[self.config.output_dtype])
 
 
 class _EpochSampler(Sampler):
@@ -91,61 +128,120 @@ class _EpochSampler(Sampler):
         return len(self.keys)
 
 
-class TorchBackend:
-    """Batches from a store with torch.utils.data worker processes (``num_threads`` of them)."""
+def _fastload_error_class(name: str) -> type[FastloadError] | None:
+    pending: list[type[FastloadError]] = [FastloadError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
 
-    def __init__(self, store: Any, ops: Sequence[Op], config: BackendConfig) -> None:
+
+def _worker_error(exc: RuntimeError) -> BaseException:
+    """torch re-raises a worker's exception as RuntimeError when its class takes more than a
+    message (as fastload's errors do): give it back its fastload class, with the worker's message."""
+    found = re.match(r"Caught (\w+) in DataLoader worker process", str(exc))
+    cls = _fastload_error_class(found.group(1)) if found else None
+    if cls is not None:
+        error = cls.__new__(cls)
+        Exception.__init__(error, str(exc))
+        return error
+    return exc
+
+
+class _TorchPass:
+    """One pass on one DataLoader (its workers persist between passes)."""
+
+    def __init__(self, backend: TorchBackend, loader: DataLoader, keys: list[BatchKey]) -> None:
+        self._backend, self._loader = backend, loader
+        self._iter: Iterator[Any] | None = iter(loader)
+        self._left = len(keys)
+
+    def __iter__(self) -> _TorchPass:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._iter is None or self._left == 0:
+            self.close()
+            raise StopIteration
+        try:
+            images, labels = next(self._iter)
+        except RuntimeError as exc:
+            self.close()
+            if "DataLoader worker" in str(exc) and ("killed" in str(exc) or "exited unexpectedly" in str(exc)):
+                raise WorkerDiedError(f"a torch-backend worker process died: {exc}") from exc
+            raise _worker_error(exc) from exc
+        except BaseException:
+            self.close()
+            raise
+        self._left -= 1
+        if self._left == 0:  # the plan is done: the loader may serve the next pass at once
+            self.close()
+        return self._backend._finish(images, labels)
+
+    def close(self) -> None:
+        if self._iter is not None:
+            self._iter = None
+            self._backend._give_back(self._loader)
+
+
+class TorchBackend:
+    """Batches from a store with torch.utils.data worker processes (``num_threads`` of them).
+
+    Each pass takes a DataLoader (with its persistent workers) from a small pool, so several
+    iterators can run at once, each with its own workers, as with a non-persistent DataLoader.
+    """
+
+    def __init__(self, store: Any, ops: Sequence[Op], config: BackendConfig, pin_memory: bool = False) -> None:
         self.config = config
-        sample_ops, self.normalize = split_normalize(ops)
+        self.store = store
+        self.crop = None
+        if config.views:
+            self.sample_ops, self.crop, self.normalize = split_for_views(ops, config.views)
+        else:
+            self.sample_ops, self.normalize = split_normalize(ops)
         if config.output_dtype == "uint8":
             self.normalize = None
         self.device = torch.device("cuda", config.device_id) if config.device == "cuda" else torch.device("cpu")
-        self._sampler = _EpochSampler()
-        self._scale = max_value(np.dtype(store.header.dtypes[0])) if store.header.dtypes else 255.0
-        workers = max(0, config.num_threads)
-        self._loader = DataLoader(
-            _BatchDataset(store, sample_ops, config), batch_size=None, sampler=self._sampler,
-            num_workers=workers, persistent_workers=workers > 0,
-            prefetch_factor=config.prefetch if workers > 0 else None,
-            pin_memory=self.device.type == "cuda",
+        self.pin_memory = pin_memory or self.device.type == "cuda"
+        scale = max_value(np.dtype(store.header.dtypes[0])) if store.header.dtypes else 255.0
+        self._finish_batch = _Finish(self.normalize, scale, config)
+        self._idle: list[DataLoader] = []
+        self._all: list[DataLoader] = []
+
+    tail: tuple[Op, ...] = ()
+
+    def _new_loader(self) -> DataLoader:
+        workers = max(0, self.config.num_threads)
+        loader = DataLoader(
+            _BatchDataset(self.store, self.sample_ops, self.config, self.crop,
+                          self._finish_batch if self.device.type == "cpu" else None), batch_size=None,
+            sampler=_EpochSampler(), num_workers=workers, persistent_workers=workers > 0,
+            prefetch_factor=self.config.prefetch if workers > 0 else None, pin_memory=self.pin_memory,
         )
-        self._mean_std: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._all.append(loader)
+        return loader
+
+    def _give_back(self, loader: DataLoader) -> None:
+        self._idle.append(loader)
+
+    def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> _TorchPass:
+        """Start a pass over ``batches`` (record indices) of ``epoch``."""
+        loader = self._idle.pop() if self._idle else self._new_loader()
+        keys = [(epoch, tuple(int(i) for i in batch)) for batch in batches]
+        loader.sampler.keys = keys
+        return _TorchPass(self, loader, keys)
 
     def _finish(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.device.type == "cpu":  # finished in the worker
+            return images, labels
         images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        if self.normalize is not None:
-            images = self._normalize(images)
-        elif self.config.output_dtype != "uint8" or images.dtype != torch.uint8:
-            images = images.to(OUTPUT_DTYPES[self.config.output_dtype])
-        if self.config.layout == "NCHW" and images.ndim == 4:
-            images = images.permute(0, 3, 1, 2)
-        return images.contiguous(), labels
-
-    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype.is_floating_point:  # ops already produced floats: scale is 1
-            scale = 1.0
-        else:
-            scale = self._scale if images.dtype != torch.uint8 else 255.0
-        channels = images.shape[-1]
-        mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, channels)
-        m = torch.as_tensor(mean * scale, device=self.device)
-        s = torch.as_tensor(std * scale, device=self.device)
-        out = (images.float() - m) / s
-        return out.to(OUTPUT_DTYPES[self.config.output_dtype])
-
-    def iterate(self, batches: Sequence[np.ndarray], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._sampler.keys = [(epoch, tuple(int(i) for i in batch)) for batch in batches]
-        try:
-            for images, labels in self._loader:
-                yield self._finish(images, labels)
-        except RuntimeError as exc:
-            if "DataLoader worker" in str(exc) and ("killed" in str(exc) or "exited unexpectedly" in str(exc)):
-                raise WorkerDiedError(f"a torch-backend worker process died: {exc}") from exc
-            raise
+        return self._finish_batch(images), labels.to(self.device, non_blocking=True)
 
     def close(self) -> None:
-        iterator = getattr(self._loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-        self._loader = None  # type: ignore[assignment]
+        for loader in self._all:
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+        self._all, self._idle = [], []

@@ -1,7 +1,7 @@
 """Small DALI building blocks shared by the operators' ``dali()`` methods.
 
-Imported only inside ``dali()`` (DALI is an optional extra). Every random draw is one DALI
-random operator, seeded from the pipeline's seed, so a pipeline replays from the loader's seed.
+Imported only inside ``dali()`` (DALI is an optional extra). Operators draw no random numbers
+in DALI: their parameters arrive from the feed, drawn per sample from ``[seed, epoch, record]``.
 """
 
 from __future__ import annotations
@@ -10,21 +10,17 @@ from typing import Any
 
 from nvidia.dali import fn, types
 
-__all__ = ["uniform", "coin", "as_float", "like"]
+__all__ = ["as_float", "as_int", "like", "on_device"]
 
 
-def uniform(low: float, high: float) -> Any:
-    """One float per sample, uniform in [low, high] (a constant when low == high)."""
-    if high < low:
-        raise ValueError(f"empty range [{low}, {high}]")
-    if high == low:  # DALI refuses an empty range; a one-value set gives the same constant
-        return fn.random.uniform(values=[float(low)])
-    return fn.random.uniform(range=[float(low), float(high)])
+def on_device(values: Any, ctx: Any) -> Any:
+    """A CPU parameter node moved to where the images are, for arithmetic with them."""
+    return values.gpu() if getattr(ctx, "device", "cpu") == "gpu" else values
 
 
-def coin(p: float) -> Any:
-    """One 0/1 int per sample, 1 with probability ``p``."""
-    return fn.random.coin_flip(probability=float(p))
+def as_int(values: Any) -> Any:
+    """Parameters from the feed's float32 vector as int32 (exact: they hold whole numbers)."""
+    return fn.cast(values, dtype=types.INT32)
 
 
 def as_float(images: Any) -> Any:

@@ -2,7 +2,14 @@
 
 An operator is a small frozen dataclass (picklable, comparable, serialisable to a config
 dict). Random parameters are drawn apart from their application (``draw`` then ``apply``), so
-a run replays exactly from its seed and determinism is testable.
+a run replays exactly from its seed and determinism is testable. Both backends draw them the
+same way, per sample, from ``[seed, epoch, record]``: the torch backend applies them with
+NumPy, the DALI backend's feed encodes them (``encode``, ``param_count`` floats per op) into
+a per-sample vector that the op's DALI lowering reads (``dali(images, params, ctx)``).
+
+An op also declares what the DALI lowering may fuse (see ``fastload.pipeline.lowering``):
+``decoder_roi`` (a crop the decoder can do while decoding) and ``cmn_args`` (what
+``crop_mirror_normalize`` can do at the end of the pipeline).
 """
 
 from __future__ import annotations
@@ -12,9 +19,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Op", "REGISTRY", "register"]
+__all__ = ["Op", "REGISTRY", "register", "sample_rng"]
 
 REGISTRY: dict[str, type[Op]] = {}
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """One sample's random generator: the same (seed, epoch, record) always draws the same
+    parameters, whatever the backend, worker count, batch size or resume point."""
+    return np.random.default_rng([seed, epoch, index])
 
 
 def register(cls: type[Op]) -> type[Op]:
@@ -32,6 +45,10 @@ class Op:
 
     #: True when the op must see the decoded image at full size (not fusable into the decoder).
     random: ClassVar[bool] = False
+    #: Floats this op's drawn parameters take in the DALI feed's per-sample parameter vector.
+    param_count: ClassVar[int] = 0
+    #: True when ``draw`` depends on the image size (the feed then tracks sizes through ops).
+    draw_needs_size: ClassVar[bool] = False
 
     def draw(self, rng: np.random.Generator, height: int, width: int) -> Any:
         """Draw this op's random parameters for an image of the given size (None if none)."""
@@ -44,9 +61,39 @@ class Op:
         """Run on one HWC NumPy image: draw the parameters, then apply them."""
         return self.apply(image, self.draw(rng, image.shape[0], image.shape[1]))
 
-    def dali(self, images: Any, ctx: Any) -> Any:
-        """Map onto DALI operators (``images`` is a DataNode inside a pipeline definition)."""
+    def output_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """The image size this op produces from ``height x width`` (None: not known ahead)."""
+        return height, width
+
+    def encode(self, params: Any) -> tuple[float, ...]:
+        """``draw``'s result as ``param_count`` floats, for the DALI feed."""
+        return ()
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        """Map onto DALI operators inside a pipeline definition.
+
+        ``images`` is a DataNode; ``params`` a CPU DataNode of this op's ``param_count``
+        float32 parameters per sample (None when it has none).
+        """
         raise NotImplementedError(f"{type(self).__name__} has no DALI implementation yet")
+
+    def decoder_roi(self, params: Any) -> tuple[Any, Any] | None:
+        """``(anchor, shape)`` int32 HW DataNodes of a crop the decoder can do while decoding
+        (only the window is decoded), or None when this op is no such crop."""
+        return None
+
+    def after_roi(self, images: Any, ctx: Any) -> Any:
+        """What remains of this op once the decoder has cut ``decoder_roi``."""
+        return images
+
+    def cmn_role(self) -> str | None:
+        """Which part of the final ``fn.crop_mirror_normalize`` this op can be: "crop",
+        "mirror" or "normalize" (applied in that order), or None."""
+        return None
+
+    def cmn_args(self, params: Any, ctx: Any) -> dict[str, Any]:
+        """The ``fn.crop_mirror_normalize`` keyword arguments that do this op (see cmn_role)."""
+        return {}
 
     def to_config(self) -> dict[str, Any]:
         """A JSON/YAML-serialisable description: ``{"op": name, **fields}``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -33,6 +33,8 @@ class GaussianBlur(Op):
 
     sigma: float | tuple[float, float] = (0.1, 2.0)
     p: float = 1.0
+
+    param_count: ClassVar[int] = 1  # sigma (a tiny one for samples left unblurred)
 
     def __post_init__(self) -> None:
         low, high = self.sigma_range()
@@ -64,13 +66,10 @@ class GaussianBlur(Op):
         # GaussianBlur takes any channel count, but chunking keeps the same rule everywhere
         return by_channel_chunks(image, blur)
 
-    def dali(self, images: Any, ctx: Any) -> Any:
-        from nvidia.dali import fn, types
+    def encode(self, params: float | None) -> tuple[float, ...]:
+        return (_IDENTITY_SIGMA if params is None else float(params),)
 
-        from ._dali_util import coin, uniform
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn
 
-        sigma = uniform(*self.sigma_range())
-        if self.p < 1.0:
-            keep = fn.cast(coin(self.p), dtype=types.FLOAT)
-            sigma = keep * sigma + (1.0 - keep) * _IDENTITY_SIGMA
-        return fn.gaussian_blur(images, sigma=sigma)
+        return fn.gaussian_blur(images, sigma=params[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -68,6 +68,8 @@ class ColorJitter(Op):
     saturation: float | tuple[float, float] = 0.0
     hue: float | tuple[float, float] = 0.0
 
+    param_count: ClassVar[int] = 4  # brightness, contrast, saturation factors; hue shift
+
     def __post_init__(self) -> None:
         self._ranges()  # validate at construction
 
@@ -95,20 +97,22 @@ class ColorJitter(Op):
             x = x @ hsv_matrix(params.hue * 360.0, params.saturation).T
         return restore_dtype(x, image.dtype)
 
-    def dali(self, images: Any, ctx: Any) -> Any:
+    def encode(self, params: JitterParams) -> tuple[float, ...]:
+        return tuple(float(v) for v in params)
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn, types
 
-        from ._dali_util import as_float, like, uniform
+        from ._dali_util import as_float, like, on_device
 
-        (b_lo, b_hi), (c_lo, c_hi), (s_lo, s_hi), (h_lo, h_hi) = self._ranges()
-        x = as_float(images) * uniform(b_lo, b_hi)
+        _, (c_lo, c_hi), (s_lo, s_hi), (h_lo, h_hi) = self._ranges()
+        x = as_float(images) * on_device(params[0], ctx)
         if (c_lo, c_hi) != (1.0, 1.0):
-            # brightness_contrast blends around contrast_center; the image's own mean makes it
-            # the same operation as the NumPy path for any channel count and bit depth
-            x = fn.brightness_contrast(x, contrast=uniform(c_lo, c_hi), contrast_center=fn.reductions.mean(x),
-                                       dtype=types.FLOAT)
+            # blend with the image's own mean (over all channels), as the NumPy path does, for any
+            # channel count and bit depth; plain arithmetic, as DALI takes no GPU named arguments
+            mean = fn.reductions.mean(x)
+            x = mean + on_device(params[1], ctx) * (x - mean)
         rgb = getattr(ctx, "channels", 3) == 3
         if rgb and ((s_lo, s_hi) != (1.0, 1.0) or (h_lo, h_hi) != (0.0, 0.0)):
-            x = fn.hsv(x, hue=uniform(h_lo * 360.0, h_hi * 360.0), saturation=uniform(s_lo, s_hi),
-                       dtype=types.FLOAT)
+            x = fn.hsv(x, hue=params[3] * 360.0, saturation=params[2], dtype=types.FLOAT)
         return like(x, images)

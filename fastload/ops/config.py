@@ -69,12 +69,12 @@ def _entry_to_op(entry: Any, position: int) -> Op:
 
 
 def _custom_op(kind: str, fields: dict[str, Any]) -> CustomOp:
-    unknown = set(fields) - {"function", "args"}
+    unknown = set(fields) - {"function", "args", "vectorized"}
     if "function" not in fields or unknown:
-        raise TypeError(f"a {kind} entry takes 'function' ('module:qualname') and optional 'args'"
-                        + (f", not {sorted(unknown)}" if unknown else ""))
+        raise TypeError(f"a {kind} entry takes 'function' ('module:qualname'), optional 'args' and "
+                        "'vectorized'" + (f", not {sorted(unknown)}" if unknown else ""))
     cls = BatchOp if kind == "batch_custom" else CustomOp
-    spec = cls(function=fields["function"])
+    spec = cls(function=fields["function"], vectorized=bool(fields.get("vectorized", False)))
     spec._function()  # import now: a config that names a missing function fails when loaded
     args = fields.get("args") or {}
     return spec.with_args(**args) if args else spec

@@ -146,10 +146,14 @@ class CustomOp(Op):
     Attributes:
         function: ``"module:qualname"`` of the function.
         args: keyword arguments, as sorted ``(name, value)`` pairs (see ``with_args``).
+        vectorized: the function treats a stacked batch ``NxHxWxC`` as it treats each image
+            (elementwise, or reducing only over axes it names): the DALI backend then calls it
+            once per batch, on the device, instead of once per sample.
     """
 
     function: str
     args: tuple[tuple[str, Any], ...] = ()
+    vectorized: bool = False
 
     batch: ClassVar[bool] = False
     random: ClassVar[bool] = True
@@ -160,9 +164,9 @@ class CustomOp(Op):
         object.__setattr__(self, "args", _plain_args(dict(self.args)))
 
     @classmethod
-    def wrap(cls, function: Callable[..., Any]) -> CustomOp:
+    def wrap(cls, function: Callable[..., Any], vectorized: bool = False) -> CustomOp:
         """The op of ``function`` (usable in this process even when it is not importable)."""
-        spec = cls(function=function_ref(function))
+        spec = cls(function=function_ref(function), vectorized=vectorized)
         object.__setattr__(spec, "_fn", function)
         return spec
 
@@ -243,6 +247,9 @@ class CustomOp(Op):
         return _check_image(self.name, sample, x, self._guarded(x, rng, sample))
 
     # --- the Op interface ----------------------------------------------------------------------
+    def output_size(self, height: int, width: int) -> tuple[int, int] | None:
+        return None  # a user function may return any size
+
     def draw(self, rng: np.random.Generator, height: int, width: int) -> np.random.Generator:
         """A custom function draws its own parameters: its 'parameters' are its generator,
         derived from the sample's seed when the sample's generator has one."""
@@ -256,7 +263,7 @@ class CustomOp(Op):
     def numpy(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.run(image, self.draw(rng, *image.shape[:2]), describe_sample(_entropy(rng)))
 
-    def dali(self, images: Any, ctx: Any) -> Any:
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from ._dali_custom import python_function
 
         return python_function(self, images, ctx)
@@ -270,18 +277,20 @@ class CustomOp(Op):
         args = {k: _listify(v) for k, v in self.args}
         if self.function in LIBRARY_NAMES:
             return {"op": LIBRARY_NAMES[self.function], **args}
-        return {"op": "batch_custom" if self.batch else "custom", "function": self.function, "args": args}
+        entry = {"op": "batch_custom" if self.batch else "custom", "function": self.function, "args": args}
+        return {**entry, "vectorized": True} if self.vectorized else entry
 
     # --- pickling: by reference, never the function object ----------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         if not _importable(self.function):
             raise CustomOpError(self.name, "pickling", "a function defined inside another function "
                                 "cannot cross to worker processes; define it at module level")
-        return {"function": self.function, "args": self.args}
+        return {"function": self.function, "args": self.args, "vectorized": self.vectorized}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         object.__setattr__(self, "function", state["function"])
         object.__setattr__(self, "args", state["args"])
+        object.__setattr__(self, "vectorized", state.get("vectorized", False))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.args)
@@ -339,8 +348,12 @@ def _check_image(name: str, sample: str, before: Any, out: Any) -> Any:
     return out
 
 
-def op(function: Callable[..., Any]) -> CustomOp:
+def op(function: Callable[..., Any] | None = None, *, vectorized: bool = False) -> Any:
     """Decorator: make ``function(x, rng, **args)`` a per-sample custom operator.
+
+    ``@op(vectorized=True)`` declares that the function treats a stacked batch ``NxHxWxC`` as it
+    treats one image (it is elementwise, like adding noise or a gamma curve): the DALI backend
+    then runs it once per batch, on the device, which is what makes it cheap on a GPU.
 
     Example:
         >>> import fastload
@@ -350,7 +363,9 @@ def op(function: Callable[..., Any]) -> CustomOp:
         >>> invert
         CustomOp(fastload.ops.custom:invert)
     """
-    return CustomOp.wrap(function)
+    if function is None:
+        return lambda f: CustomOp.wrap(f, vectorized=vectorized)
+    return CustomOp.wrap(function, vectorized=vectorized)
 
 
 def batch_op(function: Callable[..., Any]) -> BatchOp:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -41,6 +41,9 @@ class RandomResizedCrop(Op):
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
+    param_count: ClassVar[int] = 4  # the window: top, left, height, width
+    draw_needs_size: ClassVar[bool] = True
+
     def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[int, int, int, int]:
         area = height * width
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
@@ -64,12 +67,27 @@ class RandomResizedCrop(Op):
         y, x, h, w = params
         return resize_image(image[y : y + h, x : x + w], *_pair(self.size))
 
-    def dali(self, images: Any, ctx: Any) -> Any:
-        # As the first op, the DALI backend fuses this into the decoder instead.
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return _pair(self.size)
+
+    def encode(self, params: tuple[int, int, int, int]) -> tuple[float, ...]:
+        return tuple(float(v) for v in params)
+
+    def decoder_roi(self, params: Any) -> tuple[Any, Any]:
+        from ._dali_util import as_int
+
+        return as_int(params[0:2]), as_int(params[2:4])
+
+    def after_roi(self, images: Any, ctx: Any) -> Any:
         from nvidia.dali import fn
 
-        return fn.random_resized_crop(images, size=list(_pair(self.size)), random_area=list(self.scale),
-                                      random_aspect_ratio=list(self.ratio), num_attempts=10)
+        return fn.resize(images, size=list(_pair(self.size)), antialias=True)
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn
+
+        anchor, shape = self.decoder_roi(params)
+        return self.after_roi(fn.slice(images, anchor, shape, axis_names="HW"), ctx)
 
 
 @register
@@ -93,7 +111,7 @@ class Resize(Op):
     def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
         return resize_image(image, *self.output_size(*image.shape[:2]))
 
-    def dali(self, images: Any, ctx: Any) -> Any:
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn
 
         if self.size is not None:
@@ -108,6 +126,9 @@ class CenterCrop(Op):
 
     size: int | tuple[int, int] = 224
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return _pair(self.size)
+
     def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
         th, tw = _pair(self.size)
         h, w = image.shape[:2]
@@ -119,11 +140,17 @@ class CenterCrop(Op):
         y, x = int((h - th) / 2 + 0.5), int((w - tw) / 2 + 0.5)
         return image[y : y + th, x : x + tw]
 
-    def dali(self, images: Any, ctx: Any) -> Any:
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn
 
+        return fn.crop(images, **self.cmn_args(params, ctx))
+
+    def cmn_role(self) -> str:
+        return "crop"
+
+    def cmn_args(self, params: Any, ctx: Any) -> dict[str, Any]:
         th, tw = _pair(self.size)
-        return fn.crop(images, crop=[th, tw], crop_pos_x=0.5, crop_pos_y=0.5, out_of_bounds_policy="pad")
+        return {"crop": [th, tw], "crop_pos_x": 0.5, "crop_pos_y": 0.5, "out_of_bounds_policy": "pad"}
 
 
 @register
@@ -134,6 +161,8 @@ class Flip(Op):
     horizontal: bool = True
     vertical: bool = False
     p: float = 0.5
+
+    param_count: ClassVar[int] = 2  # flip horizontally, vertically (0 or 1)
 
     def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[bool, bool]:
         h, v = rng.random() < self.p, rng.random() < self.p
@@ -147,9 +176,20 @@ class Flip(Op):
             image = image[::-1]
         return image
 
-    def dali(self, images: Any, ctx: Any) -> Any:
+    def encode(self, params: tuple[bool, bool]) -> tuple[float, ...]:
+        return float(params[0]), float(params[1])
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn
 
-        horizontal = fn.random.coin_flip(probability=self.p) if self.horizontal else 0
-        vertical = fn.random.coin_flip(probability=self.p) if self.vertical else 0
-        return fn.flip(images, horizontal=horizontal, vertical=vertical)
+        from ._dali_util import as_int
+
+        return fn.flip(images, horizontal=as_int(params[0]), vertical=as_int(params[1]))
+
+    def cmn_role(self) -> str | None:
+        return None if self.vertical else "mirror"  # crop_mirror_normalize mirrors horizontally only
+
+    def cmn_args(self, params: Any, ctx: Any) -> dict[str, Any]:
+        from ._dali_util import as_int
+
+        return {"mirror": as_int(params[0])}

@@ -55,12 +55,18 @@ class Normalize(Op):
         scale = max_value(image.dtype)
         return ((image.astype(np.float32) / scale - mean) / std).astype(np.float32)
 
-    def dali(self, images: Any, ctx: Any) -> Any:
-        # In the middle of an op list: float32 HWC out. At the end, the DALI backend fuses
-        # normalization with the layout change and a preceding flip instead.
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        # In the middle of an op list: float32 HWC out. At the end, the lowering fuses
+        # normalization with the layout change and a preceding flip or crop instead.
         from nvidia.dali import fn, types
 
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
+                                        **self.cmn_args(params, ctx))
+
+    def cmn_role(self) -> str:
+        return "normalize"
+
+    def cmn_args(self, params: Any, ctx: Any) -> dict[str, Any]:
         mean, std = resolve_mean_std(self.mean, self.std, ctx.channels)
         scale = ctx.max_value
-        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
-                                        mean=(mean * scale).tolist(), std=(std * scale).tolist())
+        return {"mean": (mean * scale).tolist(), "std": (std * scale).tolist()}

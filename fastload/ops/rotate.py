@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -23,6 +23,8 @@ class Rotate(Op):
 
     max_degrees: float | tuple[float, float] = 15.0
     fill: float = 0.0
+
+    param_count: ClassVar[int] = 1  # the angle in degrees
 
     def __post_init__(self) -> None:
         low, high = self.angle_range()
@@ -56,12 +58,15 @@ class Rotate(Op):
             return restore_dtype(by_channel_chunks(image.astype(np.float32), rotate), image.dtype)
         return by_channel_chunks(image, rotate)
 
-    def dali(self, images: Any, ctx: Any) -> Any:
+    def encode(self, params: float) -> tuple[float, ...]:
+        return (float(params),)
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn, types
 
-        from ._dali_util import as_float, like, uniform
+        from ._dali_util import as_float, like
 
         # float in between: DALI's CPU rotate takes uint8 and float but not uint16
-        rotated = fn.rotate(as_float(images), angle=uniform(*self.angle_range()), keep_size=True,
+        rotated = fn.rotate(as_float(images), angle=params[0], keep_size=True,
                             fill_value=float(self.fill), interp_type=types.INTERP_LINEAR)
         return like(rotated, images)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 __all__ = ["SourceItem", "Skipped", "Source", "display_path"]
 
 
@@ -48,13 +50,24 @@ class Skipped:
 
 @dataclass
 class Source:
-    """A listing ready to pack: items in record order, class names, inputs refused while listing."""
+    """A listing ready to pack: items in record order, class names, inputs refused while listing.
+
+    ``metadata``: per-item metadata columns, name -> typed array aligned with ``items`` (a
+    CSV's extra columns); the packer keeps the values of the items it packs.
+    """
 
     root: str
     items: list[SourceItem]
     classes: list[str]
     skipped: list[Skipped] = field(default_factory=list)
     kind: str = "folder"
+    metadata: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, values in self.metadata.items():
+            if len(values) != len(self.items):
+                raise ValueError(f"metadata column {name!r} has {len(values)} values for "
+                                 f"{len(self.items)} items")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,4 +79,5 @@ class Source:
         n = len(self.items)
         lo, hi = n * index // num_shards, n * (index + 1) // num_shards
         skipped = self.skipped if index == 0 else []
-        return Source(self.root, self.items[lo:hi], self.classes, skipped, self.kind)
+        metadata = {name: values[lo:hi] for name, values in self.metadata.items()}
+        return Source(self.root, self.items[lo:hi], self.classes, skipped, self.kind, metadata)

@@ -1,5 +1,6 @@
 """CSV manifests (Kaggle style): a column of file names or paths and a column of labels; or,
-for multi-channel samples stored one file per channel, several channel columns."""
+for multi-channel samples stored one file per channel, several channel columns. Every other
+column (a ``patient_id``, a ``site``) is kept as a typed per-record metadata column."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import os
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from .base import Skipped, Source, SourceItem
 
-__all__ = ["CsvColumns", "scan_csv"]
+__all__ = ["CsvColumns", "scan_csv", "typed_column"]
 
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "file_name", "image",
                 "image_path", "image_id", "image_name", "img", "id", "name", "fname")
@@ -22,6 +25,12 @@ IMPLIED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".tif", 
 
 # Channel columns found without being named: ch1, ch_2, channel3, c4, ... (at least two).
 _CHANNEL_COLUMN = re.compile(r"^(?:ch|channel|c)[ _-]?(\d+)$", re.IGNORECASE)
+# Metadata cells read as numbers. No leading zeros ("007" is an identifier, kept as text) and
+# ASCII digits only; floats also take exponents, "nan" and "inf".
+_INT_CELL = re.compile(r"^[+-]?(?:0|[1-9][0-9]*)$")
+_FLOAT_CELL = re.compile(r"^[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+                         r"|^[+-]?(?:nan|inf|infinity)$", re.IGNORECASE)
+_INT64 = np.iinfo(np.int64)
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,49 @@ def _resolve_row(root: str, row: list[str], file_cols: list[int], header: list[s
     return tuple(paths)
 
 
+def typed_column(cells: list[str]) -> np.ndarray:
+    """A metadata column's cells (stripped strings) as int64, float64 or str.
+
+    Integers (no leading zeros, fitting int64) give int64; with an empty cell among them, or
+    any decimal, exponent, ``nan`` or ``inf``, float64 with NaN for empty cells; anything else
+    gives strings, ``""`` for empty cells. An all-empty column is strings.
+
+    >>> typed_column(["3", "", "4"]).tolist(), typed_column(["007", "8"]).tolist()
+    ([3.0, nan, 4.0], ['007', '8'])
+    """
+    given = [c for c in cells if c]
+    if given and all(_INT_CELL.match(c) for c in given) and len(given) == len(cells):
+        values = [int(c) for c in cells]
+        if _INT64.min <= min(values) and max(values) <= _INT64.max:
+            return np.asarray(values, dtype=np.int64)
+        return np.asarray(cells, dtype=str)  # identifiers wider than int64 keep every digit
+    if given and all(_FLOAT_CELL.match(c) for c in given):
+        return np.asarray([float(c) if c else np.nan for c in cells], dtype=np.float64)
+    return np.asarray(cells, dtype=str) if cells else np.zeros(0, dtype=str)
+
+
+def _metadata_names(header: list[str], used: list[int]) -> dict[int, str]:
+    """Column index -> metadata column name, for every column not used for files or labels.
+    An unnamed column is named ``column N``; a repeated name gets ``.1``, ``.2``, ..."""
+    names: dict[int, str] = {}
+    for index, raw in enumerate(header):
+        if index in used:
+            continue
+        base = raw.strip() or f"column {index + 1}"
+        name, n = base, 0
+        while name in names.values():
+            n += 1
+            name = f"{base}.{n}"
+        names[index] = name
+    return names
+
+
+def _metadata(header: list[str], used: list[int], rows: list[list[str]]) -> dict[str, np.ndarray]:
+    # A short (ragged) row has empty cells in the columns it lacks.
+    return {name: typed_column([row[i].strip() if i < len(row) else "" for row in rows])
+            for i, name in _metadata_names(header, used).items()}
+
+
 def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> Source:
     """List the files a CSV names, relative to ``root``, in the CSV's row order.
 
@@ -161,6 +213,9 @@ def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> So
     a path listed twice with different labels is skipped everywhere (its label is unknown).
     Without a label column every sample gets label -1. With channel columns (``columns.channels``,
     or columns named ``ch1, ch2, ...``) each row is one sample made of one file per column.
+
+    Every other column becomes a metadata column (``Source.metadata``, typed by
+    ``typed_column`` over the rows kept; a repeated row keeps its first row's values).
     """
     csv_path, root = os.fspath(csv_path), os.fspath(root)
     header, rows = _read_rows(csv_path)
@@ -172,7 +227,8 @@ def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> So
         rows, file_cols, label_col, first_row = [header, *rows], [0], 1 if len(header) > 1 else None, 1
         header = [f"column {i + 1}" for i in range(len(header))]
     skipped: list[Skipped] = []
-    chosen: dict[tuple[str, ...], tuple[int, str]] = {}  # resolved file(s) -> (row number, raw label)
+    # resolved file(s) -> (row number, raw label, the row's cells)
+    chosen: dict[tuple[str, ...], tuple[int, str, list[str]]] = {}
     conflicts: set[tuple[str, ...]] = set()
     needed = max([*file_cols, label_col if label_col is not None else 0])
     for number, row in enumerate(rows, start=first_row):
@@ -184,7 +240,7 @@ def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> So
         if isinstance(files, Skipped):
             skipped.append(files)
         elif files in chosen:
-            first, first_label = chosen[files]
+            first, first_label, _ = chosen[files]
             if first_label != label:
                 conflicts.add(files)
                 reason = f"CSV rows {first} and {number} give different labels ({first_label!r}, {label!r})"
@@ -192,17 +248,20 @@ def scan_csv(csv_path: str, root: str, columns: CsvColumns = CsvColumns()) -> So
             else:
                 skipped.append(Skipped(files[0], f"CSV row {number} repeats row {first}"))
         else:
-            chosen[files] = (number, label)
-    kept = [(f, lab) for f, (_, lab) in chosen.items() if f not in conflicts]
+            chosen[files] = (number, label, row)
+    kept = [(f, lab) for f, (_, lab, _) in chosen.items() if f not in conflicts]
+    used = [*file_cols, *([label_col] if label_col is not None else [])]
+    metadata = _metadata(header, used, [row for f, (_, _, row) in chosen.items() if f not in conflicts])
     grouped = len(file_cols) > 1
 
     def item(files: tuple[str, ...], label: int) -> SourceItem:
         return SourceItem(files[0], label, files if grouped else ())
 
     if label_col is None:
-        return Source(root, [item(f, -1) for f, _ in kept], [], skipped, "csv")
+        return Source(root, [item(f, -1) for f, _ in kept], [], skipped, "csv", metadata)
     try:
         labels, classes = _labels_to_ints([lab for _, lab in kept])
     except ValueError as exc:
         raise ValueError(f"{csv_path}: {exc}") from None
-    return Source(root, [item(f, lab) for (f, _), lab in zip(kept, labels)], classes, skipped, "csv")
+    return Source(root, [item(f, lab) for (f, _), lab in zip(kept, labels)], classes, skipped,
+                  "csv", metadata)

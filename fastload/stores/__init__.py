@@ -12,11 +12,14 @@ from .base import StoreReader, StoreWriter
 from .format import FORMAT_VERSION, RecordTable, StoreHeader
 from .hdf5_store import Hdf5Reader, Hdf5Writer
 from .lmdb_store import LmdbReader, LmdbWriter
+from .metadata import MetadataBuilder, MetadataColumn
 from .sharded import ShardedStore
 
 __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
+    "MetadataBuilder",
+    "MetadataColumn",
     "RecordTable",
     "ShardedStore",
     "Store",
@@ -46,6 +49,14 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LMDB_MAGIC = (0xBEEFC0DE).to_bytes(4, "little")
 
 
+def _hdf5_structures(path: str) -> bool:
+    """Signatures of HDF5 1.10+ structures (object headers, fractal and global heaps, B-tree and
+    chunk index headers) in the first 64 KiB: an HDF5 file whose first bytes were destroyed."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    return sum(sig in head for sig in (b"OHDR", b"FRHP", b"GCOL", b"BTHD", b"EAHD", b"FHDB")) >= 2
+
+
 def _second_lmdb_meta(path: str) -> bool:
     """LMDB's second meta page, at one page size (4 to 64 KiB) into the file."""
     with open(path, "rb") as f:
@@ -68,12 +79,17 @@ def _sniff(path: str) -> StoreFormat:
         raise FileNotFoundError(f"{path}: no such store") from None
     if head.startswith(_HDF5_SIGNATURE):
         return FORMATS["hdf5"]
-    if head[16:20] == _LMDB_MAGIC or _second_lmdb_meta(path):
-        return FORMATS["lmdb"]  # with meta page 0 damaged, the reader says so
+    if head[16:20] == _LMDB_MAGIC:
+        return FORMATS["lmdb"]
+    # A store whose first bytes were destroyed: its reader says so, rather than "not a store".
     ext = os.path.splitext(path)[1].lower()
     if ext in (".h5", ".hdf5"):
+        if _hdf5_structures(path):
+            return FORMATS["hdf5"]
         raise StoreFormatError(path, "named like HDF5 but does not start with the HDF5 signature")
     if ext == ".lmdb":
+        if _second_lmdb_meta(path):
+            return FORMATS["lmdb"]
         raise StoreFormatError(path, "named like LMDB but is not an LMDB file")
     raise StoreFormatError(path, "neither an LMDB nor an HDF5 file; not a fastload store")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from .. import images
 from ..errors import CorruptRecordError, CorruptStoreError
 from .format import RecordTable, StoreHeader, checksum
+from .metadata import MetadataColumn, decode_column
 
 __all__ = ["StoreReader", "StoreWriter"]
 
@@ -38,6 +40,7 @@ class StoreReader(ABC):
         self._pid: int | None = None
         self._header: StoreHeader | None = None
         self._table: RecordTable | None = None
+        self._metadata: dict[str, np.ndarray] | None = None
 
     # --- process-local handle -------------------------------------------------------------
     @abstractmethod
@@ -68,6 +71,10 @@ class StoreReader(ABC):
         """The whole-file check of ``fastload verify``, beyond each record's checksum: problems
         of the store, and problems of single records by index. Reads every index page."""
         return list(self.problems), {}
+
+    def _read_column(self, handle: Any, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
+        """Metadata column ``number``'s stored array, and a string column's distinct values."""
+        raise NotImplementedError(f"{type(self).__name__} stores no metadata columns")
 
     def _live_handle(self) -> Any:
         if self._handle is None or self._pid != os.getpid():
@@ -134,6 +141,29 @@ class StoreReader(ABC):
     @property
     def paths(self) -> list[str]:
         return self.table.paths
+
+    @property
+    def metadata_columns(self) -> tuple[MetadataColumn, ...]:
+        """The per-record metadata columns (name, kind, dtype), in the order they were written."""
+        return self.header.columns(self.path)
+
+    @property
+    def metadata(self) -> dict[str, np.ndarray]:
+        """Per-record metadata, name -> array aligned with record indices (read-only arrays).
+
+        Arrays are int64, float64 or float32, bool, or NumPy ``str``; a store packed without
+        metadata columns (or before they existed) gives ``{}``. Read on first use.
+        """
+        if self._metadata is None:
+            handle, count = self._live_handle(), self.header.count
+            columns = {}
+            for number, column in enumerate(self.metadata_columns):
+                stored, values = self._read_column(handle, number, column)
+                array = decode_column(column, stored, values, count, self.path)
+                array.flags.writeable = False  # shared by every caller: nobody may change it
+                columns[column.name] = array
+            self._metadata = columns
+        return dict(self._metadata)
 
     # --- records ----------------------------------------------------------------------------
     def _check_index(self, index: int) -> int:
@@ -221,8 +251,14 @@ class StoreWriter(ABC):
         """Add the next record (index = number of records appended before)."""
 
     @abstractmethod
-    def finish(self, header: StoreHeader, table: RecordTable) -> None:
-        """Write the header and per-record arrays, flush and fsync, close."""
+    def finish(self, header: StoreHeader, table: RecordTable,
+               metadata: Mapping[str, Any] | None = None) -> None:
+        """Write the header and per-record arrays, flush and fsync, close.
+
+        ``metadata``: per-record metadata columns, name -> one value per record (see
+        ``fastload.stores.metadata.as_column`` for the accepted dtypes); the writer records
+        their descriptions in the header's ``metadata_columns``.
+        """
 
     @abstractmethod
     def abort(self) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import CorruptStoreError, StoreFormatError
+from .metadata import MetadataColumn
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "StoreHeader", "RecordTable", "ARRAY_DTYPES", "checksum"]
 
@@ -54,6 +55,8 @@ class StoreHeader:
     shard: dict[str, int] = field(default_factory=lambda: {"index": 0, "count": 1})
     options: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    # Per-record metadata columns (MetadataColumn.to_json() each); set by the writer.
+    metadata_columns: list[dict[str, str]] = field(default_factory=list)
     magic: str = MAGIC
     format_version: int = FORMAT_VERSION
     fastload_version: str = __version__
@@ -82,7 +85,19 @@ class StoreHeader:
         if data.get("checksum") != CHECKSUM:
             raise StoreFormatError(path, f"unknown checksum {data.get('checksum')!r}")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        header = cls(**{k: v for k, v in data.items() if k in known})
+        header.columns(path)  # refuse malformed or unknown metadata columns at open
+        return header
+
+    def columns(self, path: str) -> tuple[MetadataColumn, ...]:
+        """The metadata columns this header describes, checked (``path`` names the store)."""
+        if not isinstance(self.metadata_columns, list):
+            raise StoreFormatError(path, "the header's metadata_columns is not a list")
+        columns = tuple(MetadataColumn.from_json(entry, path) for entry in self.metadata_columns)
+        names = [c.name for c in columns]
+        if len(set(names)) != len(names):
+            raise StoreFormatError(path, f"metadata column names repeat: {names}")
+        return columns
 
 
 @dataclass

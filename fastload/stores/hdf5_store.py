@@ -2,16 +2,19 @@
 
 Datasets: ``data`` (uint8, chunked), ``offsets`` (uint64, count + 1), ``paths`` (UTF-8 strings)
 and one dataset per array in ARRAY_DTYPES. The JSON header is the root attribute ``fastload``.
+Metadata columns live in the group ``metadata``: ``N`` (column N's array) and, for strings,
+``N.values`` (its distinct values, UTF-8 strings).
 """
 
 from __future__ import annotations
 
 import array as _array
+import dataclasses
 import errno
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +25,7 @@ from .base import StoreReader, StoreWriter
 from .fileio import ReadOnlyFile
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
 from .hdf5_heap import VLEN_REF, GlobalHeap, is_vlen_string, root_attribute
+from .metadata import MetadataColumn, encode_metadata
 
 __all__ = ["Hdf5Reader", "Hdf5Writer"]
 
@@ -216,15 +220,16 @@ class Hdf5Reader(StoreReader):
                     raise self._damage(f"dataset {name!r} has shape {f[name].shape} for {header.count:,} records")
                 self._check_extent(f[name], handle.raw.size)
             arrays = {name: f[name][()] for name in ARRAY_DTYPES}
-            paths = self._read_paths(handle, f["paths"], header.count)
+            paths = self._read_strings(handle, f["paths"])
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
 
-    def _read_paths(self, handle: _Handle, dataset: Any, count: int) -> list[str]:
-        """The source paths: variable-length strings, read here when stored as fastload does
-        (contiguous 16-byte references into global heap collections), else by h5py."""
+    def _read_strings(self, handle: _Handle, dataset: Any) -> list[str]:
+        """A 1-D dataset of variable-length strings (the paths, a metadata column's values),
+        read here when stored as fastload writes it (contiguous 16-byte references into global
+        heap collections), else by h5py."""
         h5py = _h5py()
         info = h5py.check_string_dtype(dataset.dtype)
-        offset = dataset.id.get_offset()
+        offset, count = dataset.id.get_offset(), dataset.shape[0] if dataset.ndim == 1 else -1
         if (info is None or info.length is not None or offset is None
                 or dataset.id.get_storage_size() != count * VLEN_REF.itemsize):
             return [p.decode("utf-8") if isinstance(p, bytes) else p for p in dataset[()]]
@@ -232,7 +237,19 @@ class Hdf5Reader(StoreReader):
         try:
             return [p.decode("utf-8") for p in handle.heap.strings(refs)]
         except UnicodeDecodeError:
-            raise self._damage("a source path is not valid UTF-8") from None
+            raise self._damage(f"a string of dataset {dataset.name!r} is not valid UTF-8") from None
+
+    def _read_column(self, handle: _Handle, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
+        with _hdf5_errors(self.path, f"metadata column {column.name!r} is damaged"):
+            group = handle.file.get("metadata")
+            if group is None or str(number) not in group:
+                raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing")
+            stored = group[str(number)]
+            self._check_extent(stored, handle.raw.size)
+            values = group.get(f"{number}.values")
+            if values is not None:
+                values = self._read_strings(handle, values)
+            return stored[()], values
 
     def _read_payload(self, handle: _Handle, index: int) -> bytes:
         if not handle.sizes:
@@ -286,6 +303,11 @@ class Hdf5Reader(StoreReader):
         return problems, records
 
 
+def _metadata_bytes(columns: list) -> int:
+    """Room the metadata columns take in the file (for the disk reservation)."""
+    return sum(c.stored.nbytes + sum(len(v) * 4 + 64 for v in c.values or []) + 4096 for c in columns)
+
+
 class Hdf5Writer(StoreWriter):
     def __init__(self, path: str, size_hint: int) -> None:
         super().__init__(path, size_hint)
@@ -319,12 +341,15 @@ class Hdf5Writer(StoreWriter):
         self._failed = False
         self._buffer, self._buffered = [], 0
 
-    def finish(self, header: StoreHeader, table: RecordTable) -> None:
+    def finish(self, header: StoreHeader, table: RecordTable,
+               metadata: Mapping[str, Any] | None = None) -> None:
         h5py = _h5py()
         self._flush()
+        columns = encode_metadata(metadata, len(table.paths))
+        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns])
         meta = header.to_json()
         paths = [p.encode("utf-8") for p in table.paths]
-        meta_bytes = len(meta) + sum(map(len, paths)) + 64 * (len(paths) + 1)
+        meta_bytes = len(meta) + sum(map(len, paths)) + 64 * (len(paths) + 1) + _metadata_bytes(columns)
         _reserve(self._reserve_fd, self.path, self._data.shape[0] + meta_bytes + 2 * _RESERVE_MARGIN)
         self._failed = True
         f = self._file
@@ -332,6 +357,15 @@ class Hdf5Writer(StoreWriter):
         for name, array in table.arrays().items():
             f.create_dataset(name, data=np.ascontiguousarray(array, dtype=ARRAY_DTYPES[name][0]))
         f.create_dataset("paths", data=table.paths, dtype=h5py.string_dtype("utf-8"))
+        if columns:
+            group = f.create_group("metadata")
+            for number, encoded in enumerate(columns):
+                group.create_dataset(str(number), data=encoded.stored)
+                if encoded.values is not None:
+                    # backslashreplace: a lone surrogate is written as its escape, never fails.
+                    values = [v.encode("utf-8", "backslashreplace") for v in encoded.values]
+                    group.create_dataset(f"{number}.values", data=values,
+                                         dtype=h5py.string_dtype("utf-8"))
         f.attrs["fastload"] = meta.decode("utf-8")
         f.flush()
         f.close()

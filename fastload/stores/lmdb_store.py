@@ -4,14 +4,18 @@ Written with py-lmdb; read without it (``lmdb_pages``), every page checked befor
 
 Keys: record ``i`` is ``i.to_bytes(8, "big")``, so key order is record order and sequential
 reads are sequential on disk. Metadata keys start with ``~`` and sort after every record:
-``~header`` (JSON), ``~paths`` (JSON list), and one key per array in ARRAY_DTYPES.
+``~header`` (JSON), ``~paths`` (JSON list), one key per array in ARRAY_DTYPES, and per
+metadata column ``~metadata/N`` (its array) and, for strings, ``~metadata/N/values`` (JSON).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from array import array
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +23,7 @@ from ..errors import MissingExtraError, StoreFormatError
 from .base import StoreReader, StoreWriter
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
 from .lmdb_pages import LmdbFile
+from .metadata import MetadataColumn, encode_metadata
 
 __all__ = ["LmdbReader", "LmdbWriter"]
 
@@ -41,6 +46,11 @@ def record_key(index: int) -> bytes:
 
 def _array_key(name: str) -> bytes:
     return f"~{name}".encode()
+
+
+def _column_keys(number: int) -> tuple[bytes, bytes]:
+    """Keys of metadata column ``number``: its array, and a string column's values (JSON)."""
+    return f"~metadata/{number}".encode(), f"~metadata/{number}/values".encode()
 
 
 class _Handle:
@@ -107,6 +117,21 @@ class LmdbReader(StoreReader):
             raise self._damage("the source paths are not a list of strings")
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
 
+    def _read_column(self, handle: _Handle, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
+        array_key, values_key = _column_keys(number)
+        raw = handle.file.get(array_key)
+        if raw is None:
+            raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing")
+        if len(raw) % np.dtype(column.dtype).itemsize:
+            raise self._damage(f"metadata column {column.name!r} is torn ({len(raw):,} bytes)")
+        values = handle.file.get(values_key)
+        if values is not None:
+            try:
+                values = json.loads(values)
+            except (ValueError, UnicodeDecodeError):
+                raise self._damage(f"metadata column {column.name!r}: its values are not valid JSON") from None
+        return np.frombuffer(raw, dtype=column.dtype), values
+
     def _read_payload(self, handle: _Handle, index: int) -> bytes:
         if not handle.sizes:
             handle.sizes.frombytes(self.table.nbytes.astype("=i8").tobytes())
@@ -138,6 +163,11 @@ class LmdbReader(StoreReader):
         handle = self._live_handle()
         problems, records = handle.file.walk(len(self))
         return list(self.problems) + problems, records
+
+
+def _json_bytes(strings: list[str]) -> bytes:
+    # backslashreplace: a lone surrogate (from a non-UTF-8 name) is written as its JSON escape.
+    return json.dumps(strings, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class LmdbWriter(StoreWriter):
@@ -174,10 +204,18 @@ class LmdbWriter(StoreWriter):
             self._put_all(self._pending, append=True)
             self._pending, self._pending_bytes = [], 0
 
-    def finish(self, header: StoreHeader, table: RecordTable) -> None:
+    def finish(self, header: StoreHeader, table: RecordTable,
+               metadata: Mapping[str, Any] | None = None) -> None:
         self._flush()
         meta = [(_array_key(name), np.ascontiguousarray(array, dtype=ARRAY_DTYPES[name][0]).tobytes())
                 for name, array in table.arrays().items()]
+        columns = encode_metadata(metadata, len(table.paths))
+        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns])
+        for number, encoded in enumerate(columns):
+            array_key, values_key = _column_keys(number)
+            meta.append((array_key, encoded.stored.tobytes()))
+            if encoded.values is not None:
+                meta.append((values_key, _json_bytes(encoded.values)))
         meta.append((HEADER_KEY, header.to_json()))
         meta.append((PATHS_KEY, json.dumps(table.paths, ensure_ascii=False).encode("utf-8")))
         self._put_all(sorted(meta), append=False)

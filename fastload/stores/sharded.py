@@ -10,8 +10,13 @@ import numpy as np
 from ..errors import StoreFormatError
 from .base import StoreReader
 from .format import StoreHeader
+from .metadata import MetadataColumn
 
 __all__ = ["ShardedStore"]
+
+
+def _schema(shard: StoreReader) -> list[tuple[str, str, str]]:
+    return [(c.name, c.kind, c.dtype) for c in shard.metadata_columns]
 
 
 class ShardedStore:
@@ -29,6 +34,10 @@ class ShardedStore:
                                        "shards must be packed from the same source")
             if shard.header.payload != first.payload:
                 raise StoreFormatError(shard.path, "mixes raw and encoded payloads with other shards")
+            if _schema(shard) != _schema(self.shards[0]):
+                raise StoreFormatError(shard.path, f"its metadata columns {_schema(shard)} differ "
+                                       f"from those of {self.path} {_schema(self.shards[0])}; "
+                                       "shards must be packed from the same source")
         self._starts = np.cumsum([0] + [len(s) for s in self.shards]).tolist()
 
     @property
@@ -50,6 +59,16 @@ class ShardedStore:
     @property
     def labels(self) -> np.ndarray:
         return np.concatenate([s.labels for s in self.shards])
+
+    @property
+    def metadata_columns(self) -> tuple[MetadataColumn, ...]:
+        return self.shards[0].metadata_columns
+
+    @property
+    def metadata(self) -> dict[str, np.ndarray]:
+        """Every shard's metadata columns, concatenated in shard order (as ``labels``)."""
+        parts = [s.metadata for s in self.shards]
+        return {c.name: np.concatenate([p[c.name] for p in parts]) for c in self.metadata_columns}
 
     def __len__(self) -> int:
         return self._starts[-1]

@@ -1,0 +1,146 @@
+"""What makes ``fastload.Loader`` a drop-in for ``torch.utils.data.DataLoader``.
+
+* ``DataLoader`` keyword arguments: the ones fastload has a meaning for are mapped
+  (``num_workers``, ``prefetch_factor``, ``generator``, ...), the others are accepted at their
+  DataLoader defaults and otherwise refused with a TypeError that says what fastload does instead.
+* ``loader.sampler`` / ``loader.batch_sampler``: views with ``set_epoch`` and ``len``, for code
+  (Lightning, DDP scripts) that reshuffles through them.
+* ``loader.dataset``: the data as a map-style Dataset whose items are what the loader yields per
+  sample (the image after the loader's ops, and its label), for ``Subset`` and friends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .backends.base import OUTPUT_DTYPES
+from .ops import Normalize, Op, run_numpy
+from .ops.base import sample_rng
+from .ops.normalize import max_value, resolve_mean_std
+
+if TYPE_CHECKING:
+    from .loader import Loader
+
+__all__ = ["DATALOADER_DEFAULTS", "check_dataloader_kwargs", "PlanSampler", "PlanBatchSampler",
+           "StoreDataset", "refuse_dataset"]
+
+# DataLoader keywords fastload takes only at their DataLoader default, and why.
+DATALOADER_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "batch_sampler": (None, "give batch_size= and sampler= (a Sampler or a sequence of indices) instead"),
+    "collate_fn": (None, "batches come out collated, as (images, labels) tensors; transform whole "
+                         "batches with batch_transforms= (functions f(images, labels, rng))"),
+    "timeout": (0, "fastload raises at once, naming the worker, when one dies: there is no wait to bound"),
+    "worker_init_fn": (None, "fastload's workers run no user code; seed augmentations with seed=, "
+                             "and put per-sample code in augment= ops"),
+    "multiprocessing_context": (None, "fastload starts its own workers safely (fresh interpreters), "
+                                      "whatever state CUDA is in"),
+    "pin_memory_device": ("", "outputs are made on the loader's device= (CUDA when available)"),
+    "in_order": (True, "batches always come in the planned order"),
+}
+
+
+def check_dataloader_kwargs(kwargs: dict[str, Any]) -> None:
+    """Accept DataLoader-only keywords at their defaults; refuse the rest with the reason."""
+    for name, value in kwargs.items():
+        if name not in DATALOADER_DEFAULTS:
+            raise TypeError(f"Loader() got an unexpected keyword argument {name!r}")
+        default, instead = DATALOADER_DEFAULTS[name]
+        if name == "collate_fn" and value is torch.utils.data.default_collate:
+            continue
+        if value != default:
+            raise TypeError(f"Loader() does not take {name}={value!r}: {instead}")
+
+
+def refuse_dataset(source: Any) -> None:
+    """A torch Dataset (an ImageFolder, say) is not a store: say how to pack it."""
+    root = getattr(source, "root", None)
+    command = f"fastload pack --format lmdb {root} -o train.lmdb" if root else "fastload pack --format lmdb IMAGE_FOLDER"
+    raise TypeError(
+        f"fastload.Loader reads packed stores, not a {type(source).__name__}: pack the images "
+        f"first ({command}), then pass the store path (or fastload.open_store(path)) to the Loader")
+
+
+class PlanSampler:
+    """``loader.sampler``: this rank's record order for the next pass, with ``set_epoch``."""
+
+    def __init__(self, loader: Loader) -> None:
+        self._loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self._loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self._loader._upcoming_batches():
+            yield from (int(i) for i in batch)
+
+    def __len__(self) -> int:
+        return self._loader._samples_per_epoch()
+
+
+class PlanBatchSampler(PlanSampler):
+    """``loader.batch_sampler``: the next pass's batches of record indices, with ``set_epoch``."""
+
+    @property
+    def batch_size(self) -> int:
+        return self._loader.batch_size
+
+    @property
+    def drop_last(self) -> bool:
+        return self._loader.drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        for batch in self._loader._upcoming_batches():
+            yield [int(i) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+
+class StoreDataset(Dataset):
+    """The loader's data as a map-style Dataset: item ``i`` is ``(image, label)``, the image after
+    the loader's ops (drawn from ``[seed, 0, record]``), as a tensor in the loader's layout and
+    dtype, on the CPU. Pickles as the store's path (safe in DataLoader workers).
+
+    Attributes:
+        store: the underlying store (``store.get``/``store.decode`` for raw records).
+        records: the record index of each item (a subset when the loader has ``indices=``).
+    """
+
+    def __init__(self, store: Any, ops: Sequence[Op], *, records: np.ndarray | None, seed: int,
+                 layout: str, output_dtype: str, channels: int) -> None:
+        self.store, self.ops = store, list(ops)
+        self.records = np.arange(len(store)) if records is None else np.asarray(records, np.int64)
+        self.seed, self.layout, self.output_dtype, self.channels = seed, layout, output_dtype, channels
+
+    @property
+    def classes(self) -> list[str]:
+        return self.store.classes
+
+    @property
+    def targets(self) -> list[int]:
+        """Labels of the items (as ImageFolder's ``targets``)."""
+        return np.asarray(self.store.labels)[self.records].tolist()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        record = int(self.records[index])
+        image = np.asarray(self.store.decode(record))
+        if image.shape[2] == 1 and self.channels > 1:
+            image = np.repeat(image, self.channels, axis=2)
+        ops = list(self.ops)
+        normalize = ops.pop() if ops and isinstance(ops[-1], Normalize) else None
+        image = run_numpy(ops, [image], [sample_rng(self.seed, 0, record)])[0]
+        if normalize is not None and self.output_dtype != "uint8":
+            mean, std = resolve_mean_std(normalize.mean, normalize.std, image.shape[2])
+            image = (image.astype(np.float32) / max_value(image.dtype) - mean) / std
+        out = torch.from_numpy(np.ascontiguousarray(image)).to(OUTPUT_DTYPES[self.output_dtype])
+        if self.layout == "NCHW":
+            out = out.permute(2, 0, 1).contiguous()
+        return out, int(self.store.labels[record])

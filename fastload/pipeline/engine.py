@@ -1,0 +1,279 @@
+"""One DALI pipeline and its feed: runs the planned batches of one pass at a time.
+
+The pipeline's input is a batch-mode ``fn.external_source`` whose callback runs in the Loader's
+thread and does O(1) work per batch: it hands the next planned batch to a feed worker and takes
+a filled shared-memory slot back as zero-copy views (``no_copy=True``). Labels never enter DALI:
+the plan knows them. Outputs reach torch through DLPack, without a copy, on torch's current
+stream on the GPU.
+
+A pass broken off early (a ``break``, a peek) is not rebuilt: when the next pass begins, its
+first batches go to the workers at once, the pipeline drains the few batches it had prefetched,
+resets, and goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..backends.base import BackendConfig
+from ..errors import FastloadError
+from ..ops.base import Op, register
+from ..ops.custom import CustomOp
+from ..ops.normalize import max_value
+from ..stores import Store
+from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
+from .lowering import LoweredOps, LoweringContext, build_graph
+from .pool import FeedPool
+
+__all__ = ["DaliEngine", "PipelineError", "UnknownSize"]
+
+_RELEASE_LAG = 2  # iterations a slot stays untouched after its batch's output came back
+# In a forked child (a torch DataLoader worker, say), pipelines inherited from the parent are kept
+# here, never shut down: their threads are not in the child, so Shutdown() would wait forever.
+_DISOWNED: list[Any] = []
+
+
+def _disown_pipelines() -> None:
+    from nvidia.dali import Pipeline
+
+    for ref in list(getattr(Pipeline, "_pipes", ())):
+        pipe = ref()
+        if pipe is not None and getattr(pipe, "_pipe", None) is not None:
+            _DISOWNED.append(pipe._pipe)
+            pipe._pipe = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_pipelines)
+
+
+class _Source:
+    """The external source's callback; refers to its engine weakly, so that dropping a Loader
+    frees its pipeline at once instead of leaving a cycle for the garbage collector."""
+
+    def __init__(self, engine: DaliEngine) -> None:
+        self._engine = weakref.ref(engine)
+
+    def __call__(self) -> tuple[Any, ...]:
+        engine = self._engine()
+        if engine is None:
+            raise StopIteration
+        return engine._source()
+
+
+class PipelineError(FastloadError, RuntimeError):
+    """DALI failed on a batch (the message names the batch's records and DALI's reason)."""
+
+
+@register
+@dataclass(frozen=True)
+class UnknownSize(Op):
+    """Stands in the feed for a custom op DALI runs: it draws nothing, and the size after it is
+    not known ahead (so the feed's parameter draws match the torch backend's)."""
+
+    def output_size(self, height: int, width: int) -> None:
+        return None
+
+
+def _feed_ops(head: Sequence[Op]) -> tuple[dict[str, Any], ...]:
+    return tuple((UnknownSize() if isinstance(op, CustomOp) else op).to_config() for op in head)
+
+
+def _aligned(sizes: np.ndarray) -> np.ndarray:
+    return -(-sizes // ALIGN) * ALIGN
+
+
+class DaliEngine:
+    """A built DALI pipeline, its feed workers, and the state of the pass it is running.
+
+    Args:
+        store: the store to read.
+        lowered: the op list, split and fused for DALI.
+        config: the backend settings.
+        encoded: records reach DALI encoded (else as decoded arrays).
+        pixel_dtype: the images' pixel type.
+        feed_workers: feed processes.
+    """
+
+    def __init__(self, store: Store, lowered: LoweredOps, config: BackendConfig, *, encoded: bool,
+                 pixel_dtype: np.dtype, feed_workers: int) -> None:
+        self.store, self.lowered, self.config = store, lowered, config
+        self.encoded, self.pixel_dtype = encoded, np.dtype(pixel_dtype)
+        self.labels = np.asarray(store.labels, np.int64)
+        self.shapes = record_shapes(store)
+        if encoded:
+            self.sizes = _aligned(record_nbytes(store))
+        else:
+            self.shapes[:, 2] = np.where(self.shapes[:, 2] == 1, config.channels, self.shapes[:, 2])
+            self.sizes = _aligned(self.shapes.prod(axis=1) * self.pixel_dtype.itemsize)
+        self.gpu = config.device == "cuda"
+        self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
+        self.ahead = max(2, 2 * feed_workers)
+        files = getattr(store, "paths_", None)  # a FileStore: the workers read its files in place
+        spec = FeedSpec(paths=() if files else tuple(s.path for s in getattr(store, "shards", [store])),
+                        mode="encoded" if encoded else "arrays", verify=config.verify, seed=config.seed,
+                        ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
+                        files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
+        self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
+        self.pipe = self._define()
+        self.pipe.build()
+        self.broken = False
+        self.owner: Any = None  # a weak reference to the pass running on this engine
+        self._seq = itertools.count()
+        self._arm([], 0)
+        self._dirty = False
+
+    # --- the pipeline -------------------------------------------------------------------------
+    def _define(self) -> Any:
+        from nvidia.dali import fn, pipeline_def, types
+
+        # The definition captures plain values, never the engine: the pipeline must not keep it alive.
+        cfg, lowered, encoded, pixel_dtype = self.config, self.lowered, self.encoded, self.pixel_dtype
+        source, with_params = _Source(self), lowered.params.size > 0
+        ctx = LoweringContext(device="gpu" if self.gpu else "cpu", channels=cfg.channels,
+                              max_value=max_value(pixel_dtype), layout=cfg.layout,
+                              output_dtype=cfg.output_dtype)
+        pixel = {np.dtype("uint8"): types.UINT8, np.dtype("uint16"): types.UINT16,
+                 np.dtype("float32"): types.FLOAT}[pixel_dtype]
+        dtypes = [types.UINT8 if encoded else pixel] + [types.FLOAT] * with_params + [types.INT64] * lowered.needs_ids
+        layouts = ["" if encoded else "HWC"] + [""] * (len(dtypes) - 1)
+
+        @pipeline_def(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
+                      device_id=cfg.device_id if self.gpu else None, seed=cfg.seed, exec_dynamic=True,
+                      prefetch_queue_depth=max(1, cfg.prefetch))
+        def pipeline():
+            outputs = fn.external_source(source=source, num_outputs=len(dtypes), batch=True, no_copy=True,
+                                         dtype=dtypes, layout=layouts)
+            data, rest = outputs[0], list(outputs[1:])
+            params = rest.pop(0) if with_params else None
+            ids = rest.pop(0) if lowered.needs_ids else None
+            images = build_graph(data, params, lowered, LoweringContext(**{**ctx.__dict__, "sample_ids": ids}),
+                                 encoded=encoded, pixel_dtype=pixel_dtype, hw_decoder_load=cfg.hw_decoder_load)
+            return tuple(images) if isinstance(images, list) else images
+
+        return pipeline()
+
+    # --- feeding (called by DALI, in the Loader's thread) -----------------------------------------
+    def _arm(self, batches: Sequence[np.ndarray], epoch: int) -> None:
+        self._batches, self._epoch = list(batches), epoch
+        self._submitted = self._fed = self._out = 0
+        self._inflight: deque[int] = deque()  # seqs of submitted batches, in order
+        self._in_dali: deque[tuple[int, int]] = deque()  # (position, slot) fed to DALI
+        self._stopping = False
+
+    def _slot_bytes(self, batch: np.ndarray) -> int:
+        return slot_layout(len(batch), self.lowered.params.size)[1] + int(self.sizes[batch].sum())
+
+    def _top_up(self) -> None:
+        while (self._submitted < len(self._batches) and len(self._inflight) < self.ahead
+               and self.pool.free_slots):
+            batch = self._batches[self._submitted]
+            seq = next(self._seq)
+            self.pool.submit(seq, self._epoch, batch, self._slot_bytes(batch))
+            self._inflight.append(seq)
+            self._submitted += 1
+
+    def _views(self, slot: int, batch: np.ndarray) -> tuple[Any, ...]:
+        from nvidia.dali.tensors import TensorCPU, TensorListCPU
+
+        count, k = len(batch), self.lowered.params.size
+        view = self.pool.view(slot)
+        params_at, data_at = slot_layout(count, k)
+        spans = np.frombuffer(view, np.int64, 2 * count, 0).reshape(count, 2)
+        params = np.frombuffer(view, np.float32, count * k, params_at).reshape(count, k)
+        data = np.frombuffer(view, np.uint8, len(view) - data_at, data_at)
+        shapes = self.shapes[batch]
+        if dense_batch("encoded" if self.encoded else "arrays", shapes):  # one contiguous block
+            size = int(spans[-1].sum())
+            out: list[Any] = [data[:size].view(self.pixel_dtype).reshape(count, *shapes[0].tolist())]
+        else:
+            if self.encoded:
+                samples = [data[s : s + n] for s, n in spans.tolist()]
+            else:
+                samples = [data[s : s + n].view(self.pixel_dtype).reshape(shape)
+                           for (s, n), shape in zip(spans.tolist(), shapes.tolist())]
+            out = [TensorListCPU([TensorCPU(x) for x in samples], contiguous=False)]
+        if k:
+            out.append(params)
+        if self.lowered.needs_ids:
+            ids = np.stack([np.full(count, self.config.seed), np.full(count, self._epoch), batch], axis=1)
+            out.append(ids.astype(np.int64))
+        return tuple(out)
+
+    def _source(self) -> tuple[Any, ...]:
+        if self._stopping or self._fed >= len(self._batches):
+            raise StopIteration
+        self._top_up()
+        slot, _ = self.pool.wait(self._inflight.popleft())
+        position = self._fed
+        self._fed += 1
+        self._in_dali.append((position, slot))
+        self._top_up()
+        return self._views(slot, self._batches[position])
+
+    # --- passes -------------------------------------------------------------------------------------
+    def begin(self, batches: Sequence[np.ndarray], epoch: int) -> None:
+        """Start a pass over ``batches`` of ``epoch``: the first batches go to the workers now,
+        then the pipeline drops what it prefetched for an unfinished previous pass."""
+        for seq in self._inflight:
+            self.pool.discard(seq)
+        held = self._in_dali
+        self._arm(batches, epoch)
+        self._top_up()
+        if self._dirty:
+            self._stopping = True
+            try:
+                while True:
+                    self.pipe.run()
+            except StopIteration:
+                pass
+            finally:
+                self._stopping = False
+            self.pipe.reset()
+        for _, slot in held:
+            self.pool.release(slot)
+        self._dirty = True
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of the pass as ``(images, labels)`` torch tensors on the device."""
+        try:
+            stream = torch.cuda.current_stream(self.device).cuda_stream if self.gpu else None
+            outputs = self.pipe.run(stream) if self.gpu else self.pipe.run()
+        except StopIteration:
+            self.pipe.reset()
+            self._dirty = False
+            while self._in_dali:
+                self.pool.release(self._in_dali.popleft()[1])
+            raise
+        except FastloadError:
+            self.broken = True
+            raise
+        except Exception as exc:
+            self.broken = True
+            batch = self._batches[self._out] if self._out < len(self._batches) else []
+            raise PipelineError(f"{self.store.path}: DALI failed on the batch of records "
+                                f"{[int(i) for i in batch]}: {exc}. If a record is damaged, "
+                                f"'fastload verify {self.store.path}' names it.") from exc
+        position = self._out
+        self._out += 1
+        while self._in_dali and self._in_dali[0][0] < position - _RELEASE_LAG + 1:
+            self.pool.release(self._in_dali.popleft()[1])
+        labels = torch.from_numpy(self.labels[self._batches[position]])
+        views = [torch.from_dlpack(out.as_tensor()) for out in outputs]
+        images = torch.stack(views, dim=1) if self.lowered.views else views[0]
+        if self.gpu:
+            labels = labels.to(self.device, non_blocking=True)
+        return images, labels
+
+    def close(self) -> None:
+        self.pipe = None
+        self.pool.close()

@@ -1,0 +1,163 @@
+"""What a feed worker does for one batch: read the records, check them, draw their parameters,
+and lay everything out in a shared-memory slot the DALI pipeline reads without a copy.
+
+A slot holds, for ``n`` records::
+
+    spans    int64[n, 2]      payload i is bytes [start, start + length) of the data area
+    params   float32[n, k]    the per-sample augmentation parameters (ParamLayout)
+    data     ...              the payloads back to back, each aligned to 64 bytes (arrays of one
+                              shape: packed without gaps, one dense NxHxWxC block)
+
+Payloads are the stored encoded bytes (``mode="encoded"``: DALI decodes them) or decoded
+``HxWxC`` arrays of one pixel type (``mode="arrays"``: raw stores, ``.npy`` records, images DALI's
+decoders cannot read, such as 6-channel TIFFs).
+
+The spec travels to worker processes as JSON (no pickle); the op list as its config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..ops.base import Op
+from ..stores import Store, open_store
+from .params import ParamLayout
+
+__all__ = ["FeedSpec", "FeedReader", "slot_layout", "dense_batch", "ALIGN", "MODES"]
+
+ALIGN = 64
+MODES = ("encoded", "arrays")
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def slot_layout(count: int, param_size: int) -> tuple[int, int]:
+    """``(params_offset, data_offset)`` in a slot for ``count`` records."""
+    params_at = _align(16 * count)
+    return params_at, _align(params_at + 4 * count * param_size)
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """Everything a feed worker needs, as plain JSON-able values.
+
+    Attributes:
+        paths: the store's shard paths, in order.
+        mode: "encoded" (stored bytes for DALI's decoders) or "arrays" (decoded arrays).
+        verify: check each record's checksum.
+        seed: the augmentation seed (rank included).
+        ops: the config of the ops the DALI pipeline runs (their parameters are drawn here).
+        pixel_dtype: "arrays" mode: the dtype every array is brought to.
+        channels: "arrays" mode: 1-channel images are repeated to this many channels.
+        files: image files read in place (a FileStore) instead of a store at ``paths``.
+        shapes: with ``files``: each file's height, width, channels after the decode policy.
+    """
+
+    paths: tuple[str, ...]
+    mode: str
+    verify: bool
+    seed: int
+    ops: tuple[dict[str, Any], ...]
+    pixel_dtype: str = "uint8"
+    channels: int = 3
+    files: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, int, int], ...] = ()
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> FeedSpec:
+        data = json.loads(raw)
+        for name in ("paths", "ops", "files"):
+            data[name] = tuple(data[name])
+        data["shapes"] = tuple(tuple(s) for s in data["shapes"])
+        return cls(**data)
+
+    def build_ops(self) -> list[Op]:
+        from ..ops.config import from_config
+
+        return from_config(list(self.ops))
+
+
+class FeedReader:
+    """Fills slots with batches of one store (one per worker process).
+
+    Args:
+        spec: what to read and how.
+        store: an open store (default: opened from ``spec.paths``).
+    """
+
+    def __init__(self, spec: FeedSpec, store: Store | None = None) -> None:
+        self.spec = spec
+        if spec.files:
+            from ..stores.files import FileReader
+
+            self.store: Any = store if store is not None else FileReader(spec.files)
+            self.shapes = np.asarray(spec.shapes, np.int64).reshape(-1, 3)
+        else:
+            self.store = store if store is not None else open_store(list(spec.paths))
+            self.shapes = record_shapes(self.store)
+        self.layout = ParamLayout(spec.build_ops())
+        self.dtype = np.dtype(spec.pixel_dtype)
+
+    def _array(self, index: int) -> np.ndarray:
+        if self.store.header.payload == "raw":
+            image, _ = self.store.get(index)
+        else:
+            image = self.store.decode(index)
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.shape[2] == 1 and self.spec.channels > 1:
+            image = np.repeat(image, self.spec.channels, axis=2)
+        return image if image.dtype == self.dtype else image.astype(self.dtype)
+
+    def _payload(self, index: int) -> np.ndarray:
+        if self.spec.mode == "encoded":
+            return np.frombuffer(self.store.read(index, self.spec.verify), np.uint8)
+        return self._array(index).reshape(-1).view(np.uint8)
+
+    def fill(self, slot: memoryview, epoch: int, indices: np.ndarray) -> int:
+        """Write the batch ``indices`` of ``epoch`` into ``slot``; return the bytes used."""
+        count = len(indices)
+        params_at, data_at = slot_layout(count, self.layout.size)
+        spans = np.frombuffer(slot, np.int64, 2 * count, 0).reshape(count, 2)
+        params = np.frombuffer(slot, np.float32, count * self.layout.size, params_at)
+        params[:] = self.layout.draw_batch(self.spec.seed, epoch, indices, self.shapes[indices]).ravel()
+        data = np.frombuffer(slot, np.uint8, len(slot) - data_at, data_at)
+        dense = dense_batch(self.spec.mode, self.shapes[indices])
+        position = 0
+        for row, index in enumerate(indices):
+            payload = self._payload(int(index))
+            end = position + payload.size
+            if end > data.size:
+                raise ValueError(f"record {int(index)} is larger than its size in the store's table "
+                                 f"({payload.size} bytes); the store is damaged: run fastload verify")
+            spans[row] = position, payload.size
+            data[position:end] = payload
+            position = end if dense else _align(end)
+        return data_at + position
+
+
+def dense_batch(mode: str, shapes: np.ndarray) -> bool:
+    """Arrays of one shape travel as one dense block (one contiguous batch for DALI)."""
+    return mode == "arrays" and len(shapes) > 0 and bool((shapes == shapes[0]).all())
+
+
+def record_shapes(store: Store) -> np.ndarray:
+    """``(N, 3)`` int64 height, width, channels of every record (after the decode policy)."""
+    shards = getattr(store, "shards", [store])
+    return np.concatenate([np.asarray(s.table.shapes, np.int64) for s in shards])
+
+
+def record_nbytes(store: Store) -> np.ndarray:
+    """``(N,)`` int64 stored payload size of every record."""
+    shards = getattr(store, "shards", [store])
+    return np.concatenate([np.asarray(s.table.nbytes, np.int64) for s in shards])

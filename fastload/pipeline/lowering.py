@@ -1,0 +1,210 @@
+"""Ops onto DALI: the one place that decides what runs where and what fuses.
+
+An op list splits in two. The **head** runs inside the DALI pipeline, with three fusions the ops
+declare themselves (no type checks here):
+
+* a leading op with a ``decoder_roi`` (RandomResizedCrop) is fused into the decoder: only its
+  window is decoded (``decoders.image_slice``), then ``after_roi`` (the resize) runs;
+* trailing ops with ``cmn_args`` (CenterCrop's crop, a horizontal Flip's mirror, Normalize's
+  mean/std, in that order) fold into the final ``crop_mirror_normalize``, which also makes the
+  output layout and dtype;
+* every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
+
+The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
+Loader's batch stage on the whole device batch, outside ``fn.python_function`` (see
+``fastload.batch``). A custom op followed by a built-in that only DALI can run stays in the head,
+through ``fn.python_function``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..ops import Normalize, Op
+from ..ops.base import Op as _BaseOp
+from ..ops.custom import CustomOp
+from ..tta import View, fixed_params, split_for_views
+from .params import ParamLayout
+
+__all__ = ["LoweredOps", "LoweringContext", "lower_ops", "build_graph"]
+
+# crop_mirror_normalize applies crop, then mirror, then normalization: the order ops must have.
+_CMN_ORDER = ("crop", "mirror", "normalize")
+
+
+@dataclass(frozen=True)
+class LoweringContext:
+    """What ops' ``dali()`` methods may read while the pipeline is defined.
+
+    Attributes:
+        device: "cpu" or "gpu": where the images DataNode lives.
+        channels: channels per image.
+        max_value: the pixel type's full-scale value (255, 65535, or 1.0 for floats).
+        sample_ids: per-sample int64 ``[seed, epoch, record]`` DataNode (custom ops in DALI).
+        layout: the output layout asked of the loader ("NCHW" or "NHWC").
+        output_dtype: "float32", "float16" or "uint8".
+    """
+
+    device: str
+    channels: int
+    max_value: float
+    sample_ids: Any = None
+    layout: str = "NCHW"
+    output_dtype: str = "float32"
+
+
+def _declares(op: Op, method: str) -> bool:
+    return getattr(type(op), method) is not getattr(_BaseOp, method)
+
+
+@dataclass(frozen=True)
+class LoweredOps:
+    """An op list split for the DALI backend (see the module docstring).
+
+    Attributes:
+        head: ops run in DALI, in order.
+        tail: ops run in the batch stage, on the device batch.
+        params: where each head op's drawn parameters sit in the feed's vector.
+        fuse_decoder: head[0] is cut by the decoder (encoded stores only).
+        cmn: how many of the head's last ops fold into the final crop_mirror_normalize.
+        views: test-time views; with them ``final_crop`` and ``normalize`` run per view.
+    """
+
+    head: tuple[Op, ...]
+    tail: tuple[Op, ...]
+    params: ParamLayout
+    fuse_decoder: bool
+    cmn: int
+    views: tuple[View, ...] = ()
+    final_crop: Op | None = None
+    normalize: Op | None = None
+    needs_ids: bool = field(init=False)  # custom ops run inside DALI: samples carry [seed, epoch, record]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs_ids", any(isinstance(op, CustomOp) for op in self.head))
+
+
+def _tail_start(ops: Sequence[Op]) -> int:
+    for i, op in enumerate(ops):
+        if isinstance(op, CustomOp) and all(isinstance(o, (CustomOp, Normalize)) for o in ops[i:]):
+            return i
+    return len(ops)
+
+
+def _cmn_count(head: Sequence[Op]) -> int:
+    count, allowed = 0, len(_CMN_ORDER)
+    for op in reversed(head):
+        role = op.cmn_role()
+        if role is None:
+            break
+        rank = _CMN_ORDER.index(role)
+        if rank >= allowed:
+            break
+        count, allowed = count + 1, rank
+    return count
+
+
+def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str,
+              views: Sequence[View] = ()) -> LoweredOps:
+    """Split ``ops`` into the DALI head and the batch-stage tail and decide the fusions.
+
+    Args:
+        ops: the loader's op list.
+        encoded: records reach DALI as encoded images (decoder fusion possible).
+        output_dtype: "uint8" output skips a trailing Normalize, as both backends do.
+        views: test-time views: the op list's final crop and Normalize then run per view.
+    """
+    ops = list(ops)
+    if output_dtype == "uint8":  # uint8 output is not normalized
+        ops = [op for i, op in enumerate(ops) if not (isinstance(op, Normalize) and i == len(ops) - 1)]
+    if views:
+        if _tail_start(ops) < len(ops):
+            raise ValueError("test-time views and custom ops at the end of the augment list cannot be "
+                             "combined yet; move the custom ops before the final crop")
+        head, crop, normalize = split_for_views(ops, views)
+        fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
+        return LoweredOps(tuple(head), (), ParamLayout(head), fuse, 0, tuple(views), crop, normalize)
+    cut = _tail_start(ops)
+    head, tail = ops[:cut], ops[cut:]
+    fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
+    cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
+    return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, cmn)
+
+
+def _decode(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, pixel_dtype: np.dtype,
+            hw_decoder_load: float | None) -> tuple[Any, int]:
+    from nvidia.dali import fn, types
+
+    device = "mixed" if ctx.device == "gpu" else "cpu"
+    kind = types.RGB if ctx.channels == 3 else types.GRAY
+    extra: dict[str, Any] = {"dtype": types.UINT16} if pixel_dtype == np.uint16 else {}
+    if device == "mixed" and hw_decoder_load is not None:
+        extra["hw_decoder_load"] = float(hw_decoder_load)
+    if lowered.fuse_decoder:
+        op = lowered.head[0]
+        anchor, shape = op.decoder_roi(lowered.params.slice(params, 0))
+        images = fn.decoders.image_slice(data, anchor, shape, axis_names="HW", normalized_anchor=False,
+                                         normalized_shape=False, device=device, output_type=kind, **extra)
+        return op.after_roi(images, ctx), 1
+    return fn.decoders.image(data, device=device, output_type=kind, **extra), 0
+
+
+def _finish(images: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext) -> Any:
+    """The final crop_mirror_normalize: fused ops, output layout and dtype."""
+    from nvidia.dali import fn, types
+
+    kwargs: dict[str, Any] = {}
+    first = len(lowered.head) - lowered.cmn
+    for i in range(first, len(lowered.head)):
+        kwargs.update(lowered.head[i].cmn_args(lowered.params.slice(params, i), ctx))
+    dtype = {"float32": types.FLOAT, "float16": types.FLOAT16, "uint8": types.UINT8}[ctx.output_dtype]
+    layout = "CHW" if ctx.layout == "NCHW" else "HWC"
+    if "mean" not in kwargs and ctx.output_dtype != "uint8":
+        kwargs.update(mean=[0.0] * ctx.channels, std=[1.0] * ctx.channels)  # cast only
+    return fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, **kwargs)
+
+
+def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) -> Any:
+    """One test-time view: its fixed op, the final crop at its position, mirror, normalize."""
+    from nvidia.dali import fn, types
+
+    if view.op is not None:
+        values = np.asarray(view.op.encode(fixed_params(view.op)), np.float32)
+        images = view.op.dali(images, types.Constant(values) if values.size else None, ctx)
+    if view.vflip:
+        images = fn.flip(images, vertical=1, horizontal=0)
+    kwargs: dict[str, Any] = {"mirror": int(view.mirror)}
+    if lowered.final_crop is not None:
+        kwargs.update(lowered.final_crop.cmn_args(None, ctx), crop_pos_y=view.crop_at[0], crop_pos_x=view.crop_at[1])
+    if lowered.normalize is not None:
+        kwargs.update(lowered.normalize.cmn_args(None, ctx))
+    elif ctx.output_dtype != "uint8":
+        kwargs.update(mean=[0.0] * ctx.channels, std=[1.0] * ctx.channels)
+    dtype = {"float32": types.FLOAT, "float16": types.FLOAT16, "uint8": types.UINT8}[ctx.output_dtype]
+    return fn.crop_mirror_normalize(images, dtype=dtype, output_layout="CHW" if ctx.layout == "NCHW" else "HWC",
+                                    **kwargs)
+
+
+def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, *, encoded: bool,
+                pixel_dtype: np.dtype, hw_decoder_load: float | None = None) -> Any:
+    """The images DataNode: decode (or take the arrays), the head's ops, the final stage.
+
+    With a tail, the pipeline ends in HWC images of the last head op's type: the batch stage
+    takes it from there. With test-time views, a list of one DataNode per view.
+    """
+    if encoded:
+        images, start = _decode(data, params, lowered, ctx, pixel_dtype, hw_decoder_load)
+    else:
+        images, start = (data.gpu() if ctx.device == "gpu" else data), 0
+    end = len(lowered.head) - lowered.cmn
+    for i in range(start, end):
+        images = lowered.head[i].dali(images, lowered.params.slice(params, i), ctx)
+    if lowered.views:
+        return [_view(images, view, lowered, ctx) for view in lowered.views]
+    if lowered.tail:
+        return images
+    return _finish(images, params, lowered, ctx)

@@ -1,0 +1,236 @@
+"""The feed's worker processes and the shared-memory slots they fill, seen from the Loader.
+
+Each slot is an anonymous memfd: nothing appears in ``/dev/shm`` and nothing outlives the
+processes that map it, however they end. The Loader's thread hands out a batch (a few bytes of
+record indices), and later takes a filled slot back as NumPy views: O(1) Python work per batch
+besides one small view per sample. A worker that dies is named, with how it died, the moment
+its pipe closes: never a hang.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import signal
+import subprocess
+import sys
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import WorkerDiedError
+from .feed import FeedSpec
+from .protocol import FAILED, OK, READY, REQUEST, RESPONSE, read_exact, rebuild_error, write_all
+
+__all__ = ["FeedPool"]
+
+_GROW = 1 << 20
+_START_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: subprocess.Popen
+    inp: int  # the worker's stdin (requests)
+    out: int  # the worker's stdout (responses)
+    busy: dict[int, tuple[int, int]] = field(default_factory=dict)  # seq -> (epoch, first record)
+
+
+class _Slot:
+    def __init__(self, index: int) -> None:
+        self.fd = os.memfd_create(f"fastload-feed-{index}", 0)
+        self.capacity = 0
+        self.map: mmap.mmap | None = None
+
+    def reserve(self, size: int) -> int:
+        if size > self.capacity:
+            self.capacity = -(-max(size, int(self.capacity * 1.25)) // _GROW) * _GROW
+            os.ftruncate(self.fd, self.capacity)
+            self.map = None  # views of the old mapping keep it alive while DALI holds them
+        return self.capacity
+
+    def view(self) -> memoryview:
+        if self.map is None:
+            self.map = mmap.mmap(self.fd, self.capacity)
+        return memoryview(self.map)
+
+
+def _how(returncode: int | None) -> str:
+    if returncode is None:
+        return "closed its pipe"
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else -returncode
+        hint = " (out of memory? see dmesg)" if returncode == -signal.SIGKILL else ""
+        return f"was killed by signal {name}{hint}"
+    return f"exited with status {returncode} (its error is printed above)"
+
+
+def _shutdown(owner: int, workers: list[_Worker], slots: list[_Slot]) -> None:
+    if os.getpid() != owner:  # a forked child: the workers are the parent's, not ours to stop
+        return
+    for worker in workers:
+        for fd in (worker.inp, worker.out):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    for worker in workers:
+        try:
+            worker.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+            worker.proc.wait()
+    for slot in slots:
+        try:
+            os.close(slot.fd)
+        except OSError:
+            pass
+
+
+class FeedPool:
+    """``workers`` feed processes sharing ``slots`` shared-memory slots.
+
+    Args:
+        spec: what the workers read and how (sent to them as JSON).
+        workers: processes to start.
+        slots: slots to fill; each holds one batch until ``release``.
+        name: how errors name the data (the store's path).
+    """
+
+    def __init__(self, spec: FeedSpec, workers: int, slots: int, name: str) -> None:
+        self.name = name
+        self._slots = [_Slot(i) for i in range(slots)]
+        self._free = list(range(slots))
+        self._done: dict[int, tuple[int, int]] = {}  # seq -> (slot, bytes used)
+        self._discarded: set[int] = set()
+        self._workers: list[_Worker] = []
+        self._finalizer = weakref.finalize(self, _shutdown, os.getpid(), self._workers, self._slots)
+        fds = [slot.fd for slot in self._slots]
+        for index in range(max(1, workers)):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fastload.pipeline.worker", "--slots", ",".join(map(str, fds))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=fds, close_fds=True)
+            worker = _Worker(index, proc, os.dup(proc.stdin.fileno()), os.dup(proc.stdout.fileno()))
+            proc.stdin.close()
+            proc.stdout.close()
+            self._workers.append(worker)
+        spec_json = spec.to_json()
+        for worker in self._workers:
+            write_all(worker.inp, len(spec_json).to_bytes(4, "little") + spec_json)
+        for worker in self._workers:
+            self._await_ready(worker)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def _await_ready(self, worker: _Worker) -> None:
+        ready, _, _ = select.select([worker.out], [], [], _START_TIMEOUT_S)
+        if not ready:
+            raise WorkerDiedError(f"{self._who(worker)} did not start within {_START_TIMEOUT_S:.0f} s")
+        status, _, _, length = self._read_header(worker)
+        if status == FAILED:
+            raise self._failure(worker, length, "while opening the store")
+        if status != READY:
+            raise WorkerDiedError(f"{self._who(worker)} answered {status} instead of ready")
+
+    def close(self) -> None:
+        """Stop the workers and free the slots (also done when the pool is collected)."""
+        self._finalizer()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
+
+    # --- slots ------------------------------------------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    def view(self, slot: int) -> memoryview:
+        """The parent's view of ``slot`` (valid until the slot is reserved larger)."""
+        return self._slots[slot].view()
+
+    def release(self, slot: int) -> None:
+        """``slot`` may be filled again (DALI no longer reads it)."""
+        self._free.append(slot)
+
+    # --- batches ------------------------------------------------------------------------------------
+    def submit(self, seq: int, epoch: int, indices: np.ndarray, size: int) -> None:
+        """Ask a worker to fill a free slot with records ``indices`` of ``epoch`` (``size``
+        bytes: the exact layout size). Call only when ``free_slots`` > 0."""
+        slot = self._free.pop()
+        capacity = self._slots[slot].reserve(size)
+        worker = min(self._workers, key=lambda w: len(w.busy))
+        indices = np.ascontiguousarray(indices, dtype=np.int64)
+        worker.busy[seq] = (epoch, int(indices[0]) if len(indices) else -1)
+        try:
+            write_all(worker.inp, REQUEST.pack(slot, len(indices), seq, epoch, capacity) + indices.tobytes())
+        except BrokenPipeError:
+            raise self._died(worker) from None
+
+    def wait(self, seq: int) -> tuple[int, int]:
+        """Block until batch ``seq`` is filled; return ``(slot, bytes used)``.
+
+        Raises:
+            WorkerDiedError: its worker died. Errors raised while reading (a corrupt record)
+                are raised here as they were raised in the worker.
+        """
+        while seq not in self._done:
+            waiting = {w.out: w for w in self._workers if w.busy}
+            if not waiting:
+                raise RuntimeError(f"batch {seq} was never submitted to the feed")
+            ready, _, _ = select.select(list(waiting), [], [], 5.0)
+            for fd in ready:
+                self._receive(waiting[fd])
+        return self._done.pop(seq)
+
+    def discard(self, seq: int) -> None:
+        """Batch ``seq`` is no longer wanted: its slot is freed as soon as it is filled."""
+        if seq in self._done:
+            self.release(self._done.pop(seq)[0])
+        else:
+            self._discarded.add(seq)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _who(self, worker: _Worker) -> str:
+        return f"fastload feed worker {worker.index} (pid {worker.proc.pid}) reading {self.name}"
+
+    def _died(self, worker: _Worker) -> WorkerDiedError:
+        try:
+            returncode = worker.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        doing = ", ".join(f"epoch {e} batch from record {r}" for e, r in worker.busy.values()) or "nothing"
+        return WorkerDiedError(f"{self._who(worker)} {_how(returncode)} while reading: {doing}. "
+                               "Start a new pass over the Loader to restart the feed.")
+
+    def _read_header(self, worker: _Worker) -> tuple[int, int, int, int]:
+        head = read_exact(worker.out, RESPONSE.size)
+        if head is None:
+            raise self._died(worker)
+        return RESPONSE.unpack(head)
+
+    def _failure(self, worker: _Worker, length: int, doing: str) -> Exception:
+        report = read_exact(worker.out, length)
+        if report is None:
+            return self._died(worker)
+        return rebuild_error(report, f"{self._who(worker)} {doing}")
+
+    def _receive(self, worker: _Worker) -> None:
+        status, slot, seq, value = self._read_header(worker)
+        worker.busy.pop(seq, None)
+        if status == FAILED:
+            self.release(slot)
+            error = self._failure(worker, value, f"on batch {seq}")
+            if seq not in self._discarded:  # a batch nobody waits for fails quietly
+                raise error
+            self._discarded.discard(seq)
+            return
+        if status != OK:
+            raise WorkerDiedError(f"{self._who(worker)} sent an unknown status {status}")
+        if seq in self._discarded:
+            self._discarded.discard(seq)
+            self.release(slot)
+        else:
+            self._done[seq] = (slot, value)

@@ -1,0 +1,210 @@
+"""Image files read in place, with the store interface: new data without a packing step.
+
+``FileStore`` lists a folder (class sub-folders give labels, a flat folder none), a glob, a list
+of files, or a folder plus a CSV, in a fixed order, and reads each file's header once (format,
+size after EXIF orientation, channels, bit depth). Files that are not readable images are left
+out and listed in ``skipped`` with their reason; the Loader warns about them once. Records are
+read straight from the files (no checksums: there are none to check).
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import images
+from ..errors import BadInputError
+from ..sources.base import Skipped, Source, display_path
+from .format import StoreHeader
+
+__all__ = ["FileReader", "FileStore", "FileTable"]
+
+_HEAD_BYTES = 1 << 18  # enough for the headers of nearly every image; else the whole file is read
+_EXIF_SWAPS = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+
+
+@dataclass
+class FileTable:
+    """Per-file arrays, aligned with record indices (the subset of RecordTable readers use)."""
+
+    labels: np.ndarray
+    shapes: np.ndarray
+    nbytes: np.ndarray
+    paths: list[str]
+
+
+@dataclass
+class _Probe:
+    shape: tuple[int, int, int]
+    dtype: str
+    format: str
+
+
+def _orientation_swaps(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.getexif().get(0x0112, 1)) in _EXIF_SWAPS
+    except Exception:  # no readable EXIF: the decoder keeps the stored orientation too
+        return False
+
+
+def _probe(path: str) -> _Probe:
+    if not os.path.isfile(path):
+        raise BadInputError(path, "not a file")
+    with open(path, "rb") as f:
+        data = f.read(_HEAD_BYTES)
+        try:
+            info = images.probe(data, display_path(path))
+        except BadInputError:
+            data += f.read()  # a header past the first bytes (large EXIF): read it all
+            info = images.probe(data, display_path(path))
+    height, width = info.height, info.width
+    if info.format == "jpeg" and _orientation_swaps(data):
+        height, width = width, height
+    return _Probe((height, width, info.channels), info.dtype, info.format)
+
+
+def _list(source: Any, labels_csv: str | None) -> Source:
+    from ..sources import CsvColumns, scan_csv, scan_folder
+
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if labels_csv is not None:
+            return scan_csv(labels_csv, path, CsvColumns())
+        if os.path.isdir(path):
+            return scan_folder(path)
+        if globbing.has_magic(path):
+            found = sorted(p for p in globbing.glob(path, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise FileNotFoundError(f"{path}: no file matches this pattern")
+            return _flat(os.path.dirname(path.split("*")[0]) or ".", found)
+        return _flat(os.path.dirname(path) or ".", [path])
+    return _flat(os.path.commonpath([os.path.abspath(os.fspath(p)) for p in source]) if source else ".",
+                 [os.fspath(p) for p in source])
+
+
+def _flat(root: str, paths: Sequence[str]) -> Source:
+    from ..sources.base import SourceItem
+
+    return Source(root, [SourceItem(p, -1) for p in paths], [], [], "files")
+
+
+def _key(path: str, root: str) -> str:
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    except ValueError:  # another drive (Windows)
+        rel = path
+    return display_path(path if rel.startswith("..") else rel)
+
+
+class FileReader:
+    """Reads files by record index (what a feed worker needs of a FileStore)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths_ = list(paths)
+        self.header = StoreHeader(count=len(self.paths_), payload="encoded", classes=[], encodings=[],
+                                  dtypes=[], channels=3)
+
+    def __len__(self) -> int:
+        return len(self.paths_)
+
+    def read(self, index: int, verify: bool = True) -> bytes:
+        """The bytes of file ``index`` (``verify`` is ignored: files carry no checksum)."""
+        with open(self.paths_[index], "rb") as f:
+            return f.read()
+
+    def decode(self, index: int) -> np.ndarray:
+        return images.decode(self.read(index), path=display_path(self.paths_[index]))
+
+
+@dataclass
+class FileStore:
+    """Image files as a read-only store (see the module docstring).
+
+    Args:
+        source: a folder, a glob (``"test/*.jpg"``), a list of files, or a folder with ``labels``.
+        labels: a CSV naming the files (and labels) of ``source``, as ``fastload pack --labels``.
+
+    Attributes:
+        keys: each record's name: its path relative to the folder (or as given).
+        skipped: files left out, with the reason.
+    """
+
+    source: Any
+    labels_csv: str | None = None
+    paths_: list[str] = field(init=False)
+    keys: list[str] = field(init=False)
+    skipped: list[Skipped] = field(init=False)
+
+    def __post_init__(self) -> None:
+        listing = _list(self.source, self.labels_csv)
+        self.root = listing.root
+        self.classes = list(listing.classes)
+        self.skipped = list(listing.skipped)
+        kept, probes, labels = [], [], []
+        for item in listing.items:
+            try:
+                probes.append(_probe(item.path))
+            except (BadInputError, OSError) as exc:
+                self.skipped.append(Skipped(item.path, getattr(exc, "reason", None) or str(exc)))
+                continue
+            kept.append(item.path)
+            labels.append(item.label)
+        if not kept:
+            raise FileNotFoundError(f"{display_path(self.root)}: no readable image among {len(listing.items)} "
+                                    f"files; first reasons: {[s.reason for s in self.skipped[:3]]}")
+        self.paths_ = kept
+        self.keys = [_key(p, self.root) for p in kept]
+        self.path = display_path(self.root)
+        formats = sorted({p.format for p in probes})
+        dtypes = sorted({p.dtype for p in probes})
+        self.table = FileTable(
+            labels=np.asarray(labels, np.int64),
+            shapes=np.asarray([p.shape for p in probes], np.int64).reshape(-1, 3),
+            nbytes=np.asarray([os.path.getsize(p) for p in kept], np.int64),
+            paths=[display_path(p) for p in kept])
+        self.header = StoreHeader(count=len(kept), payload="encoded", classes=self.classes, encodings=formats,
+                                  dtypes=dtypes, channels=int(self.table.shapes[:, 2].max()))
+
+    # --- the store interface the loaders use ----------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.paths_)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table.labels
+
+    @property
+    def channels(self) -> int:
+        return self.header.channels
+
+    @property
+    def paths(self) -> list[str]:
+        return self.table.paths
+
+    def read(self, index: int, verify: bool = True) -> bytes:
+        """The bytes of file ``index`` (``verify`` is ignored: files carry no checksum)."""
+        return FileReader.read(self, index)  # type: ignore[arg-type]
+
+    def get(self, index: int) -> tuple[bytes, int]:
+        return self.read(index), int(self.table.labels[index])
+
+    def decode(self, index: int) -> np.ndarray:
+        return images.decode(self.read(index), path=self.keys[index])
+
+    def close(self) -> None:
+        """Nothing to release: files are opened per read."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()  # plain lists and arrays: crosses to DataLoader workers
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.path!r}, {len(self)} files, {len(self.skipped)} skipped)"

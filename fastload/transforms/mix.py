@@ -1,0 +1,105 @@
+"""Mixup and CutMix: blend pairs of samples in a batch, and their labels (soft labels out).
+
+Every draw stays on the device as a tensor: nothing waits for the GPU (no ``.item()``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import BatchTransform, one_hot, register_transform
+
+__all__ = ["Mixup", "CutMix", "spatial_axes"]
+
+
+def _beta(alpha: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
+    """One Beta(alpha, alpha) draw, a 0-d tensor on ``device`` (from two Gamma draws)."""
+    g = torch._standard_gamma(torch.full((2,), float(alpha), device=device), generator=rng)
+    return g[0] / (g[0] + g[1])
+
+
+def spatial_axes(images: torch.Tensor) -> tuple[int, int]:
+    """The (height, width) axes of an NCHW or NHWC batch (channels are the short axis)."""
+    return (2, 3) if images.shape[1] <= 16 and images.shape[1] < images.shape[-1] else (1, 2)
+
+
+def _applied(p: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
+    """1.0 with probability ``p``, else 0.0 (a 0-d tensor)."""
+    return (torch.rand((), generator=rng, device=device) < p).float()
+
+
+@register_transform
+@dataclass(frozen=True)
+class Mixup(BatchTransform):
+    """Mix each sample with the batch's reverse (mixup, Zhang et al. 2018): ``lam * x_i +
+    (1 - lam) * x_j`` with one ``lam ~ Beta(alpha, alpha)`` per batch, labels likewise.
+
+    Args:
+        alpha: the Beta distribution's parameter (0.2-0.4 for ImageNet).
+        p: the probability a batch is mixed.
+        num_classes: classes of the soft labels (default: the store's).
+        label_smoothing: smoothing applied to one-hot labels before mixing.
+    """
+
+    alpha: float = 0.2
+    p: float = 1.0
+    num_classes: int | None = None
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0 or not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"{type(self).__name__} needs alpha > 0 and 0 <= p <= 1, "
+                             f"got alpha={self.alpha}, p={self.p}")
+
+    def _soft(self, labels: torch.Tensor) -> torch.Tensor:
+        soft = one_hot(labels, self.num_classes, type(self).__name__)
+        if self.label_smoothing and not labels.dtype.is_floating_point:
+            soft = soft * (1.0 - self.label_smoothing) + self.label_smoothing / soft.shape[1]
+        return soft
+
+    def _lam(self, rng: torch.Generator, device: torch.device) -> torch.Tensor:
+        applied = _applied(self.p, rng, device)
+        return applied * _beta(self.alpha, rng, device) + (1.0 - applied)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        soft = self._soft(labels)
+        lam = self._lam(rng, images.device)
+        mixed = images.float() * lam + images.flip(0).float() * (1.0 - lam)
+        if not images.dtype.is_floating_point:
+            mixed = mixed.round_()
+        return mixed.to(images.dtype), soft * lam + soft.flip(0) * (1.0 - lam)
+
+
+@register_transform
+@dataclass(frozen=True)
+class CutMix(Mixup):
+    """Paste a box of each sample's batch-reverse partner into it (CutMix, Yun et al. 2019).
+
+    The box covers ``1 - lam`` of the image (``lam ~ Beta(alpha, alpha)``), centred at a
+    uniform point and clipped at the borders; labels mix by the area actually pasted.
+    """
+
+    alpha: float = 1.0
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        soft = self._soft(labels)
+        device = images.device
+        y_axis, x_axis = spatial_axes(images)
+        h, w = images.shape[y_axis], images.shape[x_axis]
+        cut = torch.sqrt(1.0 - self._lam(rng, device))  # 0 when the batch is not mixed
+        centre = torch.rand(2, generator=rng, device=device) * torch.tensor([h, w], device=device)
+        half = cut * torch.tensor([h, w], device=device) / 2
+        low = (centre - half).floor().clamp(min=0)
+        high = (centre + half).floor().clamp(max=torch.tensor([h, w], device=device))
+        ys = torch.arange(h, device=device)
+        xs = torch.arange(w, device=device)
+        inside = ((ys >= low[0]) & (ys < high[0]))[:, None] & ((xs >= low[1]) & (xs < high[1]))[None, :]
+        shape = [1] * images.ndim
+        shape[y_axis], shape[x_axis] = h, w
+        out = torch.where(inside.view(shape), images.flip(0), images)
+        kept = 1.0 - (high - low).clamp(min=0).prod() / float(h * w)
+        return out, soft * kept + soft.flip(0) * (1.0 - kept)
