@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +38,9 @@ DATALOADER_DEFAULTS: dict[str, tuple[Any, str]] = {
     "timeout": (0, "fastload raises at once, naming the worker, when one dies: there is no wait to bound"),
     "worker_init_fn": (None, "fastload's workers run no user code; seed augmentations with seed=, "
                              "and put per-sample code in augment= ops"),
-    "multiprocessing_context": (None, "fastload starts its own workers safely (fresh interpreters), "
-                                      "whatever state CUDA is in"),
+    "multiprocessing_context": (None, "fastload starts its workers itself: the DALI backend's feed workers "
+                                      "are fresh interpreters, the torch backend's use torch's default "
+                                      "start method and never touch CUDA"),
     "pin_memory_device": ("", "outputs are made on the loader's device= (CUDA when available)"),
     "in_order": (True, "batches always come in the planned order"),
 }
@@ -52,16 +54,33 @@ def check_dataloader_kwargs(kwargs: dict[str, Any]) -> None:
         default, instead = DATALOADER_DEFAULTS[name]
         if name == "collate_fn" and value is torch.utils.data.default_collate:
             continue
-        if value != default:
+        if not _is_default(value, default):
             raise TypeError(f"Loader() does not take {name}={value!r}: {instead}")
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if value is default:
+        return True
+    try:  # an array or tensor compares element-wise: not the default, whatever it holds
+        return bool(value == default)
+    except (TypeError, ValueError, RuntimeError):
+        return False
 
 
 def refuse_dataset(source: Any) -> None:
     """A torch Dataset (an ImageFolder, say) is not a store: say how to pack it."""
+    if isinstance(source, torch.utils.data.Subset) and isinstance(source.dataset, StoreDataset):
+        raise TypeError(
+            "fastload.Loader reads a store, not a Subset of loader.dataset: give the store and the "
+            "records, fastload.Loader(subset.dataset.store, indices=subset.dataset.records[subset.indices], ...)")
     root = getattr(source, "root", None)
-    command = f"fastload pack --format lmdb {root} -o train.lmdb" if root else "fastload pack --format lmdb IMAGE_FOLDER"
+    if root:
+        root = os.path.normpath(os.fspath(root))
+        command = f"fastload pack {root}, which writes {root}.lmdb"
+    else:
+        command = "fastload pack IMAGE_FOLDER, which writes IMAGE_FOLDER.lmdb"
     raise TypeError(
-        f"fastload.Loader reads packed stores, not a {type(source).__name__}: pack the images "
+        f"fastload.Loader reads packed stores, not a torch Dataset ({type(source).__name__}): pack the images "
         f"first ({command}), then pass the store path (or fastload.open_store(path)) to the Loader")
 
 

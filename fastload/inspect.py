@@ -15,6 +15,7 @@ from .pack import PackOptions, _process_chunk, _Recorder
 from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, scan_csv, scan_folder
 from .stores import RecordTable, Store, open_store
+from .stores.sharded import merge_stats
 
 __all__ = ["BadRecord", "inspect_path", "inspect_store", "inspect_folder", "verify_path", "verify_store"]
 
@@ -97,7 +98,7 @@ def inspect_store(store: Store) -> dict[str, Any]:
     else:
         encodings, dtypes = header.encodings, header.dtypes
     skipped = [item for s in shards for item in s.header.skipped]
-    profile = _profile(table, header.classes, encodings, dtypes, _merge_stats(shards), skipped)
+    profile = _profile(table, header.classes, encodings, dtypes, merge_stats([s.header for s in shards]), skipped)
     profile.update(path=[s.path for s in shards] if len(shards) > 1 else store.path,
                    payload=header.payload, format_version=header.format_version,
                    fastload_version=header.fastload_version,
@@ -111,19 +112,6 @@ def _concat(tables: list[RecordTable]) -> RecordTable:
     arrays = {name: np.concatenate([getattr(t, name) for t in tables]) for name in tables[0].arrays()}
     paths = [p for t in tables for p in t.paths]
     return RecordTable.from_arrays(arrays, paths, len(paths), "<shards>")
-
-
-def _merge_stats(shards: list[Any]) -> dict[str, Any]:
-    parts = [s.header.stats for s in shards if s.header.stats]
-    if not parts:
-        return {}
-    pixels = np.array([p["pixels"] for p in parts], dtype=np.float64)
-    mean = np.array([p["mean"] for p in parts])
-    sq = np.array([p["std"] for p in parts]) ** 2 + mean**2
-    total_mean = (mean * pixels[:, None]).sum(0) / pixels.sum()
-    total_sq = (sq * pixels[:, None]).sum(0) / pixels.sum()
-    std = np.sqrt(np.maximum(total_sq - total_mean**2, 0))
-    return {"mean": total_mean.round(6).tolist(), "std": std.round(6).tolist()}
 
 
 def inspect_folder(root: str, labels: str | None = None, columns: CsvColumns = CsvColumns(),

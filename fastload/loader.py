@@ -124,6 +124,9 @@ def _is_store_path(path: str) -> bool:
 def _open_source(source: Any, labels: str | None) -> Store | FileStore:
     """A store, or the image files of a folder / glob / list read in place (a FileStore)."""
     if isinstance(source, StoreDataset):
+        if not np.array_equal(source.records, np.arange(len(source.store))):
+            raise TypeError("this loader.dataset holds some records of its store: give them as "
+                            "fastload.Loader(dataset.store, indices=dataset.records, ...)")
         return source.store
     if hasattr(source, "labels") and hasattr(source, "read"):
         return source
@@ -184,14 +187,32 @@ class _Progress:
 
 
 class _Pass:
-    """The iterator of one pass over the data (what ``iter(loader)`` returns)."""
+    """The iterator of one pass over the data (what ``iter(loader)`` returns).
 
-    def __init__(self, loader: Loader, stream: BatchStream, epoch: int, start: int,
-                 batches: list[np.ndarray]) -> None:
-        self._loader, self._stream = loader, stream
-        self.epoch, self.start, self.batches = epoch, start, batches
+    The pass takes its epoch when its first batch is asked for, not at ``iter()``: code that
+    makes the iterator before it sets the epoch (Lightning does: ``iter()`` in its setup, then
+    ``sampler.set_epoch``) gets the epoch it set, as a DistributedSampler, read lazily, gives it;
+    an iterator that is made and dropped unused (Lightning's iterability check) uses no epoch.
+    """
+
+    def __init__(self, loader: Loader) -> None:
+        self._loader = loader
+        self._stream: BatchStream | None = None
+        self.started = False
+        self.epoch, self.start, self.batches = -1, 0, []
         self.done = 0
-        self.progress = _Progress(epoch, start)
+        self.progress = _Progress(-1, 0)
+
+    def _begin(self) -> None:
+        loader = self._loader
+        self.epoch, self.start = loader._next_pass()
+        loader._resume = None
+        loader._next_epoch = self.epoch + 1
+        self.batches = loader.plan.batches(self.epoch, self.start)
+        self.progress = _Progress(self.epoch, self.start)
+        loader._progress = self.progress
+        self.started = True
+        self._stream = loader._get_backend().open_pass([loader._records_of(b) for b in self.batches], self.epoch)
 
     @property
     def position(self) -> int:
@@ -200,15 +221,19 @@ class _Pass:
 
     @property
     def finished(self) -> bool:
-        return self.done >= len(self.batches)
+        return self.started and self.done >= len(self.batches)
 
     def __iter__(self) -> _Pass:
         return self
 
     def __len__(self) -> int:
-        return len(self.batches)
+        if self.started:
+            return len(self.batches)
+        return len(self._loader.plan) - self._loader._next_pass()[1]
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.started:
+            self._begin()
         if self._stream is None or self.finished:
             self.close()
             raise StopIteration
@@ -230,6 +255,7 @@ class _Pass:
 
     def close(self) -> None:
         """End the pass early (also done when the iterator is dropped)."""
+        self.started = True  # closed before its first batch: it stays empty
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close()
@@ -471,13 +497,7 @@ class Loader:
         return [self._records_of(b) for b in self.plan.batches(epoch, start)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, start = self._next_pass()
-        self._resume = None
-        self._next_epoch = epoch + 1
-        batches = self.plan.batches(epoch, start)
-        stream = self._get_backend().open_pass([self._records_of(b) for b in batches], epoch)
-        live = _Pass(self, stream, epoch, start, batches)
-        self._progress = live.progress
+        live = _Pass(self)  # takes its epoch (and starts the backend) at its first batch
         self._passes.add(live)
         return live
 

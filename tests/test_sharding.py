@@ -107,3 +107,26 @@ def test_sharding_options_are_checked():
         fastload.PackOptions(num_shards=4, shard_index=0, shard_size=10)
     with pytest.raises(ValueError, match=r"0\.\.3"):
         fastload.PackOptions(num_shards=4, shard_index=4)
+
+
+def test_shards_read_as_one_dataset_with_merged_header(tmp_path, small_folder):
+    """A sharded dataset's header, statistics (mean="store") and dtype are the whole dataset's,
+    as `fastload inspect` reports them, not shard 0's."""
+    import numpy as np
+
+    from fastload.inspect import inspect_store
+
+    out = tmp_path / "sharded.lmdb"
+    fastload.pack(small_folder, out, options=fastload.PackOptions(workers=1, progress=False, shard_size=10))
+    shards = sorted(str(p) for p in tmp_path.glob("sharded-*.lmdb"))
+    assert len(shards) == 3
+    whole = fastload.open_store(shards)
+    assert whole.header.count == len(whole) == 24
+    assert whole.header.stats["mean"] == inspect_store(whole)["mean"]
+    assert whole.header.stats["mean"] != fastload.open_store(shards[0]).header.stats["mean"]
+    single = tmp_path / "single.lmdb"
+    fastload.pack(small_folder, single, options=fastload.PackOptions(workers=1, progress=False))
+    np.testing.assert_allclose(whole.header.stats["mean"], fastload.open_store(single).header.stats["mean"], atol=1e-4)
+    loader = fastload.Loader(shards, batch_size=8, augment="eval", image_size=16, mean="store", backend="torch",
+                             device="cpu", num_threads=0)
+    assert loader.ops[-1].mean == tuple(whole.header.stats["mean"])

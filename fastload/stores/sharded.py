@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +14,43 @@ from .base import StoreReader
 from .format import StoreHeader
 from .metadata import MetadataColumn
 
-__all__ = ["ShardedStore"]
+__all__ = ["ShardedStore", "merge_stats"]
+
+
+def merge_stats(headers: Sequence[StoreHeader]) -> dict[str, Any]:
+    """Per-channel mean/std of several shards together (weighted by their pixel counts)."""
+    parts = [h.stats for h in headers if h.stats and h.stats.get("mean")]
+    if not parts:
+        return {}
+    if len(parts) == 1:
+        return dict(parts[0])
+    pixels = np.array([p.get("pixels", 1) for p in parts], dtype=np.float64)
+    mean = np.array([p["mean"] for p in parts])
+    sq = np.array([p["std"] for p in parts]) ** 2 + mean**2
+    total_mean = (mean * pixels[:, None]).sum(0) / pixels.sum()
+    total_sq = (sq * pixels[:, None]).sum(0) / pixels.sum()
+    std = np.sqrt(np.maximum(total_sq - total_mean**2, 0))
+    return {"mean": total_mean.round(6).tolist(), "std": std.round(6).tolist(), "pixels": float(pixels.sum())}
+
+
+def _merged_header(shards: Sequence[StoreReader]) -> StoreHeader:
+    """One header for the whole dataset: counts, encodings, dtypes and skipped inputs of every
+    shard, statistics merged, channels the most any shard has."""
+    headers = [s.header for s in shards]
+    channels = {h.channels for h in headers}
+    if len(channels - {1}) > 1:
+        raise StoreFormatError(shards[0].path, f"its shards hold images of {sorted(channels)} channels; shards "
+                               "of one dataset must agree (1-channel images are expanded, others cannot be)")
+    kinds = {np.dtype(d).kind for h in headers for d in h.dtypes}
+    if len(kinds) > 1:
+        raise StoreFormatError(shards[0].path, "its shards mix integer and float pixels "
+                               f"({sorted({d for h in headers for d in h.dtypes})}); pack them alike")
+    return dataclasses.replace(
+        headers[0], count=sum(h.count for h in headers),
+        encodings=sorted({e for h in headers for e in h.encodings}),
+        dtypes=sorted({d for h in headers for d in h.dtypes}), channels=max(channels),
+        skipped=[item for h in headers for item in h.skipped], stats=merge_stats(headers),
+        shard={"index": 0, "count": len(headers)})
 
 
 def _schema(shard: StoreReader) -> list[tuple[str, str, str]]:
@@ -39,6 +77,7 @@ class ShardedStore:
                                        f"from those of {self.path} {_schema(self.shards[0])}; "
                                        "shards must be packed from the same source")
         self._starts = np.cumsum([0] + [len(s) for s in self.shards]).tolist()
+        self._header = _merged_header(self.shards)
 
     @property
     def paths(self) -> list[str]:
@@ -46,7 +85,8 @@ class ShardedStore:
 
     @property
     def header(self) -> StoreHeader:
-        return self.shards[0].header
+        """The whole dataset's header: counts, encodings, dtypes, merged pixel statistics."""
+        return self._header
 
     @property
     def classes(self) -> list[str]:
@@ -54,7 +94,7 @@ class ShardedStore:
 
     @property
     def channels(self) -> int:
-        return max(s.channels for s in self.shards)
+        return self._header.channels
 
     @property
     def labels(self) -> np.ndarray:
