@@ -120,8 +120,10 @@ def run_cases(cases: list[dict], stages: list[str], workdir: str) -> dict[tuple[
         with open(cases_file, "w") as f:
             json.dump(plan, f)
         run += 1
+        # Its own session: a hang kills the child's loader workers with it.
         running, fate = _watch(subprocess.Popen([sys.executable, CHILD, cases_file], stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE, text=True, env=env), results)
+                                                stderr=subprocess.PIPE, text=True, env=env,
+                                                start_new_session=True), results)
         todo = [key for key in todo if (key[0]["case"], key[1]) not in results]
         if running is None:
             assert not todo, f"the child exited ({fate}) between stages"
@@ -141,7 +143,7 @@ def _watch(child: subprocess.Popen, results: dict) -> tuple[tuple[str, str] | No
         try:
             line = lines.get(timeout=STAGE_TIMEOUT)
         except queue.Empty:
-            child.kill()
+            os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             return running, "hang"
         if line is None:
