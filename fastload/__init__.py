@@ -9,6 +9,7 @@ from .dicom import DicomOptions
 from .errors import (
     BadInputError,
     CorruptRecordError,
+    CorruptStoreError,
     FastloadError,
     FoldsError,
     MissingExtraError,
@@ -27,6 +28,7 @@ from .stores import ShardedStore, StoreReader, open_store
 __all__ = [
     "BadInputError",
     "CorruptRecordError",
+    "CorruptStoreError",
     "CsvColumns",
     "DicomOptions",
     "FastloadError",

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 from . import __version__
 from .dicom import DICOM_PAYLOADS, FRAMES, DicomOptions
-from .errors import FastloadError
+from .errors import CorruptStoreError, FastloadError
 from .images import DEFAULT_MAX_PIXELS
-from .inspect import inspect_path, verify_store
+from .inspect import inspect_path, verify_path
 from .pack import PackOptions, pack
 from .sample import SampleSpec, make_sample_folder
 from .sources import CsvColumns
-from .stores import FORMATS, open_store
+from .stores import FORMATS
 
 __all__ = ["main", "build_parser"]
 
@@ -158,21 +158,28 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="check every record's checksum; exit 1 naming bad records")
+    p = sub.add_parser("verify", help="check the files' structure and every record's checksum; "
+                                      "exit 1 listing every problem")
     p.add_argument("path", help="a store (.lmdb, .h5) or a glob of shards")
     p.add_argument("--decode", action="store_true", help="also decode every record")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    store = open_store(args.path)
-    bad = verify_store(store, decode=args.decode, progress=not args.quiet)
+    count, bad = verify_path(args.path, decode=args.decode, progress=not args.quiet)
     if bad:
-        for record in bad:
-            print(record, file=sys.stderr)
-        print(f"{len(bad)} of {len(store)} records are bad", file=sys.stderr)
+        for problem in bad:
+            print(problem, file=sys.stderr)
+        records = sum(problem.index is not None for problem in bad)
+        whole = len(bad) - records
+        if count is None:
+            print("the store cannot be opened, so its records cannot be checked", file=sys.stderr)
+        else:
+            problems = f"; {whole} problem{'s' if whole > 1 else ''} with the store as a whole" if whole else ""
+            print(f"{records} of {count} records are bad{problems}", file=sys.stderr)
+        print("re-copy the store from its source, or re-pack it", file=sys.stderr)
         return 1
-    print(f"{args.path}: all {len(store)} records verified")
+    print(f"{args.path}: all {count} records verified")
     return 0
 
 
@@ -297,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except CorruptStoreError as exc:  # damage found: 1, as verify's own findings
+        print(f"fastload {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (FastloadError, FileNotFoundError, ValueError) as exc:
         print(f"fastload {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ __all__ = [
     "BadInputError",
     "StoreFormatError",
     "StoreExistsError",
+    "CorruptStoreError",
     "CorruptRecordError",
     "PackError",
     "WorkerDiedError",
@@ -57,18 +58,32 @@ class StoreExistsError(FastloadError, FileExistsError):
         super().__init__(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
 
 
-class CorruptRecordError(FastloadError, ValueError):
-    """A stored record fails its checksum or cannot be decoded."""
+class CorruptStoreError(FastloadError, ValueError):
+    """A store's file is damaged (truncated, overwritten, bits flipped): found while opening it,
+    reading it, or by ``fastload verify``. ``CorruptRecordError`` is the case of one record."""
+
+    def __init__(self, store: str, reason: str, advice: str | None = None) -> None:
+        self.store = store
+        self.reason = reason
+        if advice is None:
+            advice = (f"re-copy the store from its source (or re-pack it), then run "
+                      f"'fastload verify {store}'")
+        super().__init__(f"{store}: damaged store: {reason}; {advice}")
+
+
+class CorruptRecordError(CorruptStoreError):
+    """A stored record fails its checksum, cannot be found or read, or cannot be decoded."""
 
     def __init__(self, store: str, index: int, source: str | None, reason: str) -> None:
-        self.store = store
         self.index = index
         self.source = source
-        self.reason = reason
         origin = f" (packed from {source})" if source else ""
-        super().__init__(
+        self.store = store
+        self.reason = reason
+        FastloadError.__init__(
+            self,
             f"{store}: record {index}{origin} is corrupt: {reason}. "
-            f"Run 'fastload verify {store}' to list every bad record, then re-pack."
+            f"Run 'fastload verify {store}' to list every bad record, then re-pack.",
         )
 
 

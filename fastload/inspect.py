@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .errors import CorruptStoreError
 from .pack import PackOptions, _process_chunk, _Recorder
 from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, scan_csv, scan_folder
 from .stores import RecordTable, Store, open_store
 from .stores.sharded import merge_stats
 
-__all__ = ["BadRecord", "inspect_path", "inspect_store", "inspect_folder", "verify_store"]
+__all__ = ["BadRecord", "inspect_path", "inspect_store", "inspect_folder", "verify_path", "verify_store"]
 
 
 def _histogram(values: Any) -> dict[str, int]:
@@ -142,26 +143,39 @@ def inspect_path(path: str, labels: str | None = None, workers: int | None = Non
 
 @dataclass(frozen=True)
 class BadRecord:
-    """One record that failed verification."""
+    """One record that failed verification, or (``index`` None) a problem of the whole store."""
 
     store: str
-    index: int
-    source: str
+    index: int | None
+    source: str | None
     reason: str
 
     def __str__(self) -> str:
+        if self.index is None:
+            return f"{self.store}: {self.reason}"
         return f"{self.store}: record {self.index} (from {self.source}): {self.reason}"
 
 
 def verify_store(store: Store, decode: bool = False, progress: bool = True) -> list[BadRecord]:
-    """Check every record's checksum (and, with ``decode=True``, that it decodes).
+    """Check each file's whole structure (every index page, not only those reads meet) and
+    every record's checksum (and, with ``decode=True``, that it decodes). Every bad record is
+    listed, not only the first.
 
-    Returns the bad records; an empty list means the store is intact.
+    Returns the problems found: records by index, problems of a whole store with index None;
+    an empty list means the store is intact. Open a damaged store with
+    ``open_store(path, strict=False)`` to verify it (or use ``verify_path``).
     """
     bad: list[BadRecord] = []
     for shard in getattr(store, "shards", [store]):
+        try:
+            shard.table  # noqa: B018 - no record can be checked without the record table
+            problems, records = shard.check_structure()
+        except CorruptStoreError as exc:
+            bad.append(BadRecord(shard.path, None, None, exc.reason))
+            continue
+        bad += [BadRecord(shard.path, None, None, problem) for problem in problems]
         for index in tqdm(range(len(shard)), unit="rec", disable=not progress, desc="verifying"):
-            reason = shard.verify_record(index)
+            reason = records.get(index) or shard.verify_record(index)
             if reason is None and decode:
                 try:
                     shard.decode(index)
@@ -170,3 +184,19 @@ def verify_store(store: Store, decode: bool = False, progress: bool = True) -> l
             if reason is not None:
                 bad.append(BadRecord(shard.path, index, shard.paths[index], reason))
     return bad
+
+
+def verify_path(path: str, decode: bool = False, progress: bool = True) -> tuple[int | None, list[BadRecord]]:
+    """``verify_store`` on the store at ``path`` (a glob of shards, a list), opened even when
+    damaged. Returns the number of records and the problems; a store too damaged to open at all
+    gives None and one problem, saying why."""
+    try:
+        store = open_store(path, strict=False)
+    except CorruptStoreError:
+        try:  # the strict open fails on the first problem (a truncation, say), the clearest
+            open_store(path).close()
+        except CorruptStoreError as exc:
+            return None, [BadRecord(exc.store, None, None, exc.reason)]
+        raise
+    with store:
+        return len(store), verify_store(store, decode=decode, progress=progress)

@@ -117,3 +117,35 @@ def test_console_script_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     done = subprocess.run([*cmd, "verify", root + ".lmdb", "-q"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "all 4 records verified" in done.stdout
+
+
+def test_verify_and_inspect_exit_1_on_a_truncated_lmdb_store(capsys, folder, tmp_path):
+    store_path = str(tmp_path / "s.lmdb")
+    assert _run(capsys, "pack", folder, "-o", store_path, "-q", "--workers", "1")[0] == 0
+    size = os.path.getsize(store_path)
+    os.truncate(store_path, size - 4096)  # an interrupted copy: LMDB itself dies of SIGBUS here
+    code, out, err = _run(capsys, "verify", store_path, "-q")
+    assert code == 1 and f"truncated: {size - 4096:,} of {size:,} bytes" in err
+    assert "0 of 8 records are bad; 1 problem with the store as a whole" in err and "re-copy" in err
+    code, out, err = _run(capsys, "inspect", store_path)
+    assert code == 1 and f"{store_path}: damaged store: truncated: {size - 4096:,} of {size:,} bytes" in err
+
+
+def test_verify_lists_every_bad_record_and_damage_to_the_structure(capsys, folder, tmp_path):
+    from storefiles import flip_byte_in_record
+
+    store_path = str(tmp_path / "s.lmdb")
+    assert _run(capsys, "pack", folder, "-o", store_path, "-q", "--workers", "1")[0] == 0
+    for index in (1, 6):
+        flip_byte_in_record(store_path, index)
+    code, out, err = _run(capsys, "verify", store_path, "-q")
+    assert code == 1 and "record 1 (from " in err and "record 6 (from " in err
+    assert "2 of 8 records are bad" in err
+    with open(store_path, "r+b") as f:  # the leaf pages' numbers: every record on them is lost
+        blob = f.read()
+        for page in range(2, len(blob) // 4096):
+            if blob[page * 4096 + 10] == 0x02:  # an LMDB leaf page
+                f.seek(page * 4096)
+                f.write(b"\xff" * 8)
+    code, out, err = _run(capsys, "verify", store_path, "-q")
+    assert code == 1 and "is damaged (its header says page" in err

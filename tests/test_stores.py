@@ -94,7 +94,7 @@ def test_newer_format_version_is_refused(small_folder, tmp_path, fmt):
     with pytest.raises(fastload.StoreFormatError, match="format version 99 is newer"):
         fastload.open_store(path)
     _rewrite_header(path, lambda raw: "{not json")
-    with pytest.raises(fastload.StoreFormatError, match="not valid JSON"):
+    with pytest.raises(fastload.CorruptStoreError, match="not valid JSON"):
         fastload.open_store(path)
 
 
@@ -118,9 +118,15 @@ def test_verify_names_a_deleted_lmdb_record(small_folder, tmp_path):
     with env.begin(write=True) as txn:
         txn.delete(record_key(3))
     env.close()
-    bad = verify_store(fastload.open_store(path), progress=False)
-    assert [(b.index, b.reason) for b in bad] == [(3, "record is missing from the store")]
-    assert bad[0].source.endswith(os.path.join("class_000", os.path.basename(bad[0].source)))
+    with pytest.raises(fastload.CorruptStoreError, match="holds 31 entries, the header describes 24 records"):
+        fastload.open_store(path)  # the database disagrees with the header: refused at open
+    store = fastload.open_store(path, strict=False)
+    assert store.problems == ["the database holds 31 entries, the header describes 24 records and 8 "
+                              "metadata entries"]
+    bad = verify_store(store, progress=False)
+    assert [(b.index, b.reason) for b in bad] == [(None, store.problems[0]), (3, "record is missing from the store")]
+    assert bad[1].source.endswith(os.path.join("class_000", os.path.basename(bad[1].source)))
+    assert store.read(4) and pytest.raises(fastload.CorruptRecordError, store.read, 3)
 
 
 def test_verify_decode_catches_undecodable_payload_with_valid_checksum(small_folder, tmp_path):
@@ -137,6 +143,9 @@ def test_verify_decode_catches_undecodable_payload_with_valid_checksum(small_fol
         sums = np.frombuffer(txn.get(b"~checksums"), ARRAY_DTYPES["checksums"][0]).copy()
         sums[1] = checksum(junk)
         txn.put(b"~checksums", sums.tobytes())
+        sizes = np.frombuffer(txn.get(b"~nbytes"), ARRAY_DTYPES["nbytes"][0]).copy()
+        sizes[1] = len(junk)
+        txn.put(b"~nbytes", sizes.tobytes())
     env.close()
     store = fastload.open_store(path)
     assert verify_store(store, progress=False) == []
@@ -144,6 +153,146 @@ def test_verify_decode_catches_undecodable_payload_with_valid_checksum(small_fol
     assert bad.index == 1 and "does not decode" in bad.reason
     with pytest.raises(fastload.CorruptRecordError, match="record 1"):
         store.decode(1)
+
+
+# --- reading without LMDB and without h5py ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory) -> str:
+    """Records of 0.3-12 KB: on LMDB's leaf pages and on overflow pages; one spans HDF5 chunks."""
+    root = tmp_path_factory.mktemp("mixed") / "data"
+    for i, side in enumerate([8, 16, 24, 40, 64, 96, 12, 80]):
+        write(str(root / "x" / f"im{i}.png"), png16(pixels(side, side + 3, 1, seed=i, dtype=np.uint16)))
+    return str(root)
+
+
+def test_lmdb_reader_reads_what_lmdb_reads(mixed_folder, tmp_path):
+    import lmdb
+
+    path = str(tmp_path / "s.lmdb")
+    _pack(mixed_folder, path)
+    store = fastload.open_store(path)
+    file = store._live_handle().file
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False)
+    with env.begin() as txn:
+        items = list(txn.cursor())
+    assert len(items) == len(store) + 8 and all(file.get(bytes(k)) == bytes(v) for k, v in items)
+    assert [store.read(i) for i in range(len(store))] == [bytes(v) for _, v in items[: len(store)]]
+    assert file.walk(len(store)) == ([], {})
+    os.makedirs(tmp_path / "env")  # an LMDB environment folder is read the same
+    os.rename(path, tmp_path / "env" / "data.mdb")
+    assert fastload.open_store(str(tmp_path / "env")).read(7) == bytes(items[7][1])
+
+
+def test_lmdb_file_short_by_free_pages_only_is_whole(tmp_path):
+    import lmdb
+
+    from fastload.stores.lmdb_pages import LmdbFile
+
+    path = str(tmp_path / "free.lmdb")
+    env = lmdb.open(path, subdir=False, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"big", os.urandom(100_000))
+    with env.begin(write=True) as txn:
+        txn.delete(b"big")
+    for i in range(3):  # rewrite the trees' pages from the free list: the last pages become free
+        with env.begin(write=True) as txn:
+            txn.put(b"k%d" % i, b"v")
+    env.close()
+    probe = LmdbFile(path, path)
+    free, last = probe._free_pages(), probe.meta.last_pg
+    probe.close()
+    first_free = min(p for p in range(last + 1) if all(q in free for q in range(p, last + 1)))
+    assert first_free <= last  # the file ends with free pages
+    os.truncate(path, first_free * 4096)
+    LmdbFile(path, path).close()  # not truncated: only free pages are missing
+    os.truncate(path, first_free * 4096 - 1)
+    with pytest.raises(fastload.CorruptStoreError, match=f"truncated: {first_free * 4096 - 1:,} of"):
+        LmdbFile(path, path)
+
+
+def _copy_hdf5(src: str, dst: str, **data_options) -> None:
+    import h5py
+
+    with h5py.File(src, "r") as a, h5py.File(dst, "w", libver="latest") as b:
+        for name in a:
+            if name == "data":
+                b.create_dataset("data", data=a["data"][()], **data_options)
+            else:
+                a.copy(name, b)
+        b.attrs["fastload"] = a.attrs["fastload"]
+
+
+@pytest.mark.parametrize("layout", ["as packed", "contiguous", "gzip"])
+def test_hdf5_records_read_around_h5py_match_h5py(mixed_folder, tmp_path, layout):
+    import h5py
+
+    path = str(tmp_path / "s.h5")
+    _pack(mixed_folder, path, format="hdf5")
+    if layout != "as packed":  # other layouts of `data`: contiguous (read directly), compressed (by h5py)
+        _copy_hdf5(path, str(tmp_path / "c.h5"), **({"compression": "gzip", "chunks": (4096,)}
+                                                    if layout == "gzip" else {}))
+        path = str(tmp_path / "c.h5")
+    store = fastload.open_store(path)
+    handle = store._live_handle()
+    assert handle.direct == (layout != "gzip")
+    with h5py.File(path, "r") as f:
+        offsets, data = f["offsets"][()], f["data"][()]
+        assert store.paths == [p.decode() for p in f["paths"][()]]
+        assert json.loads(store.header.to_json())["count"] == json.loads(f.attrs["fastload"])["count"]
+    assert [store.read(i) for i in range(len(store))] == [
+        data[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(store))]
+    assert verify_store(store, progress=False) == []
+
+
+def test_hdf5_record_spanning_chunks(tmp_path):
+    from fastload.stores import RecordTable, StoreHeader
+    from fastload.stores.format import checksum
+    from fastload.stores.hdf5_store import _CHUNK, Hdf5Writer
+
+    payloads = [os.urandom(n) for n in (100, _CHUNK + 5000, 3 * _CHUNK, 7)]
+    path = str(tmp_path / "span.h5")
+    writer = Hdf5Writer(path, 0)
+    for payload in payloads:
+        writer.append(payload)
+    n = len(payloads)
+    table = RecordTable.from_arrays({
+        "labels": np.zeros(n), "checksums": np.array([checksum(p) for p in payloads], np.uint64),
+        "shapes": np.ones((n, 3)), "encodings": np.zeros(n), "dtypes": np.zeros(n),
+        "nbytes": np.array([len(p) for p in payloads])}, [f"p{i}" for i in range(n)], n, path)
+    writer.finish(StoreHeader(n, "encoded", [], ["jpeg"], ["uint8"], 3), table)
+    store = fastload.open_store(path)
+    assert [store.read(i) for i in range(n)] == payloads
+
+
+def test_open_store_strict_and_lenient(small_folder, tmp_path):
+    path = str(tmp_path / "s.lmdb")
+    _pack(small_folder, path)
+    size = os.path.getsize(path)
+    os.truncate(path, size - 8192)
+    with pytest.raises(fastload.CorruptStoreError, match=f"truncated: {size - 8192:,} of {size:,} bytes; "
+                                                         "re-copy the store"):
+        fastload.open_store(path)
+    with pytest.raises(fastload.FastloadError, match="s.lmdb"):  # the metadata lay in the lost pages
+        fastload.open_store(path, strict=False)
+
+
+def test_damaged_record_table_is_the_stores_error_not_a_records(small_folder, tmp_path):
+    import lmdb
+
+    path = str(tmp_path / "s.lmdb")
+    _pack(small_folder, path)
+    env = lmdb.open(path, subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        txn.put(b"~nbytes", b"\x00" * 16)
+    env.close()
+    store = fastload.open_store(path)
+    with pytest.raises(fastload.CorruptStoreError, match="'nbytes' has 16 bytes") as caught:
+        store.read(0)
+    assert not isinstance(caught.value, fastload.CorruptRecordError)
+    [bad] = verify_store(fastload.open_store(path, strict=False), progress=False)
+    assert bad.index is None and "'nbytes' has 16 bytes" in str(bad)
 
 
 # --- payloads and bit depth --------------------------------------------------------------------

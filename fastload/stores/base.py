@@ -2,6 +2,11 @@
 
 A reader holds a path, not a handle: it opens its handle lazily, once per process (it notices
 a fork by the process id), and pickles as its path, so it crosses fork and spawn boundaries.
+
+No damaged file may crash a reader or surface a library's own exception: opening checks the
+file's structure (each format's ``_open``), every read checks where a record lies and its size
+before copying it, and every failure is a ``CorruptStoreError`` (``CorruptRecordError`` when one
+record is at fault) naming the store. See docs/FORMAT.md, "Damaged stores".
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import images
-from ..errors import CorruptRecordError
+from ..errors import CorruptRecordError, CorruptStoreError
 from .format import RecordTable, StoreHeader, checksum
 from .metadata import MetadataColumn, decode_column
 
@@ -26,8 +31,11 @@ class StoreReader(ABC):
 
     extension: str = ""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, strict: bool = True) -> None:
         self.path = os.fspath(path)
+        self.strict = strict
+        # What the checks at open found; only ever non-empty when not strict (they raise).
+        self.problems: list[str] = []
         self._handle: Any = None
         self._pid: int | None = None
         self._header: StoreHeader | None = None
@@ -37,7 +45,9 @@ class StoreReader(ABC):
     # --- process-local handle -------------------------------------------------------------
     @abstractmethod
     def _open(self) -> Any:
-        """Open and return a read-only handle (called once per process)."""
+        """Open and return a read-only handle (called once per process), checking the file's
+        structure: raise ``CorruptStoreError`` for damage, or, when not ``self.strict``, note it
+        in ``self.problems`` where reading can go on."""
 
     @abstractmethod
     def _close(self, handle: Any) -> None: ...
@@ -50,7 +60,17 @@ class StoreReader(ABC):
 
     @abstractmethod
     def _read_payload(self, handle: Any, index: int) -> bytes:
-        """The stored bytes of record ``index`` (0 <= index < len)."""
+        """The stored bytes of record ``index`` (0 <= index < len); KeyError if it is missing,
+        ``CorruptStoreError`` or ``OSError`` if it cannot be read."""
+
+    def _check_header(self, handle: Any, header: StoreHeader) -> list[str]:
+        """Disagreements between the header and the file's structure (checked at open)."""
+        return []
+
+    def check_structure(self) -> tuple[list[str], dict[int, str]]:
+        """The whole-file check of ``fastload verify``, beyond each record's checksum: problems
+        of the store, and problems of single records by index. Reads every index page."""
+        return list(self.problems), {}
 
     def _read_column(self, handle: Any, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
         """Metadata column ``number``'s stored array, and a string column's distinct values."""
@@ -69,10 +89,10 @@ class StoreReader(ABC):
         self._handle = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "strict": self.strict}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], strict=state.get("strict", True))
 
     def __enter__(self) -> StoreReader:
         return self
@@ -87,7 +107,13 @@ class StoreReader(ABC):
     @property
     def header(self) -> StoreHeader:
         if self._header is None:
-            self._header = self._read_header(self._live_handle())
+            handle = self._live_handle()
+            header = self._read_header(handle)
+            for problem in self._check_header(handle, header):
+                if self.strict:
+                    raise CorruptStoreError(self.path, problem)
+                self.problems.append(problem)
+            self._header = header
         return self._header
 
     @property
@@ -147,13 +173,24 @@ class StoreReader(ABC):
         return index % n
 
     def read(self, index: int, verify: bool = True) -> bytes:
-        """The stored bytes of record ``index``; checks its checksum unless ``verify=False``."""
+        """The stored bytes of record ``index``; checks its checksum unless ``verify=False``.
+
+        Where the record lies and its size are checked whatever ``verify`` says.
+        """
         index = self._check_index(index)
+        table = self.table  # damage found opening the store is the store's, not this record's
+        handle = self._live_handle()
         try:
-            data = self._read_payload(self._live_handle(), index)
+            data = self._read_payload(handle, index)
         except KeyError:
             raise self._corrupt(index, "record is missing from the store") from None
-        if verify and checksum(data) != int(self.table.checksums[index]):
+        except CorruptRecordError:
+            raise
+        except CorruptStoreError as exc:
+            raise self._corrupt(index, exc.reason) from None
+        except OSError as exc:  # an I/O error of the disk, or a file cut short under a reader
+            raise self._corrupt(index, f"cannot be read ({exc})") from None
+        if verify and checksum(data) != int(table.checksums[index]):
             raise self._corrupt(index, "checksum mismatch (the stored bytes changed)")
         return data
 
@@ -177,8 +214,13 @@ class StoreReader(ABC):
 
     def _as_array(self, index: int, data: bytes) -> np.ndarray:
         shape = tuple(int(s) for s in self.table.shapes[index])
-        dtype = np.dtype(self.header.dtypes[int(self.table.dtypes[index])]).newbyteorder("<")
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
+        code = int(self.table.dtypes[index])
+        try:
+            dtype = np.dtype(self.header.dtypes[code]).newbyteorder("<")
+            return np.frombuffer(data, dtype=dtype).reshape(shape)
+        except (IndexError, TypeError, ValueError):  # a damaged record table
+            raise self._corrupt(index, f"{len(data):,} bytes do not hold a {shape} array of dtype "
+                                f"code {code}") from None
 
     def verify_record(self, index: int) -> str | None:
         """None if record ``index`` reads back intact, else the reason it does not."""
@@ -191,6 +233,9 @@ class StoreReader(ABC):
     def _corrupt(self, index: int, reason: str) -> CorruptRecordError:
         source = self.table.paths[index] if self._table is not None else None
         return CorruptRecordError(self.path, index, source, reason)
+
+    def _damage(self, reason: str) -> CorruptStoreError:
+        return CorruptStoreError(self.path, reason)
 
 
 class StoreWriter(ABC):

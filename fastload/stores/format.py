@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import StoreFormatError
+from ..errors import CorruptStoreError, StoreFormatError
 from .metadata import MetadataColumn
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "StoreHeader", "RecordTable", "ARRAY_DTYPES", "checksum"]
@@ -70,7 +70,7 @@ class StoreHeader:
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise StoreFormatError(path, "the fastload header is not valid JSON (corrupt store)") from None
+            raise CorruptStoreError(path, "the fastload header is not valid JSON") from None
         if not isinstance(data, dict) or data.get("magic") != MAGIC:
             raise StoreFormatError(path, "not a fastload store (its header lacks the fastload magic)")
         version = data.get("format_version")

@@ -8,18 +8,23 @@ Metadata columns live in the group ``metadata``: ``N`` (column N's array) and, f
 
 from __future__ import annotations
 
+import array as _array
 import dataclasses
 import errno
 import os
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, StoreFormatError
+from ..errors import CorruptStoreError, FastloadError, MissingExtraError, StoreFormatError
 from .base import StoreReader, StoreWriter
+from .fileio import ReadOnlyFile
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
+from .hdf5_heap import VLEN_REF, GlobalHeap, is_vlen_string, root_attribute
 from .metadata import MetadataColumn, encode_metadata
 
 __all__ = ["Hdf5Reader", "Hdf5Writer"]
@@ -64,53 +69,238 @@ def _trim_to_end_of_allocation(path: str) -> None:
             f.truncate(end)
 
 
+@contextmanager
+def _hdf5_errors(path: str, what: str) -> Iterator[None]:
+    """HDF5 reports damage as OSError, KeyError, ValueError, ... (whatever the damaged structure
+    makes it raise): any exception out of h5py for a file that has the HDF5 signature is damage."""
+    try:
+        yield
+    except FastloadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - translated, never swallowed
+        raise CorruptStoreError(path, f"{what} ({type(exc).__name__}: {exc})") from None
+
+
+def _open_error(path: str, exc: BaseException) -> CorruptStoreError:
+    found = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(exc))
+    if found:
+        have, need = int(found.group(1)), int(found.group(2))
+        return CorruptStoreError(path, f"truncated: {have:,} of {need:,} bytes")
+    return CorruptStoreError(path, f"HDF5 cannot open it ({type(exc).__name__}: {exc})")
+
+
+class _Handle:
+    """One process's view of an HDF5 store: the h5py file (metadata, and records of layouts
+    HDF5 must decode), and for uncompressed data the file offset of each chunk, to read records
+    with ``pread`` instead of h5py: no global HDF5 lock, no chunk cache, one copy."""
+
+    def __init__(self, file: Any, raw: ReadOnlyFile, heap: GlobalHeap) -> None:
+        self.file = file
+        self.raw = raw
+        self.heap = heap
+        self.data: Any = None
+        self.offsets = _array.array("Q")
+        self.extent = 0
+        self.direct = False  # records read with pread, not h5py
+        self.base: int | None = None  # contiguous data: where it starts in the file
+        self.chunk = 0  # chunked data: chunk length, and where each chunk starts (-1: none)
+        self.chunks = _array.array("q")
+        self.sizes = _array.array("q")
+
+
 class Hdf5Reader(StoreReader):
+    """Reads an HDF5 store; uncompressed ``data`` (what the writer makes) bypasses h5py."""
+
     extension = ".h5"
 
-    def _open(self) -> Any:
+    def _open(self) -> _Handle:
         h5py = _h5py()
         try:
             f = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise StoreFormatError(self.path, f"not a readable HDF5 file ({exc})") from None
-        if "data" not in f or "offsets" not in f:
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.path}: no such store") from None
+        except Exception as exc:  # noqa: BLE001 - the signature was HDF5's: this is damage
+            raise _open_error(self.path, exc) from None
+        handle = None
+        try:
+            raw = ReadOnlyFile(self.path)
+            handle = _Handle(f, raw, GlobalHeap(raw, self._damage))
+            with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
+                if "data" not in f or "offsets" not in f:
+                    raise StoreFormatError(self.path, "an HDF5 file, but not a fastload store (no data/offsets)")
+                data, offsets = f["data"], f["offsets"]
+                if data.ndim != 1 or offsets.ndim != 1 or offsets.dtype.kind not in "iu":
+                    raise self._damage(f"datasets data {data.shape} and offsets {offsets.shape} are not 1-D")
+                self._check_extent(offsets, raw.size)
+                handle.data, handle.extent = data, int(data.shape[0])
+                handle.offsets.frombytes(offsets[()].astype("=u8").tobytes())
+                self._map_chunks(handle)
+            return handle
+        except BaseException:
+            if handle is not None:
+                handle.raw.close()
             f.close()
-            raise StoreFormatError(self.path, "an HDF5 file, but not a fastload store (no data/offsets)")
-        return f, f["data"], f["offsets"][()]
+            raise
 
-    def _close(self, handle: Any) -> None:
-        handle[0].close()
+    def _check_extent(self, dataset: Any, file_size: int) -> None:
+        """Refuse a dataset whose (damaged) shape claims more bytes than the file holds, before
+        reading it allocates them."""
+        if dataset.dtype.kind != "O" and dataset.size * dataset.dtype.itemsize > file_size:
+            raise self._damage(f"dataset {dataset.name!r} claims {dataset.shape}, more than the file holds")
 
-    def _read_header(self, handle: Any) -> StoreHeader:
-        raw = handle[0].attrs.get("fastload")
+    def _map_chunks(self, handle: _Handle) -> None:
+        """Find where the data lies in the file, when HDF5 stores it as plain bytes (no filters);
+        check that it all lies inside the file."""
+        data = handle.data
+        plist = data.id.get_create_plist()
+        if data.dtype != np.uint8 or plist.get_nfilters():
+            return  # compressed, or a foreign layout: read through h5py
+        layout = plist.get_layout()
+        if layout == _h5py().h5d.CONTIGUOUS and data.id.get_offset() is not None:
+            handle.base = data.id.get_offset()
+            ends = [handle.base + handle.extent]
+        elif layout == _h5py().h5d.CHUNKED and hasattr(data.id, "chunk_iter"):
+            ends = self._chunk_table(handle)
+        else:
+            return
+        handle.direct = True
+        if ends and max(ends) > handle.raw.size:
+            problem = f"truncated: {handle.raw.size:,} of {max(ends):,} bytes"
+            if self.strict:
+                raise self._damage(problem)
+            self.problems.append(problem)
+
+    def _chunk_table(self, handle: _Handle) -> list[int]:
+        data = handle.data
+        handle.chunk = int(data.chunks[0])
+        count = -(-handle.extent // handle.chunk)
+        handle.chunks = _array.array("q", [-1]) * count
+        ends = []
+
+        def note(info: Any) -> None:
+            k = info.chunk_offset[0] // handle.chunk
+            if info.filter_mask or info.size != handle.chunk or not 0 <= k < count:
+                raise self._damage(f"chunk at {info.chunk_offset} of dataset 'data' is damaged "
+                                   f"({info.size} bytes, filter mask {info.filter_mask})")
+            handle.chunks[k] = info.byte_offset
+            ends.append(info.byte_offset + info.size)
+
+        data.id.chunk_iter(note)
+        return ends
+
+    def _close(self, handle: _Handle) -> None:
+        handle.raw.close()
+        handle.file.close()
+
+    def _read_header(self, handle: _Handle) -> StoreHeader:
+        found = root_attribute(handle.raw, b"fastload")
+        if found is not None and is_vlen_string(found[0]):  # what fastload writes: read it here
+            if len(found[1]) != VLEN_REF.itemsize:
+                raise self._damage("the fastload header attribute is damaged")
+            raw: Any = handle.heap.strings(np.frombuffer(found[1], VLEN_REF))[0]
+        else:  # another layout (no global heap involved, or not ours): h5py reads it
+            with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
+                raw = handle.file.attrs.get("fastload")
         if raw is None:
             raise StoreFormatError(self.path, "an HDF5 file, but not a fastload store (no fastload header)")
         return StoreHeader.from_json(raw, self.path)
 
-    def _read_table(self, handle: Any, header: StoreHeader) -> RecordTable:
-        f = handle[0]
-        try:
+    def _check_header(self, handle: _Handle, header: StoreHeader) -> list[str]:
+        if len(handle.offsets) != header.count + 1:
+            return [f"the offsets array has {len(handle.offsets):,} entries for {header.count:,} records"]
+        return []
+
+    def _read_table(self, handle: _Handle, header: StoreHeader) -> RecordTable:
+        f = handle.file
+        with _hdf5_errors(self.path, "its record table is damaged"):
+            for name in [*ARRAY_DTYPES, "paths"]:
+                if name not in f:
+                    raise StoreFormatError(self.path, f"the per-record array {name!r} is missing")
+                if f[name].shape[:1] != (header.count,):
+                    raise self._damage(f"dataset {name!r} has shape {f[name].shape} for {header.count:,} records")
+                self._check_extent(f[name], handle.raw.size)
             arrays = {name: f[name][()] for name in ARRAY_DTYPES}
-        except KeyError as exc:
-            raise StoreFormatError(self.path, f"a per-record array is missing: {exc}") from None
-        paths = [p.decode("utf-8") if isinstance(p, bytes) else p for p in f["paths"][()]]
-        if len(handle[2]) != header.count + 1:
-            raise StoreFormatError(self.path, "the offsets array does not match the record count")
+            paths = self._read_strings(handle, f["paths"])
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
 
-    def _read_column(self, handle: Any, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
-        group = handle[0].get("metadata")
-        if group is None or str(number) not in group:
-            raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing")
-        values = group.get(f"{number}.values")
-        if values is not None:
-            values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values[()]]
-        return group[str(number)][()], values
+    def _read_strings(self, handle: _Handle, dataset: Any) -> list[str]:
+        """A 1-D dataset of variable-length strings (the paths, a metadata column's values),
+        read here when stored as fastload writes it (contiguous 16-byte references into global
+        heap collections), else by h5py."""
+        h5py = _h5py()
+        info = h5py.check_string_dtype(dataset.dtype)
+        offset, count = dataset.id.get_offset(), dataset.shape[0] if dataset.ndim == 1 else -1
+        if (info is None or info.length is not None or offset is None
+                or dataset.id.get_storage_size() != count * VLEN_REF.itemsize):
+            return [p.decode("utf-8") if isinstance(p, bytes) else p for p in dataset[()]]
+        refs = np.frombuffer(handle.raw.read(offset, count * VLEN_REF.itemsize), VLEN_REF)
+        try:
+            return [p.decode("utf-8") for p in handle.heap.strings(refs)]
+        except UnicodeDecodeError:
+            raise self._damage(f"a string of dataset {dataset.name!r} is not valid UTF-8") from None
 
-    def _read_payload(self, handle: Any, index: int) -> bytes:
-        offsets = handle[2]
-        start, stop = int(offsets[index]), int(offsets[index + 1])
-        return handle[1][start:stop].tobytes()
+    def _read_column(self, handle: _Handle, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
+        with _hdf5_errors(self.path, f"metadata column {column.name!r} is damaged"):
+            group = handle.file.get("metadata")
+            if group is None or str(number) not in group:
+                raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing")
+            stored = group[str(number)]
+            self._check_extent(stored, handle.raw.size)
+            values = group.get(f"{number}.values")
+            if values is not None:
+                values = self._read_strings(handle, values)
+            return stored[()], values
+
+    def _read_payload(self, handle: _Handle, index: int) -> bytes:
+        if not handle.sizes:
+            handle.sizes.frombytes(self.table.nbytes.astype("=i8").tobytes())
+        if index + 1 >= len(handle.offsets):  # only when opened despite a short offsets array
+            raise self._damage("the offsets array has no entry for it")
+        start, stop = handle.offsets[index], handle.offsets[index + 1]
+        if not start <= stop <= handle.extent:
+            raise self._damage(f"its offsets {start:,}..{stop:,} lie outside the data ({handle.extent:,} bytes)")
+        if stop - start != handle.sizes[index]:
+            raise self._damage(f"its offsets span {stop - start:,} bytes, the record table says "
+                               f"{handle.sizes[index]:,}")
+        if handle.chunk:
+            return self._read_chunked(handle, start, stop)
+        if handle.direct:
+            return handle.raw.read(handle.base + start, stop - start)
+        with _hdf5_errors(self.path, "HDF5 cannot read it"):
+            return handle.data[start:stop].tobytes()
+
+    def _read_chunked(self, handle: _Handle, start: int, stop: int) -> bytes:
+        chunk = handle.chunk
+        first, last = start // chunk, (stop - 1) // chunk if stop > start else start // chunk
+        pieces = []
+        for k in range(first, last + 1):
+            where = handle.chunks[k] if k < len(handle.chunks) else -1
+            if where < 0:
+                raise self._damage(f"its data chunk {k} is missing from the file")
+            lo, hi = max(start, k * chunk), min(stop, (k + 1) * chunk)
+            pieces.append(handle.raw.read(where + lo - k * chunk, hi - lo))
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def check_structure(self) -> tuple[list[str], dict[int, str]]:
+        """The offsets must run from 0, never decreasing, within the data, one record's nbytes
+        apart; every chunk a record needs must be in the file."""
+        handle = self._live_handle()
+        problems = list(self.problems)
+        offsets = np.frombuffer(handle.offsets, np.uint64).astype(np.int64)
+        if len(offsets) and offsets[0] != 0:
+            problems.append(f"the offsets array starts at {offsets[0]}, not 0")
+        records: dict[int, str] = {}
+        nbytes = self.table.nbytes.astype(np.int64)
+        n = min(len(nbytes), len(offsets) - 1)  # they differ only when opened despite that
+        spans = np.diff(offsets[: n + 1])
+        for index in np.flatnonzero((spans != nbytes[:n]) | (offsets[1 : n + 1] > handle.extent)).tolist():
+            records[index] = (f"its offsets {offsets[index]:,}..{offsets[index + 1]:,} do not hold its "
+                              f"{nbytes[index]:,} bytes inside the data ({handle.extent:,} bytes)")
+        if handle.chunk and len(handle.chunks):
+            missing = np.flatnonzero(np.frombuffer(handle.chunks, np.int64) < 0)
+            if len(missing):
+                problems.append(f"{len(missing)} chunks of dataset 'data' are missing (first: {missing[0]})")
+        return problems, records
 
 
 def _metadata_bytes(columns: list) -> int:

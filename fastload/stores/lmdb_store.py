@@ -1,5 +1,7 @@
 """LMDB stores: one ``subdir=False`` environment file, records keyed by big-endian index.
 
+Written with py-lmdb; read without it (``lmdb_pages``), every page checked before it is used.
+
 Keys: record ``i`` is ``i.to_bytes(8, "big")``, so key order is record order and sequential
 reads are sequential on disk. Metadata keys start with ``~`` and sort after every record:
 ``~header`` (JSON), ``~paths`` (JSON list), one key per array in ARRAY_DTYPES, and per
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 from ..errors import MissingExtraError, StoreFormatError
 from .base import StoreReader, StoreWriter
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
+from .lmdb_pages import LmdbFile
 from .metadata import MetadataColumn, encode_metadata
 
 __all__ = ["LmdbReader", "LmdbWriter"]
@@ -49,101 +53,116 @@ def _column_keys(number: int) -> tuple[bytes, bytes]:
     return f"~metadata/{number}".encode(), f"~metadata/{number}/values".encode()
 
 
-class _SharedEnvironments:
-    """LMDB forbids opening one environment twice in a process, yet two readers (a train and a
-    val loader, say) may name the same file: they share one read-only environment, counted."""
+class _Handle:
+    """One process's view of an LMDB store: the checked file, and where each record found so
+    far lies (filled a leaf page at a time, as records on it are first read)."""
 
-    def __init__(self) -> None:
-        self._open: dict[tuple[int, str], list[Any]] = {}
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._forget_inherited)
-
-    def _forget_inherited(self) -> None:
-        # py-lmdb refuses to open a file the parent had open, and LMDB forbids using an
-        # environment across fork. A read-only, lock-free environment holds no locks: closing
-        # the child's copy only unmaps it there; the child then opens its own.
-        for env, _ in self._open.values():
-            try:
-                env.close()
-            except Exception:  # already unusable in the child: nothing to release
-                pass
-        self._open.clear()
-
-    def acquire(self, path: str) -> Any:
-        key = (os.getpid(), os.path.realpath(path))
-        if key not in self._open:
-            lmdb = _lmdb()
-            try:
-                # We write single files; an environment directory (data.mdb) is read as well.
-                env = lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False,
-                                readahead=False, meminit=False, max_readers=2048)
-            except lmdb.Error as exc:
-                raise StoreFormatError(path, f"not a readable LMDB file ({exc})") from None
-            self._open[key] = [env, 0]
-        entry = self._open[key]
-        entry[1] += 1
-        return entry[0]
-
-    def release(self, path: str) -> None:
-        key = (os.getpid(), os.path.realpath(path))
-        entry = self._open.get(key)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._open[key]
-                entry[0].close()
-
-
-_ENVIRONMENTS = _SharedEnvironments()
+    def __init__(self, file: LmdbFile) -> None:
+        self.file = file
+        self.offsets = array("q")  # per record: file offset, -1 until its leaf page is checked
+        self.sizes = array("q")  # the record table's nbytes
+        self.wrong_size: dict[int, int] = {}  # record -> its size in the database, when not nbytes
 
 
 class LmdbReader(StoreReader):
+    """Reads an LMDB store with checked ``pread``s, not LMDB (see lmdb_pages: LMDB itself can
+    crash on a damaged file). Two readers of one file, forks and spawns need no coordination."""
+
     extension = ".lmdb"
 
-    def _open(self) -> Any:
-        env = _ENVIRONMENTS.acquire(self.path)
-        return env, env.begin(buffers=False)
+    def _open(self) -> _Handle:
+        data = os.path.join(self.path, "data.mdb") if os.path.isdir(self.path) else self.path
+        file = LmdbFile(self.path, data, strict=self.strict)
+        self.problems += [p for p in file.problems if p not in self.problems]
+        return _Handle(file)
 
-    def _close(self, handle: Any) -> None:
-        handle[1].abort()
-        _ENVIRONMENTS.release(self.path)
+    def _close(self, handle: _Handle) -> None:
+        handle.file.close()
 
-    def _read_header(self, handle: Any) -> StoreHeader:
-        raw = handle[1].get(HEADER_KEY)
+    def _read_header(self, handle: _Handle) -> StoreHeader:
+        raw = handle.file.get(HEADER_KEY)
         if raw is None:
             raise StoreFormatError(self.path, "an LMDB file, but not a fastload store (no fastload header)")
         return StoreHeader.from_json(raw, self.path)
 
-    def _read_table(self, handle: Any, header: StoreHeader) -> RecordTable:
-        txn = handle[1]
+    def _check_header(self, handle: _Handle, header: StoreHeader) -> list[str]:
+        """The database must hold the header's records and nothing else besides metadata: its
+        entry count, and the last record's key directly before the metadata keys."""
+        file = handle.file
+        meta_keys = file.keys_from(b"~")
+        entries = file.meta.main.entries
+        if entries != header.count + len(meta_keys):
+            return [f"the database holds {entries:,} entries, the header describes {header.count:,} "
+                    f"records and {len(meta_keys)} metadata entries"]
+        if header.count and file.locate(record_key(header.count - 1)) is None:
+            return [f"the last record ({header.count - 1}) is missing from the database"]
+        return []
+
+    def _read_table(self, handle: _Handle, header: StoreHeader) -> RecordTable:
         arrays = {}
         for name, (dtype, tail) in ARRAY_DTYPES.items():
-            raw = txn.get(_array_key(name))
+            raw = handle.file.get(_array_key(name))
             if raw is None:
                 raise StoreFormatError(self.path, f"the per-record array {name!r} is missing")
+            expected = header.count * np.dtype(dtype).itemsize * int(np.prod(tail, dtype=np.int64))
+            if len(raw) != expected:
+                raise self._damage(f"the per-record array {name!r} has {len(raw):,} bytes, "
+                                   f"{header.count:,} records need {expected:,}")
             arrays[name] = np.frombuffer(raw, dtype=dtype).reshape(-1, *tail)
-        paths = json.loads(txn.get(PATHS_KEY) or b"[]")
+        try:
+            paths = json.loads(handle.file.get(PATHS_KEY) or b"[]")
+        except (ValueError, UnicodeDecodeError):
+            raise self._damage("the source paths are not valid JSON") from None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise self._damage("the source paths are not a list of strings")
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
 
-    def _read_column(self, handle: Any, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
+    def _read_column(self, handle: _Handle, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
         array_key, values_key = _column_keys(number)
-        raw = handle[1].get(array_key)
-        if raw is None or len(raw) % np.dtype(column.dtype).itemsize:
-            raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing or torn")
-        values = handle[1].get(values_key)
+        raw = handle.file.get(array_key)
+        if raw is None:
+            raise StoreFormatError(self.path, f"metadata column {column.name!r} is missing")
+        if len(raw) % np.dtype(column.dtype).itemsize:
+            raise self._damage(f"metadata column {column.name!r} is torn ({len(raw):,} bytes)")
+        values = handle.file.get(values_key)
         if values is not None:
             try:
                 values = json.loads(values)
-            except ValueError:
-                raise StoreFormatError(self.path, f"metadata column {column.name!r}: its values "
-                                       "are not valid JSON (corrupt store)") from None
+            except (ValueError, UnicodeDecodeError):
+                raise self._damage(f"metadata column {column.name!r}: its values are not valid JSON") from None
         return np.frombuffer(raw, dtype=column.dtype), values
 
-    def _read_payload(self, handle: Any, index: int) -> bytes:
-        data = handle[1].get(record_key(index))
-        if data is None:
+    def _read_payload(self, handle: _Handle, index: int) -> bytes:
+        if not handle.sizes:
+            handle.sizes.frombytes(self.table.nbytes.astype("=i8").tobytes())
+            handle.offsets = array("q", [-1]) * len(handle.sizes)
+        offset = handle.offsets[index]
+        if offset < 0:
+            offset = self._locate(handle, index)
+        return handle.file.file.read(offset, handle.sizes[index])
+
+    def _locate(self, handle: _Handle, index: int) -> int:
+        """Check the leaf page holding record ``index`` and note where its records lie."""
+        file, count = handle.file, len(handle.sizes)
+        leaf = file.leaf(file.leaf_pgnos[file.leaf_index(record_key(index))])
+        mine = leaf.keys < count
+        for record, offset, size in zip(leaf.keys[mine].tolist(), leaf.offsets[mine].tolist(),
+                                        leaf.sizes[mine].tolist()):
+            if size == handle.sizes[record]:
+                handle.offsets[record] = offset
+            else:
+                handle.wrong_size[record] = size
+        if index in handle.wrong_size:
+            raise self._corrupt(index, f"its stored size ({handle.wrong_size[index]:,} bytes) differs "
+                                f"from the record table's ({handle.sizes[index]:,} bytes)")
+        if handle.offsets[index] < 0:
             raise KeyError(index)
-        return data
+        return handle.offsets[index]
+
+    def check_structure(self) -> tuple[list[str], dict[int, str]]:
+        handle = self._live_handle()
+        problems, records = handle.file.walk(len(self))
+        return list(self.problems) + problems, records
 
 
 def _json_bytes(strings: list[str]) -> bytes:
