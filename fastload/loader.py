@@ -114,6 +114,8 @@ def _store_mean_std(store: Store) -> tuple[Any, Any]:
 def _is_store_path(path: str) -> bool:
     if os.path.isdir(path):
         return os.path.isfile(os.path.join(path, "data.mdb"))
+    if path.lower().endswith((".lmdb", ".h5", ".hdf5")):  # a damaged store is still a store
+        return True
     try:
         sniff_store(path)
     except (StoreFormatError, OSError):

@@ -14,6 +14,8 @@ from .base import Op, register
 
 __all__ = ["RandomResizedCrop", "Resize", "CenterCrop", "Flip", "resize_image"]
 
+_FLOAT = 9  # nvidia.dali.types.FLOAT (DALI is imported only inside dali())
+
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -86,8 +88,10 @@ class RandomResizedCrop(Op):
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn
 
+        # resize reads the window in place (no copy of it first, as a slice would make)
         anchor, shape = self.decoder_roi(params)
-        return self.after_roi(fn.slice(images, anchor, shape, axis_names="HW"), ctx)
+        return fn.resize(images, size=list(_pair(self.size)), antialias=True, roi_start=fn.cast(anchor, dtype=_FLOAT),
+                         roi_end=fn.cast(anchor + shape, dtype=_FLOAT), roi_relative=False)
 
 
 @register
