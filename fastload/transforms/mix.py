@@ -11,7 +11,7 @@ import torch
 
 from .base import BatchTransform, one_hot, register_transform
 
-__all__ = ["Mixup", "CutMix", "spatial_axes"]
+__all__ = ["Mixup", "CutMix", "spatial_axes", "check_layout"]
 
 
 def _beta(alpha: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -20,9 +20,23 @@ def _beta(alpha: float, rng: torch.Generator, device: torch.device) -> torch.Ten
     return g[0] / (g[0] + g[1])
 
 
-def spatial_axes(images: torch.Tensor) -> tuple[int, int]:
-    """The (height, width) axes of an NCHW or NHWC batch (channels are the short axis)."""
-    return (2, 3) if images.shape[1] <= 16 and images.shape[1] < images.shape[-1] else (1, 2)
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def check_layout(name: str, layout: str | None) -> None:
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"{name} layout must be 'NCHW', 'NHWC' or None (the Loader's), got {layout!r}")
+
+
+def spatial_axes(images: torch.Tensor, layout: str | None = None) -> tuple[int, int]:
+    """The (height, width) axes of an NCHW or NHWC batch.
+
+    The Loader binds its layout into the built-in transforms; without one (a transform called
+    by hand) the channels are taken to be the shorter of axes 1 and 3.
+    """
+    if layout is not None:
+        return (2, 3) if layout == "NCHW" else (1, 2)
+    return (2, 3) if images.shape[1] < images.shape[-1] else (1, 2)
 
 
 def _applied(p: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -41,17 +55,20 @@ class Mixup(BatchTransform):
         p: the probability a batch is mixed.
         num_classes: classes of the soft labels (default: the store's).
         label_smoothing: smoothing applied to one-hot labels before mixing.
+        layout: "NCHW" or "NHWC" (default: the Loader's).
     """
 
     alpha: float = 0.2
     p: float = 1.0
     num_classes: int | None = None
     label_smoothing: float = 0.0
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         if self.alpha <= 0 or not 0.0 <= self.p <= 1.0:
             raise ValueError(f"{type(self).__name__} needs alpha > 0 and 0 <= p <= 1, "
                              f"got alpha={self.alpha}, p={self.p}")
+        check_layout(type(self).__name__, self.layout)
 
     def _soft(self, labels: torch.Tensor) -> torch.Tensor:
         soft = one_hot(labels, self.num_classes, type(self).__name__)
@@ -88,7 +105,7 @@ class CutMix(Mixup):
                  rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         soft = self._soft(labels)
         device = images.device
-        y_axis, x_axis = spatial_axes(images)
+        y_axis, x_axis = spatial_axes(images, self.layout)
         h, w = images.shape[y_axis], images.shape[x_axis]
         cut = torch.sqrt(1.0 - self._lam(rng, device))  # 0 when the batch is not mixed
         centre = torch.rand(2, generator=rng, device=device) * torch.tensor([h, w], device=device)
