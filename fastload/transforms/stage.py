@@ -4,18 +4,22 @@ For the DALI backend it first runs the op list's tail (custom ops at the end, an
 among them: see ``fastload.pipeline.lowering``) on the NHWC batch as NumPy arrays on the CPU or
 CuPy arrays on the GPU, shared with torch by DLPack without copies, on torch's current stream:
 
-* a ``@fastload.op(vectorized=True)`` function is called once with the whole batch;
-* any other ``@fastload.op`` function once per sample, on views of the batch, with the same
+* a ``@fastload.op`` function once per sample, on views of the batch, with the same
   per-sample generator as the torch backend (so CPU results match it exactly);
+* a ``@fastload.op(vectorized=True)`` function once with the whole batch on the GPU (its large
+  draws made on the device, see ``DeviceGenerator``); on the CPU per sample, as above: calls on
+  cache-sized pieces are faster there than one call on the whole batch, and match the torch backend;
 * a ``@fastload.batch_op`` function once with the list of the batch's images.
 
-Then the output dtype and layout, then the user's batch transforms (mixup, cutmix, ...), each
+The last op writes straight into the output batch, in the output dtype and layout, with a
+trailing Normalize folded in. Then the user's batch transforms (mixup, cutmix, ...) run, each
 with a ``torch.Generator`` seeded from ``(seed, epoch, batch)``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,13 +27,13 @@ import numpy as np
 import torch
 
 from ..ops import Normalize, Op
-from ..ops.custom import BatchOp, CustomOp, describe_sample
+from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
 from ..ops.normalize import resolve_mean_std
 from .base import batch_generator
 
 __all__ = ["BatchStage", "DeviceGenerator"]
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
 
 class DeviceGenerator:
@@ -86,7 +90,7 @@ class BatchStage:
 
     def __init__(self, *, tail: Sequence[Op], transforms: Sequence[Callable[..., Any]], seed: int,
                  layout: str, output_dtype: str, max_value: float) -> None:
-        self.tail, self.transforms = list(tail), list(transforms)
+        self.tail, self.transforms = list(tail), [_bind_layout(t, layout) for t in transforms]
         self.seed, self.layout, self.output_dtype, self.max_value = seed, layout, output_dtype, max_value
 
     @property
@@ -96,53 +100,134 @@ class BatchStage:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int,
                  records: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tail:
-            images = self._finish(self._run_tail(images, epoch, records))
+            images = self._run_tail(images, epoch, [int(r) for r in records])
         for salt, transform in enumerate(self.transforms):
             rng = batch_generator(self.seed, epoch, batch, salt, images.device)
             images, labels = transform(images, labels, rng)
         return images, labels
 
     # --- the tail ------------------------------------------------------------------------------
-    def _run_tail(self, images: torch.Tensor, epoch: int, records: np.ndarray) -> torch.Tensor:
-        for op in self.tail:
-            if isinstance(op, Normalize):
-                images = self._normalize(images, op)
-            else:
-                images = self._custom(images, op, epoch, records)
-        return images
-
-    def _normalize(self, images: torch.Tensor, op: Normalize) -> torch.Tensor:
-        mean, std = resolve_mean_std(op.mean, op.std, images.shape[-1])
-        scale = 1.0 if images.dtype.is_floating_point else self.max_value
-        m = torch.as_tensor(mean * scale, device=images.device)
-        s = torch.as_tensor(std * scale, device=images.device)
-        return (images.float() - m) / s
-
-    def _custom(self, images: torch.Tensor, op: CustomOp, epoch: int, records: np.ndarray) -> torch.Tensor:
+    # On the CPU this is NumPy, not torch: NumPy's single-threaded kernels fuse the cast, the
+    # normalization and the layout change into one or two passes, while torch's intra-op threads
+    # fight DALI's for the same cores (measured 10x slower per batch on 2 cores).
+    def _run_tail(self, images: torch.Tensor, epoch: int, records: list[int]) -> torch.Tensor:
         gpu = images.is_cuda
+        ops = list(self.tail)
+        normalize = ops.pop() if isinstance(ops[-1], Normalize) else None  # folded into the output
         with _on_torch_stream(gpu):
             xp, batch = _to_array(images)
-            entropies = [[self.seed, epoch, int(r)] for r in records]
-            if isinstance(op, BatchOp):
-                rng = op.sample_rng([v for e in entropies for v in e])
-                label = f"the batch of records {[int(r) for r in records]}"
-                out = xp.stack(op.run_batch(list(batch), _device(rng, xp, gpu), label))
-            elif op.vectorized:
-                rng = op.sample_rng([self.seed, epoch, *(int(r) for r in records)])
-                out = op._guarded(batch, _device(rng, xp, gpu), f"the batch of records {list(records)}")
-                if out.shape[0] != batch.shape[0] or out.ndim != 4:
-                    raise ValueError(f"vectorized custom op {op.name!r} returned shape {tuple(out.shape)} "
-                                     f"for a batch of shape {tuple(batch.shape)}")
-            else:
-                out = xp.stack([op.run(x, _device(op.sample_rng(e), xp, gpu), describe_sample(e))
-                                for x, e in zip(batch, entropies)])
-            return _to_torch(out, gpu)
+            out = _Output(xp, len(records), self.layout, _NP_DTYPES[self.output_dtype], normalize, self.max_value)
+            for k, op in enumerate(ops):
+                sink = out if k == len(ops) - 1 else None
+                if isinstance(op, Normalize):
+                    batch = _Output(xp, len(records), "NHWC", np.float32, op, self.max_value).put_batch(batch)
+                else:
+                    batch = self._custom(xp, batch, op, epoch, records, gpu, sink)
+            if batch is not None:
+                out.put_batch(batch)
+            return _to_torch(out.array, gpu)
 
-    def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(_DTYPES[self.output_dtype])
-        if self.layout == "NCHW":
-            images = images.permute(0, 3, 1, 2)
-        return images.contiguous()
+    def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
+                sink: _Output | None) -> Any:
+        """Run one custom op on the NHWC batch; its results go to ``sink`` (the output) when given
+        (then None is returned), else they are returned as a new NHWC batch."""
+        label = f"the batch of records {records}"
+        if isinstance(op, BatchOp):
+            rng = op.sample_rng([v for r in records for v in (self.seed, epoch, r)])
+            results = op.run_batch(list(batch), _device(rng, xp, gpu), label)
+        elif op.vectorized and gpu:  # on the CPU, per sample is as fast (cache-sized pieces) and exact
+            rng = op.sample_rng([self.seed, epoch, *records])
+            result = op._guarded(batch, _device(rng, xp, gpu), label)
+            if type(result).__module__.partition(".")[0] != type(batch).__module__.partition(".")[0] or \
+                    result.ndim != 4 or result.shape[0] != batch.shape[0]:
+                raise CustomOpError(op.name, label, f"returned {type(result).__name__} of shape "
+                                    f"{tuple(getattr(result, 'shape', ()))} for a batch of shape {tuple(batch.shape)}; "
+                                    "a vectorized op returns an NxHxWxC array of its input's kind")
+            if sink is None:
+                return result
+            sink.put_batch(result)
+            return None
+        else:
+            takes_rng = op._takes_rng()
+            results = (op.run(x, _device(op.sample_rng((self.seed, epoch, r)), xp, gpu) if takes_rng else None,
+                              describe_sample((self.seed, epoch, r))) for x, r in zip(batch, records))
+        target = sink if sink is not None else _Output(xp, len(records), "NHWC", None, None, self.max_value)
+        for i, (x, r) in enumerate(zip(results, records)):
+            target.put(i, x, op.name, label if isinstance(op, BatchOp) else describe_sample((self.seed, epoch, r)))
+        return None if sink is not None else target.array
+
+
+class _Output:
+    """A batch filled sample by sample (or at once) in a given layout and dtype, with a Normalize
+    folded in: one pass over the pixels where torch would make four.
+
+    Args:
+        xp: numpy or cupy.
+        count: samples in the batch.
+        layout: "NCHW" or "NHWC" (inputs are always HWC samples).
+        dtype: the output's dtype (None: the first sample's).
+        normalize: a Normalize to apply on the way, or None.
+        max_value: the full scale of integer pixels (for ``normalize``).
+    """
+
+    def __init__(self, xp: Any, count: int, layout: str, dtype: Any, normalize: Normalize | None,
+                 max_value: float) -> None:
+        self.xp, self.count, self.nchw, self.dtype = xp, count, layout == "NCHW", dtype
+        self.normalize, self.max_value = normalize, max_value
+        self.array: Any = None
+        self._sample_shape: tuple[int, ...] = ()
+        self._mean_std: tuple[Any, Any] | None = None
+
+    def _allocate(self, sample: Any) -> None:
+        h, w, c = sample.shape
+        self._sample_shape = (h, w, c)
+        dtype = self.dtype if self.dtype is not None else (np.float32 if self.normalize else sample.dtype)
+        self.array = self.xp.empty((self.count, c, h, w) if self.nchw else (self.count, h, w, c), dtype=dtype)
+        if self.normalize is not None:
+            mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, c)
+            scale = 1.0 if np.dtype(sample.dtype).kind == "f" else self.max_value
+            shape = (c, 1, 1) if self.nchw else (c,)
+            self._mean_std = (self.xp.asarray((mean * scale).reshape(shape)),
+                              self.xp.asarray((std * scale).reshape(shape)))
+
+    def put(self, index: int, sample: Any, op: str, where: str) -> None:
+        """Write one HxWxC sample (an op's result) at ``index``."""
+        if self.array is None:
+            self._allocate(sample)
+        elif tuple(sample.shape) != self._sample_shape:
+            raise CustomOpError(op, where, f"returned shape {tuple(sample.shape)} while the batch's first image "
+                                f"came out {self._sample_shape}; a batch needs one size: end the augment list "
+                                "with a fixed-size op (RandomResizedCrop, CenterCrop, Resize(size=...))")
+        self._write(self.array[index], sample)
+
+    def put_batch(self, batch: Any) -> Any:
+        """Write a whole NxHxWxC batch; returns the output."""
+        self._allocate(batch[0])
+        self._write(self.array, batch)
+        return self.array
+
+    def _write(self, target: Any, source: Any) -> None:
+        xp = self.xp
+        if self.nchw:
+            source = xp.moveaxis(source, -1, -3)
+        if self._mean_std is None:
+            target[...] = source
+            return
+        mean, std = self._mean_std
+        # (x - mean) / std in float32, as the torch backend computes it (bit for bit)
+        if target.dtype == np.float32:
+            xp.subtract(source, mean, out=target, dtype=np.float32)
+            xp.divide(target, std, out=target)
+        else:
+            target[...] = xp.divide(xp.subtract(source, mean, dtype=np.float32), std)
+
+
+def _bind_layout(transform: Callable[..., Any], layout: str) -> Callable[..., Any]:
+    """Tell a built-in transform the batch's layout (a guess from the shape fails for tiny
+    images or many channels)."""
+    if dataclasses.is_dataclass(transform) and getattr(transform, "layout", "") is None:
+        return dataclasses.replace(transform, layout=layout)  # type: ignore[type-var]
+    return transform
 
 
 def _device(rng: np.random.Generator, xp: Any, gpu: bool) -> Any:
@@ -166,6 +251,4 @@ def _to_array(images: torch.Tensor) -> tuple[Any, Any]:
 
 
 def _to_torch(array: Any, gpu: bool) -> torch.Tensor:
-    if gpu:
-        return torch.from_dlpack(array)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_dlpack(array) if gpu else torch.from_numpy(array)
