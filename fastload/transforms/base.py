@@ -68,7 +68,8 @@ def one_hot(labels: torch.Tensor, num_classes: int | None, name: str) -> torch.T
     if num_classes is None:
         raise ValueError(f"{name} needs num_classes (the Loader fills it from the store's classes; "
                          "give it when the store has none)")
-    if (labels < 0).any():
+    # On the GPU this check would wait for the stream; one_hot's own device assert catches it there.
+    if not labels.is_cuda and (labels < 0).any():
         raise ValueError(f"{name}: unlabelled samples (label -1) cannot be mixed")
     return torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float32)
 

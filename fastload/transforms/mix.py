@@ -108,15 +108,21 @@ class CutMix(Mixup):
         y_axis, x_axis = spatial_axes(images, self.layout)
         h, w = images.shape[y_axis], images.shape[x_axis]
         cut = torch.sqrt(1.0 - self._lam(rng, device))  # 0 when the batch is not mixed
-        centre = torch.rand(2, generator=rng, device=device) * torch.tensor([h, w], device=device)
-        half = cut * torch.tensor([h, w], device=device) / 2
-        low = (centre - half).floor().clamp(min=0)
-        high = (centre + half).floor().clamp(max=torch.tensor([h, w], device=device))
+        centre = torch.rand(2, generator=rng, device=device)
+        # Python sizes only: a tensor made from a list would be a host-to-device copy, which
+        # waits for the stream and so for the whole pipeline.
+        spans = []
+        for k, size in enumerate((h, w)):
+            middle, half = centre[k] * size, cut * size / 2
+            low = (middle - half).floor().clamp(min=0)
+            high = (middle + half).floor().clamp(max=size)
+            spans.append((low, high))
+        (top, bottom), (left, right) = spans
         ys = torch.arange(h, device=device)
         xs = torch.arange(w, device=device)
-        inside = ((ys >= low[0]) & (ys < high[0]))[:, None] & ((xs >= low[1]) & (xs < high[1]))[None, :]
+        inside = ((ys >= top) & (ys < bottom))[:, None] & ((xs >= left) & (xs < right))[None, :]
         shape = [1] * images.ndim
         shape[y_axis], shape[x_axis] = h, w
         out = torch.where(inside.view(shape), images.flip(0), images)
-        kept = 1.0 - (high - low).clamp(min=0).prod() / float(h * w)
+        kept = 1.0 - (bottom - top).clamp(min=0) * (right - left).clamp(min=0) / float(h * w)
         return out, soft * kept + soft.flip(0) * (1.0 - kept)

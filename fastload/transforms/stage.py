@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import MissingExtraError
 from ..ops import Normalize, Op
 from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
 from ..ops.normalize import resolve_mean_std
@@ -114,7 +115,7 @@ class BatchStage:
         gpu = images.is_cuda
         ops = list(self.tail)
         normalize = ops.pop() if isinstance(ops[-1], Normalize) else None  # folded into the output
-        with _on_torch_stream(gpu):
+        with _on_torch_stream(images):
             xp, batch = _to_array(images)
             out = _Output(xp, len(records), self.layout, _NP_DTYPES[self.output_dtype], normalize, self.max_value)
             for k, op in enumerate(ops):
@@ -234,18 +235,30 @@ def _device(rng: np.random.Generator, xp: Any, gpu: bool) -> Any:
     return DeviceGenerator(rng, xp) if gpu else rng
 
 
-def _on_torch_stream(gpu: bool) -> Any:
-    if not gpu:
-        return contextlib.nullcontext()
-    import cupy
+def _cupy() -> Any:
+    try:
+        import cupy
+    except ImportError:
+        raise MissingExtraError("cupy", "cuda13", "custom ops on the GPU") from None
+    return cupy
 
-    return cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+@contextlib.contextmanager
+def _on_torch_stream(images: torch.Tensor) -> Iterator[None]:
+    """CuPy on the images' device (CuPy keeps its own current device, apart from torch's) and
+    on torch's current stream there."""
+    if not images.is_cuda:
+        yield
+        return
+    cupy = _cupy()
+    with cupy.cuda.Device(images.device.index), \
+            cupy.cuda.ExternalStream(torch.cuda.current_stream(images.device).cuda_stream):
+        yield
 
 
 def _to_array(images: torch.Tensor) -> tuple[Any, Any]:
     if images.is_cuda:
-        import cupy
-
+        cupy = _cupy()
         return cupy, cupy.from_dlpack(images)
     return np, images.numpy()
 
