@@ -171,8 +171,14 @@ def measure(store: str, *, names: list[str], size: int, batch_size: int, threads
                                  num_threads=threads, shuffle=True, seed=0, drop_last=True,
                                  weights=np.ones(count), num_samples=batch_size * 5_000)
         streams[name] = _forever(loader)
-        for _ in range(3):  # build the pipeline, start the feed, warm up
-            next(streams[name])
+        try:
+            for _ in range(3):  # build the pipeline, start the feed, warm up
+                next(streams[name])
+        except Exception as exc:  # report the configuration, measure the others
+            print(f"{name}: failed, left out: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+            del streams[name]
+            loader.close()
+    names = [n for n in names if n in streams]
     rates: dict[str, list[float]] = {n: [] for n in names}
     host: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
@@ -194,7 +200,7 @@ def measure(store: str, *, names: list[str], size: int, batch_size: int, threads
     return {n: {"images_per_s": statistics.median(rates[n]), "rounds": rates[n],
                 "overhead_pct": 100.0 * (1.0 - statistics.median(rates[n]) / base),
                 "cpu_ms_per_image": statistics.median(cpu[n]), "cpu_rounds": cpu[n],
-                "cpu_overhead_pct": 100.0 * (1.0 - base_cpu / statistics.median(cpu[n])),
+                "cpu_overhead_pct": 100.0 * (1.0 - base_cpu / max(statistics.median(cpu[n]), 1e-9)),
                 "host_us_per_image": statistics.median(host[n]),
                 "op_alone_ms_per_image": statistics.median(alone[n]) if alone[n] else 0.0} for n in names}
 

@@ -429,6 +429,23 @@ def test_tail_errors_name_the_op_and_the_record(png_store, op, match):
         next(iter(loader))
 
 
+@needs_dali
+def test_custom_ops_benchmark_measures_each_kind(small_lmdb):
+    """benchmarks/custom_ops.py at toy size: every row measured, the op timed alone."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks.custom_ops import measure
+
+    names = ["train", "+ add_noise @op", "+ 255 - x @batch_op"]
+    results = measure(small_lmdb, names=names, size=32, batch_size=8, threads=1, device="cpu", rounds=1,
+                      batches=1, flush=0)
+    assert list(results) == names
+    assert all(r["images_per_s"] > 0 and r["cpu_ms_per_image"] >= 0 for r in results.values())  # 10 ms ticks
+    assert results["+ add_noise @op"]["op_alone_ms_per_image"] > 0 == results["train"]["op_alone_ms_per_image"]
+
+
 # --- every preset x output dtype x layout, both backends ------------------------------------------
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
 CASES = [(d, layout) for d in DTYPES for layout in ("NCHW", "NHWC")]
