@@ -553,3 +553,30 @@ def test_gpu_batch_transforms_replay_on_the_device(small_lmdb, backend):
     assert all(x.is_cuda and y.is_cuda for x, y in zip(xs, ys))
     assert all(torch.equal(a, b) for a, b in zip(xs + ys, xs2 + ys2))
     assert all(torch.allclose(y.sum(1), torch.ones(len(y), device=y.device)) for y in ys)
+
+
+# --- the stage by itself ---------------------------------------------------------------------------
+@fastload.op
+def crop_to_8(x):
+    return x[:8, :8]
+
+
+def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size():
+    """What the DALI engine can hand over when the head leaves sizes apart (LEAD: engine.next)."""
+    from fastload.transforms import BatchStage
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (10 + i, 12, 3), generator=g, dtype=torch.uint8) for i in range(3)]
+    stage = BatchStage(tail=[jitter, crop_to_8, centre_batch, ops.Normalize()], transforms=[], seed=1,
+                       layout="NCHW", output_dtype="float32", max_value=255.0)
+    out, _ = stage(images, torch.zeros(3), 0, 0, np.arange(3))
+    assert out.shape == (3, 3, 8, 8) and out.dtype == torch.float32
+    # the same as the torch backend's order of work, by hand
+    ref = ops.custom.run_numpy([jitter, crop_to_8, centre_batch],
+                               [x.numpy() for x in images], [ops.base.sample_rng(1, 0, i) for i in range(3)])
+    mean, std = np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255
+    expected = np.stack([(x.astype(np.float32) - mean) / std for x in ref]).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    bad = BatchStage(tail=[jitter], transforms=[], seed=1, layout="NHWC", output_dtype="uint8", max_value=255.0)
+    with pytest.raises(CustomOpError, match="'jitter' failed on record 1 .*one size"):
+        bad(images, torch.zeros(3), 0, 0, np.arange(3))

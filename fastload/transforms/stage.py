@@ -111,32 +111,48 @@ class BatchStage:
     # On the CPU this is NumPy, not torch: NumPy's single-threaded kernels fuse the cast, the
     # normalization and the layout change into one or two passes, while torch's intra-op threads
     # fight DALI's for the same cores (measured 10x slower per batch on 2 cores).
-    def _run_tail(self, images: torch.Tensor, epoch: int, records: list[int]) -> torch.Tensor:
-        gpu = images.is_cuda
+    def _run_tail(self, images: torch.Tensor | Sequence[torch.Tensor], epoch: int,
+                  records: list[int]) -> torch.Tensor:
+        """``images``: the NHWC batch, or a list of HWC images when they differ in size (the
+        tail's ops must then bring them to one size)."""
+        first = images if isinstance(images, torch.Tensor) else images[0]
+        gpu = first.is_cuda
         ops = list(self.tail)
         normalize = ops.pop() if isinstance(ops[-1], Normalize) else None  # folded into the output
-        with _on_torch_stream(images):
+        with _on_torch_stream(first):
             xp, batch = _to_array(images)
             out = _Output(xp, len(records), self.layout, _NP_DTYPES[self.output_dtype], normalize, self.max_value)
             for k, op in enumerate(ops):
                 sink = out if k == len(ops) - 1 else None
                 if isinstance(op, Normalize):
-                    batch = _Output(xp, len(records), "NHWC", np.float32, op, self.max_value).put_batch(batch)
+                    batch = self._normalize(xp, batch, op)
                 else:
                     batch = self._custom(xp, batch, op, epoch, records, gpu, sink)
-            if batch is not None:
+            if isinstance(batch, list):
+                for i, (x, r) in enumerate(zip(batch, records)):
+                    out.put(i, x, ops[-1].name if ops else "the pipeline", describe_sample((self.seed, epoch, r)))
+            elif batch is not None:
                 out.put_batch(batch)
             return _to_torch(out.array, gpu)
 
+    def _normalize(self, xp: Any, batch: Any, op: Normalize) -> Any:
+        """A Normalize between custom ops: float32 NHWC (a list stays a list)."""
+        if isinstance(batch, list):
+            return [_Output(xp, 1, "NHWC", np.float32, op, self.max_value).put_batch(x[None])[0] for x in batch]
+        return _Output(xp, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
+
     def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
                 sink: _Output | None) -> Any:
-        """Run one custom op on the NHWC batch; its results go to ``sink`` (the output) when given
-        (then None is returned), else they are returned as a new NHWC batch."""
+        """Run one custom op on the batch (an NHWC array or a list of HWC images); its results go
+        to ``sink`` (the output) when given (then None is returned), else they are returned (an
+        array from a vectorized op, a list of images otherwise)."""
         label = f"the batch of records {records}"
         if isinstance(op, BatchOp):
             rng = op.sample_rng([v for r in records for v in (self.seed, epoch, r)])
             results = op.run_batch(list(batch), _device(rng, xp, gpu), label)
-        elif op.vectorized and gpu:  # on the CPU, per sample is as fast (cache-sized pieces) and exact
+        elif op.vectorized and gpu and _dense(xp, batch) is not None:
+            # (on the CPU, per sample is as fast, in cache-sized pieces, and exact)
+            batch = _dense(xp, batch)
             rng = op.sample_rng([self.seed, epoch, *records])
             result = op._guarded(batch, _device(rng, xp, gpu), label)
             if type(result).__module__.partition(".")[0] != type(batch).__module__.partition(".")[0] or \
@@ -152,10 +168,11 @@ class BatchStage:
             takes_rng = op._takes_rng()
             results = (op.run(x, _device(op.sample_rng((self.seed, epoch, r)), xp, gpu) if takes_rng else None,
                               describe_sample((self.seed, epoch, r))) for x, r in zip(batch, records))
-        target = sink if sink is not None else _Output(xp, len(records), "NHWC", None, None, self.max_value)
+        if sink is None:
+            return list(results)  # HWC images, stacked only where a later op needs a batch
         for i, (x, r) in enumerate(zip(results, records)):
-            target.put(i, x, op.name, label if isinstance(op, BatchOp) else describe_sample((self.seed, epoch, r)))
-        return None if sink is not None else target.array
+            sink.put(i, x, op.name, label if isinstance(op, BatchOp) else describe_sample((self.seed, epoch, r)))
+        return None
 
 
 class _Output:
@@ -256,11 +273,22 @@ def _on_torch_stream(images: torch.Tensor) -> Iterator[None]:
         yield
 
 
-def _to_array(images: torch.Tensor) -> tuple[Any, Any]:
+def _to_array(images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[Any, Any]:
+    """numpy or cupy, and the batch as its array (a list of arrays for a list of tensors)."""
+    if not isinstance(images, torch.Tensor):
+        converted = [_to_array(x) for x in images]
+        return converted[0][0], [a for _, a in converted]
     if images.is_cuda:
         cupy = _cupy()
         return cupy, cupy.from_dlpack(images)
     return np, images.numpy()
+
+
+def _dense(xp: Any, batch: Any) -> Any:
+    """The batch as one NxHxWxC array, or None when a list of images differs in shape."""
+    if not isinstance(batch, list):
+        return batch
+    return xp.stack(batch) if len({tuple(x.shape) for x in batch}) == 1 else None
 
 
 def _to_torch(array: Any, gpu: bool) -> torch.Tensor:
