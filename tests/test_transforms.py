@@ -139,6 +139,13 @@ def test_mixup_and_cutmix_with_p_zero_leave_images_unchanged():
         assert torch.equal(soft, torch.nn.functional.one_hot(labels, 4).float())
 
 
+def test_binding_fills_num_classes_or_says_at_once_that_it_is_missing():
+    bound = transforms.base.bind_transforms([Mixup(), CutMix(num_classes=7), RandomErasing(), swap_halves], 3)
+    assert bound == [Mixup(num_classes=3), CutMix(num_classes=7), RandomErasing(), swap_halves]
+    with pytest.raises(ValueError, match=r"store names no classes: give CutMix\(num_classes=...\)"):
+        transforms.base.bind_transforms([CutMix()], None)
+
+
 def test_mix_needs_num_classes_and_refuses_unlabelled_samples():
     images, labels = _batch()
     with pytest.raises(ValueError, match="num_classes"):

@@ -78,7 +78,10 @@ def bind_transforms(transforms: Sequence[Callable[..., Any]], num_classes: int |
     """Fill ``num_classes`` into the transforms that want it and did not get it."""
     bound = []
     for t in transforms:
-        if dataclasses.is_dataclass(t) and hasattr(t, "num_classes") and t.num_classes is None and num_classes:
+        if dataclasses.is_dataclass(t) and hasattr(t, "num_classes") and t.num_classes is None:
+            if not num_classes:  # say so now, not at the first batch
+                raise ValueError(f"{type(t).__name__} makes soft labels of num_classes classes, and the "
+                                 f"store names no classes: give {type(t).__name__}(num_classes=...)")
             t = dataclasses.replace(t, num_classes=num_classes)  # type: ignore[type-var]
         bound.append(t)
     return bound

@@ -35,6 +35,8 @@ from .base import batch_generator
 __all__ = ["BatchStage", "DeviceGenerator"]
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
+                 np.dtype(np.uint8): torch.uint8}
 
 
 class DeviceGenerator:
@@ -121,11 +123,12 @@ class BatchStage:
         normalize = ops.pop() if isinstance(ops[-1], Normalize) else None  # folded into the output
         with _on_torch_stream(first):
             xp, batch = _to_array(images)
-            out = _Output(xp, len(records), self.layout, _NP_DTYPES[self.output_dtype], normalize, self.max_value)
+            out = _Output(xp, first.device, len(records), self.layout, _NP_DTYPES[self.output_dtype], normalize,
+                          self.max_value)
             for k, op in enumerate(ops):
                 sink = out if k == len(ops) - 1 else None
                 if isinstance(op, Normalize):
-                    batch = self._normalize(xp, batch, op)
+                    batch = self._normalize(xp, first.device, batch, op)
                 else:
                     batch = self._custom(xp, batch, op, epoch, records, gpu, sink)
             if isinstance(batch, list):
@@ -133,13 +136,14 @@ class BatchStage:
                     out.put(i, x, ops[-1].name if ops else "the pipeline", describe_sample((self.seed, epoch, r)))
             elif batch is not None:
                 out.put_batch(batch)
-            return _to_torch(out.array, gpu)
+            return out.tensor
 
-    def _normalize(self, xp: Any, batch: Any, op: Normalize) -> Any:
+    def _normalize(self, xp: Any, device: torch.device, batch: Any, op: Normalize) -> Any:
         """A Normalize between custom ops: float32 NHWC (a list stays a list)."""
         if isinstance(batch, list):
-            return [_Output(xp, 1, "NHWC", np.float32, op, self.max_value).put_batch(x[None])[0] for x in batch]
-        return _Output(xp, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
+            return [_Output(xp, device, 1, "NHWC", np.float32, op, self.max_value).put_batch(x[None])[0]
+                    for x in batch]
+        return _Output(xp, device, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
 
     def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
                 sink: _Output | None) -> Any:
@@ -179,19 +183,24 @@ class _Output:
     """A batch filled sample by sample (or at once) in a given layout and dtype, with a Normalize
     folded in: one pass over the pixels where torch would make four.
 
+    The batch is a torch tensor (torch's caching allocator on the GPU, not CuPy's pool), written
+    through a NumPy or CuPy view of it.
+
     Args:
         xp: numpy or cupy.
+        device: where the batch lives.
         count: samples in the batch.
         layout: "NCHW" or "NHWC" (inputs are always HWC samples).
-        dtype: the output's dtype (None: the first sample's).
+        dtype: the output's NumPy dtype.
         normalize: a Normalize to apply on the way, or None.
         max_value: the full scale of integer pixels (for ``normalize``).
     """
 
-    def __init__(self, xp: Any, count: int, layout: str, dtype: Any, normalize: Normalize | None,
-                 max_value: float) -> None:
-        self.xp, self.count, self.nchw, self.dtype = xp, count, layout == "NCHW", dtype
+    def __init__(self, xp: Any, device: torch.device, count: int, layout: str, dtype: Any,
+                 normalize: Normalize | None, max_value: float) -> None:
+        self.xp, self.device, self.count, self.nchw, self.dtype = xp, device, count, layout == "NCHW", dtype
         self.normalize, self.max_value = normalize, max_value
+        self.tensor: torch.Tensor | None = None
         self.array: Any = None
         self._sample_shape: tuple[int, ...] = ()
         self._mean_std: tuple[Any, Any] | None = None
@@ -199,8 +208,9 @@ class _Output:
     def _allocate(self, sample: Any) -> None:
         h, w, c = sample.shape
         self._sample_shape = (h, w, c)
-        dtype = self.dtype if self.dtype is not None else (np.float32 if self.normalize else sample.dtype)
-        self.array = self.xp.empty((self.count, c, h, w) if self.nchw else (self.count, h, w, c), dtype=dtype)
+        shape = (self.count, c, h, w) if self.nchw else (self.count, h, w, c)
+        self.tensor = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(self.dtype)], device=self.device)
+        self.array = self.tensor.numpy() if self.xp is np else self.xp.from_dlpack(self.tensor)
         if self.normalize is not None:
             mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, c)
             scale = 1.0 if np.dtype(sample.dtype).kind == "f" else self.max_value
@@ -289,7 +299,3 @@ def _dense(xp: Any, batch: Any) -> Any:
     if not isinstance(batch, list):
         return batch
     return xp.stack(batch) if len({tuple(x.shape) for x in batch}) == 1 else None
-
-
-def _to_torch(array: Any, gpu: bool) -> torch.Tensor:
-    return torch.from_dlpack(array) if gpu else torch.from_numpy(array)
