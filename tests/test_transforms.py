@@ -491,11 +491,13 @@ def _check_matrix(store, device, preset, dtype, layout):
         tolerance = {"float32": 1e-3, "float16": 0.6, "uint8": 0.501}[dtype]
         assert (g - base).abs().max() <= tolerance
     if len(grey) == 2:
-        # Same decoded pixels and the same drawn crops and flips; the resamplers differ (OpenCV vs
-        # DALI's antialiased linear). Measured on this store: mean 0.8 (train) / 1.2 (eval) grey
-        # levels, 99th percentile 4 / 5, max 15 / 20.
+        # Same drawn crops and flips; the resamplers differ (OpenCV vs DALI's antialiased linear).
+        # Measured on the CPU on this store: mean 0.8 (train) / 1.2 (eval) grey levels, 99th
+        # percentile 4 / 5, max 15 / 20. On the GPU nvJPEG's IDCT and chroma upsampling add a few
+        # levels (not measured: no GPU at hand; test_gpu_eval_matches_cpu allows 5.8 on average).
+        mean, q99, top = (2.5, 10, 48) if device == "cpu" else (6, 24, 96)
         diff = (grey["torch"] - grey["dali"]).abs()
-        assert diff.mean() < 2.5 and diff.flatten().quantile(0.99) < 10 and diff.max() < 48, (
+        assert diff.mean() < mean and diff.flatten().quantile(0.99) < q99 and diff.max() < top, (
             diff.mean(), diff.flatten().quantile(0.99), diff.max())
 
 
@@ -514,7 +516,7 @@ def test_gpu_presets_dtypes_and_layouts_agree_across_backends(small_lmdb, preset
     if dali_available():  # nvJPEG against libjpeg-turbo: a few grey levels
         gpu = _grey(_matrix(small_lmdb, "dali", "cuda", preset, dtype, layout)[0], dtype, layout)
         cpu = _grey(_matrix(small_lmdb, "dali", "cpu", preset, dtype, layout)[0], dtype, layout)
-        assert (gpu - cpu).abs().mean() < 2.5
+        assert (gpu - cpu).abs().mean() < 6
 
 
 @pytest.mark.gpu
