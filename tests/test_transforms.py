@@ -217,6 +217,17 @@ def test_layout_is_given_not_guessed_for_many_channels_or_tiny_images():
         Mixup(layout="CHW")
 
 
+def test_batches_of_test_time_views_keep_each_box_on_the_image_axes():
+    """(B, V, C, H, W) batches (fastload.tta): boxes span H and W, the same in every view."""
+    images, labels = _batch(n=4, h=8, w=8)
+    views = torch.stack([images, images.flip(-1)], dim=1)  # (4, 2, 3, 8, 8)
+    for transform in (CutMix(num_classes=4, layout="NCHW"), RandomErasing(p=1.0, layout="NCHW")):
+        out, _ = transform(views, labels, _rng(5))
+        changed = (out != views).any(2)  # (4, 2, 8, 8)
+        assert torch.equal(changed, (out != views).all(2)) and changed.any()
+        assert torch.equal(changed[:, 0], changed[:, 1])
+
+
 # --- RandomErasing -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_random_erasing_one_box_per_sample_with_probability_p(layout):

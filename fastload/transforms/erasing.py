@@ -61,7 +61,7 @@ class RandomErasing(BatchTransform):
         rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])
         cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])
         mask = (rows[:, :, None] & cols[:, None, :]) & erase[:, None, None]  # (N, H, W)
-        shape = [n, 1, 1, 1]
+        shape = [n] + [1] * (images.ndim - 1)
         shape[y_axis], shape[x_axis] = h, w
         if self.value == "random":
             fill = torch.randn(images.shape, generator=rng, device=device).to(images.dtype)

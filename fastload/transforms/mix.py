@@ -29,14 +29,16 @@ def check_layout(name: str, layout: str | None) -> None:
 
 
 def spatial_axes(images: torch.Tensor, layout: str | None = None) -> tuple[int, int]:
-    """The (height, width) axes of an NCHW or NHWC batch.
+    """The (height, width) axes of an NCHW or NHWC batch (counted from the end, so a batch of
+    test-time views, ``(B, V, C, H, W)``, works too).
 
     The Loader binds its layout into the built-in transforms; without one (a transform called
-    by hand) the channels are taken to be the shorter of axes 1 and 3.
+    by hand) the channels are taken to be the shorter of the third-last and last axes.
     """
-    if layout is not None:
-        return (2, 3) if layout == "NCHW" else (1, 2)
-    return (2, 3) if images.shape[1] < images.shape[-1] else (1, 2)
+    if layout is None:
+        layout = "NCHW" if images.shape[-3] < images.shape[-1] else "NHWC"
+    last = images.ndim - 1
+    return (last - 1, last) if layout == "NCHW" else (last - 2, last - 1)
 
 
 def _applied(p: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
