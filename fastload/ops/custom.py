@@ -178,7 +178,11 @@ class CustomOp(Op):
     def salt(self) -> int:
         """A stable number of this op (function and arguments) mixed into its generator's seed,
         so two different custom ops of one pipeline draw different streams."""
-        return zlib.crc32(repr((self.function, self.args)).encode())
+        salt = self.__dict__.get("_salt")
+        if salt is None:  # cached: the batch stage asks once per sample
+            salt = zlib.crc32(repr((self.function, self.args)).encode())
+            object.__setattr__(self, "_salt", salt)
+        return salt
 
     def sample_rng(self, entropy: Sequence[int]) -> np.random.Generator:
         """The generator this op uses for the sample seeded ``entropy`` ([seed, epoch, record]

@@ -68,7 +68,8 @@ def one_hot(labels: torch.Tensor, num_classes: int | None, name: str) -> torch.T
     if num_classes is None:
         raise ValueError(f"{name} needs num_classes (the Loader fills it from the store's classes; "
                          "give it when the store has none)")
-    if (labels < 0).any():
+    # On the GPU this check would wait for the stream; one_hot's own device assert catches it there.
+    if not labels.is_cuda and (labels < 0).any():
         raise ValueError(f"{name}: unlabelled samples (label -1) cannot be mixed")
     return torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float32)
 
@@ -77,7 +78,10 @@ def bind_transforms(transforms: Sequence[Callable[..., Any]], num_classes: int |
     """Fill ``num_classes`` into the transforms that want it and did not get it."""
     bound = []
     for t in transforms:
-        if dataclasses.is_dataclass(t) and hasattr(t, "num_classes") and t.num_classes is None and num_classes:
+        if dataclasses.is_dataclass(t) and hasattr(t, "num_classes") and t.num_classes is None:
+            if not num_classes:  # say so now, not at the first batch
+                raise ValueError(f"{type(t).__name__} makes soft labels of num_classes classes, and the "
+                                 f"store names no classes: give {type(t).__name__}(num_classes=...)")
             t = dataclasses.replace(t, num_classes=num_classes)  # type: ignore[type-var]
         bound.append(t)
     return bound

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import BatchTransform, register_transform
-from .mix import spatial_axes
+from .mix import check_layout, spatial_axes
 
 __all__ = ["RandomErasing"]
 
@@ -25,12 +25,14 @@ class RandomErasing(BatchTransform):
         ratio: the box's aspect ratio, drawn log-uniformly from this range.
         value: the fill in the batch's own units (0 is the mean for normalized images), or
             "random" for standard-normal noise (per pixel).
+        layout: "NCHW" or "NHWC" (default: the Loader's).
     """
 
     p: float = 0.5
     scale: tuple[float, float] = (0.02, 0.33)
     ratio: tuple[float, float] = (0.3, 3.3)
     value: float | str = 0.0
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0 or not 0 < self.scale[0] <= self.scale[1] <= 1:
@@ -38,11 +40,12 @@ class RandomErasing(BatchTransform):
                              f"scale={self.scale}")
         if isinstance(self.value, str) and self.value != "random":
             raise ValueError(f"RandomErasing value is a number or 'random', got {self.value!r}")
+        check_layout("RandomErasing", self.layout)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n, device = images.shape[0], images.device
-        y_axis, x_axis = spatial_axes(images)
+        y_axis, x_axis = spatial_axes(images, self.layout)
         h, w = images.shape[y_axis], images.shape[x_axis]
         u = torch.rand(n, 5, generator=rng, device=device)
         area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0])
@@ -58,7 +61,7 @@ class RandomErasing(BatchTransform):
         rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])
         cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])
         mask = (rows[:, :, None] & cols[:, None, :]) & erase[:, None, None]  # (N, H, W)
-        shape = [n, 1, 1, 1]
+        shape = [n] + [1] * (images.ndim - 1)
         shape[y_axis], shape[x_axis] = h, w
         if self.value == "random":
             fill = torch.randn(images.shape, generator=rng, device=device).to(images.dtype)

@@ -11,7 +11,7 @@ import torch
 
 from .base import BatchTransform, one_hot, register_transform
 
-__all__ = ["Mixup", "CutMix", "spatial_axes"]
+__all__ = ["Mixup", "CutMix", "spatial_axes", "check_layout"]
 
 
 def _beta(alpha: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -20,9 +20,25 @@ def _beta(alpha: float, rng: torch.Generator, device: torch.device) -> torch.Ten
     return g[0] / (g[0] + g[1])
 
 
-def spatial_axes(images: torch.Tensor) -> tuple[int, int]:
-    """The (height, width) axes of an NCHW or NHWC batch (channels are the short axis)."""
-    return (2, 3) if images.shape[1] <= 16 and images.shape[1] < images.shape[-1] else (1, 2)
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def check_layout(name: str, layout: str | None) -> None:
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"{name} layout must be 'NCHW', 'NHWC' or None (the Loader's), got {layout!r}")
+
+
+def spatial_axes(images: torch.Tensor, layout: str | None = None) -> tuple[int, int]:
+    """The (height, width) axes of an NCHW or NHWC batch (counted from the end, so a batch of
+    test-time views, ``(B, V, C, H, W)``, works too).
+
+    The Loader binds its layout into the built-in transforms; without one (a transform called
+    by hand) the channels are taken to be the shorter of the third-last and last axes.
+    """
+    if layout is None:
+        layout = "NCHW" if images.shape[-3] < images.shape[-1] else "NHWC"
+    last = images.ndim - 1
+    return (last - 1, last) if layout == "NCHW" else (last - 2, last - 1)
 
 
 def _applied(p: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -41,17 +57,20 @@ class Mixup(BatchTransform):
         p: the probability a batch is mixed.
         num_classes: classes of the soft labels (default: the store's).
         label_smoothing: smoothing applied to one-hot labels before mixing.
+        layout: "NCHW" or "NHWC" (default: the Loader's).
     """
 
     alpha: float = 0.2
     p: float = 1.0
     num_classes: int | None = None
     label_smoothing: float = 0.0
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         if self.alpha <= 0 or not 0.0 <= self.p <= 1.0:
             raise ValueError(f"{type(self).__name__} needs alpha > 0 and 0 <= p <= 1, "
                              f"got alpha={self.alpha}, p={self.p}")
+        check_layout(type(self).__name__, self.layout)
 
     def _soft(self, labels: torch.Tensor) -> torch.Tensor:
         soft = one_hot(labels, self.num_classes, type(self).__name__)
@@ -88,18 +107,24 @@ class CutMix(Mixup):
                  rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         soft = self._soft(labels)
         device = images.device
-        y_axis, x_axis = spatial_axes(images)
+        y_axis, x_axis = spatial_axes(images, self.layout)
         h, w = images.shape[y_axis], images.shape[x_axis]
         cut = torch.sqrt(1.0 - self._lam(rng, device))  # 0 when the batch is not mixed
-        centre = torch.rand(2, generator=rng, device=device) * torch.tensor([h, w], device=device)
-        half = cut * torch.tensor([h, w], device=device) / 2
-        low = (centre - half).floor().clamp(min=0)
-        high = (centre + half).floor().clamp(max=torch.tensor([h, w], device=device))
+        centre = torch.rand(2, generator=rng, device=device)
+        # Python sizes only: a tensor made from a list would be a host-to-device copy, which
+        # waits for the stream and so for the whole pipeline.
+        spans = []
+        for k, size in enumerate((h, w)):
+            middle, half = centre[k] * size, cut * size / 2
+            low = (middle - half).floor().clamp(min=0)
+            high = (middle + half).floor().clamp(max=size)
+            spans.append((low, high))
+        (top, bottom), (left, right) = spans
         ys = torch.arange(h, device=device)
         xs = torch.arange(w, device=device)
-        inside = ((ys >= low[0]) & (ys < high[0]))[:, None] & ((xs >= low[1]) & (xs < high[1]))[None, :]
+        inside = ((ys >= top) & (ys < bottom))[:, None] & ((xs >= left) & (xs < right))[None, :]
         shape = [1] * images.ndim
         shape[y_axis], shape[x_axis] = h, w
         out = torch.where(inside.view(shape), images.flip(0), images)
-        kept = 1.0 - (high - low).clamp(min=0).prod() / float(h * w)
+        kept = 1.0 - (bottom - top).clamp(min=0) * (right - left).clamp(min=0) / float(h * w)
         return out, soft * kept + soft.flip(0) * (1.0 - kept)

@@ -4,32 +4,39 @@ For the DALI backend it first runs the op list's tail (custom ops at the end, an
 among them: see ``fastload.pipeline.lowering``) on the NHWC batch as NumPy arrays on the CPU or
 CuPy arrays on the GPU, shared with torch by DLPack without copies, on torch's current stream:
 
-* a ``@fastload.op(vectorized=True)`` function is called once with the whole batch;
-* any other ``@fastload.op`` function once per sample, on views of the batch, with the same
+* a ``@fastload.op`` function once per sample, on views of the batch, with the same
   per-sample generator as the torch backend (so CPU results match it exactly);
+* a ``@fastload.op(vectorized=True)`` function once with the whole batch on the GPU (its large
+  draws made on the device, see ``DeviceGenerator``); on the CPU per sample, as above: calls on
+  cache-sized pieces are faster there than one call on the whole batch, and match the torch backend;
 * a ``@fastload.batch_op`` function once with the list of the batch's images.
 
-Then the output dtype and layout, then the user's batch transforms (mixup, cutmix, ...), each
+The last op writes straight into the output batch, in the output dtype and layout, with a
+trailing Normalize folded in. Then the user's batch transforms (mixup, cutmix, ...) run, each
 with a ``torch.Generator`` seeded from ``(seed, epoch, batch)``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import MissingExtraError
 from ..ops import Normalize, Op
-from ..ops.custom import BatchOp, CustomOp, describe_sample
+from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
 from ..ops.normalize import resolve_mean_std
 from .base import batch_generator
 
 __all__ = ["BatchStage", "DeviceGenerator"]
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
+                 np.dtype(np.uint8): torch.uint8}
 
 
 class DeviceGenerator:
@@ -86,7 +93,7 @@ class BatchStage:
 
     def __init__(self, *, tail: Sequence[Op], transforms: Sequence[Callable[..., Any]], seed: int,
                  layout: str, output_dtype: str, max_value: float) -> None:
-        self.tail, self.transforms = list(tail), list(transforms)
+        self.tail, self.transforms = list(tail), [_bind_layout(t, layout) for t in transforms]
         self.seed, self.layout, self.output_dtype, self.max_value = seed, layout, output_dtype, max_value
 
     @property
@@ -96,76 +103,199 @@ class BatchStage:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int,
                  records: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tail:
-            images = self._finish(self._run_tail(images, epoch, records))
+            images = self._run_tail(images, epoch, [int(r) for r in records])
         for salt, transform in enumerate(self.transforms):
             rng = batch_generator(self.seed, epoch, batch, salt, images.device)
             images, labels = transform(images, labels, rng)
         return images, labels
 
     # --- the tail ------------------------------------------------------------------------------
-    def _run_tail(self, images: torch.Tensor, epoch: int, records: np.ndarray) -> torch.Tensor:
-        for op in self.tail:
-            if isinstance(op, Normalize):
-                images = self._normalize(images, op)
-            else:
-                images = self._custom(images, op, epoch, records)
-        return images
-
-    def _normalize(self, images: torch.Tensor, op: Normalize) -> torch.Tensor:
-        mean, std = resolve_mean_std(op.mean, op.std, images.shape[-1])
-        scale = 1.0 if images.dtype.is_floating_point else self.max_value
-        m = torch.as_tensor(mean * scale, device=images.device)
-        s = torch.as_tensor(std * scale, device=images.device)
-        return (images.float() - m) / s
-
-    def _custom(self, images: torch.Tensor, op: CustomOp, epoch: int, records: np.ndarray) -> torch.Tensor:
-        gpu = images.is_cuda
-        with _on_torch_stream(gpu):
+    # On the CPU this is NumPy, not torch: NumPy's single-threaded kernels fuse the cast, the
+    # normalization and the layout change into one or two passes, while torch's intra-op threads
+    # fight DALI's for the same cores (measured 10x slower per batch on 2 cores).
+    def _run_tail(self, images: torch.Tensor | Sequence[torch.Tensor], epoch: int,
+                  records: list[int]) -> torch.Tensor:
+        """``images``: the NHWC batch, or a list of HWC images when they differ in size (the
+        tail's ops must then bring them to one size)."""
+        first = images if isinstance(images, torch.Tensor) else images[0]
+        gpu = first.is_cuda
+        ops = list(self.tail)
+        normalize = ops.pop() if isinstance(ops[-1], Normalize) else None  # folded into the output
+        with _on_torch_stream(first):
             xp, batch = _to_array(images)
-            entropies = [[self.seed, epoch, int(r)] for r in records]
-            if isinstance(op, BatchOp):
-                rng = op.sample_rng([v for e in entropies for v in e])
-                label = f"the batch of records {[int(r) for r in records]}"
-                out = xp.stack(op.run_batch(list(batch), _device(rng, xp, gpu), label))
-            elif op.vectorized:
-                rng = op.sample_rng([self.seed, epoch, *(int(r) for r in records)])
-                out = op._guarded(batch, _device(rng, xp, gpu), f"the batch of records {list(records)}")
-                if out.shape[0] != batch.shape[0] or out.ndim != 4:
-                    raise ValueError(f"vectorized custom op {op.name!r} returned shape {tuple(out.shape)} "
-                                     f"for a batch of shape {tuple(batch.shape)}")
-            else:
-                out = xp.stack([op.run(x, _device(op.sample_rng(e), xp, gpu), describe_sample(e))
-                                for x, e in zip(batch, entropies)])
-            return _to_torch(out, gpu)
+            out = _Output(xp, first.device, len(records), self.layout, _NP_DTYPES[self.output_dtype], normalize,
+                          self.max_value)
+            for k, op in enumerate(ops):
+                sink = out if k == len(ops) - 1 else None
+                if isinstance(op, Normalize):
+                    batch = self._normalize(xp, first.device, batch, op)
+                else:
+                    batch = self._custom(xp, batch, op, epoch, records, gpu, sink)
+            if isinstance(batch, list):
+                for i, (x, r) in enumerate(zip(batch, records)):
+                    out.put(i, x, ops[-1].name if ops else "the pipeline", describe_sample((self.seed, epoch, r)))
+            elif batch is not None:
+                out.put_batch(batch)
+            return out.tensor
 
-    def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(_DTYPES[self.output_dtype])
-        if self.layout == "NCHW":
-            images = images.permute(0, 3, 1, 2)
-        return images.contiguous()
+    def _normalize(self, xp: Any, device: torch.device, batch: Any, op: Normalize) -> Any:
+        """A Normalize between custom ops: float32 NHWC (a list stays a list)."""
+        if isinstance(batch, list):
+            return [_Output(xp, device, 1, "NHWC", np.float32, op, self.max_value).put_batch(x[None])[0]
+                    for x in batch]
+        return _Output(xp, device, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
+
+    def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
+                sink: _Output | None) -> Any:
+        """Run one custom op on the batch (an NHWC array or a list of HWC images); its results go
+        to ``sink`` (the output) when given (then None is returned), else they are returned (an
+        array from a vectorized op, a list of images otherwise)."""
+        label = f"the batch of records {records}"
+        if isinstance(op, BatchOp):
+            rng = op.sample_rng([v for r in records for v in (self.seed, epoch, r)])
+            results = op.run_batch(list(batch), _device(rng, xp, gpu), label)
+        elif op.vectorized and gpu and _dense(xp, batch) is not None:
+            # (on the CPU, per sample is as fast, in cache-sized pieces, and exact)
+            batch = _dense(xp, batch)
+            rng = op.sample_rng([self.seed, epoch, *records])
+            result = op._guarded(batch, _device(rng, xp, gpu), label)
+            if type(result).__module__.partition(".")[0] != type(batch).__module__.partition(".")[0] or \
+                    result.ndim != 4 or result.shape[0] != batch.shape[0]:
+                raise CustomOpError(op.name, label, f"returned {type(result).__name__} of shape "
+                                    f"{tuple(getattr(result, 'shape', ()))} for a batch of shape {tuple(batch.shape)}; "
+                                    "a vectorized op returns an NxHxWxC array of its input's kind")
+            if sink is None:
+                return result
+            sink.put_batch(result)
+            return None
+        else:
+            takes_rng = op._takes_rng()
+            results = (op.run(x, _device(op.sample_rng((self.seed, epoch, r)), xp, gpu) if takes_rng else None,
+                              describe_sample((self.seed, epoch, r))) for x, r in zip(batch, records))
+        if sink is None:
+            return list(results)  # HWC images, stacked only where a later op needs a batch
+        for i, (x, r) in enumerate(zip(results, records)):
+            sink.put(i, x, op.name, label if isinstance(op, BatchOp) else describe_sample((self.seed, epoch, r)))
+        return None
+
+
+class _Output:
+    """A batch filled sample by sample (or at once) in a given layout and dtype, with a Normalize
+    folded in: one pass over the pixels where torch would make four.
+
+    The batch is a torch tensor (torch's caching allocator on the GPU, not CuPy's pool), written
+    through a NumPy or CuPy view of it.
+
+    Args:
+        xp: numpy or cupy.
+        device: where the batch lives.
+        count: samples in the batch.
+        layout: "NCHW" or "NHWC" (inputs are always HWC samples).
+        dtype: the output's NumPy dtype.
+        normalize: a Normalize to apply on the way, or None.
+        max_value: the full scale of integer pixels (for ``normalize``).
+    """
+
+    def __init__(self, xp: Any, device: torch.device, count: int, layout: str, dtype: Any,
+                 normalize: Normalize | None, max_value: float) -> None:
+        self.xp, self.device, self.count, self.nchw, self.dtype = xp, device, count, layout == "NCHW", dtype
+        self.normalize, self.max_value = normalize, max_value
+        self.tensor: torch.Tensor | None = None
+        self.array: Any = None
+        self._sample_shape: tuple[int, ...] = ()
+        self._mean_std: tuple[Any, Any] | None = None
+
+    def _allocate(self, sample: Any) -> None:
+        h, w, c = sample.shape
+        self._sample_shape = (h, w, c)
+        shape = (self.count, c, h, w) if self.nchw else (self.count, h, w, c)
+        self.tensor = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(self.dtype)], device=self.device)
+        self.array = self.tensor.numpy() if self.xp is np else self.xp.from_dlpack(self.tensor)
+        if self.normalize is not None:
+            mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, c)
+            scale = 1.0 if np.dtype(sample.dtype).kind == "f" else self.max_value
+            shape = (c, 1, 1) if self.nchw else (c,)
+            self._mean_std = (self.xp.asarray((mean * scale).reshape(shape)),
+                              self.xp.asarray((std * scale).reshape(shape)))
+
+    def put(self, index: int, sample: Any, op: str, where: str) -> None:
+        """Write one HxWxC sample (an op's result) at ``index``."""
+        if self.array is None:
+            self._allocate(sample)
+        elif tuple(sample.shape) != self._sample_shape:
+            raise CustomOpError(op, where, f"returned shape {tuple(sample.shape)} while the batch's first image "
+                                f"came out {self._sample_shape}; a batch needs one size: end the augment list "
+                                "with a fixed-size op (RandomResizedCrop, CenterCrop, Resize(size=...))")
+        self._write(self.array[index], sample)
+
+    def put_batch(self, batch: Any) -> Any:
+        """Write a whole NxHxWxC batch; returns the output."""
+        self._allocate(batch[0])
+        self._write(self.array, batch)
+        return self.array
+
+    def _write(self, target: Any, source: Any) -> None:
+        xp = self.xp
+        if self.nchw:
+            source = xp.moveaxis(source, -1, -3)
+        if self._mean_std is None:
+            target[...] = source
+            return
+        mean, std = self._mean_std
+        # (x - mean) / std in float32, as the torch backend computes it (bit for bit)
+        if target.dtype == np.float32:
+            xp.subtract(source, mean, out=target, dtype=np.float32)
+            xp.divide(target, std, out=target)
+        else:
+            target[...] = xp.divide(xp.subtract(source, mean, dtype=np.float32), std)
+
+
+def _bind_layout(transform: Callable[..., Any], layout: str) -> Callable[..., Any]:
+    """Tell a built-in transform the batch's layout (a guess from the shape fails for tiny
+    images or many channels)."""
+    if dataclasses.is_dataclass(transform) and getattr(transform, "layout", "") is None:
+        return dataclasses.replace(transform, layout=layout)  # type: ignore[type-var]
+    return transform
 
 
 def _device(rng: np.random.Generator, xp: Any, gpu: bool) -> Any:
     return DeviceGenerator(rng, xp) if gpu else rng
 
 
-def _on_torch_stream(gpu: bool) -> Any:
-    if not gpu:
-        return contextlib.nullcontext()
-    import cupy
-
-    return cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-
-
-def _to_array(images: torch.Tensor) -> tuple[Any, Any]:
-    if images.is_cuda:
+def _cupy() -> Any:
+    try:
         import cupy
+    except ImportError:
+        raise MissingExtraError("cupy", "cuda13", "custom ops on the GPU") from None
+    return cupy
 
+
+@contextlib.contextmanager
+def _on_torch_stream(images: torch.Tensor) -> Iterator[None]:
+    """CuPy on the images' device (CuPy keeps its own current device, apart from torch's) and
+    on torch's current stream there."""
+    if not images.is_cuda:
+        yield
+        return
+    cupy = _cupy()
+    with cupy.cuda.Device(images.device.index), \
+            cupy.cuda.ExternalStream(torch.cuda.current_stream(images.device).cuda_stream):
+        yield
+
+
+def _to_array(images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[Any, Any]:
+    """numpy or cupy, and the batch as its array (a list of arrays for a list of tensors)."""
+    if not isinstance(images, torch.Tensor):
+        converted = [_to_array(x) for x in images]
+        return converted[0][0], [a for _, a in converted]
+    if images.is_cuda:
+        cupy = _cupy()
         return cupy, cupy.from_dlpack(images)
     return np, images.numpy()
 
 
-def _to_torch(array: Any, gpu: bool) -> torch.Tensor:
-    if gpu:
-        return torch.from_dlpack(array)
-    return torch.from_numpy(np.ascontiguousarray(array))
+def _dense(xp: Any, batch: Any) -> Any:
+    """The batch as one NxHxWxC array, or None when a list of images differs in shape."""
+    if not isinstance(batch, list):
+        return batch
+    return xp.stack(batch) if len({tuple(x.shape) for x in batch}) == 1 else None
