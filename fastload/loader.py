@@ -246,7 +246,11 @@ class _Pass:
             raise
         records = self._loader._records_of(self.batches[self.done])
         if self._loader._stage.active:
-            images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
+            try:
+                images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
+            except BaseException:  # the stream moved on: a later batch must not take this one's place
+                self.close()
+                raise
         if self._loader.yields_keys:
             labels = [self._loader.store.keys[int(r)] for r in records]
         self.done += 1
@@ -413,6 +417,10 @@ class Loader:
         if self.config.views:
             split_for_views(self.ops, self.config.views)  # a five-crop needs a final crop: say so now
         self.batch_transforms = bind_transforms(_transforms(batch_transforms), len(self.store.classes) or None)
+        mixing = [type(t).__name__ for t in self.batch_transforms if hasattr(t, "num_classes")]
+        if mixing and len(labels) and int(np.min(labels)) < 0:
+            raise ValueError(f"{mixing[0]} mixes labels, but {self.store.path} has unlabelled records (label -1); "
+                             "give indices= of labelled records, or leave label-mixing transforms out")
         self._feed_workers = feed_workers
         self._backend: Backend | None = None
         self._stage_cache: BatchStage | None = None

@@ -238,3 +238,25 @@ def test_forked_child_never_shuts_down_the_parents_pipelines(small_lmdb):
     finally:
         gc.enable()
         gc.collect()
+
+
+@fastload.op
+def center16(x):
+    """A custom crop to 16 x 16 (module level: worker processes import it)."""
+    h, w = x.shape[:2]
+    return x[(h - 16) // 2 : (h - 16) // 2 + 16, (w - 16) // 2 : (w - 16) // 2 + 16]
+
+
+def test_images_of_different_sizes_reach_a_tail_that_evens_them(small_lmdb):
+    augment = [ops.Resize(shorter=20), center16, ops.Normalize()]
+    out, _ = _batches(small_lmdb, "dali", augment=augment)
+    ref, _ = _batches(small_lmdb, "torch", augment=augment)
+    assert out.shape == ref.shape == (24, 3, 16, 16)
+    assert (out - ref).abs().mean().item() < 0.05
+
+
+def test_images_of_different_sizes_without_a_tail_are_named(small_lmdb):
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment=[ops.Resize(shorter=20)], backend="dali",
+                             device="cpu", num_threads=1)
+    with pytest.raises(fastload.FastloadError, match=r"records \[\d+, \d+, \d+, \d+\] differ in size"):
+        next(iter(loader))

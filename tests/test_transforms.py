@@ -425,8 +425,6 @@ def test_vectorized_op_on_the_cpu_gives_the_torch_backends_output(png_store):
 
 
 @needs_dali
-@pytest.mark.xfail(strict=True, reason="LEAD: feed workers cannot build UnknownSize (registered in "
-                   "pipeline/engine.py, which they never import); move it to pipeline/params.py")
 def test_mid_list_custom_op_stays_in_dali_and_gives_the_torch_backends_output(png_store):
     augment = [ops.CenterCrop(16), jitter, ops.Flip(horizontal=True), ops.Normalize()]
     ref, out, loader = _both(png_store, augment)

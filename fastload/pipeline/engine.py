@@ -18,7 +18,6 @@ import os
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,13 @@ import torch
 
 from ..backends.base import BackendConfig
 from ..errors import FastloadError
-from ..ops.base import Op, register
+from ..ops.base import Op
 from ..ops.custom import CustomOp
 from ..ops.normalize import max_value
 from ..stores import Store
 from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
 from .lowering import LoweredOps, LoweringContext, build_graph
+from .params import UnknownSize
 from .pool import FeedPool
 
 __all__ = ["DaliEngine", "PipelineError", "UnknownSize"]
@@ -72,16 +72,6 @@ class _Source:
 
 class PipelineError(FastloadError, RuntimeError):
     """DALI failed on a batch (the message names the batch's records and DALI's reason)."""
-
-
-@register
-@dataclass(frozen=True)
-class UnknownSize(Op):
-    """Stands in the feed for a custom op DALI runs: it draws nothing, and the size after it is
-    not known ahead (so the feed's parameter draws match the torch backend's)."""
-
-    def output_size(self, height: int, width: int) -> None:
-        return None
 
 
 def _feed_ops(head: Sequence[Op]) -> tuple[dict[str, Any], ...]:
@@ -267,7 +257,15 @@ class DaliEngine:
         self._out += 1
         while self._in_dali and self._in_dali[0][0] < position - _RELEASE_LAG + 1:
             self.pool.release(self._in_dali.popleft()[1])
-        labels = torch.from_numpy(self.labels[self._batches[position]])
+        records = self._batches[position]
+        labels = torch.from_numpy(self.labels[records])
+        if not outputs[0].is_dense_tensor():  # images that differ in size: only a tail can mend that
+            if not self.lowered.tail:
+                self.broken = True
+                raise PipelineError(f"{self.store.path}: the augmented images of records {[int(i) for i in records]} "
+                                    "differ in size; end the augment list with a fixed-size op (RandomResizedCrop, "
+                                    "CenterCrop, Resize(size=...))")
+            return [torch.from_dlpack(outputs[0][i]) for i in range(len(records))], labels.to(self.device)
         views = [torch.from_dlpack(out.as_tensor()) for out in outputs]
         images = torch.stack(views, dim=1) if self.lowered.views else views[0]
         if self.gpu:

@@ -11,12 +11,24 @@ epochs, and identical for a resumed run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..ops.base import Op, sample_rng
+from ..ops.base import Op, register, sample_rng
 
-__all__ = ["ParamLayout"]
+__all__ = ["ParamLayout", "UnknownSize"]
+
+
+@register
+@dataclass(frozen=True)
+class UnknownSize(Op):
+    """Stands in the feed for a custom op DALI runs: it draws nothing, and the size after it is
+    not known ahead (so the feed's parameter draws match the torch backend's)."""
+
+    def output_size(self, height: int, width: int) -> None:
+        return None
+
 
 
 class ParamLayout:
