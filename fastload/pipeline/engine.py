@@ -135,7 +135,9 @@ class DaliEngine:
         pixel = {np.dtype("uint8"): types.UINT8, np.dtype("uint16"): types.UINT16,
                  np.dtype("float32"): types.FLOAT}[pixel_dtype]
         dtypes = [types.UINT8 if encoded else pixel] + [types.FLOAT] * with_params + [types.INT64] * lowered.needs_ids
-        layouts = ["" if encoded else "HWC"] + [""] * (len(dtypes) - 1)
+        # no layout given to the source: DALI would then check every sample's shape against it on
+        # every batch, in Python; the tensor lists the callback makes carry their layout themselves
+        layouts = None
 
         @pipeline_def(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
                       device_id=cfg.device_id if self.gpu else None, seed=cfg.seed, exec_dynamic=True,
@@ -184,14 +186,15 @@ class DaliEngine:
         shapes = self.shapes[batch]
         if dense_batch("encoded" if self.encoded else "arrays", shapes):  # one contiguous block
             size = int(spans[-1].sum())
-            out: list[Any] = [data[:size].view(self.pixel_dtype).reshape(count, *shapes[0].tolist())]
+            dense = data[:size].view(self.pixel_dtype).reshape(count, *shapes[0].tolist())
+            out: list[Any] = [TensorListCPU(dense, "HWC")]
         else:
             if self.encoded:
                 samples = [data[s : s + n] for s, n in spans.tolist()]
             else:
                 samples = [data[s : s + n].view(self.pixel_dtype).reshape(shape)
                            for (s, n), shape in zip(spans.tolist(), shapes.tolist())]
-            out = [TensorListCPU([TensorCPU(x) for x in samples], contiguous=False)]
+            out = [TensorListCPU([TensorCPU(x) for x in samples], "" if self.encoded else "HWC", contiguous=False)]
         if k:
             out.append(params)
         if self.lowered.needs_ids:

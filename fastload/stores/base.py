@@ -23,10 +23,37 @@ from ..errors import CorruptRecordError, CorruptStoreError
 from .format import RecordTable, StoreHeader, checksum
 from .metadata import MetadataColumn, decode_column
 
-__all__ = ["StoreReader", "StoreWriter"]
+__all__ = ["RecordsView", "StoreReader", "StoreWriter"]
 
 
-class StoreReader(ABC):
+class RecordsView:
+    """What every readable collection of records shows from its ``header`` and ``table``."""
+
+    header: StoreHeader
+    table: Any
+
+    def __len__(self) -> int:
+        return self.header.count
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.header.classes)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int64 labels aligned with record indices (-1 for unlabelled records)."""
+        return self.table.labels
+
+    @property
+    def channels(self) -> int:
+        return self.header.channels
+
+    @property
+    def paths(self) -> list[str]:
+        return self.table.paths
+
+
+class StoreReader(RecordsView, ABC):
     """Read-only access to one packed store: ``len``, labels, classes, ``get``, ``decode``."""
 
     extension: str = ""
@@ -121,26 +148,6 @@ class StoreReader(ABC):
         if self._table is None:
             self._table = self._read_table(self._live_handle(), self.header)
         return self._table
-
-    def __len__(self) -> int:
-        return self.header.count
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.header.classes)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """int64 labels aligned with record indices (-1 for unlabelled records)."""
-        return self.table.labels
-
-    @property
-    def channels(self) -> int:
-        return self.header.channels
-
-    @property
-    def paths(self) -> list[str]:
-        return self.table.paths
 
     @property
     def metadata_columns(self) -> tuple[MetadataColumn, ...]:

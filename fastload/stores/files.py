@@ -21,6 +21,7 @@ import numpy as np
 from .. import images
 from ..errors import BadInputError
 from ..sources.base import Skipped, Source, display_path
+from .base import RecordsView
 from .format import StoreHeader
 
 __all__ = ["FileReader", "FileStore", "FileTable"]
@@ -126,7 +127,7 @@ class FileReader:
 
 
 @dataclass
-class FileStore:
+class FileStore(RecordsView):
     """Image files as a read-only store (see the module docstring).
 
     Args:
@@ -147,7 +148,6 @@ class FileStore:
     def __post_init__(self) -> None:
         listing = _list(self.source, self.labels_csv)
         self.root = listing.root
-        self.classes = list(listing.classes)
         self.skipped = list(listing.skipped)
         kept, probes, labels = [], [], []
         for item in listing.items:
@@ -171,25 +171,10 @@ class FileStore:
             shapes=np.asarray([p.shape for p in probes], np.int64).reshape(-1, 3),
             nbytes=np.asarray([os.path.getsize(p) for p in kept], np.int64),
             paths=[display_path(p) for p in kept])
-        self.header = StoreHeader(count=len(kept), payload="encoded", classes=self.classes, encodings=formats,
+        self.header = StoreHeader(count=len(kept), payload="encoded", classes=list(listing.classes), encodings=formats,
                                   dtypes=dtypes, channels=int(self.table.shapes[:, 2].max()))
 
     # --- the store interface the loaders use ----------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.paths_)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.table.labels
-
-    @property
-    def channels(self) -> int:
-        return self.header.channels
-
-    @property
-    def paths(self) -> list[str]:
-        return self.table.paths
-
     def read(self, index: int, verify: bool = True) -> bytes:
         """The bytes of file ``index`` (``verify`` is ignored: files carry no checksum)."""
         return FileReader.read(self, index)  # type: ignore[arg-type]
