@@ -413,3 +413,12 @@ def test_torch_dataloader_workers(small_h5, method):
                                          multiprocessing_context=method)
     got = [(int(s), int(label)) for sums, labels in loader for s, label in zip(sums, labels)]
     assert got == expected
+
+
+@pytest.mark.parametrize("fixture", ["small_lmdb", "small_h5"])
+def test_read_into_gives_read_s_bytes_and_checks(fixture, request, tmp_path):
+    store = fastload.open_store(request.getfixturevalue(fixture))
+    out = bytearray(1 << 20)
+    for index in range(len(store)):
+        size = store.read_into(index, memoryview(out))
+        assert bytes(out[:size]) == store.read(index)

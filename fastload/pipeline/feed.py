@@ -106,6 +106,16 @@ class FeedReader:
             self.shapes = record_shapes(self.store)
         self.layout = ParamLayout(spec.build_ops())
         self.dtype = np.dtype(spec.pixel_dtype)
+        # records whose stored bytes are already the payload are read straight into the slot
+        self.read_into = getattr(self.store, "read_into", None)
+        self.raw_as_is = spec.mode == "arrays" and self._raw_as_is()
+
+    def _raw_as_is(self) -> bool:
+        shards = getattr(self.store, "shards", [self.store])
+        if not all(getattr(s, "header", None) is not None and s.header.payload == "raw" for s in shards):
+            return False
+        return ({np.dtype(d) for s in shards for d in s.header.dtypes} == {self.dtype}
+                and bool((self.shapes[:, 2] == self.spec.channels).all()))
 
     def _array(self, index: int) -> np.ndarray:
         if self.store.header.payload == "raw":
@@ -119,10 +129,19 @@ class FeedReader:
             image = np.repeat(image, self.spec.channels, axis=2)
         return image if image.dtype == self.dtype else image.astype(self.dtype)
 
-    def _payload(self, index: int) -> np.ndarray:
+    def _write(self, index: int, out: np.ndarray) -> int:
+        """Record ``index``'s payload into ``out``; its size in bytes."""
+        if self.read_into is not None and (self.spec.mode == "encoded" or self.raw_as_is):
+            return self.read_into(index, memoryview(out), self.spec.verify)
         if self.spec.mode == "encoded":
-            return np.frombuffer(self.store.read(index, self.spec.verify), np.uint8)
-        return self._array(index).reshape(-1).view(np.uint8)
+            payload = np.frombuffer(self.store.read(index, self.spec.verify), np.uint8)
+        else:
+            payload = self._array(index).reshape(-1).view(np.uint8)
+        if payload.size > out.size:
+            raise ValueError(f"record {index} is larger than its size in the store's table "
+                             f"({payload.size} bytes); the store is damaged: run fastload verify")
+        out[: payload.size] = payload
+        return payload.size
 
     def fill(self, slot: memoryview, epoch: int, indices: np.ndarray) -> int:
         """Write the batch ``indices`` of ``epoch`` into ``slot``; return the bytes used."""
@@ -135,14 +154,9 @@ class FeedReader:
         dense = dense_batch(self.spec.mode, self.shapes[indices])
         position = 0
         for row, index in enumerate(indices):
-            payload = self._payload(int(index))
-            end = position + payload.size
-            if end > data.size:
-                raise ValueError(f"record {int(index)} is larger than its size in the store's table "
-                                 f"({payload.size} bytes); the store is damaged: run fastload verify")
-            spans[row] = position, payload.size
-            data[position:end] = payload
-            position = end if dense else _align(end)
+            size = self._write(int(index), data[position:])
+            spans[row] = position, size
+            position += size if dense else _align(size)
         return data_at + position
 
 

@@ -201,6 +201,42 @@ class StoreReader(RecordsView, ABC):
             raise self._corrupt(index, "checksum mismatch (the stored bytes changed)")
         return data
 
+    def _payload_spans(self, handle: Any, index: int) -> list[tuple[Any, int, int]] | None:
+        """Where record ``index``'s bytes lie: ``(file, offset, size)`` pieces (checked), or None
+        when only ``_read_payload`` can read them."""
+        return None
+
+    def read_into(self, index: int, out: memoryview, verify: bool = True) -> int:
+        """Read record ``index`` straight into ``out`` (the same checks as ``read``, one copy
+        less); return its size. ``out`` must hold at least the record's table size."""
+        index = self._check_index(index)
+        table = self.table
+        size = int(table.nbytes[index])
+        handle = self._live_handle()
+        try:
+            spans = self._payload_spans(handle, index)
+            if spans is None:
+                data = self.read(index, verify)
+                out[: len(data)] = data
+                return len(data)
+            if size > len(out) or sum(s for _, _, s in spans) != size:
+                raise self._corrupt(index, f"its stored size differs from the record table's ({size:,} bytes)")
+            position = 0
+            for file, offset, length in spans:
+                file.read_into(offset, out[position : position + length])
+                position += length
+        except KeyError:
+            raise self._corrupt(index, "record is missing from the store") from None
+        except CorruptRecordError:
+            raise
+        except CorruptStoreError as exc:
+            raise self._corrupt(index, exc.reason) from None
+        except OSError as exc:
+            raise self._corrupt(index, f"cannot be read ({exc})") from None
+        if verify and checksum(out[:size]) != int(table.checksums[index]):
+            raise self._corrupt(index, "checksum mismatch (the stored bytes changed)")
+        return size
+
     def get(self, index: int) -> tuple[bytes | np.ndarray, int]:
         """The payload of record ``index`` (bytes, or an array for raw stores) and its label."""
         data = self.read(index)

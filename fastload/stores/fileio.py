@@ -45,6 +45,20 @@ class ReadOnlyFile:
             data += more
         return data
 
+    def read_into(self, offset: int, out: memoryview) -> None:
+        """Fill ``out`` with the bytes at ``offset`` (no intermediate copy where ``os.preadv``
+        exists); ``ShortReadError`` if the file ends first."""
+        if self._lock is not None or not hasattr(os, "preadv"):
+            out[:] = self.read(offset, len(out))
+            return
+        done = 0
+        while done < len(out):  # short reads are legal (network file systems); EOF gives 0
+            got = os.preadv(self.fd, [out[done:]], offset + done)
+            if not got:
+                raise ShortReadError(f"{self.path}: bytes {offset:,}..{offset + len(out):,} asked for, "
+                                     f"the file ends at {offset + done:,}")
+            done += got
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

@@ -251,7 +251,15 @@ class Hdf5Reader(StoreReader):
                 values = self._read_strings(handle, values)
             return stored[()], values
 
-    def _read_payload(self, handle: _Handle, index: int) -> bytes:
+    def _payload_spans(self, handle: _Handle, index: int) -> list[tuple[ReadOnlyFile, int, int]] | None:
+        start, stop = self._checked_offsets(handle, index)
+        if handle.chunk:
+            return [(handle.raw, offset, size) for offset, size in self._chunk_spans(handle, start, stop)]
+        if handle.direct:
+            return [(handle.raw, handle.base + start, stop - start)]
+        return None  # a layout only h5py reads
+
+    def _checked_offsets(self, handle: _Handle, index: int) -> tuple[int, int]:
         if not handle.sizes:
             handle.sizes.frombytes(self.table.nbytes.astype("=i8").tobytes())
         if index + 1 >= len(handle.offsets):  # only when opened despite a short offsets array
@@ -262,6 +270,10 @@ class Hdf5Reader(StoreReader):
         if stop - start != handle.sizes[index]:
             raise self._damage(f"its offsets span {stop - start:,} bytes, the record table says "
                                f"{handle.sizes[index]:,}")
+        return start, stop
+
+    def _read_payload(self, handle: _Handle, index: int) -> bytes:
+        start, stop = self._checked_offsets(handle, index)
         if handle.chunk:
             return self._read_chunked(handle, start, stop)
         if handle.direct:
@@ -269,16 +281,21 @@ class Hdf5Reader(StoreReader):
         with _hdf5_errors(self.path, "HDF5 cannot read it"):
             return handle.data[start:stop].tobytes()
 
-    def _read_chunked(self, handle: _Handle, start: int, stop: int) -> bytes:
+    def _chunk_spans(self, handle: _Handle, start: int, stop: int) -> list[tuple[int, int]]:
+        """(file offset, size) of each piece of data bytes ``start..stop`` (one per chunk)."""
         chunk = handle.chunk
         first, last = start // chunk, (stop - 1) // chunk if stop > start else start // chunk
-        pieces = []
+        spans = []
         for k in range(first, last + 1):
             where = handle.chunks[k] if k < len(handle.chunks) else -1
             if where < 0:
                 raise self._damage(f"its data chunk {k} is missing from the file")
             lo, hi = max(start, k * chunk), min(stop, (k + 1) * chunk)
-            pieces.append(handle.raw.read(where + lo - k * chunk, hi - lo))
+            spans.append((where + lo - k * chunk, hi - lo))
+        return spans
+
+    def _read_chunked(self, handle: _Handle, start: int, stop: int) -> bytes:
+        pieces = [handle.raw.read(offset, size) for offset, size in self._chunk_spans(handle, start, stop)]
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def check_structure(self) -> tuple[list[str], dict[int, str]]:

@@ -132,14 +132,18 @@ class LmdbReader(StoreReader):
                 raise self._damage(f"metadata column {column.name!r}: its values are not valid JSON") from None
         return np.frombuffer(raw, dtype=column.dtype), values
 
-    def _read_payload(self, handle: _Handle, index: int) -> bytes:
+    def _payload_spans(self, handle: _Handle, index: int) -> list[tuple[Any, int, int]]:
         if not handle.sizes:
             handle.sizes.frombytes(self.table.nbytes.astype("=i8").tobytes())
             handle.offsets = array("q", [-1]) * len(handle.sizes)
         offset = handle.offsets[index]
         if offset < 0:
             offset = self._locate(handle, index)
-        return handle.file.file.read(offset, handle.sizes[index])
+        return [(handle.file.file, offset, handle.sizes[index])]
+
+    def _read_payload(self, handle: _Handle, index: int) -> bytes:
+        (file, offset, size), = self._payload_spans(handle, index)
+        return file.read(offset, size)
 
     def _locate(self, handle: _Handle, index: int) -> int:
         """Check the leaf page holding record ``index`` and note where its records lie."""

@@ -125,6 +125,10 @@ class ShardedStore:
         shard, local = self._locate(index)
         return shard.read(local, verify)
 
+    def read_into(self, index: int, out: memoryview, verify: bool = True) -> int:
+        shard, local = self._locate(index)
+        return shard.read_into(local, out, verify)
+
     def get(self, index: int) -> tuple[bytes | np.ndarray, int]:
         shard, local = self._locate(index)
         return shard.get(local)
