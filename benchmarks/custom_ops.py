@@ -53,14 +53,14 @@ __all__ = ["CONFIGS", "configs", "main", "measure"]
 def add_noise(x, rng, sigma=0.05):
     """The README's op, as written there."""
     xp = fastload.array_namespace(x)
-    return x + sigma * xp.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
+    return x + sigma * xp.asarray(rng.standard_normal(x.shape, dtype="float32"), dtype=x.dtype)
 
 
 @fastload.op(vectorized=True)
 def add_noise_batched(x, rng, sigma=0.05):
     """The same body, declared elementwise: called once with the whole NHWC batch."""
     xp = fastload.array_namespace(x)
-    return x + sigma * xp.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
+    return x + sigma * xp.asarray(rng.standard_normal(x.shape, dtype="float32"), dtype=x.dtype)
 
 
 @fastload.batch_op

@@ -5,7 +5,7 @@
     @fastload.op
     def add_noise(x, rng, sigma=0.05):
         xp = fastload.array_namespace(x)          # numpy on CPU pipelines, cupy on GPU ones
-        return x + sigma * xp.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
+        return x + sigma * xp.asarray(rng.standard_normal(x.shape, dtype="float32"), dtype=x.dtype)
 
     augment = [..., add_noise.with_args(sigma=0.02)]
 
