@@ -250,6 +250,24 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}"
 
 
+def _table(head: str, rows: list[dict[str, Any]], cells: Any) -> str:
+    """``head``, a rule, then one line per row: its loader, threads and batch size, then
+    ``cells(row)`` for a measured row, or its status and reason for a skipped or failed one."""
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        where = f"{r['loader']:<24} {_fmt(r.get('threads'), '>3')} {_fmt(r.get('batch_size'), '>5')}"
+        if r.get("status") != "ok":
+            lines.append(f"{where} {r.get('status', '?')}: {r.get('note', '')}")
+        else:
+            lines.append(" ".join([where, *cells(r)]))
+    return "\n".join(lines)
+
+
+def _spread(r: dict[str, Any], width: int) -> str:
+    spread = f"{r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}"
+    return f"{spread:>{width}}"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table, one line per row, skipped and failed rows with their reason.
 
@@ -259,20 +277,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'loader':<24} {'thr':>3} {'batch':>5} {'img/s':>7} {'min-max':>13} {'MB/s':>6} "
             f"{'1st(s)':>6} {'us/img':>6} {'feed/s':>6} {'RSS MB':>7} {'GPU MB':>6} {'CPU%':>5} "
             f"{'ceil%':>5}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        where = f"{r['loader']:<24} {_fmt(r.get('threads'), '>3')} {_fmt(r.get('batch_size'), '>5')}"
-        if r.get("status") != "ok":
-            lines.append(f"{where} {r.get('status', '?')}: {r.get('note', '')}")
-            continue
-        spread = f"{r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}"
-        lines.append(" ".join([
-            where, f"{r['images_per_s']:>7.0f}", f"{spread:>13}", _fmt(r.get("mb_per_s"), ">6.1f"),
-            _fmt(r.get("first_batch_s"), ">6.2f"), _fmt(r.get("host_us_per_image"), ">6.0f"),
-            f"{_kilo(r.get('feed_ceiling_images_per_s')):>6}", _fmt(r.get("peak_rss_mb"), ">7.0f"),
-            _fmt(r.get("gpu_mem_peak_mb"), ">6.0f"), _fmt(r.get("cpu_util_pct"), ">5.0f"),
-            f"{_percent(r.get('ceiling_fraction')):>5}"]))
-    return "\n".join(lines)
+    return _table(head, rows, lambda r: [
+        f"{r['images_per_s']:>7.0f}", _spread(r, 13), _fmt(r.get("mb_per_s"), ">6.1f"),
+        _fmt(r.get("first_batch_s"), ">6.2f"), _fmt(r.get("host_us_per_image"), ">6.0f"),
+        f"{_kilo(r.get('feed_ceiling_images_per_s')):>6}", _fmt(r.get("peak_rss_mb"), ">7.0f"),
+        _fmt(r.get("gpu_mem_peak_mb"), ">6.0f"), _fmt(r.get("cpu_util_pct"), ">5.0f"),
+        f"{_percent(r.get('ceiling_fraction')):>5}"])
 
 
 def format_training_table(rows: list[dict[str, Any]]) -> str:
@@ -280,21 +290,13 @@ def format_training_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'loader':<24} {'thr':>3} {'batch':>5} {'train/s':>7} {'min-max':>11} "
             f"{'synth/s':>7} {'busy%':>5} {'alone/s':>7} {'1st(s)':>6} {'us/img':>6} "
             f"{'feed/s':>6} {'GPU MB':>6} {'CPU%':>5}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        where = f"{r['loader']:<24} {_fmt(r.get('threads'), '>3')} {_fmt(r.get('batch_size'), '>5')}"
-        if r.get("status") != "ok":
-            lines.append(f"{where} {r.get('status', '?')}: {r.get('note', '')}")
-            continue
-        spread = f"{r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}"
-        lines.append(" ".join([
-            where, f"{r['images_per_s']:>7.0f}", f"{spread:>11}",
-            _fmt(r.get("synthetic_images_per_s"), ">7.0f"), f"{_percent(r.get('busy_fraction')):>5}",
-            _fmt(r.get("loader_images_per_s"), ">7.0f"), _fmt(r.get("first_batch_s"), ">6.2f"),
-            _fmt(r.get("host_us_per_image"), ">6.0f"),
-            f"{_kilo(r.get('feed_ceiling_images_per_s')):>6}",
-            _fmt(r.get("gpu_mem_peak_mb"), ">6.0f"), _fmt(r.get("cpu_util_pct"), ">5.0f")]))
-    return "\n".join(lines)
+    return _table(head, rows, lambda r: [
+        f"{r['images_per_s']:>7.0f}", _spread(r, 11),
+        _fmt(r.get("synthetic_images_per_s"), ">7.0f"), f"{_percent(r.get('busy_fraction')):>5}",
+        _fmt(r.get("loader_images_per_s"), ">7.0f"), _fmt(r.get("first_batch_s"), ">6.2f"),
+        _fmt(r.get("host_us_per_image"), ">6.0f"),
+        f"{_kilo(r.get('feed_ceiling_images_per_s')):>6}",
+        _fmt(r.get("gpu_mem_peak_mb"), ">6.0f"), _fmt(r.get("cpu_util_pct"), ">5.0f")])
 
 
 def format_ceilings(ceiling: dict[str, Any] | None, gpu_ceiling: dict[str, Any] | None) -> list[str]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -179,6 +180,21 @@ class StoreReader(RecordsView, ABC):
             raise IndexError(f"{self.path}: record {index} out of range (store has {n})")
         return index % n
 
+    @contextmanager
+    def _reading(self, index: int) -> Iterator[None]:
+        """Damage met reading record ``index`` (a missing key, a bad page, an I/O error or a file
+        cut short under the reader) raised as one CorruptRecordError naming the record."""
+        try:
+            yield
+        except KeyError:
+            raise self._corrupt(index, "record is missing from the store") from None
+        except CorruptRecordError:
+            raise
+        except CorruptStoreError as exc:
+            raise self._corrupt(index, exc.reason) from None
+        except OSError as exc:
+            raise self._corrupt(index, f"cannot be read ({exc})") from None
+
     def read(self, index: int, verify: bool = True) -> bytes:
         """The stored bytes of record ``index``; checks its checksum unless ``verify=False``.
 
@@ -187,16 +203,8 @@ class StoreReader(RecordsView, ABC):
         index = self._check_index(index)
         table = self.table  # damage found opening the store is the store's, not this record's
         handle = self._live_handle()
-        try:
+        with self._reading(index):
             data = self._read_payload(handle, index)
-        except KeyError:
-            raise self._corrupt(index, "record is missing from the store") from None
-        except CorruptRecordError:
-            raise
-        except CorruptStoreError as exc:
-            raise self._corrupt(index, exc.reason) from None
-        except OSError as exc:  # an I/O error of the disk, or a file cut short under a reader
-            raise self._corrupt(index, f"cannot be read ({exc})") from None
         if verify and checksum(data) != int(table.checksums[index]):
             raise self._corrupt(index, "checksum mismatch (the stored bytes changed)")
         return data
@@ -213,7 +221,7 @@ class StoreReader(RecordsView, ABC):
         table = self.table
         size = int(table.nbytes[index])
         handle = self._live_handle()
-        try:
+        with self._reading(index):
             spans = self._payload_spans(handle, index)
             if spans is None:
                 data = self.read(index, verify)
@@ -225,14 +233,6 @@ class StoreReader(RecordsView, ABC):
             for file, offset, length in spans:
                 file.read_into(offset, out[position : position + length])
                 position += length
-        except KeyError:
-            raise self._corrupt(index, "record is missing from the store") from None
-        except CorruptRecordError:
-            raise
-        except CorruptStoreError as exc:
-            raise self._corrupt(index, exc.reason) from None
-        except OSError as exc:
-            raise self._corrupt(index, f"cannot be read ({exc})") from None
         if verify and checksum(out[:size]) != int(table.checksums[index]):
             raise self._corrupt(index, "checksum mismatch (the stored bytes changed)")
         return size
