@@ -64,6 +64,22 @@ def test_both_backends_give_the_same_images(test_folder):
     assert (dali - ref).abs().mean().item() < 0.05
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_file_that_does_not_decode_is_named(tmp_path, backend):
+    """A truncated JPEG passes the header check made when the loader opens; decoding it fails,
+    and the error names the file (DALI's own message names no sample) and what to do."""
+    for i in range(6):
+        _image(tmp_path / f"img_{i}.jpg", i)
+    whole = (tmp_path / "img_5.jpg").read_bytes()
+    (tmp_path / "img_5.jpg").write_bytes(whole[: len(whole) // 3])
+    loader = _loader(str(tmp_path), backend)
+    assert not loader.skipped
+    with pytest.raises(fastload.FastloadError, match=r"img_5\.jpg: cannot be decoded") as caught:
+        list(loader)
+    if backend == "dali":
+        assert "img_4.jpg" not in str(caught.value) and "fastload pack" in str(caught.value)
+
+
 def test_globs_lists_labels_and_csvs(tmp_path):
     for label in ("cat", "dog"):
         (tmp_path / "train" / label).mkdir(parents=True)

@@ -29,6 +29,7 @@ from ..ops.base import Op
 from ..ops.custom import CustomOp
 from ..ops.normalize import max_value
 from ..stores import Store
+from ..stores.files import FileStore
 from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
@@ -253,9 +254,7 @@ class DaliEngine:
         except Exception as exc:
             self.broken = True
             batch = self._batches[self._out] if self._out < len(self._batches) else []
-            raise PipelineError(f"{self.store.path}: DALI failed on the batch of records "
-                                f"{[int(i) for i in batch]}: {exc}. If a record is damaged, "
-                                f"'fastload verify {self.store.path}' names it.") from exc
+            raise self._failure([int(i) for i in batch], exc) from exc
         position = self._out
         self._out += 1
         while self._in_dali and self._in_dali[0][0] < position - _RELEASE_LAG + 1:
@@ -274,6 +273,25 @@ class DaliEngine:
         if self.gpu:
             labels = labels.to(self.device, non_blocking=True)
         return images, labels
+
+    def _failure(self, records: list[int], exc: BaseException) -> PipelineError:
+        """The error for a batch DALI failed on. DALI's message names no sample, so the batch's
+        records go through fastload's own decoder: those it refuses too are named, with why."""
+        refused = []
+        for record in records:
+            try:
+                self.store.decode(record)
+            except FastloadError as error:
+                refused.append(str(error))
+        if isinstance(self.store, FileStore):
+            remedy = ("remove or replace the file, or pack the folder ('fastload pack' checks every image "
+                      "and leaves out those that do not decode)")
+        else:
+            remedy = f"'fastload verify {self.store.path}' lists every damaged record"
+        where = f"{self.store.path}: DALI failed on the batch of records {records}"
+        if refused:
+            return PipelineError(f"{where}: {'; '.join(refused)}; {remedy}")
+        return PipelineError(f"{where}: {exc}. If a record is damaged, {remedy}")
 
     def close(self) -> None:
         self.pipe = None

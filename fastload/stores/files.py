@@ -183,7 +183,9 @@ class FileStore(RecordsView):
         return self.read(index), int(self.table.labels[index])
 
     def decode(self, index: int) -> np.ndarray:
-        return images.decode(self.read(index), path=self.keys[index])
+        """File ``index`` decoded; an error names its path."""
+        return FileReader.decode(self, index)  # type: ignore[arg-type]
+
 
     def close(self) -> None:
         """Nothing to release: files are opened per read."""
