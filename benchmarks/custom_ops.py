@@ -4,6 +4,7 @@ shared machine hits every configuration alike), and the iterating thread's CPU t
 
     python benchmarks/custom_ops.py                          # CPU, 2 threads, batch 64, 224 px
     python benchmarks/custom_ops.py --device cuda --threads 16 --batch-size 256
+    python benchmarks/custom_ops.py --threads 16 --stage-threads 1,16     # the batch stage's pool
 
 Configurations (DESIGN.md section 5: each may cost at most 25% of the train preset's throughput
 on 2 CPU cores, 15% on a GPU):
@@ -158,18 +159,28 @@ def _round(stream: Iterator[Any], batches: int, flush: int) -> dict[str, float]:
 
 
 def measure(store: str, *, names: list[str], size: int, batch_size: int, threads: int, device: str,
-            rounds: int, batches: int, flush: int = 4) -> dict[str, dict[str, Any]]:
+            rounds: int, batches: int, flush: int = 4,
+            stage_threads: list[int] | None = None) -> dict[str, dict[str, Any]]:
     """img/s (median of ``rounds``) and iterating-thread us/img of each named configuration.
 
-    Every configuration has its own Loader, kept alive; each round measures them in turn.
+    Every configuration has its own Loader, kept alive; each round measures them in turn. With
+    ``stage_threads``, each configuration after ``train`` is measured once per count of batch
+    stage threads (named ``NAME [stage N]``; the Loader's default is ``threads``).
     """
     table = configs(size)
     count = len(fastload.open_store(store))
+    runs = {name: (name, None) for name in names}
+    if stage_threads:
+        runs = {names[0]: (names[0], None), **{f"{n} [stage {k}]": (n, k) for n in names[1:] for k in stage_threads}}
+    table.update({run: table[name] for run, (name, _) in runs.items()})
+    names = list(runs)
     streams = {}
     for name in names:
         loader = fastload.Loader(store, batch_size=batch_size, augment=table[name], backend="dali", device=device,
                                  num_threads=threads, shuffle=True, seed=0, drop_last=True,
                                  weights=np.ones(count), num_samples=batch_size * 5_000)
+        if runs[name][1] is not None:
+            loader._stage.threads = runs[name][1]  # a benchmark's knob: users get num_threads
         streams[name] = _forever(loader)
         try:
             for _ in range(3):  # build the pipeline, start the feed, warm up
@@ -229,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batches", type=int, default=15, help="timed batches per configuration per round")
     p.add_argument("--only", help="comma-separated configuration names (train is always first)")
+    p.add_argument("--stage-threads", help="comma-separated batch-stage thread counts to compare, e.g. 1,16 "
+                   "(each configuration after train once per count, interleaved)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     data = prepare_data(os.path.abspath(args.work), folder=args.data,
@@ -242,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
           f"batch {args.batch_size}, {args.image_size} px, {args.rounds} rounds x {args.batches} batches",
           flush=True)
     results = measure(data.stores["lmdb"], names=names, size=args.image_size, batch_size=args.batch_size,
-                      threads=args.threads, device=args.device, rounds=args.rounds, batches=args.batches)
+                      threads=args.threads, device=args.device, rounds=args.rounds, batches=args.batches,
+                      stage_threads=[int(k) for k in args.stage_threads.split(",")] if args.stage_threads else None)
     print(_table(results))
     if args.json:
         with open(args.json, "w") as f:

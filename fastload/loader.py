@@ -485,7 +485,7 @@ class Loader:
             self._stage_cache = BatchStage(
                 tail=self._get_backend().tail, transforms=self.batch_transforms, seed=self.config.seed,
                 layout=self.config.layout, output_dtype=self.config.output_dtype,
-                max_value=max_value(np.dtype(pixel)))
+                max_value=max_value(np.dtype(pixel)), threads=self.config.num_threads)
         return self._stage_cache
 
     def _records_of(self, batch: np.ndarray) -> np.ndarray:

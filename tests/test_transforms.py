@@ -460,6 +460,9 @@ def test_custom_ops_benchmark_measures_each_kind(small_lmdb):
     assert list(results) == names
     assert all(r["images_per_s"] > 0 and r["cpu_ms_per_image"] >= 0 for r in results.values())  # 10 ms ticks
     assert results["+ add_noise @op"]["op_alone_ms_per_image"] > 0 == results["train"]["op_alone_ms_per_image"]
+    compared = measure(small_lmdb, names=names[:2], size=32, batch_size=8, threads=2, device="cpu", rounds=1,
+                       batches=1, flush=0, stage_threads=[1, 2])
+    assert list(compared) == ["train", "+ add_noise @op [stage 1]", "+ add_noise @op [stage 2]"]
 
 
 # --- every preset x output dtype x layout, both backends ------------------------------------------
@@ -579,14 +582,28 @@ def crop_to_8(x):
     return x[:8, :8]
 
 
-def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size():
-    """What the DALI engine can hand over when the head leaves sizes apart (LEAD: engine.next)."""
+def test_stage_threads_do_not_change_a_tail_with_a_normalize_between_ops():
+    from fastload.transforms import BatchStage
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (6, 12, 10, 3), generator=g, dtype=torch.uint8)
+    outs = [BatchStage(tail=[jitter, ops.Normalize(), crop_to_8], transforms=[], seed=3, layout="NCHW",
+                       output_dtype="float32", max_value=255.0, threads=threads)(images, torch.zeros(6), 1, 0,
+                                                                                np.arange(10, 16))[0]
+            for threads in (1, 3)]
+    assert outs[0].shape == (6, 3, 8, 8) and torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size(threads):
+    """What the DALI engine can hand over when the head leaves sizes apart (LEAD: engine.next).
+    The same results and errors whether the CPU's per-sample work runs on one thread or several."""
     from fastload.transforms import BatchStage
 
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (10 + i, 12, 3), generator=g, dtype=torch.uint8) for i in range(3)]
     stage = BatchStage(tail=[jitter, crop_to_8, centre_batch, ops.Normalize()], transforms=[], seed=1,
-                       layout="NCHW", output_dtype="float32", max_value=255.0)
+                       layout="NCHW", output_dtype="float32", max_value=255.0, threads=threads)
     out, _ = stage(images, torch.zeros(3), 0, 0, np.arange(3))
     assert out.shape == (3, 3, 8, 8) and out.dtype == torch.float32
     # the same as the torch backend's order of work, by hand
@@ -595,6 +612,7 @@ def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size
     mean, std = np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255
     expected = np.stack([(x.astype(np.float32) - mean) / std for x in ref]).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(out.numpy(), expected)
-    bad = BatchStage(tail=[jitter], transforms=[], seed=1, layout="NHWC", output_dtype="uint8", max_value=255.0)
+    bad = BatchStage(tail=[jitter], transforms=[], seed=1, layout="NHWC", output_dtype="uint8", max_value=255.0,
+                     threads=threads)
     with pytest.raises(CustomOpError, match="'jitter' failed on record 1 .*one size"):
         bad(images, torch.zeros(3), 0, 0, np.arange(3))

@@ -1,4 +1,4 @@
-"""The batch stage: what runs on each finished batch, on the loader's device, in its thread.
+"""The batch stage: what runs on each finished batch, on the loader's device.
 
 For the DALI backend it first runs the op list's tail (custom ops at the end, and a Normalize
 among them: see ``fastload.pipeline.lowering``) on the NHWC batch as NumPy arrays on the CPU or
@@ -14,13 +14,22 @@ CuPy arrays on the GPU, shared with torch by DLPack without copies, on torch's c
 The last op writes straight into the output batch, in the output dtype and layout, with a
 trailing Normalize folded in. Then the user's batch transforms (mixup, cutmix, ...) run, each
 with a ``torch.Generator`` seeded from ``(seed, epoch, batch)``.
+
+On the CPU the per-sample work (each sample's op calls and its write into the output) runs on a
+pool of the loader's threads, not on the thread that iterates the Loader: NumPy releases the GIL
+in its kernels, so the stage scales with the cores instead of capping the loader at what one
+thread can do (measured in benchmarks/RESULTS.md, section 7). Samples are independent (each has
+its own generator and its own slice of the output), so the results do not depend on the threads.
+On the GPU the calls only queue kernels, and stay on the iterating thread, on torch's stream.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -89,16 +98,29 @@ class BatchStage:
         layout: "NCHW" or "NHWC" (the tail's input is always NHWC).
         output_dtype: "float32", "float16" or "uint8".
         max_value: the pixel type's full scale (for a tail Normalize).
+        threads: threads for the per-sample work on the CPU (1: the calling thread only).
     """
 
     def __init__(self, *, tail: Sequence[Op], transforms: Sequence[Callable[..., Any]], seed: int,
-                 layout: str, output_dtype: str, max_value: float) -> None:
+                 layout: str, output_dtype: str, max_value: float, threads: int = 1) -> None:
         self.tail, self.transforms = list(tail), [_bind_layout(t, layout) for t in transforms]
         self.seed, self.layout, self.output_dtype, self.max_value = seed, layout, output_dtype, max_value
+        self.threads = threads
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
 
     @property
     def active(self) -> bool:
         return bool(self.tail or self.transforms)
+
+    def _map(self, fn: Callable[[int], Any], count: int, gpu: bool) -> list[Any]:
+        """``[fn(0), ..., fn(count - 1)]``; on the CPU the rest on the thread pool once ``fn(0)``
+        is done here (it sizes the output), the error of the lowest index raised."""
+        if gpu or self.threads <= 1 or count <= 1:
+            return [fn(i) for i in range(count)]
+        first = fn(0)
+        if self._pool is None or self._pool[0] != os.getpid():
+            self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="fastload-stage"))
+        return [first, *self._pool[1].map(fn, range(1, count))]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int,
                  records: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +154,10 @@ class BatchStage:
                 else:
                     batch = self._custom(xp, batch, op, epoch, records, gpu, sink)
             if isinstance(batch, list):
-                for i, (x, r) in enumerate(zip(batch, records)):
-                    out.put(i, x, ops[-1].name if ops else "the pipeline", describe_sample((self.seed, epoch, r)))
+                name = ops[-1].name if ops else "the pipeline"
+                samples = batch
+                self._map(lambda i: out.put(i, samples[i], name, describe_sample((self.seed, epoch, records[i]))),
+                          len(samples), gpu)
             elif batch is not None:
                 out.put_batch(batch)
             return out.tensor
@@ -141,8 +165,9 @@ class BatchStage:
     def _normalize(self, xp: Any, device: torch.device, batch: Any, op: Normalize) -> Any:
         """A Normalize between custom ops: float32 NHWC (a list stays a list)."""
         if isinstance(batch, list):
-            return [_Output(xp, device, 1, "NHWC", np.float32, op, self.max_value).put_batch(x[None])[0]
-                    for x in batch]
+            samples = batch
+            return self._map(lambda i: _Output(xp, device, 1, "NHWC", np.float32, op, self.max_value)
+                             .put_batch(samples[i][None])[0], len(samples), device.type == "cuda")
         return _Output(xp, device, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
 
     def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
@@ -154,7 +179,11 @@ class BatchStage:
         if isinstance(op, BatchOp):
             rng = op.sample_rng([v for r in records for v in (self.seed, epoch, r)])
             results = op.run_batch(list(batch), _device(rng, xp, gpu), label)
-        elif op.vectorized and gpu and _dense(xp, batch) is not None:
+            if sink is None:
+                return results
+            self._map(lambda i: sink.put(i, results[i], op.name, label), len(results), gpu)
+            return None
+        if op.vectorized and gpu and _dense(xp, batch) is not None:
             # (on the CPU, per sample is as fast, in cache-sized pieces, and exact)
             batch = _dense(xp, batch)
             rng = op.sample_rng([self.seed, epoch, *records])
@@ -168,15 +197,19 @@ class BatchStage:
                 return result
             sink.put_batch(result)
             return None
-        else:
-            takes_rng = op._takes_rng()
-            results = (op.run(x, _device(op.sample_rng((self.seed, epoch, r)), xp, gpu) if takes_rng else None,
-                              describe_sample((self.seed, epoch, r))) for x, r in zip(batch, records))
-        if sink is None:
-            return list(results)  # HWC images, stacked only where a later op needs a batch
-        for i, (x, r) in enumerate(zip(results, records)):
-            sink.put(i, x, op.name, label if isinstance(op, BatchOp) else describe_sample((self.seed, epoch, r)))
-        return None
+        takes_rng = op._takes_rng()
+
+        def one(i: int) -> Any:
+            where = describe_sample((self.seed, epoch, records[i]))
+            rng = _device(op.sample_rng((self.seed, epoch, records[i])), xp, gpu) if takes_rng else None
+            result = op.run(batch[i], rng, where)
+            if sink is None:
+                return result  # HWC images, stacked only where a later op needs a batch
+            sink.put(i, result, op.name, where)
+            return None
+
+        results = self._map(one, len(records), gpu)
+        return None if sink is not None else results
 
 
 class _Output:
@@ -219,8 +252,9 @@ class _Output:
                               self.xp.asarray((std * scale).reshape(shape)))
 
     def put(self, index: int, sample: Any, op: str, where: str) -> None:
-        """Write one HxWxC sample (an op's result) at ``index``."""
-        if self.array is None:
+        """Write one HxWxC sample (an op's result) at ``index`` (from any thread, once the first
+        sample has sized the output)."""
+        if self.array is None:  # the first sample (written before any other thread starts)
             self._allocate(sample)
         elif tuple(sample.shape) != self._sample_shape:
             raise CustomOpError(op, where, f"returned shape {tuple(sample.shape)} while the batch's first image "
