@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BadInputError, CorruptRecordError
 from ..ops.base import Op
 from ..stores import Store, open_store
 from .params import ParamLayout
@@ -138,8 +139,11 @@ class FeedReader:
         else:
             payload = self._array(index).reshape(-1).view(np.uint8)
         if payload.size > out.size:
-            raise ValueError(f"record {index} is larger than its size in the store's table "
-                             f"({payload.size} bytes); the store is damaged: run fastload verify")
+            if self.spec.files:
+                raise BadInputError(self.spec.files[index], f"is {payload.size:,} bytes now, more than when the "
+                                    "loader opened it: it changed since; open the loader again")
+            raise CorruptRecordError(getattr(self.store, "path", self.spec.paths[0]), index, None,
+                                     f"its payload ({payload.size:,} bytes) is larger than the record table says")
         out[: payload.size] = payload
         return payload.size
 
