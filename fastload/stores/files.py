@@ -186,7 +186,6 @@ class FileStore(RecordsView):
         """File ``index`` decoded; an error names its path."""
         return FileReader.decode(self, index)  # type: ignore[arg-type]
 
-
     def close(self) -> None:
         """Nothing to release: files are opened per read."""
 

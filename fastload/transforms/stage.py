@@ -155,9 +155,8 @@ class BatchStage:
                     batch = self._custom(xp, batch, op, epoch, records, gpu, sink)
             if isinstance(batch, list):
                 name = ops[-1].name if ops else "the pipeline"
-                samples = batch
-                self._map(lambda i: out.put(i, samples[i], name, describe_sample((self.seed, epoch, records[i]))),
-                          len(samples), gpu)
+                self._map(lambda i: out.put(i, batch[i], name, describe_sample((self.seed, epoch, records[i]))),
+                          len(batch), gpu)
             elif batch is not None:
                 out.put_batch(batch)
             return out.tensor
@@ -165,9 +164,8 @@ class BatchStage:
     def _normalize(self, xp: Any, device: torch.device, batch: Any, op: Normalize) -> Any:
         """A Normalize between custom ops: float32 NHWC (a list stays a list)."""
         if isinstance(batch, list):
-            samples = batch
             return self._map(lambda i: _Output(xp, device, 1, "NHWC", np.float32, op, self.max_value)
-                             .put_batch(samples[i][None])[0], len(samples), device.type == "cuda")
+                             .put_batch(batch[i][None])[0], len(batch), device.type == "cuda")
         return _Output(xp, device, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
 
     def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
