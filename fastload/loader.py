@@ -555,6 +555,8 @@ class Loader:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+        if self._stage_cache is not None:
+            self._stage_cache.close()
 
     def __del__(self) -> None:
         try:

@@ -5,6 +5,7 @@ backends. GPU twins are marked ``gpu``: ``python -m pytest -m gpu`` runs them wh
 from __future__ import annotations
 
 import functools
+import time
 
 import cv2
 import numpy as np
@@ -408,6 +409,26 @@ def test_tail_output_dtype_and_layout(png_store, dtype, layout):
     ref, out, _ = _both(png_store, TAILS["per-sample op, then Normalize"][0], output_dtype=dtype, layout=layout)
     assert out.dtype == ref.dtype and out.shape == ref.shape
     assert torch.equal(out, ref)
+
+
+@needs_dali
+def test_the_stage_pool_gives_the_one_thread_output_and_ends_with_the_loader(png_store):
+    import threading
+
+    def stage_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("fastload-stage")]
+
+    augment = [ops.RandomResizedCrop(16), jitter, ops.Normalize()]
+    before = set(stage_threads())  # other tests' loaders may still hold theirs
+    one, pool = (_loader(png_store, "dali", augment=augment, num_threads=n) for n in (1, 3))
+    assert all(torch.equal(a, b) for a, b in zip(_epoch(one)[0], _epoch(pool)[0]))
+    mine = set(stage_threads()) - before
+    assert mine  # the 3-thread loader ran its stage on a pool
+    pool.close()
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in mine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.is_alive() for t in mine)
 
 
 @needs_dali

@@ -122,6 +122,14 @@ class BatchStage:
             self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="fastload-stage"))
         return [first, *self._pool[1].map(fn, range(1, count))]
 
+    def close(self) -> None:
+        """Let the pool's threads go (a later batch starts a new pool)."""
+        if self._pool is not None:
+            pid, pool = self._pool
+            self._pool = None
+            if pid == os.getpid():
+                pool.shutdown(wait=False)
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int,
                  records: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tail:
