@@ -3,17 +3,26 @@
 Each worker has its own pipe, so the parent always knows which chunk each worker holds: when
 one dies (killed, out of memory) the error names the worker, how it died and the chunk it was
 processing, instead of the "a process in the pool terminated abruptly" a shared pool gives.
+
+Workers are fresh interpreters (``python -m fastload.pool_worker``), like the Loader's feed
+workers: unlike multiprocessing's spawn, they never re-import the caller's script, so a script
+that calls ``fastload.pack`` at top level, without an ``if __name__ == "__main__":`` guard,
+works; and nothing of the parent (threads, locks, CUDA) is inherited. Tasks and results cross
+the pipe as multiprocessing messages between these trusted processes only; stores hold no pickle.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
@@ -53,11 +62,15 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"a worker raised an exception that cannot be sent back:\n{text}")
 
 
-def _worker_main(conn: Connection, fn: Callable[[Any, Any], Any], context: Any) -> None:
+def worker_main(conn: Connection) -> None:
+    """Serve one parent (``fastload.pool_worker``): its import path, then ``(fn, context)``,
+    then chunks until None."""
     import cv2
 
     cv2.setNumThreads(1)  # one OpenCV thread per worker process: the processes are the parallelism
     try:
+        sys.path[:] = json.loads(conn.recv_bytes())  # where the parent finds ``fn``'s module
+        fn, context = conn.recv()
         while True:
             task = conn.recv()
             if task is None:
@@ -77,13 +90,13 @@ def _worker_main(conn: Connection, fn: Callable[[Any, Any], Any], context: Any) 
 
 @dataclass
 class _Worker:
-    process: Any
+    process: subprocess.Popen
     conn: Connection
     in_flight: dict[int, Sequence[Any]] = field(default_factory=dict)  # seq -> chunk, FIFO
 
 
-def _how_it_died(process: Any) -> str:
-    code = process.exitcode
+def _how_it_died(process: subprocess.Popen) -> str:
+    code = process.returncode
     if code is not None and code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"
@@ -95,23 +108,37 @@ def _how_it_died(process: Any) -> str:
 class _Pool:
     def __init__(self, fn: Callable, context: Any, workers: int,
                  describe: Callable[[Sequence[Any]], str]) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no inherited locks, threads or handles
         self.describe = describe
         self.workers: list[_Worker] = []
+        path = json.dumps(sys.path).encode("utf-8")
         try:
             for _ in range(workers):
-                parent_end, child_end = ctx.Pipe(duplex=True)
-                process = ctx.Process(target=_worker_main, args=(child_end, fn, context),
-                                      daemon=True, name="fastload-worker")
-                process.start()
+                parent_end, child_end = Pipe(duplex=True)
+                fd = child_end.fileno()
+                process = subprocess.Popen([sys.executable, "-m", "fastload.pool_worker", str(fd)],
+                                           pass_fds=[fd], close_fds=True)
                 child_end.close()
-                self.workers.append(_Worker(process, parent_end))
+                worker = _Worker(process, parent_end)
+                self.workers.append(worker)
+                try:
+                    parent_end.send_bytes(path)
+                    parent_end.send((fn, context))
+                except OSError:
+                    raise self._dead(worker) from None
         except BaseException:
             self.close(graceful=False)
             raise
 
+    @property
+    def pids(self) -> list[int]:
+        return [worker.process.pid for worker in self.workers]
+
     def _dead(self, worker: _Worker) -> WorkerDiedError:
-        worker.process.join(timeout=5)
+        try:
+            worker.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # its pipe broke but it lives on: stop it
+            worker.process.kill()
+            worker.process.wait()
         what = (f"while processing {self.describe(next(iter(worker.in_flight.values())))}"
                 if worker.in_flight else "while idle")
         return WorkerDiedError(
@@ -152,31 +179,29 @@ class _Pool:
             self._wait(done)
 
     def _wait(self, done: dict[int, Any]) -> None:
-        by_handle: dict[Any, tuple[_Worker, bool]] = {}
-        for worker in self.workers:
-            by_handle[worker.conn] = (worker, True)
-            by_handle[worker.process.sentinel] = (worker, False)
-        for handle in wait(list(by_handle)):
-            worker, is_conn = by_handle[handle]
-            if is_conn:
-                self._receive(worker, done)
-            elif not worker.conn.poll():  # exited with nothing left to read: it died
-                raise self._dead(worker)
+        """Take every reply that is ready; a worker that died closes its pipe, which wakes this
+        up too (its end of the pipe is in no other process)."""
+        by_conn = {worker.conn: worker for worker in self.workers}
+        for conn in wait(list(by_conn)):
+            self._receive(by_conn[conn], done)
 
     def close(self, graceful: bool) -> None:
         for worker in self.workers:
-            if graceful and worker.process.is_alive():
+            if worker.process.poll() is not None:
+                continue
+            if graceful:
                 try:
                     worker.conn.send(None)
                 except OSError:
                     pass
-            elif worker.process.is_alive():
+            else:
                 worker.process.terminate()
         for worker in self.workers:
-            worker.process.join(timeout=10 if graceful else 2)
-            if worker.process.is_alive():
+            try:
+                worker.process.wait(timeout=10 if graceful else 2)
+            except subprocess.TimeoutExpired:
                 worker.process.kill()
-                worker.process.join()
+                worker.process.wait()
             worker.conn.close()
 
 

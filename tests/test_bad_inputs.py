@@ -326,7 +326,7 @@ def test_killed_worker_raises_worker_died_naming_its_files(tmp_path):
 
 def _is_new_worker(process, since: float) -> bool:
     try:
-        return "spawn_main" in " ".join(process.cmdline()) and process.create_time() >= since
+        return "fastload.pool_worker" in " ".join(process.cmdline()) and process.create_time() >= since
     except Exception:  # exited between listing and asking
         return False
 

@@ -65,10 +65,46 @@ def test_worker_exit_status_is_reported():
         list(ordered_map(exit_on_three, list(range(12)), None, 2, chunk_size=2))
 
 
+def _pool_workers() -> list[int]:
+    """Pids of this process's live pool workers (from /proc: no psutil needed)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        if b"fastload.pool_worker" in cmd and int(stat[1]) == os.getpid() and stat[0] != b"Z":
+            found.append(int(pid))
+    return found
+
+
 def test_consumer_stopping_early_shuts_workers_down():
     results = ordered_map(square_slowly, list(range(100)), 0.0, 2, chunk_size=2)
     assert next(iter(results)) == 0
+    assert len(_pool_workers()) == 2
     results.close()  # GeneratorExit: the pool is torn down, no process left behind
-    import multiprocessing
+    assert not _pool_workers()
 
-    assert not [p for p in multiprocessing.active_children() if p.name == "fastload-worker"]
+
+def test_a_script_without_a_main_guard_can_pack(tmp_path):
+    """Workers are fresh interpreters: they never re-run the caller's script (multiprocessing's
+    spawn would, and its bootstrapping check would stop the unguarded top-level call)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "pack_it.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "import fastload\n"
+        "from imagefiles import jpeg, write\n"
+        "for i in range(40):\n"
+        "    write(f'data/cls/{i:02d}.jpg', jpeg(seed=i))\n"
+        "summary = fastload.pack('data', 'data.lmdb', options=fastload.PackOptions(workers=2, progress=False))\n"
+        "print(summary.packed)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "40"
