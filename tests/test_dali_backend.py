@@ -260,3 +260,22 @@ def test_images_of_different_sizes_without_a_tail_are_named(small_lmdb):
                              device="cpu", num_threads=1)
     with pytest.raises(fastload.FastloadError, match=r"records \[\d+, \d+, \d+, \d+\] differ in size"):
         next(iter(loader))
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_random_crops_of_exif_rotated_photos_match_the_torch_backend(tmp_path, orientation):
+    """Phone photos carry an EXIF orientation. The crop window is drawn on the upright image
+    (the record's shape); DALI's decoder cuts it after applying the orientation, as the torch
+    backend does, so both backends crop the same part of the picture."""
+    from imagefiles import with_exif_orientation, write
+
+    y, x = np.mgrid[0:120, 0:200]
+    image = np.stack([x * 255 // 200, y * 255 // 120, (x // 20 % 2) * 255], -1).astype(np.uint8)
+    for i in range(4):  # an asymmetric picture: a crop from the wrong corner shows
+        write(str(tmp_path / "data" / "x" / f"{i}.jpg"), with_exif_orientation(image, orientation, "JPEG"))
+    out = str(tmp_path / "s.lmdb")
+    fastload.pack(str(tmp_path / "data"), out, options=fastload.PackOptions(workers=1, progress=False))
+    augment = [ops.RandomResizedCrop(48, scale=(0.2, 0.4)), ops.Normalize()]
+    batches = [next(iter(fastload.Loader(out, batch_size=4, augment=augment, backend=b, device="cpu", seed=1)))[0]
+               for b in ("torch", "dali")]
+    assert (batches[0] - batches[1]).abs().mean().item() < 0.05  # resamplers differ, the crops do not
