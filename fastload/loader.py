@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends.base import LAYOUTS, OUTPUT_DTYPES, Backend, BackendConfig, BatchStream
+from .backends.base import LAYOUTS, OUTPUT_DTYPES, Backend, BackendConfig, BatchStream, pixel_dtype
 from .compat import (
     PlanBatchSampler,
     PlanSampler,
@@ -480,12 +480,10 @@ class Loader:
     @property
     def _stage(self) -> BatchStage:
         if self._stage_cache is None:
-            dtypes = self.store.header.dtypes or ["uint8"]
-            pixel = "uint16" if "uint16" in dtypes else dtypes[0]
             self._stage_cache = BatchStage(
                 tail=self._get_backend().tail, transforms=self.batch_transforms, seed=self.config.seed,
                 layout=self.config.layout, output_dtype=self.config.output_dtype,
-                max_value=max_value(np.dtype(pixel)), threads=self.config.num_threads)
+                max_value=max_value(pixel_dtype(self.store)), threads=self.config.num_threads)
         return self._stage_cache
 
     def _records_of(self, batch: np.ndarray) -> np.ndarray:

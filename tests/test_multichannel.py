@@ -272,3 +272,42 @@ def test_dali_backend_reads_array_stores_like_the_torch_backend(tmp_path, kind):
     assert dali.shape == ref.shape == (6, CHANNELS, 24, 24)
     # the same crops and flips (drawn from [seed, epoch, record] by both); resamplers differ
     assert (dali - ref).abs().mean().item() < 0.05
+
+
+def test_to_pixel_dtype_keeps_what_values_mean():
+    from fastload.backends.base import to_pixel_dtype
+
+    eight = np.array([[0, 1, 128, 255]], np.uint8)
+    assert to_pixel_dtype(eight, np.uint16).tolist() == [[0, 257, 32896, 65535]]  # DALI's 8 -> 16 bit
+    assert to_pixel_dtype(np.array([0, 257, 65535], np.uint16), np.uint8).tolist() == [0, 1, 255]
+    assert np.allclose(to_pixel_dtype(eight, np.float32), eight / 255)
+    hounsfield = np.array([-1000, 0, 3000], np.int16)
+    assert to_pixel_dtype(hounsfield, np.float32).tolist() == [-1000.0, 0.0, 3000.0]  # signed: as is
+    assert to_pixel_dtype(eight, np.uint8) is eight
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
+@pytest.mark.parametrize("payload", ["encoded", "raw"])
+def test_a_store_mixing_8_and_16_bit_images_is_read_as_16_bit(tmp_path, backend, payload):
+    """Each image is brought to the store's one pixel type with its range (8-bit x 257), so a
+    Normalize treats them alike: an 8-bit image comes out as it would alone in an 8-bit store,
+    and a 16-bit one as alone in a 16-bit store, in both backends."""
+    from imagefiles import encode
+
+    eight, sixteen = pixels(24, 24, 3, seed=1), pixels(24, 24, 3, seed=2, dtype=np.uint16)
+    write(str(tmp_path / "mixed" / "x" / "a.png"), encode(eight, "PNG"))
+    write(str(tmp_path / "mixed" / "x" / "b.png"), png16(sixteen))
+    write(str(tmp_path / "only8" / "x" / "a.png"), encode(eight, "PNG"))
+    write(str(tmp_path / "only16" / "x" / "b.png"), png16(sixteen))
+
+    def normalized(folder: str) -> torch.Tensor:
+        out = str(tmp_path / f"{folder}.lmdb")
+        fastload.pack(str(tmp_path / folder), out, options=fastload.PackOptions(workers=1, progress=False,
+                                                                                payload=payload))
+        loader = fastload.Loader(out, batch_size=2, augment=[fastload.ops.Normalize()], backend=backend,
+                                 device="cpu")
+        return next(iter(loader))[0]
+
+    mixed = normalized("mixed")
+    assert torch.allclose(mixed[0], normalized("only8")[0], atol=1e-5)
+    assert torch.allclose(mixed[1], normalized("only16")[0], atol=1e-5)

@@ -26,7 +26,7 @@ from ..parallel import default_workers
 from ..pipeline.engine import DaliEngine
 from ..pipeline.lowering import LoweredOps, lower_ops
 from ..stores import Store
-from .base import BackendConfig
+from .base import BackendConfig, pixel_dtype
 
 __all__ = ["DaliBackend", "dali_decodes", "default_feed_workers"]
 
@@ -57,14 +57,6 @@ def dali_decodes(store: Store) -> bool:
 def default_feed_workers() -> int:
     """Feed processes: one per four cores, 1 to 4 (a record costs them tens of microseconds)."""
     return max(1, min(4, default_workers() // 4))
-
-
-def pixel_dtype(store: Store) -> np.dtype:
-    dtypes = {d for s in getattr(store, "shards", [store]) for d in s.header.dtypes} or {"uint8"}
-    for name in ("float32", "uint16", "uint8"):
-        if name in dtypes:
-            return np.dtype(name)
-    return np.dtype(sorted(dtypes)[0])
 
 
 class _DaliPass:

@@ -23,7 +23,7 @@ from ..ops.base import sample_rng
 from ..ops.custom import run_numpy
 from ..ops.normalize import max_value, resolve_mean_std
 from ..tta import apply_view, split_for_views
-from .base import OUTPUT_DTYPES, BackendConfig
+from .base import OUTPUT_DTYPES, BackendConfig, pixel_dtype, to_pixel_dtype
 
 __all__ = ["TorchBackend", "split_normalize"]
 
@@ -48,12 +48,13 @@ class _BatchDataset(Dataset):
         self.config = config
         self.crop = crop  # with test-time views: the final crop, cut per view
         self.finish = finish  # CPU output: normalized and laid out here, off the training thread
+        self.pixel = pixel_dtype(store)  # a store mixing 8- and 16-bit images is read as 16-bit
 
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
         return 0
 
     def _decode(self, index: int) -> np.ndarray:
-        image = self.store.decode(index)
+        image = to_pixel_dtype(self.store.decode(index), self.pixel)
         channels = self.config.channels
         if image.shape[2] != channels:
             if image.shape[2] == 1:
@@ -206,7 +207,7 @@ class TorchBackend:
         self.device = torch.device("cuda", config.device_id) if config.device == "cuda" else torch.device("cpu")
         # pinning needs CUDA (DataLoader warns without it); CUDA output is always pinned
         self.pin_memory = (pin_memory and torch.cuda.is_available()) or self.device.type == "cuda"
-        scale = max_value(np.dtype(store.header.dtypes[0])) if store.header.dtypes else 255.0
+        scale = max_value(pixel_dtype(store))
         self._finish_batch = _Finish(self.normalize, scale, config)
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []

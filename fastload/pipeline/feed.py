@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import to_pixel_dtype
 from ..errors import BadInputError, CorruptRecordError
 from ..ops.base import Op
 from ..stores import Store, open_store
@@ -128,7 +129,7 @@ class FeedReader:
             image = image[:, :, None]
         if image.shape[2] == 1 and self.spec.channels > 1:
             image = np.repeat(image, self.spec.channels, axis=2)
-        return image if image.dtype == self.dtype else image.astype(self.dtype)
+        return to_pixel_dtype(image, self.dtype)
 
     def _write(self, index: int, out: np.ndarray) -> int:
         """Record ``index``'s payload into ``out``; its size in bytes."""
