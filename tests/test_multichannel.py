@@ -311,3 +311,25 @@ def test_a_store_mixing_8_and_16_bit_images_is_read_as_16_bit(tmp_path, backend,
     mixed = normalized("mixed")
     assert torch.allclose(mixed[0], normalized("only8")[0], atol=1e-5)
     assert torch.allclose(mixed[1], normalized("only16")[0], atol=1e-5)
+
+
+@fastload.op
+def _unchanged(x):
+    return x
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
+@pytest.mark.parametrize("tail", [False, True])
+def test_uint8_output_of_16_bit_images_is_scaled_by_the_ranges(tmp_path, backend, tail):
+    """Not wrapped (torch's cast) nor clamped (DALI's): round(x / 257), in DALI's pipeline, in
+    the torch backend and in the batch stage (a custom op at the end)."""
+    image = pixels(24, 24, 3, seed=2, dtype=np.uint16)
+    write(str(tmp_path / "d" / "x" / "b.png"), png16(image))
+    out = str(tmp_path / "d.lmdb")
+    fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
+    augment = [fastload.ops.CenterCrop(24)] + ([_unchanged] if tail else [])
+    loader = fastload.Loader(out, batch_size=1, augment=augment, backend=backend, device="cpu",
+                             output_dtype="uint8", layout="NHWC")
+    got = next(iter(loader))[0][0].numpy()
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, np.rint(image / 257.0).astype(np.uint8))

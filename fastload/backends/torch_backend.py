@@ -97,6 +97,8 @@ class _Finish:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.normalize is not None:
             images = self._normalize(images)
+        elif self.config.output_dtype == "uint8" and not images.dtype.is_floating_point and self.scale > 255:
+            images = torch.round(images.float() * (255.0 / self.scale)).to(torch.uint8)  # 16 -> 8 bit by range
         elif self.config.output_dtype != "uint8" or images.dtype != torch.uint8:
             images = images.to(OUTPUT_DTYPES[self.config.output_dtype])
         if self.config.layout == "NCHW" and images.ndim == 4:

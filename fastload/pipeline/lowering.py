@@ -165,7 +165,14 @@ def _finish(images: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext)
     layout = "CHW" if ctx.layout == "NCHW" else "HWC"
     if "mean" not in kwargs and ctx.output_dtype != "uint8":
         kwargs.update(mean=[0.0] * ctx.channels, std=[1.0] * ctx.channels)  # cast only
-    return fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, **kwargs)
+    return fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, **kwargs, **_to_8_bit(ctx))
+
+
+def _to_8_bit(ctx: LoweringContext) -> dict[str, Any]:
+    """uint8 output of 16-bit images: scaled by the ranges (x / 257, rounded), not clamped."""
+    if ctx.output_dtype == "uint8" and ctx.max_value > 255:
+        return {"scale": 255.0 / ctx.max_value}
+    return {}
 
 
 def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) -> Any:
@@ -186,7 +193,7 @@ def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) ->
         kwargs.update(mean=[0.0] * ctx.channels, std=[1.0] * ctx.channels)
     dtype = {"float32": types.FLOAT, "float16": types.FLOAT16, "uint8": types.UINT8}[ctx.output_dtype]
     return fn.crop_mirror_normalize(images, dtype=dtype, output_layout="CHW" if ctx.layout == "NCHW" else "HWC",
-                                    **kwargs)
+                                    **kwargs, **_to_8_bit(ctx))
 
 
 def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, *, encoded: bool,

@@ -279,6 +279,8 @@ class _Output:
         if self.nchw:
             source = xp.moveaxis(source, -1, -3)
         if self._mean_std is None:
+            if target.dtype == np.uint8 and source.dtype == np.uint16:  # 16 -> 8 bit by range, as DALI's
+                source = xp.rint(source * np.float32(255.0 / 65535.0))
             target[...] = source
             return
         mean, std = self._mean_std
