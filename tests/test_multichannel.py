@@ -333,3 +333,24 @@ def test_uint8_output_of_16_bit_images_is_scaled_by_the_ranges(tmp_path, backend
     got = next(iter(loader))[0][0].numpy()
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, np.rint(image / 257.0).astype(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32", "uint32"])
+def test_signed_and_32_bit_array_stores_are_read_by_both_backends_alike(tmp_path, dtype):
+    """int16 (Hounsfield units from DICOM) and 32-bit integer arrays: DALI knew only uint8,
+    uint16 and float32, and neither OpenCV's nor DALI's resize takes 32-bit integers (those
+    stores are read as float32)."""
+    y, x = np.mgrid[0:40, 0:48]
+    for i in range(2):
+        array = ((x + y + i) * (-30 if dtype == "int16" else 1000))[:, :, None].astype(dtype)
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        write(str(tmp_path / "d" / "x" / f"{i}.npy"), buffer.getvalue())
+    out = str(tmp_path / "d.lmdb")
+    fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
+    backends = ["torch"] + (["dali"] if dali_available() else [])
+    batches = [next(iter(fastload.Loader(out, batch_size=2, augment="eval", image_size=24, backend=b,
+                                          device="cpu")))[0] for b in backends]
+    assert all(b.shape == (2, 1, 24, 24) and torch.isfinite(b).all() for b in batches)
+    if len(batches) == 2:
+        assert torch.allclose(batches[0], batches[1], rtol=0.05, atol=0.05)  # the resamplers differ a little

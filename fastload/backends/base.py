@@ -17,9 +17,12 @@ LAYOUTS = ("NCHW", "NHWC")
 
 def pixel_dtype(store: Any) -> np.dtype:
     """The one pixel type every image of ``store`` is brought to before its ops run, in both
-    backends: float32 if any record is float32, else uint16 if any is 16-bit, else uint8 (else
-    the store's only type). A store that mixes 8- and 16-bit images is read as 16-bit."""
+    backends: float32 if any record is float32 or 32-bit integer (neither OpenCV's nor DALI's
+    resize takes those), else uint16 if any is 16-bit, else uint8 (else the store's only type,
+    such as int16 Hounsfield units). A store that mixes 8- and 16-bit images is read as 16-bit."""
     dtypes = {d for s in getattr(store, "shards", [store]) for d in s.header.dtypes} or {"uint8"}
+    if dtypes & {"int32", "uint32"}:
+        return np.dtype("float32")
     for name in ("float32", "uint16", "uint8"):
         if name in dtypes:
             return np.dtype(name)

@@ -133,8 +133,9 @@ class DaliEngine:
         ctx = LoweringContext(device="gpu" if self.gpu else "cpu", channels=cfg.channels,
                               max_value=max_value(pixel_dtype), layout=cfg.layout,
                               output_dtype=cfg.output_dtype)
-        pixel = {np.dtype("uint8"): types.UINT8, np.dtype("uint16"): types.UINT16,
-                 np.dtype("float32"): types.FLOAT}[pixel_dtype]
+        pixel = {np.dtype("uint8"): types.UINT8, np.dtype("uint16"): types.UINT16, np.dtype("int16"): types.INT16,
+                 np.dtype("int32"): types.INT32, np.dtype("uint32"): types.UINT32,
+                 np.dtype("float32"): types.FLOAT}[pixel_dtype]  # every type a store may hold (ARRAY_DTYPES)
         dtypes = [types.UINT8 if encoded else pixel] + [types.FLOAT] * with_params + [types.INT64] * lowered.needs_ids
         # no layout given to the source: DALI would then check every sample's shape against it on
         # every batch, in Python; the tensor lists the callback makes carry their layout themselves
