@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends.base import LAYOUTS, OUTPUT_DTYPES, Backend, BackendConfig, BatchStream, pixel_dtype
+from .backends.base import LAYOUTS, OUTPUT_DTYPES, Backend, BackendConfig, BatchStream
 from .compat import (
     PlanBatchSampler,
     PlanSampler,
@@ -42,6 +42,7 @@ from .errors import StoreFormatError
 from .ops import Op, preset
 from .ops.normalize import max_value
 from .parallel import default_workers
+from .pixeltypes import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, balanced_weights
 from .stores import Store, open_store
 from .stores import _sniff as sniff_store

@@ -108,3 +108,16 @@ def test_a_script_without_a_main_guard_can_pack(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "40"
+
+
+@pytest.mark.parametrize("modules", [("fastload.pool_worker", "fastload.pack", "fastload.inspect"),
+                                     ("fastload.pipeline.worker", "fastload.pipeline.feed", "fastload.ops.config")])
+def test_worker_processes_do_not_import_torch(modules):
+    """Every Loader and every pack starts fresh worker interpreters: importing torch there
+    costs ~3 s and ~600 MB each (it once slipped in through one import and slowed the tests 3x)."""
+    import subprocess
+    import sys
+
+    code = f"import sys; import {', '.join(modules)}; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

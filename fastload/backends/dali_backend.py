@@ -25,8 +25,9 @@ from ..ops import Op
 from ..parallel import default_workers
 from ..pipeline.engine import DaliEngine
 from ..pipeline.lowering import LoweredOps, lower_ops
+from ..pixeltypes import pixel_dtype
 from ..stores import Store
-from .base import BackendConfig, pixel_dtype
+from .base import BackendConfig
 
 __all__ = ["DaliBackend", "dali_decodes", "default_feed_workers"]
 

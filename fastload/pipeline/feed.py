@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import to_pixel_dtype
 from ..errors import BadInputError, CorruptRecordError
 from ..ops.base import Op
+from ..pixeltypes import to_pixel_dtype
 from ..stores import Store, open_store
 from .params import ParamLayout
 
