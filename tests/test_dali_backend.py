@@ -279,3 +279,34 @@ def test_random_crops_of_exif_rotated_photos_match_the_torch_backend(tmp_path, o
     batches = [next(iter(fastload.Loader(out, batch_size=4, augment=augment, backend=b, device="cpu", seed=1)))[0]
                for b in ("torch", "dali")]
     assert (batches[0] - batches[1]).abs().mean().item() < 0.05  # resamplers differ, the crops do not
+
+
+def test_a_pipeline_that_became_garbage_is_freed_before_a_fork(small_lmdb):
+    """A torch DataLoader worker forked while a DALI pipeline sits in uncollected garbage hung:
+    the child's first garbage collection (during Python's own after-fork work, before fastload's
+    handler disowns inherited pipelines) shut the pipeline down, waiting for threads the child
+    does not have. fastload collects such garbage in the parent before every fork."""
+    import gc
+    import os
+    import weakref
+
+    enabled = gc.isenabled()
+    gc.disable()  # keep the garbage until the fork, as a busy process would by chance
+    try:
+        loader = fastload.Loader(small_lmdb, batch_size=4, augment="eval", image_size=16, backend="dali",
+                                 device="cpu", num_threads=1)
+        next(iter(loader))
+        pipe = weakref.ref(loader._backend._engines[0].pipe)
+        cycle: list = [loader]
+        cycle.append(cycle)  # reachable only through a cycle: only the collector can free it
+        del loader, cycle
+        assert pipe() is not None
+        child = os.fork()
+        if child == 0:  # the forked child: report whether the pipeline came along as garbage
+            os._exit(0 if pipe() is None else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert pipe() is None
+    finally:
+        if enabled:
+            gc.enable()

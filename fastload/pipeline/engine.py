@@ -13,8 +13,10 @@ resets, and goes on.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
+import sys
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -53,8 +55,18 @@ def _disown_pipelines() -> None:
             pipe._pipe = None
 
 
+def _collect_pipeline_garbage() -> None:
+    """Before a fork: free unreachable pipelines here, where their threads are. In the child, a
+    garbage collection that runs during Python's own after-fork work (``threading._after_fork``
+    runs before ``_disown_pipelines``) would shut such a pipeline down and hang the child (seen:
+    a torch DataLoader worker forked after a DALI loader's pipeline became garbage)."""
+    dali = sys.modules.get("nvidia.dali.pipeline")
+    if dali is not None and getattr(dali.Pipeline, "_pipes", None):
+        gc.collect()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_disown_pipelines)
+    os.register_at_fork(before=_collect_pipeline_garbage, after_in_child=_disown_pipelines)
 
 
 class _Source:
