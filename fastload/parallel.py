@@ -129,10 +129,6 @@ class _Pool:
             self.close(graceful=False)
             raise
 
-    @property
-    def pids(self) -> list[int]:
-        return [worker.process.pid for worker in self.workers]
-
     def _dead(self, worker: _Worker) -> WorkerDiedError:
         try:
             worker.process.wait(timeout=5)

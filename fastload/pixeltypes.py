@@ -16,7 +16,7 @@ def pixel_dtype(store: Any) -> np.dtype:
     backends: float32 if any record is float32 or 32-bit integer (neither OpenCV's nor DALI's
     resize takes those), else uint16 if any is 16-bit, else uint8 (else the store's only type,
     such as int16 Hounsfield units). A store that mixes 8- and 16-bit images is read as 16-bit."""
-    dtypes = {d for s in getattr(store, "shards", [store]) for d in s.header.dtypes} or {"uint8"}
+    dtypes = set(store.header.dtypes) or {"uint8"}  # a sharded store's header has every shard's
     if dtypes & {"int32", "uint32"}:
         return np.dtype("float32")
     for name in ("float32", "uint16", "uint8"):
