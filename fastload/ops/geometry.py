@@ -14,8 +14,6 @@ from .base import Op, register
 
 __all__ = ["RandomResizedCrop", "Resize", "CenterCrop", "Flip", "resize_image"]
 
-_FLOAT = 9  # nvidia.dali.types.FLOAT (DALI is imported only inside dali())
-
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -86,12 +84,13 @@ class RandomResizedCrop(Op):
         return fn.resize(images, size=list(_pair(self.size)), antialias=True)
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
-        from nvidia.dali import fn
+        from nvidia.dali import fn, types
 
         # resize reads the window in place (no copy of it first, as a slice would make)
         anchor, shape = self.decoder_roi(params)
-        return fn.resize(images, size=list(_pair(self.size)), antialias=True, roi_start=fn.cast(anchor, dtype=_FLOAT),
-                         roi_end=fn.cast(anchor + shape, dtype=_FLOAT), roi_relative=False)
+        return fn.resize(images, size=list(_pair(self.size)), antialias=True,
+                         roi_start=fn.cast(anchor, dtype=types.FLOAT), roi_end=fn.cast(anchor + shape, dtype=types.FLOAT),
+                         roi_relative=False)
 
 
 @register

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..backends.base import LAYOUTS
 from .base import BatchTransform, one_hot, register_transform
 
 __all__ = ["Mixup", "CutMix", "spatial_axes", "check_layout"]
@@ -18,9 +19,6 @@ def _beta(alpha: float, rng: torch.Generator, device: torch.device) -> torch.Ten
     """One Beta(alpha, alpha) draw, a 0-d tensor on ``device`` (from two Gamma draws)."""
     g = torch._standard_gamma(torch.full((2,), float(alpha), device=device), generator=rng)
     return g[0] / (g[0] + g[1])
-
-
-LAYOUTS = ("NCHW", "NHWC")
 
 
 def check_layout(name: str, layout: str | None) -> None:
