@@ -86,19 +86,14 @@ def inspect_store(store: Store) -> dict[str, Any]:
     Reads only metadata (the statistics were gathered while packing): instant on any size.
     """
     shards = getattr(store, "shards", [store])
+    header = store.header  # a sharded store's holds every shard's encodings, dtypes, skipped inputs, stats
     table = _concat([s.table for s in shards])
-    header = shards[0].header
-    codes = [(s.header.encodings, s.header.dtypes) for s in shards]
-    if len(shards) > 1:  # remap per-shard codes onto the first shard's tables
-        encodings, dtypes = sorted({e for c in codes for e in c[0]}), sorted({d for c in codes for d in c[1]})
-        table.encodings = np.concatenate([np.searchsorted(encodings, np.asarray(c[0])[s.table.encodings])
-                                          for c, s in zip(codes, shards)]).astype(np.uint8)
-        table.dtypes = np.concatenate([np.searchsorted(dtypes, np.asarray(c[1])[s.table.dtypes])
-                                       for c, s in zip(codes, shards)]).astype(np.uint8)
-    else:
-        encodings, dtypes = header.encodings, header.dtypes
-    skipped = [item for s in shards for item in s.header.skipped]
-    profile = _profile(table, header.classes, encodings, dtypes, merge_stats([s.header for s in shards]), skipped)
+    if len(shards) > 1:  # remap per-shard codes onto the whole store's lists
+        table.encodings = np.concatenate([np.searchsorted(header.encodings, np.asarray(s.header.encodings)[s.table.encodings])
+                                          for s in shards]).astype(np.uint8)
+        table.dtypes = np.concatenate([np.searchsorted(header.dtypes, np.asarray(s.header.dtypes)[s.table.dtypes])
+                                       for s in shards]).astype(np.uint8)
+    profile = _profile(table, header.classes, header.encodings, header.dtypes, merge_stats([header]), header.skipped)
     profile.update(path=[s.path for s in shards] if len(shards) > 1 else store.path,
                    payload=header.payload, format_version=header.format_version,
                    fastload_version=header.fastload_version,
