@@ -35,7 +35,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
@@ -45,7 +44,9 @@ import numpy as np  # noqa: E402
 
 import fastload  # noqa: E402
 from benchmarks.data import prepare_data, sample_spec  # noqa: E402
+from benchmarks.harness import timed_round  # noqa: E402
 from fastload import ops  # noqa: E402
+from fastload.tune import endless_batches  # noqa: E402
 
 __all__ = ["CONFIGS", "configs", "main", "measure"]
 
@@ -116,48 +117,6 @@ def op_alone_ms(op: Any, batch_size: int, size: int, normalized: bool) -> float:
     return (time.thread_time() - start) / batch_size * 1e3
 
 
-def _forever(loader: fastload.Loader) -> Iterator[Any]:
-    while True:
-        yield from loader
-
-
-def _sync(images: Any) -> None:
-    if images.is_cuda:
-        import torch
-
-        torch.cuda.synchronize(images.device)
-
-
-def _tree_cpu() -> float:
-    """CPU seconds of this process (all threads) and its children (the feed workers)."""
-    import psutil
-
-    total = 0.0
-    me = psutil.Process()
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:  # exited since listed
-            continue
-        total += times.user + times.system
-    return total
-
-
-def _round(stream: Iterator[Any], batches: int, flush: int) -> dict[str, float]:
-    """Seconds, iterating-thread and process-tree CPU seconds and images over ``batches``,
-    after ``flush`` untimed ones (those were prepared while other configurations ran)."""
-    for _ in range(flush):
-        _sync(next(stream)[0])
-    images = 0
-    start, thread, tree = time.perf_counter(), time.thread_time(), _tree_cpu()
-    for _ in range(batches):
-        x, _ = next(stream)
-        images += len(x)
-    _sync(x)
-    return {"seconds": time.perf_counter() - start, "thread": time.thread_time() - thread,
-            "tree": _tree_cpu() - tree, "images": images}
-
-
 def measure(store: str, *, names: list[str], size: int, batch_size: int, threads: int, device: str,
             rounds: int, batches: int, flush: int = 4,
             stage_threads: list[int] | None = None) -> dict[str, dict[str, Any]]:
@@ -181,7 +140,7 @@ def measure(store: str, *, names: list[str], size: int, batch_size: int, threads
                                  weights=np.ones(count), num_samples=batch_size * 5_000)
         if runs[name][1] is not None:
             loader._stage.threads = runs[name][1]  # a benchmark's knob: users get num_threads
-        streams[name] = _forever(loader)
+        streams[name] = endless_batches(loader)
         try:
             for _ in range(3):  # build the pipeline, start the feed, warm up
                 next(streams[name])
@@ -197,7 +156,7 @@ def measure(store: str, *, names: list[str], size: int, batch_size: int, threads
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
-            m = _round(streams[name], batches, flush)
+            m = timed_round(streams[name], batches, flush, tree=True)
             rates[name].append(m["images"] / m["seconds"])
             host[name].append(m["thread"] / m["images"] * 1e6)
             cpu[name].append(m["tree"] / m["images"] * 1e3)

@@ -46,7 +46,8 @@ from fastload.tune import TrainingStep, endless_batches
 from .config import BenchConfig, BenchData, loads
 from .loaders import LOADERS
 
-__all__ = ["GpuMemory", "ResourceMonitor", "measure", "summarize_rates", "usable_cores"]
+__all__ = ["GpuMemory", "ResourceMonitor", "measure", "summarize_rates", "timed_round", "tree_cpu_seconds",
+           "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -213,6 +214,46 @@ def _synchronize(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and its children (feed and DataLoader workers)."""
+    total = 0.0
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # exited since listed
+            continue
+        total += times.user + times.system
+    return total
+
+
+def timed_round(stream: Iterator[Any], batches: int, flush: int, settle: float = 0.0,
+                tree: bool = False) -> dict[str, float]:
+    """One loader's turn in an interleaved comparison (benchmarks/interleaved.py, custom_ops.py).
+
+    ``flush`` untimed batches first (those its workers prepared while another loader ran), then
+    ``batches`` timed ones, the device synchronized at the end; then ``settle`` seconds in which
+    its prefetching finishes, so that none of it lands in the next loader's turn. Returns the
+    seconds, the iterating thread's CPU seconds, the images and (``tree``) the CPU seconds of
+    the whole process tree.
+    """
+    for _ in range(flush):
+        x, _ = next(stream)
+    if flush:  # the device idle when the clock starts
+        _synchronize("cuda" if x.is_cuda else "cpu")
+    images, tree0 = 0, tree_cpu_seconds() if tree else 0.0
+    start, thread = time.perf_counter(), time.thread_time()
+    for _ in range(batches):
+        x, _ = next(stream)
+        images += len(x)
+    _synchronize("cuda" if x.is_cuda else "cpu")
+    result = {"seconds": time.perf_counter() - start, "thread": time.thread_time() - thread, "images": images}
+    if tree:
+        result["tree"] = tree_cpu_seconds() - tree0
+    time.sleep(settle)
+    return result
 
 
 def summarize_rates(rates: list[float]) -> dict[str, float]:

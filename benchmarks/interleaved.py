@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +26,11 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.config import BenchConfig
 from benchmarks.data import prepare_data
+from benchmarks.harness import timed_round
 from benchmarks.loaders import LOADERS
+from fastload.tune import endless_batches
 
 DEFAULT = "torchvision,dali-file,fastload-dali-lmdb,fastload-dali-hdf5,fastload-dali-lmdb-raw"
-
-
-def _forever(build: Any) -> Iterator[Any]:
-    while True:
-        yield from build()
-
-
-def _round(stream: Iterator[Any], batches: int, flush: int, settle: float) -> tuple[float, float, int]:
-    """Time ``batches`` batches after ``flush`` untimed ones (what was prefetched while another
-    loader ran), then let this loader's prefetch finish before the next one is timed."""
-    for _ in range(flush):
-        next(stream)
-    images, cpu0, t0 = 0, time.thread_time(), time.perf_counter()
-    for _ in range(batches):
-        batch = next(stream)
-        images += len(batch[0])
-    result = images / (time.perf_counter() - t0), (time.thread_time() - cpu0) / images * 1e6, images
-    time.sleep(settle)  # its workers fill their prefetch queues now, not during the next loader's round
-    return result
 
 
 def measure(names: list[str], data: Any, threads: int, batch_size: int, rounds: int, batches: int,
@@ -58,16 +39,16 @@ def measure(names: list[str], data: Any, threads: int, batch_size: int, rounds: 
     for name in names:
         config = BenchConfig(loader=name, threads=threads, batch_size=batch_size)
         loader = LOADERS[name].build(data, config)
-        streams[name] = _forever(lambda loader=loader: iter(loader))
+        streams[name] = endless_batches(loader)
         for _ in range(3):  # start workers, build pipelines
             next(streams[name])
     rates: dict[str, list[float]] = {n: [] for n in names}
     host: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            rate, us, _ = _round(streams[name], batches, flush, settle)
-            rates[name].append(rate)
-            host[name].append(us)
+            m = timed_round(streams[name], batches, flush, settle)
+            rates[name].append(m["images"] / m["seconds"])
+            host[name].append(m["thread"] / m["images"] * 1e6)
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {rates[n][-1]:.0f}" for n in names), flush=True)
     out = {}
     for name in names:
