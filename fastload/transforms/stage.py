@@ -38,15 +38,10 @@ import torch
 from ..errors import MissingExtraError
 from ..ops import Normalize, Op
 from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
-from ..ops.normalize import resolve_mean_std
 from .base import batch_generator
+from .output import NP_DTYPES, BatchWriter
 
 __all__ = ["BatchStage", "DeviceGenerator"]
-
-_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
-_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
-                 np.dtype(np.uint8): torch.uint8}
-
 
 class DeviceGenerator:
     """A NumPy Generator whose large draws (1024+ values) happen on the GPU, with CuPy.
@@ -153,7 +148,7 @@ class BatchStage:
         normalize = ops.pop() if isinstance(ops[-1], Normalize) else None  # folded into the output
         with _on_torch_stream(first):
             xp, batch = _to_array(images)
-            out = _Output(xp, first.device, len(records), self.layout, _NP_DTYPES[self.output_dtype], normalize,
+            out = BatchWriter(xp, first.device, len(records), self.layout, NP_DTYPES[self.output_dtype], normalize,
                           self.max_value)
             for k, op in enumerate(ops):
                 sink = out if k == len(ops) - 1 else None
@@ -172,12 +167,12 @@ class BatchStage:
     def _normalize(self, xp: Any, device: torch.device, batch: Any, op: Normalize) -> Any:
         """A Normalize between custom ops: float32 NHWC (a list stays a list)."""
         if isinstance(batch, list):
-            return self._map(lambda i: _Output(xp, device, 1, "NHWC", np.float32, op, self.max_value)
+            return self._map(lambda i: BatchWriter(xp, device, 1, "NHWC", np.float32, op, self.max_value)
                              .put_batch(batch[i][None])[0], len(batch), device.type == "cuda")
-        return _Output(xp, device, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
+        return BatchWriter(xp, device, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
 
     def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
-                sink: _Output | None) -> Any:
+                sink: BatchWriter | None) -> Any:
         """Run one custom op on the batch (an NHWC array or a list of HWC images); its results go
         to ``sink`` (the output) when given (then None is returned), else they are returned (an
         array from a vectorized op, a list of images otherwise)."""
@@ -216,80 +211,6 @@ class BatchStage:
 
         results = self._map(one, len(records), gpu)
         return None if sink is not None else results
-
-
-class _Output:
-    """A batch filled sample by sample (or at once) in a given layout and dtype, with a Normalize
-    folded in: one pass over the pixels where torch would make four.
-
-    The batch is a torch tensor (torch's caching allocator on the GPU, not CuPy's pool), written
-    through a NumPy or CuPy view of it.
-
-    Args:
-        xp: numpy or cupy.
-        device: where the batch lives.
-        count: samples in the batch.
-        layout: "NCHW" or "NHWC" (inputs are always HWC samples).
-        dtype: the output's NumPy dtype.
-        normalize: a Normalize to apply on the way, or None.
-        max_value: the full scale of integer pixels (for ``normalize``).
-    """
-
-    def __init__(self, xp: Any, device: torch.device, count: int, layout: str, dtype: Any,
-                 normalize: Normalize | None, max_value: float) -> None:
-        self.xp, self.device, self.count, self.nchw, self.dtype = xp, device, count, layout == "NCHW", dtype
-        self.normalize, self.max_value = normalize, max_value
-        self.tensor: torch.Tensor | None = None
-        self.array: Any = None
-        self._sample_shape: tuple[int, ...] = ()
-        self._mean_std: tuple[Any, Any] | None = None
-
-    def _allocate(self, sample: Any) -> None:
-        h, w, c = sample.shape
-        self._sample_shape = (h, w, c)
-        shape = (self.count, c, h, w) if self.nchw else (self.count, h, w, c)
-        self.tensor = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(self.dtype)], device=self.device)
-        self.array = self.tensor.numpy() if self.xp is np else self.xp.from_dlpack(self.tensor)
-        if self.normalize is not None:
-            mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, c)
-            scale = 1.0 if np.dtype(sample.dtype).kind == "f" else self.max_value
-            shape = (c, 1, 1) if self.nchw else (c,)
-            self._mean_std = (self.xp.asarray((mean * scale).reshape(shape)),
-                              self.xp.asarray((std * scale).reshape(shape)))
-
-    def put(self, index: int, sample: Any, op: str, where: str) -> None:
-        """Write one HxWxC sample (an op's result) at ``index`` (from any thread, once the first
-        sample has sized the output)."""
-        if self.array is None:  # the first sample (written before any other thread starts)
-            self._allocate(sample)
-        elif tuple(sample.shape) != self._sample_shape:
-            raise CustomOpError(op, where, f"returned shape {tuple(sample.shape)} while the batch's first image "
-                                f"came out {self._sample_shape}; a batch needs one size: end the augment list "
-                                "with a fixed-size op (RandomResizedCrop, CenterCrop, Resize(size=...))")
-        self._write(self.array[index], sample)
-
-    def put_batch(self, batch: Any) -> Any:
-        """Write a whole NxHxWxC batch; returns the output."""
-        self._allocate(batch[0])
-        self._write(self.array, batch)
-        return self.array
-
-    def _write(self, target: Any, source: Any) -> None:
-        xp = self.xp
-        if self.nchw:
-            source = xp.moveaxis(source, -1, -3)
-        if self._mean_std is None:
-            if target.dtype == np.uint8 and source.dtype == np.uint16:  # 16 -> 8 bit by range, as DALI's
-                source = xp.rint(source * np.float32(255.0 / 65535.0))
-            target[...] = source
-            return
-        mean, std = self._mean_std
-        # (x - mean) / std in float32, as the torch backend computes it (bit for bit)
-        if target.dtype == np.float32:
-            xp.subtract(source, mean, out=target, dtype=np.float32)
-            xp.divide(target, std, out=target)
-        else:
-            target[...] = xp.divide(xp.subtract(source, mean, dtype=np.float32), std)
 
 
 def _bind_layout(transform: Callable[..., Any], layout: str) -> Callable[..., Any]:
