@@ -310,3 +310,73 @@ def test_a_pipeline_that_became_garbage_is_freed_before_a_fork(small_lmdb):
     finally:
         if enabled:
             gc.enable()
+
+
+@pytest.mark.parametrize("payload", ["encoded", "raw"])
+@pytest.mark.parametrize("output_dtype,layout", [("float32", "NCHW"), ("uint8", "NHWC"), ("float16", "NCHW")])
+def test_cpu_train_preset_finishes_on_the_host_with_the_torch_backends_pixels(small_folder, small_lmdb, tmp_path,
+                                                                              payload, output_dtype, layout):
+    """On the CPU, DALI decodes the crop windows and the host finish resizes, mirrors and
+    normalizes them with the torch backend's own resize: same windows, same pixels."""
+    store = small_lmdb
+    if payload == "raw":
+        store = str(tmp_path / "raw.lmdb")
+        fastload.pack(small_folder, store, options=fastload.PackOptions(payload="raw", workers=1, progress=False))
+    kw = dict(augment="train", image_size=32, shuffle=True, seed=9, output_dtype=output_dtype, layout=layout)
+    ref, ref_labels = _batches(small_lmdb, "torch", **kw)
+    loader = fastload.Loader(store, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
+    out, labels = map(torch.cat, zip(*loader))
+    assert loader._get_backend().lowered.host
+    assert torch.equal(labels, ref_labels) and out.dtype == ref.dtype and out.shape == ref.shape
+    # the decoders are both libjpeg-turbo: equal here; a different build may round a few pixels
+    assert (out.float() - ref.float()).abs().mean().item() < 0.01
+
+
+def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
+    """The host finish reuses an output batch only once no tensor or view of it is alive."""
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment="train", image_size=24, backend="dali",
+                             device="cpu", num_threads=2, seed=3)
+    held, views, copies = [], [], []
+    for _ in range(2):  # two passes: far more batches than the buffers kept
+        for k, (images, _) in enumerate(loader):
+            copies.append(images.clone())
+            held.append(images if k % 2 else None)
+            views.append(images[1:3].permute(0, 2, 3, 1) if k % 3 == 0 else None)
+    for batch, view, copy in zip(held, views, copies):
+        if batch is not None:
+            assert torch.equal(batch, copy)
+        if view is not None:
+            assert torch.equal(view, copy[1:3].permute(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("augment", [
+    [ops.RandomResizedCrop(24), ops.Flip(vertical=True), ops.Normalize()],  # mirror only folds
+    [ops.RandomResizedCrop(24), ops.ColorJitter(brightness=0.2), ops.Normalize()],
+    "eval",
+])
+def test_other_op_lists_stay_in_dali(small_lmdb, augment):
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment=augment, image_size=24, backend="dali",
+                             device="cpu", num_threads=1)
+    images, _ = next(iter(loader))
+    assert not loader._get_backend().lowered.host and images.shape == (4, 3, 24, 24)
+
+
+def test_sixteen_bit_and_gray_stores_stay_in_dali(tmp_path):
+    for name, mode, dtype in (("gray", "L", np.uint8), ("deep", "RGB", np.uint16)):
+        root = tmp_path / name / "x"
+        root.mkdir(parents=True)
+        for i in range(4):
+            pixels = np.random.default_rng(i).integers(0, np.iinfo(dtype).max, (40, 48, 1 if mode == "L" else 3))
+            _write_png(root / f"{i}.png", pixels.astype(dtype))
+        out = str(tmp_path / f"{name}.lmdb")
+        fastload.pack(str(tmp_path / name), out, options=fastload.PackOptions(workers=1, progress=False))
+        loader = fastload.Loader(out, batch_size=4, augment="train", image_size=24, backend="dali", device="cpu")
+        next(iter(loader))
+        assert not loader._get_backend().lowered.host
+
+
+def _write_png(path, pixels):
+    import cv2
+
+    image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels[..., ::-1]
+    assert cv2.imwrite(str(path), image)

@@ -126,7 +126,8 @@ class DaliBackend:
         self.encoded = dali_decodes(store)
         self.pixel_dtype = pixel_dtype(store)
         self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output_dtype=config.output_dtype,
-                                             views=config.views)
+                                             views=config.views, device="gpu" if config.device == "cuda" else "cpu",
+                                             pixel_dtype=self.pixel_dtype, channels=config.channels)
         self.feed_workers = feed_workers or default_feed_workers()
         self._idle: list[DaliEngine] = []
         self._engines: list[DaliEngine] = []

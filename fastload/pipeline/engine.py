@@ -33,6 +33,7 @@ from ..ops.normalize import max_value
 from ..stores import Store
 from ..stores.files import FileStore
 from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
+from .host import HostFinish
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
 from .pool import FeedPool
@@ -127,6 +128,8 @@ class DaliEngine:
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
+        self.host = HostFinish(lowered.head, lowered.params, threads=config.num_threads, layout=config.layout,
+                               output_dtype=config.output_dtype) if lowered.host else None
         self.pipe = self._define()
         self.pipe.build()
         self.broken = False
@@ -274,6 +277,8 @@ class DaliEngine:
             self.pool.release(self._in_dali.popleft()[1])
         records = self._batches[position]
         labels = torch.from_numpy(self.labels[records])
+        if self.host is not None:  # DALI decoded the crop windows: the host finish does the rest
+            return self.host(outputs[0], np.asarray(outputs[1].as_tensor())), labels
         if not outputs[0].is_dense_tensor():  # images that differ in size: only a tail can mend that
             if not self.lowered.tail:
                 self.broken = True
@@ -309,3 +314,5 @@ class DaliEngine:
     def close(self) -> None:
         self.pipe = None
         self.pool.close()
+        if self.host is not None:
+            self.host.close()

@@ -10,6 +10,11 @@ declare themselves (no type checks here):
   output layout and dtype;
 * every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
 
+On the CPU, a head that is a random-resized crop, a horizontal flip and a Normalize (the train
+preset's form) on 8-bit RGB images ends at the decoded crop windows instead: the resize, mirror
+and normalize run in the host finish (``fastload.pipeline.host``), several times faster than
+DALI's CPU resize.
+
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
 Loader's batch stage on the whole device batch, outside ``fn.python_function`` (see
 ``fastload.batch``). A custom op followed by a built-in that only DALI can run stays in the head,
@@ -28,6 +33,7 @@ from ..ops import Normalize, Op
 from ..ops.base import Op as _BaseOp
 from ..ops.custom import CustomOp
 from ..tta import View, fixed_params, split_for_views
+from .host import host_finishes
 from .params import ParamLayout
 
 __all__ = ["LoweredOps", "LoweringContext", "lower_ops", "build_graph"]
@@ -72,6 +78,7 @@ class LoweredOps:
         fuse_decoder: head[0] is cut by the decoder (encoded stores only).
         cmn: how many of the head's last ops fold into the final crop_mirror_normalize.
         views: test-time views; with them ``final_crop`` and ``normalize`` run per view.
+        host: the pipeline ends at the crop windows; the host finish does the rest of the head.
     """
 
     head: tuple[Op, ...]
@@ -82,6 +89,7 @@ class LoweredOps:
     views: tuple[View, ...] = ()
     final_crop: Op | None = None
     normalize: Op | None = None
+    host: bool = False
     needs_ids: bool = field(init=False)  # custom ops run inside DALI: samples carry [seed, epoch, record]
 
     def __post_init__(self) -> None:
@@ -108,8 +116,8 @@ def _cmn_count(head: Sequence[Op]) -> int:
     return count
 
 
-def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str,
-              views: Sequence[View] = ()) -> LoweredOps:
+def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str, views: Sequence[View] = (),
+              device: str = "gpu", pixel_dtype: np.dtype = np.dtype(np.uint8), channels: int = 3) -> LoweredOps:
     """Split ``ops`` into the DALI head and the batch-stage tail and decide the fusions.
 
     Args:
@@ -117,6 +125,9 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str,
         encoded: records reach DALI as encoded images (decoder fusion possible).
         output_dtype: "uint8" output skips a trailing Normalize, as both backends do.
         views: test-time views: the op list's final crop and Normalize then run per view.
+        device: "cpu" or "gpu": where the pipeline runs (the host finish is for the CPU).
+        pixel_dtype: the images' pixel type.
+        channels: channels per image.
     """
     ops = list(ops)
     if output_dtype == "uint8":  # uint8 output is not normalized
@@ -131,12 +142,14 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str,
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
+    if not tail and host_finishes(head, device=device, pixel_dtype=pixel_dtype, channels=channels):
+        return LoweredOps(tuple(head), (), ParamLayout(head), fuse, 0, host=True)
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
     return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, cmn)
 
 
 def _decode(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, pixel_dtype: np.dtype,
-            hw_decoder_load: float | None) -> tuple[Any, int]:
+            hw_decoder_load: float | None, after_roi: bool = True) -> tuple[Any, int]:
     from nvidia.dali import fn, types
 
     device = "mixed" if ctx.device == "gpu" else "cpu"
@@ -149,7 +162,7 @@ def _decode(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, p
         anchor, shape = op.decoder_roi(lowered.params.slice(params, 0))
         images = fn.decoders.image_slice(data, anchor, shape, axis_names="HW", normalized_anchor=False,
                                          normalized_shape=False, device=device, output_type=kind, **extra)
-        return op.after_roi(images, ctx), 1
+        return (op.after_roi(images, ctx) if after_roi else images), 1
     return fn.decoders.image(data, device=device, output_type=kind, **extra), 0
 
 
@@ -196,13 +209,29 @@ def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) ->
                                     **kwargs, **_to_8_bit(ctx))
 
 
+def _windows(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, encoded: bool,
+             pixel_dtype: np.dtype) -> list[Any]:
+    """For the host finish: the decoded crop windows (HWC, each its own size) and the parameters."""
+    from nvidia.dali import fn
+
+    if encoded:
+        images, _ = _decode(data, params, lowered, ctx, pixel_dtype, None, after_roi=False)
+    else:
+        anchor, shape = lowered.head[0].decoder_roi(lowered.params.slice(params, 0))
+        images = fn.slice(data, anchor, shape, axis_names="HW", normalized_anchor=False, normalized_shape=False)
+    return [images, params]
+
+
 def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, *, encoded: bool,
                 pixel_dtype: np.dtype, hw_decoder_load: float | None = None) -> Any:
     """The images DataNode: decode (or take the arrays), the head's ops, the final stage.
 
     With a tail, the pipeline ends in HWC images of the last head op's type: the batch stage
-    takes it from there. With test-time views, a list of one DataNode per view.
+    takes it from there. With test-time views, a list of one DataNode per view. For the host
+    finish, ``[windows, params]``.
     """
+    if lowered.host:
+        return _windows(data, params, lowered, ctx, encoded, pixel_dtype)
     if encoded:
         images, start = _decode(data, params, lowered, ctx, pixel_dtype, hw_decoder_load)
     else:

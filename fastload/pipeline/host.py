@@ -1,0 +1,142 @@
+"""The host finish: on the CPU, the random-resized crop's resize, the mirror and the normalize
+run here, on a pool of the loader's threads, instead of in DALI's CPU operators.
+
+Why: DALI's CPU resize is scalar for 3-channel images: in the train preset it took ~half of
+the CPU time per image (perf, 2 cores: resize 49%, JPEG decode 33%, crop_mirror_normalize 7%),
+~1.9 ms per crop where torch's SIMD antialiased bilinear resize (the same triangle filter as
+DALI's and Pillow's) takes ~0.36 ms. DALI still decodes (only the crop window, in its threads);
+this stage takes the decoded windows as they come out, each thread a contiguous share of the
+batch, and writes the finished batch (layout, dtype, normalization) with
+``fastload.transforms.output.BatchWriter``. The thread that iterates the Loader only hands out
+the shares: O(threads) Python per batch. Numbers: benchmarks/RESULTS.md, section 10.
+
+The resize is ``fastload.ops.geometry.resize_image``, the torch backend's too, so both backends
+compute the same pixels from the same decoded window.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..ops import Flip, Normalize, Op, RandomResizedCrop
+from ..ops.geometry import resize_image
+from ..transforms.output import NP_DTYPES, BatchWriter
+from .params import ParamLayout
+
+__all__ = ["HostFinish", "host_finishes"]
+
+
+def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, channels: int) -> bool:
+    """Whether ``head`` (the ops DALI would run) is a random-resized crop followed only by a
+    horizontal flip and a Normalize, on 8-bit RGB images on the CPU: the form the host finish
+    does faster than DALI's CPU operators."""
+    if device != "cpu" or np.dtype(pixel_dtype) != np.uint8 or channels != 3:
+        return False
+    if not head or type(head[0]) is not RandomResizedCrop:
+        return False
+    rest = [type(op) for op in head[1:]]
+    allowed = [[], [Flip], [Normalize], [Flip, Normalize]]
+    return rest in allowed and all(op.cmn_role() is not None for op in head[1:])
+
+
+class _Buffers:
+    """Output batches reused once nothing refers to them any more.
+
+    A fresh 38 MB batch per step costs the iterating thread ~50 us per image in page faults and
+    ``munmap`` (perf: 60% of its time). Each batch here is a NumPy array handed to torch with
+    ``torch.from_numpy``: every tensor and view of it keeps one reference to the array through
+    their shared storage, so an array whose only reference is this list is free to reuse.
+    """
+
+    _KEEP = 4  # spare batches at most: a caller that keeps every batch gets new ones
+
+    def __init__(self) -> None:
+        self._arrays: list[np.ndarray] = []
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        for array in self._arrays:
+            # references: this list, the loop variable, getrefcount's argument
+            if sys.getrefcount(array) == 3 and array.shape == shape and array.dtype == dtype:
+                return array
+        array = np.empty(shape, dtype)
+        if len(self._arrays) < self._KEEP:
+            self._arrays.append(array)
+        return array
+
+
+def _init_thread() -> None:
+    torch.set_num_threads(1)  # per thread (OpenMP): each share runs on its own core
+
+
+@dataclass
+class _Plan:
+    size: tuple[int, int]
+    flip_at: int | None  # the flip's offset in the parameter vector
+    normalize: Normalize | None
+
+
+class HostFinish:
+    """Resize, mirror and normalize DALI's decoded crop windows into the output batch.
+
+    Args:
+        head: the ops (see ``host_finishes``).
+        params: where their drawn parameters sit in the per-sample vector.
+        threads: the pool's threads (the loader's ``num_threads``).
+        layout: "NCHW" or "NHWC".
+        output_dtype: "float32", "float16" or "uint8" (uint8 output is not normalized).
+    """
+
+    def __init__(self, head: Sequence[Op], params: ParamLayout, *, threads: int, layout: str,
+                 output_dtype: str) -> None:
+        crop = head[0]
+        assert isinstance(crop, RandomResizedCrop)  # host_finishes() chose this path
+        flip_at = next((params.offsets[i] for i, op in enumerate(head) if isinstance(op, Flip)), None)
+        normalize = next((op for op in head if isinstance(op, Normalize)), None)
+        size = (crop.size, crop.size) if isinstance(crop.size, int) else tuple(crop.size)
+        self._plan = _Plan(size=size, flip_at=flip_at, normalize=normalize)  # type: ignore[arg-type]
+        self.threads, self.layout, self.output_dtype = max(1, threads), layout, output_dtype
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+        self._buffers = _Buffers()
+
+    def __call__(self, windows: Any, params: np.ndarray) -> torch.Tensor:
+        """The finished batch from DALI's decoded windows (a TensorListCPU of HWC uint8 images)
+        and the batch's parameter vectors."""
+        count = len(windows)
+        plan = self._plan
+        out = BatchWriter(np, torch.device("cpu"), count, self.layout, NP_DTYPES[self.output_dtype],
+                          plan.normalize, 255.0)
+        dtype = np.dtype(NP_DTYPES[self.output_dtype])
+        out.reserve(*plan.size, 3, np.dtype(np.uint8), into=self._buffers.take(out.shape(*plan.size, 3), dtype))
+        mirror = params[:, plan.flip_at] > 0.5 if plan.flip_at is not None else np.zeros(count, bool)
+
+        def share(indices: range) -> None:
+            for i in indices:
+                image = resize_image(np.asarray(windows[i]), *plan.size)
+                out.put(i, image[:, ::-1] if mirror[i] else image, "RandomResizedCrop", f"sample {i}")
+
+        shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
+        for result in self._executor().map(share, shares):
+            del result
+        return out.tensor  # type: ignore[return-value]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool[0] != os.getpid():
+            self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="fastload-host",
+                                                          initializer=_init_thread))
+        return self._pool[1]
+
+    def close(self) -> None:
+        """Let the pool's threads go."""
+        if self._pool is not None:
+            pid, pool = self._pool
+            self._pool = None
+            if pid == os.getpid():
+                pool.shutdown(wait=False)
