@@ -128,8 +128,8 @@ class DaliEngine:
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
-        self.host = HostFinish(lowered.head, lowered.params, threads=config.num_threads, layout=config.layout,
-                               output_dtype=config.output_dtype) if lowered.host else None
+        self.host = HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
+                               layout=config.layout, output_dtype=config.output_dtype) if lowered.host else None
         self.pipe = self._define()
         self.pipe.build()
         self.broken = False

@@ -5,7 +5,7 @@ Why: DALI's CPU resize is scalar for 3-channel images: in the train preset it to
 the CPU time per image (perf, 2 cores: resize 49%, JPEG decode 33%, crop_mirror_normalize 7%),
 ~1.9 ms per crop where torch's SIMD antialiased bilinear resize (the same triangle filter as
 DALI's and Pillow's) takes ~0.36 ms. DALI still decodes (only the crop window, in its threads);
-this stage takes the decoded windows as they come out, each thread a contiguous share of the
+this stage takes the decoded windows as they come out (or cuts them from a raw store's arrays), each thread a contiguous share of the
 batch, and writes the finished batch (layout, dtype, normalization) with
 ``fastload.transforms.output.BatchWriter``. The thread that iterates the Loader only hands out
 the shares: O(threads) Python per batch. Numbers: benchmarks/RESULTS.md, section 10.
@@ -89,12 +89,14 @@ class HostFinish:
     Args:
         head: the ops (see ``host_finishes``).
         params: where their drawn parameters sit in the per-sample vector.
+        cut: the images are whole (arrays): cut each one's window here (encoded images come
+            decoded as their windows already).
         threads: the pool's threads (the loader's ``num_threads``).
         layout: "NCHW" or "NHWC".
         output_dtype: "float32", "float16" or "uint8" (uint8 output is not normalized).
     """
 
-    def __init__(self, head: Sequence[Op], params: ParamLayout, *, threads: int, layout: str,
+    def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int, layout: str,
                  output_dtype: str) -> None:
         crop = head[0]
         assert isinstance(crop, RandomResizedCrop)  # host_finishes() chose this path
@@ -102,7 +104,7 @@ class HostFinish:
         normalize = next((op for op in head if isinstance(op, Normalize)), None)
         size = (crop.size, crop.size) if isinstance(crop.size, int) else tuple(crop.size)
         self._plan = _Plan(size=size, flip_at=flip_at, normalize=normalize)  # type: ignore[arg-type]
-        self.threads, self.layout, self.output_dtype = max(1, threads), layout, output_dtype
+        self.cut, self.threads, self.layout, self.output_dtype = cut, max(1, threads), layout, output_dtype
         self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
         self._buffers = _Buffers()
 
@@ -117,9 +119,15 @@ class HostFinish:
         out.reserve(*plan.size, 3, np.dtype(np.uint8), into=self._buffers.take(out.shape(*plan.size, 3), dtype))
         mirror = params[:, plan.flip_at] > 0.5 if plan.flip_at is not None else np.zeros(count, bool)
 
+        windows_at = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
+
         def share(indices: range) -> None:
             for i in indices:
-                image = resize_image(np.asarray(windows[i]), *plan.size)
+                image = np.asarray(windows[i])
+                if windows_at is not None:
+                    y, x, h, w = windows_at[i]
+                    image = image[y : y + h, x : x + w]
+                image = resize_image(image, *plan.size)
                 out.put(i, image[:, ::-1] if mirror[i] else image, "RandomResizedCrop", f"sample {i}")
 
         shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
