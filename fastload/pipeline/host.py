@@ -121,14 +121,23 @@ class HostFinish:
 
         windows_at = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
 
+        height, width = plan.size
+        nchw = self.layout == "NCHW"
+
         def share(indices: range) -> None:
-            for i in indices:
+            # resized 8-bit samples gather in a staging block laid out as the output, then one
+            # vectorized write normalizes the whole share: per-sample Python stays ~30 us
+            staging = np.empty((len(indices), 3, height, width) if nchw else (len(indices), height, width, 3),
+                               np.uint8)
+            samples = staging.transpose(0, 2, 3, 1) if nchw else staging  # NHWC views of it
+            for j, i in enumerate(indices):
                 image = np.asarray(windows[i])
                 if windows_at is not None:
                     y, x, h, w = windows_at[i]
                     image = image[y : y + h, x : x + w]
-                image = resize_image(image, *plan.size)
-                out.put(i, image[:, ::-1] if mirror[i] else image, "RandomResizedCrop", f"sample {i}")
+                image = resize_image(image, height, width)
+                samples[j] = image[:, ::-1] if mirror[i] else image
+            out.put_range(indices.start, samples)
 
         shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
         for result in self._executor().map(share, shares):

@@ -86,6 +86,10 @@ class BatchWriter:
                                 "with a fixed-size op (RandomResizedCrop, CenterCrop, Resize(size=...))")
         self._write(self.array[index], sample)
 
+    def put_range(self, start: int, batch: Any) -> None:
+        """Write NxHxWxC samples (any strides) at ``start``, once ``reserve`` sized the output."""
+        self._write(self.array[start : start + len(batch)], batch)
+
     def put_batch(self, batch: Any) -> Any:
         """Write a whole NxHxWxC batch; returns the output."""
         self._allocate(batch[0])
