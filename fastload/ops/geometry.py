@@ -40,8 +40,10 @@ def _resize_torch(image: np.ndarray, height: int, width: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    # torch's SIMD path wants the whole image contiguous (channels last): a crop view is copied
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    # torch's SIMD path wants the whole image contiguous (channels last): a crop view is copied;
+    # so is a read-only array (a raw record), which torch.from_numpy would warn about
+    image = np.ascontiguousarray(image)
+    x = torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1)[None]
     return F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)[0].permute(1, 2, 0).numpy()
 
 

@@ -277,8 +277,9 @@ class DaliEngine:
             self.pool.release(self._in_dali.popleft()[1])
         records = self._batches[position]
         labels = torch.from_numpy(self.labels[records])
-        if self.host is not None:  # DALI decoded the crop windows: the host finish does the rest
-            return self.host(outputs[0], np.asarray(outputs[1].as_tensor())), labels
+        if self.host is not None:  # DALI decoded the images (or crop windows): the host finish does the rest
+            params = np.asarray(outputs[1].as_tensor()) if len(outputs) > 1 else np.zeros((len(records), 0))
+            return self.host(outputs[0], params), labels
         if not outputs[0].is_dense_tensor():  # images that differ in size: only a tail can mend that
             if not self.lowered.tail:
                 self.broken = True

@@ -1,17 +1,18 @@
-"""The host finish: on the CPU, the random-resized crop's resize, the mirror and the normalize
-run here, on a pool of the loader's threads, instead of in DALI's CPU operators.
+"""The host finish: on the CPU, the resize, center crop, mirror and normalize of the train and
+eval presets run here, on a pool of the loader's threads, instead of in DALI's CPU operators.
 
 Why: DALI's CPU resize is scalar for 3-channel images: in the train preset it took ~half of
 the CPU time per image (perf, 2 cores: resize 49%, JPEG decode 33%, crop_mirror_normalize 7%),
 ~1.9 ms per crop where torch's SIMD antialiased bilinear resize (the same triangle filter as
-DALI's and Pillow's) takes ~0.36 ms. DALI still decodes (only the crop window, in its threads);
-this stage takes the decoded windows as they come out (or cuts them from a raw store's arrays), each thread a contiguous share of the
-batch, and writes the finished batch (layout, dtype, normalization) with
-``fastload.transforms.output.BatchWriter``. The thread that iterates the Loader only hands out
-the shares: O(threads) Python per batch. Numbers: benchmarks/RESULTS.md, section 10.
+DALI's and Pillow's) takes ~0.36 ms. DALI still decodes, in its threads (only the crop window of
+a random-resized crop); this stage takes the decoded images as they come out (or cuts the windows
+from a raw store's arrays), each thread a contiguous share of the batch, and writes the finished
+batch (layout, dtype, normalization) with ``fastload.transforms.output.BatchWriter``. The thread
+that iterates the Loader only hands out the shares: O(threads) Python per batch. Numbers:
+benchmarks/RESULTS.md, section 10.
 
-The resize is ``fastload.ops.geometry.resize_image``, the torch backend's too, so both backends
-compute the same pixels from the same decoded window.
+The resize and crop are the torch backend's own (``fastload.ops.geometry``), so both backends
+compute the same pixels from the same decoded image.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..ops import Flip, Normalize, Op, RandomResizedCrop
+from ..ops import CenterCrop, Flip, Normalize, Op, RandomResizedCrop, Resize
 from ..ops.geometry import resize_image
 from ..transforms.output import NP_DTYPES, BatchWriter
 from .params import ParamLayout
@@ -34,17 +34,28 @@ from .params import ParamLayout
 __all__ = ["HostFinish", "host_finishes"]
 
 
+def _geometry(head: Sequence[Op]) -> list[Op] | None:
+    """The head's geometric ops when it is one of the host finish's forms, else None: a
+    random-resized crop, or a resize to a fixed size, or a resize then a center crop; then at
+    most a horizontal flip and a Normalize, in that order."""
+    ops = list(head)
+    if ops and isinstance(ops[-1], Normalize):
+        ops.pop()
+    if ops and type(ops[-1]) is Flip and ops[-1].cmn_role() == "mirror":
+        ops.pop()
+    forms = ([RandomResizedCrop], [Resize], [Resize, CenterCrop])
+    if [type(op) for op in ops] not in forms or ops[-1].output_size(1, 1) != ops[-1].output_size(2, 3):
+        return None  # (a resize of the shorter side alone gives each image its own size)
+    return ops
+
+
 def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, channels: int) -> bool:
-    """Whether ``head`` (the ops DALI would run) is a random-resized crop followed only by a
-    horizontal flip and a Normalize, on 8-bit RGB images on the CPU: the form the host finish
-    does faster than DALI's CPU operators."""
+    """Whether the host finish does ``head`` (the ops DALI would run): on the CPU, for 8-bit RGB
+    images, a random-resized crop (the train preset) or a resize and center crop (the eval
+    preset), then a horizontal flip and a Normalize (see ``_geometry``)."""
     if device != "cpu" or np.dtype(pixel_dtype) != np.uint8 or channels != 3:
         return False
-    if not head or type(head[0]) is not RandomResizedCrop:
-        return False
-    rest = [type(op) for op in head[1:]]
-    allowed = [[], [Flip], [Normalize], [Flip, Normalize]]
-    return rest in allowed and all(op.cmn_role() is not None for op in head[1:])
+    return _geometry(head) is not None
 
 
 class _Buffers:
@@ -76,13 +87,6 @@ def _init_thread() -> None:
     torch.set_num_threads(1)  # per thread (OpenMP): each share runs on its own core
 
 
-@dataclass
-class _Plan:
-    size: tuple[int, int]
-    flip_at: int | None  # the flip's offset in the parameter vector
-    normalize: Normalize | None
-
-
 class HostFinish:
     """Resize, mirror and normalize DALI's decoded crop windows into the output batch.
 
@@ -98,13 +102,16 @@ class HostFinish:
 
     def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int, layout: str,
                  output_dtype: str) -> None:
-        crop = head[0]
-        assert isinstance(crop, RandomResizedCrop)  # host_finishes() chose this path
-        flip_at = next((params.offsets[i] for i, op in enumerate(head) if isinstance(op, Flip)), None)
-        normalize = next((op for op in head if isinstance(op, Normalize)), None)
-        size = (crop.size, crop.size) if isinstance(crop.size, int) else tuple(crop.size)
-        self._plan = _Plan(size=size, flip_at=flip_at, normalize=normalize)  # type: ignore[arg-type]
-        self.cut, self.threads, self.layout, self.output_dtype = cut, max(1, threads), layout, output_dtype
+        geometry = _geometry(head)
+        if geometry is None:
+            raise ValueError(f"the host finish cannot run {[type(op).__name__ for op in head]}")
+        self._geometry = geometry
+        self._crop = type(geometry[0]) is RandomResizedCrop  # its window comes cut (encoded) or is cut here
+        self._flip_at = next((params.offsets[i] for i, op in enumerate(head) if isinstance(op, Flip)), None)
+        self._normalize = next((op for op in head if isinstance(op, Normalize)), None)
+        self._size: tuple[int, int] = geometry[-1].output_size(1, 1)  # type: ignore[assignment]
+        self.cut = cut and self._crop
+        self.threads, self.layout, self.output_dtype = max(1, threads), layout, output_dtype
         self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
         self._buffers = _Buffers()
 
@@ -112,17 +119,15 @@ class HostFinish:
         """The finished batch from DALI's decoded windows (a TensorListCPU of HWC uint8 images)
         and the batch's parameter vectors."""
         count = len(windows)
-        plan = self._plan
+        height, width = self._size
         out = BatchWriter(np, torch.device("cpu"), count, self.layout, NP_DTYPES[self.output_dtype],
-                          plan.normalize, 255.0)
+                          self._normalize, 255.0)
         dtype = np.dtype(NP_DTYPES[self.output_dtype])
-        out.reserve(*plan.size, 3, np.dtype(np.uint8), into=self._buffers.take(out.shape(*plan.size, 3), dtype))
-        mirror = params[:, plan.flip_at] > 0.5 if plan.flip_at is not None else np.zeros(count, bool)
-
+        out.reserve(height, width, 3, np.dtype(np.uint8), into=self._buffers.take(out.shape(height, width, 3), dtype))
+        mirror = params[:, self._flip_at] > 0.5 if self._flip_at is not None else np.zeros(count, bool)
         windows_at = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
-
-        height, width = plan.size
         nchw = self.layout == "NCHW"
+        geometry = self._geometry
 
         def share(indices: range) -> None:
             # resized 8-bit samples gather in a staging block laid out as the output, then one
@@ -135,7 +140,11 @@ class HostFinish:
                 if windows_at is not None:
                     y, x, h, w = windows_at[i]
                     image = image[y : y + h, x : x + w]
-                image = resize_image(image, height, width)
+                if self._crop:  # the window is cut: what is left of the crop is its resize
+                    image = resize_image(image, height, width)
+                else:
+                    for op in geometry:  # Resize, CenterCrop: the torch backend's own code
+                        image = op.apply(image, None)
                 samples[j] = image[:, ::-1] if mirror[i] else image
             out.put_range(indices.start, samples)
 

@@ -10,10 +10,10 @@ declare themselves (no type checks here):
   output layout and dtype;
 * every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
 
-On the CPU, a head that is a random-resized crop, a horizontal flip and a Normalize (the train
-preset's form) on 8-bit RGB images ends at the decoded crop windows instead: the resize, mirror
-and normalize run in the host finish (``fastload.pipeline.host``), several times faster than
-DALI's CPU resize.
+On the CPU, a head of the train or eval preset's form (a random-resized crop, or a resize and a
+center crop; a horizontal flip; a Normalize) on 8-bit RGB images ends at the decoded images (only
+the crop windows for a random-resized crop) instead: the rest runs in the host finish
+(``fastload.pipeline.host``), several times faster than DALI's CPU resize.
 
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
 Loader's batch stage on the whole device batch, outside ``fn.python_function`` (see
@@ -211,14 +211,15 @@ def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) ->
 
 def _windows(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, encoded: bool,
              pixel_dtype: np.dtype) -> list[Any]:
-    """For the host finish: the decoded crop windows (HWC, each its own size) and the parameters.
+    """For the host finish: the decoded images or crop windows (HWC, each its own size) and the
+    parameters.
     Arrays pass through whole: the host finish cuts their windows as views (DALI's CPU slice
     kernel took 39% of the CPU time per image of a raw store, perf, where a view costs nothing)."""
     if encoded:
         images, _ = _decode(data, params, lowered, ctx, pixel_dtype, None, after_roi=False)
     else:
         images = data
-    return [images, params]
+    return [images] if params is None else [images, params]
 
 
 def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, *, encoded: bool,
