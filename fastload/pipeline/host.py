@@ -17,10 +17,8 @@ compute the same pixels from the same decoded image.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,6 +26,7 @@ import torch
 
 from ..ops import CenterCrop, Flip, Normalize, Op, RandomResizedCrop, Resize
 from ..ops.geometry import resize_image
+from ..threads import LazyThreadPool
 from ..transforms.output import NP_DTYPES, BatchWriter
 from .params import ParamLayout
 
@@ -88,13 +87,13 @@ def _init_thread() -> None:
 
 
 class HostFinish:
-    """Resize, mirror and normalize DALI's decoded crop windows into the output batch.
+    """Resize (or cut), crop, mirror and normalize DALI's decoded images into the output batch.
 
     Args:
         head: the ops (see ``host_finishes``).
         params: where their drawn parameters sit in the per-sample vector.
-        cut: the images are whole (arrays): cut each one's window here (encoded images come
-            decoded as their windows already).
+        cut: the images are whole (arrays): cut each random-resized crop's window here (encoded
+            images come decoded as their windows already).
         threads: the pool's threads (the loader's ``num_threads``).
         layout: "NCHW" or "NHWC".
         output_dtype: "float32", "float16" or "uint8" (uint8 output is not normalized).
@@ -112,57 +111,44 @@ class HostFinish:
         self._size: tuple[int, int] = geometry[-1].output_size(1, 1)  # type: ignore[assignment]
         self.cut = cut and self._crop
         self.threads, self.layout, self.output_dtype = max(1, threads), layout, output_dtype
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+        self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=_init_thread)
         self._buffers = _Buffers()
 
-    def __call__(self, windows: Any, params: np.ndarray) -> torch.Tensor:
-        """The finished batch from DALI's decoded windows (a TensorListCPU of HWC uint8 images)
+    def __call__(self, images: Any, params: np.ndarray) -> torch.Tensor:
+        """The finished batch from DALI's decoded images (a TensorListCPU of HWC uint8 images)
         and the batch's parameter vectors."""
-        count = len(windows)
-        height, width = self._size
+        count = len(images)
         out = BatchWriter(np, torch.device("cpu"), count, self.layout, NP_DTYPES[self.output_dtype],
                           self._normalize, 255.0)
-        dtype = np.dtype(NP_DTYPES[self.output_dtype])
-        out.reserve(height, width, 3, np.dtype(np.uint8), into=self._buffers.take(out.shape(height, width, 3), dtype))
+        shape = out.shape(*self._size, 3)
+        out.reserve(*self._size, 3, np.dtype(np.uint8), into=self._buffers.take(shape, np.dtype(out.dtype)))
         mirror = params[:, self._flip_at] > 0.5 if self._flip_at is not None else np.zeros(count, bool)
-        windows_at = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
-        nchw = self.layout == "NCHW"
-        geometry = self._geometry
-
-        def share(indices: range) -> None:
-            # resized 8-bit samples gather in a staging block laid out as the output, then one
-            # vectorized write normalizes the whole share: per-sample Python stays ~30 us
-            staging = np.empty((len(indices), 3, height, width) if nchw else (len(indices), height, width, 3),
-                               np.uint8)
-            samples = staging.transpose(0, 2, 3, 1) if nchw else staging  # NHWC views of it
-            for j, i in enumerate(indices):
-                image = np.asarray(windows[i])
-                if windows_at is not None:
-                    y, x, h, w = windows_at[i]
-                    image = image[y : y + h, x : x + w]
-                if self._crop:  # the window is cut: what is left of the crop is its resize
-                    image = resize_image(image, height, width)
-                else:
-                    for op in geometry:  # Resize, CenterCrop: the torch backend's own code
-                        image = op.apply(image, None)
-                samples[j] = image[:, ::-1] if mirror[i] else image
-            out.put_range(indices.start, samples)
-
+        windows = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
         shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
-        for result in self._executor().map(share, shares):
-            del result
+        list(self._pool.get().map(lambda share: self._share(share, images, windows, mirror, out), shares))
         return out.tensor  # type: ignore[return-value]
 
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None or self._pool[0] != os.getpid():
-            self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="fastload-host",
-                                                          initializer=_init_thread))
-        return self._pool[1]
+    def _share(self, indices: range, images: Any, windows: np.ndarray | None, mirror: np.ndarray,
+               out: BatchWriter) -> None:
+        """One thread's part: its samples gather, resized, in an 8-bit staging block laid out as
+        the output, then one vectorized write normalizes them all (per-sample Python ~40 us)."""
+        height, width = self._size
+        nchw = self.layout == "NCHW"
+        staging = np.empty((len(indices), 3, height, width) if nchw else (len(indices), height, width, 3), np.uint8)
+        samples = staging.transpose(0, 2, 3, 1) if nchw else staging  # an NHWC view of it
+        for j, i in enumerate(indices):
+            image = np.asarray(images[i])
+            if windows is not None:
+                y, x, h, w = windows[i]
+                image = image[y : y + h, x : x + w]
+            if self._crop:  # the window is cut: what is left of the crop is its resize
+                image = resize_image(image, height, width)
+            else:
+                for op in self._geometry:  # Resize, CenterCrop: the torch backend's own code
+                    image = op.apply(image, None)
+            samples[j] = image[:, ::-1] if mirror[i] else image
+        out.put_range(indices.start, samples)
 
     def close(self) -> None:
         """Let the pool's threads go."""
-        if self._pool is not None:
-            pid, pool = self._pool
-            self._pool = None
-            if pid == os.getpid():
-                pool.shutdown(wait=False)
+        self._pool.close()

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ import torch
 from ..errors import MissingExtraError
 from ..ops import Normalize, Op
 from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
+from ..threads import LazyThreadPool
 from .base import batch_generator
 from .output import NP_DTYPES, BatchWriter
 
@@ -101,7 +100,7 @@ class BatchStage:
         self.tail, self.transforms = list(tail), [_bind_layout(t, layout) for t in transforms]
         self.seed, self.layout, self.output_dtype, self.max_value = seed, layout, output_dtype, max_value
         self.threads = threads
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+        self._pool = LazyThreadPool(threads, "fastload-stage")
 
     @property
     def active(self) -> bool:
@@ -113,17 +112,11 @@ class BatchStage:
         if gpu or self.threads <= 1 or count <= 1:
             return [fn(i) for i in range(count)]
         first = fn(0)
-        if self._pool is None or self._pool[0] != os.getpid():
-            self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="fastload-stage"))
-        return [first, *self._pool[1].map(fn, range(1, count))]
+        return [first, *self._pool.get().map(fn, range(1, count))]
 
     def close(self) -> None:
         """Let the pool's threads go (a later batch starts a new pool)."""
-        if self._pool is not None:
-            pid, pool = self._pool
-            self._pool = None
-            if pid == os.getpid():
-                pool.shutdown(wait=False)
+        self._pool.close()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int,
                  records: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
