@@ -78,7 +78,8 @@ class LoweredOps:
         fuse_decoder: head[0] is cut by the decoder (encoded stores only).
         cmn: how many of the head's last ops fold into the final crop_mirror_normalize.
         views: test-time views; with them ``final_crop`` and ``normalize`` run per view.
-        host: the pipeline ends at the crop windows; the host finish does the rest of the head.
+        host: the pipeline ends at the decoded images (a random-resized crop's windows); the host
+            finish does the rest of the head.
     """
 
     head: tuple[Op, ...]
@@ -212,9 +213,8 @@ def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) ->
 def _windows(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, encoded: bool,
              pixel_dtype: np.dtype) -> list[Any]:
     """For the host finish: the decoded images or crop windows (HWC, each its own size) and the
-    parameters.
-    Arrays pass through whole: the host finish cuts their windows as views (DALI's CPU slice
-    kernel took 39% of the CPU time per image of a raw store, perf, where a view costs nothing)."""
+    parameters. Arrays pass through whole: the host finish cuts their windows as views (DALI's
+    CPU slice kernel took 39% of the CPU time per image of a raw store, perf; a view costs nothing)."""
     if encoded:
         images, _ = _decode(data, params, lowered, ctx, pixel_dtype, None, after_roi=False)
     else:
@@ -228,7 +228,7 @@ def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContex
 
     With a tail, the pipeline ends in HWC images of the last head op's type: the batch stage
     takes it from there. With test-time views, a list of one DataNode per view. For the host
-    finish, ``[windows, params]``.
+    finish, ``[images, params]`` (``[images]`` when no op draws parameters).
     """
     if lowered.host:
         return _windows(data, params, lowered, ctx, encoded, pixel_dtype)
