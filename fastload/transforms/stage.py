@@ -42,6 +42,7 @@ from .output import NP_DTYPES, BatchWriter
 
 __all__ = ["BatchStage", "DeviceGenerator"]
 
+
 class DeviceGenerator:
     """A NumPy Generator whose large draws (1024+ values) happen on the GPU, with CuPy.
 
