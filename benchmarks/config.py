@@ -67,6 +67,8 @@ class BenchConfig:
             step of it (``fastload.tune.TrainingStep``) and the rates are training images/s.
             None measures the loader alone.
         train_device: where the model trains ("cuda" or "cpu"; batches are moved there).
+        gil_seconds: after the timed rounds, sample the GIL with py-spy for this long while
+            drawing batches (``benchmarks.gil``); 0 skips it.
     """
 
     loader: str
@@ -79,6 +81,7 @@ class BenchConfig:
     seed: int = 0
     train_model: str | None = None
     train_device: str = "cpu"
+    gil_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch_size", "image_size", "batches_per_round", "rounds"):

@@ -17,7 +17,9 @@ on 2 CPU cores, 15% on a GPU):
   normalized in the batch stage);
 * ``+ 255 - x @op at the end``: the same per sample, in the batch stage;
 * ``+ 255 - x @op mid-list``: the same op followed by a Flip, so it stays in DALI, through
-  ``fn.python_function``.
+  ``fn.python_function``;
+* ``+ mixup/cutmix``: the train preset with ``batch_transforms=[Mixup, CutMix]`` (each with
+  p=0.5), whole-batch transforms on the loader's device that also make soft labels.
 
 Each row gives img/s (median of the rounds; on a shared machine this swings with other
 people's work), the CPU time per image of the whole process tree (the Loader's thread, DALI's
@@ -87,10 +89,21 @@ def configs(size: int) -> dict[str, list[Any]]:
         "+ 255 - x @batch_op": [crop, flip, invert_batch, norm],
         "+ 255 - x @op at the end": [crop, flip, invert, norm],
         "+ 255 - x @op mid-list (python_function)": [crop, invert, flip, norm],
+        MIX: [crop, flip, norm],
     }
 
 
+MIX = "+ mixup/cutmix (batch_transforms)"
 CONFIGS = tuple(configs(224))
+
+
+def batch_transforms(name: str) -> list[Any] | None:
+    """The ``batch_transforms=`` of a configuration (None for op-list-only ones)."""
+    if name != MIX:
+        return None
+    from fastload import transforms
+
+    return [transforms.Mixup(alpha=0.2, p=0.5), transforms.CutMix(alpha=1.0, p=0.5)]
 
 
 def _custom_op(op_list: list[Any]) -> Any:
@@ -137,7 +150,8 @@ def measure(store: str, *, names: list[str], size: int, batch_size: int, threads
     for name in names:
         loader = fastload.Loader(store, batch_size=batch_size, augment=table[name], backend="dali", device=device,
                                  num_threads=threads, shuffle=True, seed=0, drop_last=True,
-                                 weights=np.ones(count), num_samples=batch_size * 5_000)
+                                 weights=np.ones(count), num_samples=batch_size * 5_000,
+                                 batch_transforms=batch_transforms(runs[name][0]))
         if runs[name][1] is not None:
             loader._stage.threads = runs[name][1]  # a benchmark's knob: users get num_threads
         streams[name] = endless_batches(loader)

@@ -19,8 +19,8 @@ import fastload
 
 from .config import BenchData
 
-__all__ = ["decode_ceiling", "folder_stats", "prepare_data", "sample_spec", "write_tar_shards",
-           "disk_bytes"]
+__all__ = ["decode_ceiling", "folder_stats", "prepare_data", "prepare_data_isolated", "sample_spec",
+           "write_tar_shards", "disk_bytes"]
 
 FORMATS = {"lmdb": ".lmdb", "hdf5": ".h5", "lmdb-raw": "-raw.lmdb"}
 # fmt -> (store format, payload): "lmdb-raw" holds decoded pixels (no JPEG decode when reading).
@@ -165,6 +165,32 @@ def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleS
                      pack=pack)
 
 
+def prepare_data_isolated(work: str, *, spec: fastload.SampleSpec,
+                          formats: tuple[str, ...] = ("lmdb", "hdf5", "lmdb-raw"),
+                          timeout_s: float = 600.0) -> BenchData:
+    """``prepare_data`` of a generated set in a fresh subprocess (``python -m benchmarks.data``),
+    killed with its pack workers after ``timeout_s``: a stuck pack cannot stall the caller.
+
+    Raises:
+        RuntimeError: the preparation failed or ran out of time (the message says which).
+    """
+    from .suite import run_module
+
+    argument = json.dumps({"work": work, "spec": asdict(spec), "formats": list(formats)})
+    result = run_module("benchmarks.data", argument, timeout_s)
+    if result.get("status") == "error":
+        raise RuntimeError(f"preparing the benchmark data in {work} failed: {result['note']}")
+    return BenchData.from_json(result)
+
+
+def _main(argv: list[str]) -> None:
+    args = json.loads(argv[0])
+    spec = fastload.SampleSpec(**{**args["spec"], "short_side": tuple(args["spec"]["short_side"])})
+    data = prepare_data(args["work"], spec=spec, formats=tuple(args["formats"]))
+    with open(argv[1], "w") as f:
+        json.dump(data.to_json(), f)
+
+
 def _image_files(folder: str, limit: int) -> list[str]:
     paths = []
     for root, dirs, files in os.walk(folder):
@@ -193,3 +219,9 @@ def decode_ceiling(folder: str, cores: int, *, limit: int = 500, min_seconds: fl
     return {"decode_per_core_images_per_s": per_core, "cores": cores,
             "ceiling_images_per_s": per_core * cores, "images_sampled": len(buffers),
             "method": "cv2.imdecode(IMREAD_COLOR), one thread, encoded files in memory"}
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])

@@ -23,6 +23,8 @@ What is measured (all in the result dict):
                        figures; else nvidia-smi at the start and the end); device-wide
     torch_cuda_peak_mb torch.cuda.max_memory_allocated(): tensors in torch's allocator only
                        (batches handed to torch, the model); DALI's own pools are not in it
+    gil_us_per_image   with ``config.gil_seconds``: GIL time of every thread of this process per
+                       image, sampled by py-spy after the timed rounds (``benchmarks.gil``)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import psutil
 from fastload.tune import TrainingStep, endless_batches
 
 from .config import BenchConfig, BenchData, loads
+from .gil import gil_per_image
 from .loaders import LOADERS
 
 __all__ = ["GpuMemory", "ResourceMonitor", "measure", "summarize_rates", "timed_round", "tree_cpu_seconds",
@@ -293,6 +296,14 @@ def _timed_rounds(batches: Iterator, config: BenchConfig, device: str, monitor: 
             "feed_ceiling_images_per_s": 1e6 / host_us if host_us > 0 else None}
 
 
+def _draw(batches: Iterator, step: TrainingStep | None) -> int:
+    """One batch (through the training step, if any); its image count."""
+    batch = next(batches)
+    if step is not None:
+        step(*batch)
+    return len(batch[1])
+
+
 def _uses_cuda(config: BenchConfig) -> bool:
     spec = LOADERS[config.loader]
     training_on_gpu = config.train_model is not None and config.train_device == "cuda"
@@ -348,6 +359,8 @@ def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
                     step(*batch)
             _synchronize(sync_device)
             row = _timed_rounds(batches, config, sync_device, monitor, step)
+            if config.gil_seconds > 0:
+                row.update(gil_per_image(lambda: _draw(batches, step), config.gil_seconds))
         finally:  # in-process runs (--no-isolate, tests): stop workers before the next config
             batches.close()
             if hasattr(loader, "close"):

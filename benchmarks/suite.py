@@ -89,21 +89,24 @@ def _skipped(loader: str, note: str, config: BenchConfig | None = None) -> dict[
 
 
 def run_config(config: BenchConfig, data: BenchData, timeout_s: float = 600.0,
-               isolate: bool = True) -> dict[str, Any]:
-    """Measure one configuration, in a fresh subprocess unless ``isolate`` is False."""
+               isolate: bool = True, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Measure one configuration, in a fresh subprocess unless ``isolate`` is False (``env``:
+    variables to set in that subprocess, e.g. ``CUDA_VISIBLE_DEVICES=""`` to hide the GPU)."""
     base = {**_describe(config.loader, config), "threads": config.threads,
             "batch_size": config.batch_size, "image_size": config.image_size}
     if not isolate:
         from .harness import measure
 
         return {**base, **measure(config, data)}
-    return {**base, **run_module("benchmarks.harness", dumps(config, data), timeout_s)}
+    return {**base, **run_module("benchmarks.harness", dumps(config, data), timeout_s, env)}
 
 
-def run_module(module: str, argument: str, timeout_s: float) -> dict[str, Any]:
+def run_module(module: str, argument: str, timeout_s: float,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
     """``python -m module ARGUMENT RESULT_PATH`` in a fresh process (its own session, killed
-    with its workers after ``timeout_s``); the JSON it wrote, or {"status": "error", ...}."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    with its workers after ``timeout_s``; ``env`` added to this process's environment); the
+    JSON it wrote, or {"status": "error", ...}."""
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(
         p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
     with tempfile.TemporaryDirectory(prefix="fastload-bench-") as tmp:
         result_path = os.path.join(tmp, "result.json")
