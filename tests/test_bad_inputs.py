@@ -288,10 +288,13 @@ def _listdir(path) -> list[str]:
 
 
 def test_killed_worker_raises_worker_died_naming_its_files(tmp_path):
+    """Driven by events, not by timing: each worker is stopped (SIGSTOP) as soon as it exists,
+    so none can finish its chunks; once the pack's thread is waiting for their replies, every
+    chunk it could send is in flight, and the first worker (which holds chunk 0) is killed."""
     psutil = pytest.importorskip("psutil")
     root = tmp_path / "data"
-    photo = jpeg(seed=3, height=480, width=640)  # ~4 ms to decode: 400 take a few seconds
-    for i in range(400):
+    photo = jpeg(seed=3, height=120, width=160)
+    for i in range(400):  # 25 chunks of 16: both workers get two in flight
         write(str(root / "cls" / f"{i:03d}.jpg"), photo)
     out = tmp_path / "s.lmdb"
     outcome: dict[str, BaseException | None] = {}
@@ -306,14 +309,17 @@ def test_killed_worker_raises_worker_died_naming_its_files(tmp_path):
     started = time.time() - 1
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    me, victim, deadline = psutil.Process(), None, time.monotonic() + 60
-    while victim is None and thread.is_alive() and time.monotonic() < deadline:
-        workers = [p for p in me.children() if _is_new_worker(p, started)]
-        busy = [p for p in workers if _cpu_seconds(p) > 0.9]  # imports done, decoding
-        victim = busy[0] if busy else None
-        time.sleep(0.005)
-    assert victim is not None, "the pack finished before a worker could be killed"
+    me, stopped, deadline = psutil.Process(), {}, time.monotonic() + 60
+    while not (len(stopped) == 2 and _waiting_for_replies(thread)):
+        assert thread.is_alive() and time.monotonic() < deadline, "the pack never waited for its workers"
+        for worker in me.children():
+            if worker.pid not in stopped and _is_new_worker(worker, started):
+                worker.send_signal(signal.SIGSTOP)
+                stopped[worker.pid] = worker
+        time.sleep(0.002)
+    victim, other = sorted(stopped.values(), key=lambda p: (p.create_time(), p.pid))
     victim.kill()
+    other.send_signal(signal.SIGCONT)
     thread.join(timeout=60)
     assert not thread.is_alive(), "pack hung after its worker was killed"
     error = outcome["error"]
@@ -324,19 +330,21 @@ def test_killed_worker_raises_worker_died_naming_its_files(tmp_path):
     assert not out.exists() and os.listdir(tmp_path) == ["data"]
 
 
+def _waiting_for_replies(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is blocked in the pack pool's wait for worker replies."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "_wait" and frame.f_code.co_filename.endswith("parallel.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _is_new_worker(process, since: float) -> bool:
     try:
         return "fastload.pool_worker" in " ".join(process.cmdline()) and process.create_time() >= since
     except Exception:  # exited between listing and asking
         return False
-
-
-def _cpu_seconds(process) -> float:
-    try:
-        times = process.cpu_times()
-        return times.user + times.system
-    except Exception:
-        return 0.0
 
 
 def test_file_changed_between_validation_and_writing(tmp_path):
