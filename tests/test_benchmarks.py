@@ -292,7 +292,8 @@ def test_gpu_memory_reads_nothing_without_a_gpu():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(loaders.LOADERS["dali-file-gpu"].unavailable() is not None, reason="needs DALI")
+@pytest.mark.skipif(loaders.LOADERS["dali-file-gpu"].unavailable() is not None,
+                    reason=str(loaders.LOADERS["dali-file-gpu"].unavailable()))
 def test_gpu_decode_ceiling_measures_every_split(tiny_data):
     from benchmarks.ceilings import gpu_decode_ceiling_isolated
 
@@ -305,7 +306,7 @@ def test_gpu_decode_ceiling_measures_every_split(tiny_data):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(loaders.LOADERS["fastload-dali-lmdb-gpu"].unavailable() is not None,
-                    reason="needs fastload's DALI backend")
+                    reason=str(loaders.LOADERS["fastload-dali-lmdb-gpu"].unavailable()))
 def test_a_gpu_training_row_reports_gpu_memory(tiny_data):
     config = BenchConfig("fastload-dali-lmdb-gpu", threads=2, batch_size=8, image_size=32,
                          warmup_batches=2, batches_per_round=2, rounds=2, train_model="resnet18",
