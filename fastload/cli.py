@@ -1,4 +1,8 @@
-"""The ``fastload`` command: a thin layer that parses, calls the library, and prints."""
+"""The ``fastload`` command: a thin layer that parses, calls the library, and prints.
+
+The parser's texts are what a user reads first: every command has a one-line description and
+examples, every option a help text (tests/test_cli.py checks both).
+"""
 
 from __future__ import annotations
 
@@ -19,11 +23,33 @@ from .stores import FORMATS
 
 __all__ = ["main", "build_parser"]
 
+DESCRIPTION = ("Pack image folders into LMDB or HDF5 stores for fast PyTorch training, and inspect, "
+               "verify, split and tune them for fastload.Loader.")
+EXAMPLES = """examples:
+  fastload sample data                           write 400 ImageNet-like JPEGs to try things on
+  fastload pack --format lmdb data               pack a folder of class folders into data.lmdb
+  fastload inspect data.lmdb                     counts, classes, sizes, skipped inputs
+  fastload verify data.lmdb                      check every record's checksum
+  fastload tune data.lmdb                        the fastest Loader settings on this machine
+
+'fastload COMMAND --help' gives each command's options and examples."""
+
+
+def _command(sub: argparse._SubParsersAction, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand with its one-line description and its examples."""
+    return sub.add_parser(name, help=summary, description=summary, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
 
 def _add_pack(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pack", help="pack an image folder (or CSV manifest) into one LMDB/HDF5 store")
+    p = _command(sub, "pack", "Pack an image folder (class sub-folders, or any folder with a CSV of labels) "
+                 "into one LMDB or HDF5 store; bad files are skipped and listed.",
+                 "  fastload pack --format lmdb data                  # data/CLASS/*.jpg -> data.lmdb\n"
+                 "  fastload pack images --labels train.csv -o train.h5 --format hdf5\n"
+                 "  fastload pack data --store raw -o data-raw.lmdb   # decoded pixels: no decode when training\n"
+                 "  fastload pack data --shard-size 50000             # data-00000-of-0000N.lmdb, ...")
     p.add_argument("source", help="image folder: class sub-folders, or any folder with --labels")
-    p.add_argument("--format", choices=sorted(FORMATS), default="lmdb")
+    p.add_argument("--format", choices=sorted(FORMATS), default="lmdb", help="store format (default lmdb)")
     p.add_argument("-o", "--output", help="store path (default: SOURCE + .lmdb/.h5 beside it)")
     p.add_argument("--labels", help="CSV with a path column and a label column (Kaggle style)")
     p.add_argument("--path-column", help="CSV column holding file names (default: detected)")
@@ -101,7 +127,11 @@ def _run_pack(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="statistics of a store or a raw folder")
+    p = _command(sub, "inspect", "Show a store's or an image folder's counts, classes, sizes, channels, "
+                 "encodings and skipped inputs.",
+                 "  fastload inspect data.lmdb\n"
+                 "  fastload inspect images --labels train.csv      # a folder before packing\n"
+                 "  fastload inspect data.lmdb --json > profile.json")
     p.add_argument("path", help="a store (.lmdb, .h5, a glob of shards) or an image folder")
     p.add_argument("--labels", help="CSV manifest, when PATH is a folder")
     _add_channel_columns(p)
@@ -158,8 +188,10 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="check the files' structure and every record's checksum; "
-                                      "exit 1 listing every problem")
+    p = _command(sub, "verify", "Check a store's structure and every record's checksum; exit 1 listing "
+                 "every problem.",
+                 "  fastload verify data.lmdb\n"
+                 "  fastload verify 'train-*-of-*.lmdb' --decode   # every shard, every image decoded")
     p.add_argument("path", help="a store (.lmdb, .h5) or a glob of shards")
     p.add_argument("--decode", action="store_true", help="also decode every record")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -184,12 +216,16 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="write an ImageNet-like sample folder (no download)")
-    p.add_argument("folder")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--per-class", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-format", choices=["jpeg", "png", "png16"], default="jpeg")
+    p = _command(sub, "sample", "Write a folder of ImageNet-like sample images in class folders "
+                 "(generated here: no download).",
+                 "  fastload sample data                              # 10 classes x 40 JPEGs\n"
+                 "  fastload sample xrays --image-format png16 --classes 2")
+    p.add_argument("folder", help="where the class folders go")
+    p.add_argument("--classes", type=int, default=10, help="number of class folders (default 10)")
+    p.add_argument("--per-class", type=int, default=40, help="images per class (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images (default 0)")
+    p.add_argument("--image-format", choices=["jpeg", "png", "png16"], default="jpeg",
+                   help="jpeg (default), png, or png16: 16-bit grayscale like X-rays")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
@@ -215,8 +251,11 @@ def _float_list(text: str) -> list[float]:
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="find the fastest Loader threads / batch size / prefetch "
-                                    "(and GPU decoder split) here")
+    p = _command(sub, "tune", "Find the fastest fastload.Loader threads, batch size, prefetch (and "
+                 "GPU decoder split) for a store on this machine.",
+                 "  fastload tune data.lmdb --save tuned.json\n"
+                 "  fastload tune data.lmdb --batch-sizes 256      # keep your batch size\n"
+                 "  fastload tune data.lmdb --model resnet50       # on a GPU, with the model in the loop")
     p.add_argument("store", help="a store (.lmdb, .h5) or a glob of shards")
     p.add_argument("--threads", type=_int_list, help="thread counts to try (e.g. 1,2,4,8)")
     p.add_argument("--batch-sizes", type=_int_list,
@@ -227,9 +266,11 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
                         "0,0.3,0.5,0.65,0.8,0.9,1); skipped when the Loader runs on the CPU")
     p.add_argument("--model", help="a torchvision model (e.g. resnet18) trained on every batch: "
                                    "tune for training images/s, not the loader alone")
-    p.add_argument("--backend", default="auto", choices=["auto", "dali", "torch"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--backend", default="auto", choices=["auto", "dali", "torch"],
+                   help="the Loader's backend (default: DALI where installed, else torch)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the batches go (default: the GPU when there is one)")
+    p.add_argument("--image-size", type=int, default=224, help="output side of the train preset (default 224)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median kept)")
     p.add_argument("--images-per-round", type=int, default=640, help="images per timed round")
     p.add_argument("--save", metavar="FILE", help="write the winning settings and every trial as JSON")
@@ -259,14 +300,17 @@ def _run_tune(args: argparse.Namespace) -> int:
 
 
 def _add_split(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("split", help="cross-validation folds of a store (stratified, grouped), as JSON")
+    p = _command(sub, "split", "Make cross-validation folds of a store (stratified, grouped by a "
+                 "metadata column), as JSON.",
+                 "  fastload split data.lmdb --folds 5 -o folds.json\n"
+                 "  fastload split scans.lmdb --groups patient_id -o folds.json")
     p.add_argument("store", help="a store (.lmdb, .h5) or a glob of shards")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     p.add_argument("--stratify", action=argparse.BooleanOptionalAction, default=True,
                    help="keep each class's share in every fold (default; --no-stratify for unlabelled stores)")
     p.add_argument("--groups", metavar="COLUMN",
                    help="metadata column whose groups never share folds (e.g. patient_id)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting (default 0)")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
                    help="shuffle before splitting (default)")
     p.add_argument("-o", "--output", help="write the folds here as JSON (default: only print)")
@@ -292,7 +336,8 @@ _COMMANDS = {"pack": _run_pack, "inspect": _run_inspect, "verify": _run_verify, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastload", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fastload", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fastload {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune, _add_split):

@@ -149,3 +149,32 @@ def test_verify_lists_every_bad_record_and_damage_to_the_structure(capsys, folde
                 f.write(b"\xff" * 8)
     code, out, err = _run(capsys, "verify", store_path, "-q")
     assert code == 1 and "is damaged (its header says page" in err
+
+
+def _subcommands() -> dict:
+    import argparse
+
+    from fastload.cli import build_parser
+
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_command_has_a_description_examples_and_help_for_every_option(command):
+    import argparse
+
+    parser = _subcommands()[command]
+    assert parser.description and "examples:" in (parser.epilog or "")
+    bare = [a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not bare, f"options without help text: {bare}"
+    examples = [line.split()[1] for line in parser.epilog.splitlines()[1:] if line.strip()]
+    assert set(examples) == {command}, "every example runs this command"
+
+
+def test_top_level_help_speaks_to_users(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "fastload pack --format lmdb data" in out
+    assert "``" not in out and "thin layer" not in out  # reST and developers' words stay in the code
