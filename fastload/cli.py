@@ -139,8 +139,20 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes for a raw folder")
 
 
+PAYLOAD_WORDS = {"encoded": "each file's original bytes", "raw": "decoded pixel arrays",
+                 "files": "files not yet packed"}
+
+
+def _counts(histogram: dict, unit: str = "images") -> str:
+    """{'3': 380, '1': 20} -> '3 (380 images), 1 (20)'."""
+    parts = [f"{value} ({count}{' ' + unit if i == 0 else ''})"
+             for i, (value, count) in enumerate(sorted(histogram.items(), key=lambda kv: -kv[1]))]
+    return ", ".join(parts) or "-"
+
+
 def _print_profile(profile: dict) -> None:
-    print(f"{profile['path']}: {profile['count']} images ({profile['payload']})")
+    held = PAYLOAD_WORDS.get(profile["payload"], profile["payload"])
+    print(f"{profile['path']}: {profile['count']} images; the records hold {held}")
     print(f"  classes: {profile['classes']}, imbalance (largest/smallest): {profile['imbalance']}")
     for name, count in list(profile["per_class"].items())[:50]:
         print(f"    {name}: {count}")
@@ -153,7 +165,9 @@ def _print_profile(profile: dict) -> None:
         s = profile[key]
         if s:
             print(f"  {key}: min {s['min']:.0f}, median {s['median']:.0f}, max {s['max']:.0f}")
-    print(f"  channels: {profile['channels']}  dtype: {profile['dtype']}  encoding: {profile['encoding']}")
+    print(f"  channels: {_counts(profile['channels'])}")
+    print(f"  pixel type: {_counts(profile['dtype'])}")
+    print(f"  file type: {_counts(profile['encoding'])}")
     if profile["mean"] is not None:
         print(f"  mean per channel: {profile['mean']}  std: {profile['std']}  (0..1 units)")
     _print_metadata(profile.get("metadata") or [])

@@ -59,7 +59,9 @@ def test_inspect_store_text_and_json(capsys, folder, tmp_path):
     assert _run(capsys, "pack", folder, "-o", store_path, "-q", "--workers", "1")[0] == 0
     code, out, err = _run(capsys, "inspect", store_path)
     assert code == 0, err
-    assert f"{store_path}: 8 images (encoded)" in out and "cat: 4" in out and "skipped inputs: 1" in out
+    assert f"{store_path}: 8 images; the records hold each file's original bytes" in out
+    assert "cat: 4" in out and "skipped inputs: 1" in out
+    assert "channels: 3 (8 images)" in out and "pixel type: uint8 (8 images)" in out and "file type: jpeg (8 images)" in out
     code, out, _ = _run(capsys, "inspect", store_path, "--json")
     profile = json.loads(out)
     assert profile["count"] == 8 and profile["per_class"] == {"cat": 4, "dog": 4}
@@ -83,7 +85,8 @@ def test_inspect_raw_folder_json_matches_the_store(capsys, folder, tmp_path):
     for key in ("count", "per_class", "channels", "dtype", "encoding", "height", "width", "mean", "std"):
         assert raw[key] == packed[key], key
     code, out, _ = _run(capsys, "inspect", folder)
-    assert code == 0 and "dtype: {'uint16': 1, 'uint8': 8}" in out
+    assert code == 0 and "pixel type: uint8 (8 images), uint16 (1)" in out and "channels: 3 (8 images), 1 (1)" in out
+    assert "files not yet packed" in out
 
 
 def test_verify_ok_bad_and_not_a_store(capsys, folder, tmp_path):
