@@ -264,7 +264,7 @@ def _tune(report: dict[str, Any]) -> list[str]:
     t = report.get("tune")
     if not t:
         return []
-    rows = [[" ".join(f"{k}={v}" for k, v in trial["settings"].items()),
+    rows = [[" ".join(f"{k}={v}" for k, v in trial["settings"].items()) + (" (again)" if trial.get("again") else ""),
              f"{trial['images_per_s']:.0f}" if not trial.get("error") else f"failed: {trial['error']}"]
             for trial in t.get("trials", [])]
     return ([f"### Tuner ({t.get('model')} in the loop): best {t.get('best')}, "

@@ -302,6 +302,8 @@ def _run_tune(args: argparse.Namespace) -> int:
                   backend=args.backend,
                   device=args.device, image_size=args.image_size,
                   progress=lambda trial: print(f"  {trial}", flush=True))
+    print()
+    print(result.table())
     for note in result.notes:
         print(note)
     print(result.summary())

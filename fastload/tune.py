@@ -27,7 +27,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import FastloadError
@@ -96,10 +96,11 @@ class Trial:
     rounds: list[float]
     first_batch_s: float
     error: str | None = None
+    again: bool = False  # a second measurement of settings already measured (the final check)
 
     def __str__(self) -> str:
         outcome = f"{self.images_per_s:.0f} images/s" if self.error is None else f"failed: {self.error}"
-        return f"{_fmt(self.settings)}: {outcome}"
+        return f"{_fmt(self.settings)}: {outcome}{' (measured again)' if self.again else ''}"
 
 
 @dataclass
@@ -157,15 +158,35 @@ class TuneResult:
         """The verdict: the defaults' rate, and the winner with its gain (or that none won)."""
         lines = [f"defaults {_fmt(self.default)}: {self.default_images_per_s:.0f} {self.unit}"]
         if self.defaults_are_best:
-            lines.append(f"the defaults are already the fastest here (nothing beat them by more "
-                         f"than {self.tolerance:.0%}); no settings to change")
+            lines.append(f"the defaults are kept: no setting beat them by more than {self.tolerance:.0%} "
+                         "(a setting measured twice counts with the mean of both runs); no settings to change")
         else:
             lines.append(f"best {_fmt(self.best)}: {self.best_images_per_s:.0f} {self.unit}, "
                          f"{self.gain:.2f}x the defaults")
         return "\n".join(lines)
 
+    def table(self) -> str:
+        """Each setting once: every round of its measurements pooled (median, min-max), the
+        defaults and the winner marked."""
+        pooled: dict[tuple, list[Trial]] = {}
+        for trial in self.trials:
+            pooled.setdefault(tuple(sorted(trial.settings.items())), []).append(trial)
+        lines = [f"{'settings':<56} {'median':>8} {'min-max':>13} {'runs':>4}"]
+        for trials in pooled.values():
+            settings = trials[0].settings
+            rounds = [r for t in trials for r in t.rounds]
+            mark = " <- defaults" if settings == self.default else ""
+            mark += " <- best" if settings == self.best and not self.defaults_are_best else ""
+            if not rounds:
+                lines.append(f"{_fmt(settings):<56} failed: {trials[0].error}{mark}")
+                continue
+            spread = f"{min(rounds):.0f}-{max(rounds):.0f}"
+            lines.append(f"{_fmt(settings):<56} {statistics.median(rounds):>8.0f} {spread:>13} "
+                         f"{len(trials):>4}{mark}")
+        return "\n".join(lines)
+
     def __str__(self) -> str:
-        return "\n".join([*(f"  {t}" for t in self.trials), *self.notes, self.summary()])
+        return "\n".join([self.table(), *self.notes, self.summary()])
 
 
 def _fmt(settings: dict[str, Setting]) -> str:
@@ -333,6 +354,8 @@ class _Search:
     def run(self, settings: dict[str, Setting]) -> Trial:
         """Measure ``settings`` afresh (recorded in ``history``)."""
         trial = self._run(dict(settings))
+        if tuple(sorted(settings.items())) in self.trials:
+            trial = replace(trial, again=True)
         self.history.append(trial)
         if self.progress:
             self.progress(trial)
@@ -476,16 +499,20 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
+def _pooled_rate(search: _Search, settings: dict[str, Setting]) -> float:
+    rounds = [r for t in search.history if t.settings == settings for r in t.rounds]
+    return statistics.median(rounds) if rounds else 0.0
+
+
 def _result(search: _Search, default: dict[str, Setting], best: dict[str, Setting],
             tolerance: float, loader_kwargs: dict[str, Any]) -> TuneResult:
-    base = search.measure(default)
-    base_rate = winner_rate = base.images_per_s
     if best != default:
         # Measured again in the reverse order (A B, then B A): a machine that got busier or
         # quieter during the search favours neither side of the final comparison.
-        winner_again, base_again = search.run(best), search.run(default)
-        winner_rate = (search.measure(best).images_per_s + winner_again.images_per_s) / 2
-        base_rate = (base.images_per_s + base_again.images_per_s) / 2
+        search.run(best)
+        search.run(default)
+    # Each side's rate is the median of all its rounds: the figure the result's table shows.
+    winner_rate, base_rate = _pooled_rate(search, best), _pooled_rate(search, default)
     if winner_rate <= base_rate * (1 + tolerance):
         best, winner_rate = default, base_rate  # within noise of the defaults: keep them
     return TuneResult(best=best, best_images_per_s=winner_rate, default=default,

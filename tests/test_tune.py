@@ -69,7 +69,21 @@ def test_says_so_when_the_defaults_are_already_best():
     result = tune.tune(FakeStore(), threads=[1, 2], batch_sizes=[32, 64], prefetch=[1, 2],
                        make_loader=make_loader, tolerance=0.5, **FAST)
     assert result.defaults_are_best and result.best == tune.default_settings()
-    assert "already the fastest" in str(result)
+    assert "the defaults are kept" in str(result)
+
+
+def test_the_report_shows_each_setting_once_with_the_rate_the_verdict_uses():
+    make_loader, _ = _simulate(lambda s: 4e-4 / s["num_threads"])  # more threads: faster
+    result = tune.tune(FakeStore(), threads=[1, 8], batch_sizes=[64], prefetch=[2],
+                       make_loader=make_loader, tolerance=0.05, **FAST)
+    assert not result.defaults_are_best and any(t.again for t in result.trials)
+    rows = result.table().splitlines()[1:]
+    settings = [row.split("  ")[0] for row in rows]
+    assert len(settings) == len(set(settings)) == len({tuple(t.settings.items()) for t in result.trials})
+    best_row = next(row for row in rows if row.endswith("<- best"))
+    default_row = next(row for row in rows if "<- defaults" in row)
+    assert f"{result.best_images_per_s:.0f}" == best_row.split()[-5]
+    assert f"{result.default_images_per_s:.0f}" == default_row.split()[-5]
 
 
 def test_a_failing_setting_loses_instead_of_stopping_the_search():
