@@ -329,23 +329,34 @@ def format_summary(summary: dict[str, Any], ceiling: dict[str, Any] | None,
     if not rows:
         lines.append("fastload: no fastload loader was measured (see the skipped rows)")
         return "\n".join(lines)
-    for name, b in rows.items():
+    for name, b in rows.items():  # the names say "fastload-..." already
         host = b.get("host_us_per_image")
-        lines.append(f"fastload {name:<24} {b['images_per_s']:>7.0f} img/s on {b['device']}"
+        worst = b.get("max_host_us_per_image")
+        lines.append(f"{name:<28} {b['images_per_s']:>7.0f} img/s on {b['device']}"
                      + (f", host thread {host:.0f} us/img (feed ceiling "
-                        f"{_kilo(b.get('feed_ceiling_images_per_s'))} img/s; worst "
-                        f"{b['max_host_us_per_image']:.0f} us, target <= {HOST_TARGET_US:.0f})"
+                        f"{_kilo(b.get('feed_ceiling_images_per_s'))} img/s; worst {worst:.0f} us: "
+                        f"{_mark(worst <= HOST_TARGET_US)} the target <= {HOST_TARGET_US:.0f})"
                         if host is not None else ""))
-    for key, best_key, label in (
-            ("fastload_vs_baseline", "fastload_best_cpu", "torchvision baseline (target >= 2.5x)"),
-            ("fastload_vs_dali_file", "fastload_best_cpu", "DALI's own file reader (target > 1x)"),
-            ("fastload_gpu_vs_baseline", "fastload_best_gpu", "torchvision baseline"),
-            ("fastload_gpu_vs_dali_file_gpu", "fastload_best_gpu",
-             "DALI's own file reader on the GPU (target >= 1x)")):
+    targets = summary.get("targets") or {}
+    for key, best_key, label, target in (
+            ("fastload_vs_baseline", "fastload_best_cpu", "the torchvision baseline", "beats_2.5x_baseline"),
+            ("fastload_vs_dali_file", "fastload_best_cpu", "DALI's own file reader", "beats_dali_file"),
+            ("fastload_gpu_vs_baseline", "fastload_best_gpu", "the torchvision baseline", None),
+            ("fastload_gpu_vs_dali_file_gpu", "fastload_best_gpu", "DALI's own file reader on the GPU",
+             "gpu_beats_dali_file_gpu")):
         if key in summary:
-            lines.append(f"fastload best {summary[best_key]['device']} "
-                         f"({summary[best_key]['loader']}) vs {label}: {summary[key]:.2f}x")
+            met = targets.get(target) if target else None
+            verdict = "" if met is None else f": {_mark(met)} the target ({TARGET_WORDS[target]})"
+            lines.append(f"best fastload on {summary[best_key]['device']} "
+                         f"({summary[best_key]['loader']}) vs {label}: {summary[key]:.2f}x{verdict}")
     return "\n".join(lines)
+
+
+TARGET_WORDS = {"beats_2.5x_baseline": ">= 2.5x", "beats_dali_file": "> 1x", "gpu_beats_dali_file_gpu": ">= 1x"}
+
+
+def _mark(met: bool) -> str:
+    return "meets" if met else "MISSES"
 
 
 def format_training_summary(summary: dict[str, Any]) -> str:
@@ -401,7 +412,9 @@ def _pick(values: list[int], preferred: int) -> int:
 
 def write_plots(folder: str, rows: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> list[str]:
     """throughput_vs_threads.png (at batch 64, or the middle batch size) and
-    throughput_vs_batch_size.png (at the most threads); returns the paths written."""
+    throughput_vs_batch_size.png (at the most threads), each only where that axis has two values
+    or more (a line through one point says nothing); throughput_by_loader.png (a bar per loader,
+    at those threads and batch size) always. Returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -412,13 +425,16 @@ def write_plots(folder: str, rows: list[dict[str, Any]], ceiling: dict[str, Any]
         return []
     batch = _pick(sorted({r["batch_size"] for r in ok}), 64)
     threads = max(r["threads"] for r in ok)
-    written = []
+    written = [_bar_plot(plt, folder, [r for r in ok if r["batch_size"] == batch and r["threads"] == threads],
+                         f"throughput by loader ({threads} threads, batch {batch})")]
     for name, x_key, subset, title in (
         ("throughput_vs_threads.png", "threads", [r for r in ok if r["batch_size"] == batch],
          f"throughput vs threads (batch {batch})"),
         ("throughput_vs_batch_size.png", "batch_size", [r for r in ok if r["threads"] == threads],
          f"throughput vs batch size ({threads} threads)"),
     ):
+        if len({r[x_key] for r in subset}) < 2:
+            continue
         fig, ax = plt.subplots(figsize=(10, 5))
         _plot_axis(ax, subset, x_key)
         if ceiling and x_key == "threads":
@@ -440,6 +456,27 @@ def write_plots(folder: str, rows: list[dict[str, Any]], ceiling: dict[str, Any]
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _bar_plot(plt: Any, folder: str, rows: list[dict[str, Any]], title: str) -> str:
+    """throughput_by_loader.png: one bar per loader (median, min-max whiskers)."""
+    fig, ax = plt.subplots(figsize=(10, 5))
+    names = [r["loader"] for r in rows]
+    rates = [r["images_per_s"] for r in rows]
+    err = [[r["images_per_s"] - r["images_per_s_min"] for r in rows],
+           [r["images_per_s_max"] - r["images_per_s"] for r in rows]]
+    ax.barh(names, rates, xerr=err, capsize=3, color="tab:blue")
+    for y, rate in enumerate(rates):
+        ax.text(rate, y, f" {rate:.0f}", va="center", fontsize=8)
+    ax.invert_yaxis()  # the first loader on top, as in the table
+    ax.set_xlabel("images/s (median, whiskers: min-max)")
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(folder, "throughput_by_loader.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def write_training_plot(folder: str, rows: list[dict[str, Any]]) -> list[str]:

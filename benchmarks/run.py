@@ -8,7 +8,8 @@
     python benchmarks/run.py --quick --train resnet18   # the same, small: a few minutes on 2 cores
 
 Every configuration runs in a fresh subprocess. Results go to ./results/ (results.json,
-results.csv, throughput_vs_threads.png, throughput_vs_batch_size.png; with --train also
+results.csv, throughput_by_loader.png, and throughput_vs_threads.png / throughput_vs_batch_size.png
+where those axes have two values or more; with --train also
 training.csv and training_vs_synthetic.png).
 
 --train MODEL (any torchvision model name) measures every loader again, each batch feeding a

@@ -76,8 +76,10 @@ def test_quick_run_writes_json_csv_and_plots_with_a_row_per_loader(tiny_data, tm
         table = list(csv.DictReader(f))
     assert [r["loader"] for r in table] == expected
     assert set(report.CSV_COLUMNS) == set(table[0])
-    for name in ("throughput_vs_threads.png", "throughput_vs_batch_size.png"):
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one thread count and one batch size: a bar per loader, no line through a single point
+    assert (out / "throughput_by_loader.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "throughput_vs_threads.png").exists() and not (out / "throughput_vs_batch_size.png").exists()
+    assert "best fastload on cpu" in printed and "fastload fastload" not in printed
 
 
 def _kind(device: str) -> str:
@@ -256,7 +258,9 @@ def test_gpu_rows_are_fastload_rows_held_to_the_gpu_decoder_ceiling():
     text = report.format_summary(summary, None, GPU_CEILING)
     assert "no fastload loader was measured" not in text
     for name in summary["fastload_rows"]:
-        assert f"fastload {name}" in text
+        assert f"\n{name} " in text and f"fastload {name}" not in text  # the name once, not "fastload fastload-..."
+    assert "MISSES the target <= 40" in text  # the hdf5 row's 55 us
+    assert "1.05x: meets the target (>= 1x)" in text
     assert "GPU decode ceiling at batch 256: 24000 img/s (hw_decoder_load 0.65" in text
     assert "96% of the GPU ceiling" in text and "vs DALI's own file reader on the GPU" in text
 
