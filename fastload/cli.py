@@ -169,7 +169,8 @@ def _print_profile(profile: dict) -> None:
     print(f"  pixel type: {_counts(profile['dtype'])}")
     print(f"  file type: {_counts(profile['encoding'])}")
     if profile["mean"] is not None:
-        print(f"  mean per channel: {profile['mean']}  std: {profile['std']}  (0..1 units)")
+        mean, std = (", ".join(f"{v:.3f}" for v in profile[k]) for k in ("mean", "std"))
+        print(f"  per channel (0..1 units): mean {mean}; std {std}")
     _print_metadata(profile.get("metadata") or [])
     print(f"  skipped inputs: {profile['skipped']}")
 
