@@ -4,10 +4,42 @@ fork: a pool inherited from the parent would wait forever)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["LazyThreadPool"]
+__all__ = ["LazyThreadPool", "run_all"]
+
+
+def run_all(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], object]]) -> None:
+    """Run ``tasks`` on ``pool`` and return when all are done; the first exception is raised.
+
+    The caller is woken once, by the last task to finish, instead of once per task as waiting
+    on each future does: a wake-up can preempt the waking thread while it holds the GIL, and on
+    busy cores that convoy showed as the largest single item of the host finish's GIL time
+    (py-spy: ``Condition.notify`` in ``Future.set_result``, 29% of its samples on 2 cores).
+    """
+    if not tasks:
+        return
+    finished, lock, left, errors = threading.Event(), threading.Lock(), [len(tasks)], []
+
+    def run(task: Callable[[], object]) -> None:
+        try:
+            task()
+        except BaseException as exc:  # handed to the caller
+            errors.append(exc)
+        finally:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                finished.set()
+
+    for task in tasks:
+        pool.submit(run, task)
+    finished.wait()
+    if errors:
+        raise errors[0]
 
 
 class LazyThreadPool:

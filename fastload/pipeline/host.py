@@ -26,7 +26,7 @@ import torch
 
 from ..ops import CenterCrop, Flip, Normalize, Op, RandomResizedCrop, Resize
 from ..ops.geometry import resize_image
-from ..threads import LazyThreadPool
+from ..threads import LazyThreadPool, run_all
 from ..transforms.output import NP_DTYPES, BatchWriter
 from .params import ParamLayout
 
@@ -125,7 +125,7 @@ class HostFinish:
         mirror = params[:, self._flip_at] > 0.5 if self._flip_at is not None else np.zeros(count, bool)
         windows = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
         shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
-        list(self._pool.get().map(lambda share: self._share(share, images, windows, mirror, out), shares))
+        run_all(self._pool.get(), [lambda s=share: self._share(s, images, windows, mirror, out) for share in shares])
         return out.tensor  # type: ignore[return-value]
 
     def _share(self, indices: range, images: Any, windows: np.ndarray | None, mirror: np.ndarray,

@@ -36,7 +36,7 @@ import torch
 from ..errors import MissingExtraError
 from ..ops import Normalize, Op
 from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
-from ..threads import LazyThreadPool
+from ..threads import LazyThreadPool, run_all
 from .base import batch_generator
 from .output import NP_DTYPES, BatchWriter
 
@@ -109,11 +109,27 @@ class BatchStage:
 
     def _map(self, fn: Callable[[int], Any], count: int, gpu: bool) -> list[Any]:
         """``[fn(0), ..., fn(count - 1)]``; on the CPU the rest on the thread pool once ``fn(0)``
-        is done here (it sizes the output), the error of the lowest index raised."""
+        is done here (it sizes the output), one contiguous share per thread (one task each, and
+        one wake-up of this thread: ``run_all``), the error of the lowest index raised."""
         if gpu or self.threads <= 1 or count <= 1:
             return [fn(i) for i in range(count)]
-        first = fn(0)
-        return [first, *self._pool.get().map(fn, range(1, count))]
+        results: list[Any] = [fn(0), *[None] * (count - 1)]
+        failures: dict[int, Exception] = {}
+
+        def share(indices: range) -> None:
+            for i in indices:
+                try:
+                    results[i] = fn(i)
+                except Exception as exc:  # the share stops; the lowest failing index is raised
+                    failures[i] = exc
+                    return
+
+        rest = range(1, count)
+        shares = [rest[len(rest) * k // self.threads:len(rest) * (k + 1) // self.threads] for k in range(self.threads)]
+        run_all(self._pool.get(), [lambda s=s: share(s) for s in shares if len(s)])
+        if failures:
+            raise failures[min(failures)]
+        return results
 
     def close(self) -> None:
         """Let the pool's threads go (a later batch starts a new pool)."""
