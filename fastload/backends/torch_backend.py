@@ -96,6 +96,8 @@ class _Finish:
         self.normalize, self.scale, self.config = normalize, scale, config
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.normalize is not None and images.ndim == 4 and self.config.output_dtype == "float32":
+            return self._normalize_into(images)
         if self.normalize is not None:
             images = self._normalize(images)
         elif self.config.output_dtype == "uint8" and not images.dtype.is_floating_point and self.scale > 255:
@@ -108,15 +110,45 @@ class _Finish:
             images = images.permute(0, 1, 4, 2, 3)
         return images.contiguous()
 
-    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+    def _mean_std(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.dtype.is_floating_point:  # ops already produced floats: scale is 1
             scale = 1.0
         else:
             scale = self.scale if images.dtype != torch.uint8 else 255.0
         mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, images.shape[-1])
-        m = torch.as_tensor(mean * scale, device=images.device)
-        s = torch.as_tensor(std * scale, device=images.device)
+        return (torch.as_tensor(mean * scale, device=images.device),
+                torch.as_tensor(std * scale, device=images.device))
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        m, s = self._mean_std(images)
         return ((images.float() - m) / s).to(OUTPUT_DTYPES[self.config.output_dtype])
+
+    def _normalize_into(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 ``(x - mean) / std`` of a (B, H, W, C) batch written straight into the output
+        layout: two passes into one allocation, where ``_normalize`` + permute + contiguous made
+        four passes and four 4-byte batches (py-spy: 33% of the torch backend's samples). In a
+        DataLoader worker the output is made in shared memory, as torch's own collate does: the
+        batch then crosses to the training process without the copy torch makes of private
+        memory (13% of the samples). The same float32 arithmetic as ``_normalize``, bit for bit."""
+        m, s = self._mean_std(images)
+        batch, height, width, channels = images.shape
+        nchw = self.config.layout == "NCHW"
+        out = _batch_tensor((batch, channels, height, width) if nchw else tuple(images.shape), torch.float32,
+                            images.device)
+        view = out.permute(0, 2, 3, 1) if nchw else out  # (B, H, W, C) over the output's memory
+        torch.sub(images, m, out=view)
+        view.div_(s)
+        return out
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An empty batch; in a DataLoader worker on the CPU, in shared memory (as
+    ``torch.utils.data.default_collate`` makes its batches there)."""
+    if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device=device)
+    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
 
 
 class _EpochSampler(Sampler):
