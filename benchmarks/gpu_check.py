@@ -185,14 +185,14 @@ class Check:
 
     # --- subprocesses -----------------------------------------------------------------
 
-    def command(self, cmd: list[str], env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    def command(self, cmd: list[str]) -> tuple[int | None, str]:
         """Run ``cmd`` from the repository root until the step's time runs out, its output
         appended to the log as it comes; (exit code or None when it was stopped, its output)."""
         self.say(f"$ {' '.join(cmd)}")
         with open(self.log_path, "a") as log:
             start = log.tell()
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    env=dict(os.environ, **(env or {})), start_new_session=True)
+                                    start_new_session=True)
             try:
                 code: int | None = proc.wait(timeout=max(1.0, self.left()))
             except subprocess.TimeoutExpired:
