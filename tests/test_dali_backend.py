@@ -336,6 +336,28 @@ def test_cpu_presets_finish_on_the_host_with_the_torch_backends_pixels(small_fol
     assert (out.float() - ref.float()).abs().mean().item() < 0.01
 
 
+@fastload.op
+def _inverted(x):
+    return 255 - x
+
+
+@pytest.mark.parametrize("augment", [
+    [ops.RandomResizedCrop(32), ops.Flip(), ops.Normalize(), GaussianNoise(sigma=0.1)],  # a tail after Normalize
+    [ops.RandomResizedCrop(32), ops.Flip(), _inverted, ops.Normalize()],  # a tail with the Normalize
+], ids=["noise-after-normalize", "invert-then-normalize"])
+def test_a_custom_op_tail_runs_on_the_host_finish_batch_with_the_torch_backends_pixels(small_lmdb, augment):
+    """On the CPU, custom ops at the end no longer send the preset's resize back to DALI's
+    slow CPU operators: the host finish does the head, the batch stage the tail."""
+    kw = dict(augment=augment, image_size=32, shuffle=True, seed=3)
+    ref, ref_labels = _batches(small_lmdb, "torch", **kw)
+    loader = fastload.Loader(small_lmdb, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
+    out, labels = map(torch.cat, zip(*loader))
+    lowered = loader._get_backend().lowered
+    assert lowered.host and lowered.tail
+    assert torch.equal(labels, ref_labels) and out.dtype == ref.dtype and out.shape == ref.shape
+    assert (out.float() - ref.float()).abs().mean().item() < 0.01
+
+
 def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
     """The host finish reuses an output batch only once no tensor or view of it is alive."""
     loader = fastload.Loader(small_lmdb, batch_size=4, augment="train", image_size=24, backend="dali",

@@ -29,7 +29,7 @@ from ..backends.base import BackendConfig
 from ..errors import FastloadError
 from ..ops.base import Op
 from ..ops.custom import CustomOp
-from ..ops.normalize import max_value
+from ..ops.normalize import Normalize, max_value
 from ..stores import Store
 from ..stores.files import FileStore
 from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
@@ -96,6 +96,16 @@ def _aligned(sizes: np.ndarray) -> np.ndarray:
     return -(-sizes // ALIGN) * ALIGN
 
 
+def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig) -> HostFinish:
+    """The host finish of the head; with a tail, its batch is what the batch stage takes from a
+    pipeline: HWC samples, normalized floats when the head ends in a Normalize, else 8-bit."""
+    layout, dtype = config.layout, config.output_dtype
+    if lowered.tail:
+        layout, dtype = "NHWC", "float32" if any(isinstance(op, Normalize) for op in lowered.head) else "uint8"
+    return HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
+                      layout=layout, output_dtype=dtype)
+
+
 class DaliEngine:
     """A built DALI pipeline, its feed workers, and the state of the pass it is running.
 
@@ -128,8 +138,7 @@ class DaliEngine:
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
-        self.host = HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
-                               layout=config.layout, output_dtype=config.output_dtype) if lowered.host else None
+        self.host = _host_finish(lowered, encoded, config) if lowered.host else None
         self.pipe = self._define()
         self.pipe.build()
         self.broken = False

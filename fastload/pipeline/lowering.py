@@ -13,7 +13,8 @@ declare themselves (no type checks here):
 On the CPU, a head of the train or eval preset's form (a random-resized crop, or a resize and a
 center crop; a horizontal flip; a Normalize) on 8-bit RGB images ends at the decoded images (only
 the crop windows for a random-resized crop) instead: the rest runs in the host finish
-(``fastload.pipeline.host``), several times faster than DALI's CPU resize.
+(``fastload.pipeline.host``), several times faster than DALI's CPU resize; a tail after such a
+head runs in the batch stage on the host finish's batch.
 
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
 Loader's batch stage on the whole device batch, outside ``fn.python_function`` (see
@@ -79,7 +80,7 @@ class LoweredOps:
         cmn: how many of the head's last ops fold into the final crop_mirror_normalize.
         views: test-time views; with them ``final_crop`` and ``normalize`` run per view.
         host: the pipeline ends at the decoded images (a random-resized crop's windows); the host
-            finish does the rest of the head.
+            finish does the rest of the head (with a tail: into an HWC batch for the stage).
     """
 
     head: tuple[Op, ...]
@@ -143,8 +144,9 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str, views: Seq
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
-    if not tail and host_finishes(head, device=device, pixel_dtype=pixel_dtype, channels=channels):
-        return LoweredOps(tuple(head), (), ParamLayout(head), fuse, 0, host=True)
+    if host_finishes(head, device=device, pixel_dtype=pixel_dtype, channels=channels):
+        # a tail (custom ops at the end) then runs in the batch stage on the host finish's batch
+        return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, 0, host=True)
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
     return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, cmn)
 
