@@ -637,3 +637,22 @@ def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size
                      threads=threads)
     with pytest.raises(CustomOpError, match="'jitter' failed on record 1 .*one size"):
         bad(images, torch.zeros(3), 0, 0, np.arange(3))
+
+
+@pytest.mark.parametrize("transform", [transforms.Mixup(alpha=0.2, p=0.0, num_classes=3),
+                                       transforms.CutMix(alpha=1.0, p=0.0, num_classes=3)])
+def test_a_cpu_batch_not_drawn_for_mixing_is_returned_as_it_is_after_the_same_draws(transform):
+    images = torch.rand(4, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 1])
+    rng = torch.Generator().manual_seed(5)
+    out, soft = transform(images, labels, rng)
+    assert out is images  # no arithmetic on a batch that is not mixed
+    assert torch.equal(soft, torch.nn.functional.one_hot(labels, 3).float())
+    # the generator moved on exactly as when the batch is mixed: p, then two Gamma draws
+    # (and CutMix's box centre), so the transforms after it draw the same numbers
+    again = torch.Generator().manual_seed(5)
+    torch.rand((), generator=again)
+    torch._standard_gamma(torch.full((2,), transform.alpha), generator=again)
+    if isinstance(transform, transforms.CutMix):
+        torch.rand(2, generator=again)
+    assert torch.equal(torch.rand(3, generator=rng), torch.rand(3, generator=again))

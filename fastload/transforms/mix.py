@@ -39,6 +39,14 @@ def spatial_axes(images: torch.Tensor, layout: str | None = None) -> tuple[int, 
     return (last - 1, last) if layout == "NCHW" else (last - 2, last - 1)
 
 
+def _unchanged(value: torch.Tensor, identity: float) -> bool:
+    """Whether a CPU batch is left as it is (``value`` is the identity: a batch not drawn for
+    mixing): then the transform returns it without the ~5 full passes of its arithmetic, whose
+    result would be the same numbers (x * 1 + y * 0). On a GPU this is never asked: reading the
+    value would wait for the device."""
+    return value.device.type == "cpu" and bool(value == identity)
+
+
 def _applied(p: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
     """1.0 with probability ``p``, else 0.0 (a 0-d tensor)."""
     return (torch.rand((), generator=rng, device=device) < p).float()
@@ -84,6 +92,8 @@ class Mixup(BatchTransform):
                  rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         soft = self._soft(labels)
         lam = self._lam(rng, images.device)
+        if _unchanged(lam, 1.0):
+            return images, soft
         mixed = images.float() * lam + images.flip(0).float() * (1.0 - lam)
         if not images.dtype.is_floating_point:
             mixed = mixed.round_()
@@ -109,6 +119,8 @@ class CutMix(Mixup):
         h, w = images.shape[y_axis], images.shape[x_axis]
         cut = torch.sqrt(1.0 - self._lam(rng, device))  # 0 when the batch is not mixed
         centre = torch.rand(2, generator=rng, device=device)
+        if _unchanged(cut, 0.0):  # after every draw: the generator moves on as when it pastes
+            return images, soft
         # Python sizes only: a tensor made from a list would be a host-to-device copy, which
         # waits for the stream and so for the whole pipeline.
         spans = []
