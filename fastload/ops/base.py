@@ -69,6 +69,14 @@ class Op:
         """``draw``'s result as ``param_count`` floats, for the DALI feed."""
         return ()
 
+    def decode(self, values: Any) -> Any:
+        """``apply``'s parameters from ``encode``'s floats (the feed's vector): what the CPU's
+        host stage needs to run this op on DALI's output with the torch backend's code.
+        Ops that draw nothing have nothing to decode."""
+        if self.param_count:
+            raise NotImplementedError(f"{type(self).__name__} cannot decode its feed parameters")
+        return None
+
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         """Map onto DALI operators inside a pipeline definition.
 

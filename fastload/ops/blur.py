@@ -69,6 +69,10 @@ class GaussianBlur(Op):
     def encode(self, params: float | None) -> tuple[float, ...]:
         return (_IDENTITY_SIGMA if params is None else float(params),)
 
+    def decode(self, values: Any) -> float | None:
+        sigma = float(values[0])
+        return None if sigma == np.float32(_IDENTITY_SIGMA) else sigma
+
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn
 

@@ -100,6 +100,9 @@ class ColorJitter(Op):
     def encode(self, params: JitterParams) -> tuple[float, ...]:
         return tuple(float(v) for v in params)
 
+    def decode(self, values: Any) -> JitterParams:
+        return JitterParams(*(float(v) for v in values))
+
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn, types
 

@@ -92,6 +92,10 @@ class RandomResizedCrop(Op):
     def encode(self, params: tuple[int, int, int, int]) -> tuple[float, ...]:
         return tuple(float(v) for v in params)
 
+    def decode(self, values: Any) -> tuple[int, int, int, int]:
+        y, x, h, w = (int(v) for v in values)
+        return y, x, h, w
+
     def decoder_roi(self, params: Any) -> tuple[Any, Any]:
         from ._dali_util import as_int
 
@@ -200,6 +204,9 @@ class Flip(Op):
 
     def encode(self, params: tuple[bool, bool]) -> tuple[float, ...]:
         return float(params[0]), float(params[1])
+
+    def decode(self, values: Any) -> tuple[bool, bool]:
+        return bool(values[0] > 0.5), bool(values[1] > 0.5)
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn

@@ -61,6 +61,9 @@ class Rotate(Op):
     def encode(self, params: float) -> tuple[float, ...]:
         return (float(params),)
 
+    def decode(self, values: Any) -> float:
+        return float(values[0])
+
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn, types
 

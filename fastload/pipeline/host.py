@@ -1,18 +1,22 @@
-"""The host finish: on the CPU, the resize, center crop, mirror and normalize of the train and
-eval presets run here, on a pool of the loader's threads, instead of in DALI's CPU operators.
+"""The host stage: on the CPU, every op after DALI's decode runs here, on a pool of the loader's
+threads, with the torch backend's own op code, instead of in DALI's CPU operators.
 
-Why: DALI's CPU resize is scalar for 3-channel images: in the train preset it took ~half of
-the CPU time per image (perf, 2 cores: resize 49%, JPEG decode 33%, crop_mirror_normalize 7%),
-~1.9 ms per crop where torch's SIMD antialiased bilinear resize (the same triangle filter as
-DALI's and Pillow's) takes ~0.36 ms. DALI still decodes, in its threads (only the crop window of
-a random-resized crop); this stage takes the decoded images as they come out (or cuts the windows
-from a raw store's arrays), each thread a contiguous share of the batch, and writes the finished
-batch (layout, dtype, normalization) with ``fastload.transforms.output.BatchWriter``. The thread
-that iterates the Loader only hands out the shares: O(threads) Python per batch. Numbers:
-benchmarks/RESULTS.md, section 10.
+Why: DALI's CPU operators are slow where its decoders are good. Its resize is scalar for
+3-channel images: in the train preset it took ~half of the CPU time per image (perf, 2 cores:
+resize 49%, JPEG decode 33%, crop_mirror_normalize 7%), ~1.9 ms per crop where torch's SIMD
+antialiased bilinear resize (the same triangle filter as DALI's and Pillow's) takes ~0.36 ms; its
+CPU rotate, colour and blur operators are slower still (2 cores, batch 64: ColorJitter, vertical
+flip + Rotate and GaussianBlur lists ran at 511, 435 and 574 img/s in DALI; RESULTS.md has the
+figures here). DALI still decodes, in its threads (only the crop window of a random-resized
+crop); this stage takes the decoded images as they come out (or cuts the windows from a raw
+store's arrays), each thread a contiguous share of the batch, runs the ops with the parameters
+the feed drew (``Op.decode`` of its vector), and writes the finished batch (layout, dtype,
+normalization) with ``fastload.transforms.output.BatchWriter``. The thread that iterates the
+Loader only hands out the shares: O(threads) Python per batch.
 
-The resize and crop are the torch backend's own (``fastload.ops.geometry``), so both backends
-compute the same pixels from the same decoded image.
+The ops are the torch backend's own, so both backends compute the same pixels from the same
+decoded image. 8-bit RGB images only, for now: 16-bit, gray and multi-channel stores still run
+their ops in DALI.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..ops import CenterCrop, Flip, Normalize, Op, RandomResizedCrop, Resize
+from ..ops import Normalize, Op, RandomResizedCrop
+from ..ops.custom import CustomOp
 from ..ops.geometry import resize_image
 from ..threads import LazyThreadPool, run_all
 from ..transforms.output import NP_DTYPES, BatchWriter
@@ -33,28 +38,33 @@ from .params import ParamLayout
 __all__ = ["HostFinish", "host_finishes"]
 
 
-def _geometry(head: Sequence[Op]) -> list[Op] | None:
-    """The head's geometric ops when it is one of the host finish's forms, else None: a
-    random-resized crop, or a resize to a fixed size, or a resize then a center crop; then at
-    most a horizontal flip and a Normalize, in that order."""
+def _plan(head: Sequence[Op]) -> tuple[list[Op], Normalize | None, tuple[int, int]] | None:
+    """The host stage's ops, its final Normalize and the output size, or None when it cannot
+    run ``head``: every op a built-in that decodes its feed parameters (custom ops in the head
+    need DALI's per-sample ids), a Normalize only at the end, and one output size for every input
+    size (a batch needs one: an op list that ends without a fixed-size op stays in DALI, which
+    names the records)."""
     ops = list(head)
-    if ops and isinstance(ops[-1], Normalize):
-        ops.pop()
-    if ops and type(ops[-1]) is Flip and ops[-1].cmn_role() == "mirror":
-        ops.pop()
-    forms = ([RandomResizedCrop], [Resize], [Resize, CenterCrop])
-    if [type(op) for op in ops] not in forms or ops[-1].output_size(1, 1) != ops[-1].output_size(2, 3):
-        return None  # (a resize of the shorter side alone gives each image its own size)
-    return ops
+    normalize = ops.pop() if ops and isinstance(ops[-1], Normalize) else None
+    if not ops or any(isinstance(op, (CustomOp, Normalize)) for op in ops):
+        return None
+    if any(op.param_count and type(op).decode is Op.decode for op in ops):
+        return None
+    sizes = [(1, 1), (2, 3)]
+    for op in ops:
+        sizes = [op.output_size(*size) if size is not None else None for size in sizes]
+    if sizes[0] is None or sizes[0] != sizes[1]:
+        return None
+    return ops, normalize, sizes[0]
 
 
 def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, channels: int) -> bool:
-    """Whether the host finish does ``head`` (the ops DALI would run): on the CPU, for 8-bit RGB
-    images, a random-resized crop (the train preset) or a resize and center crop (the eval
-    preset), then a horizontal flip and a Normalize (see ``_geometry``)."""
+    """Whether the host stage runs ``head`` (the ops DALI would run): on the CPU, 8-bit RGB
+    images, and an op list it can run (see ``_plan``): every built-in op, with the torch
+    backend's own code."""
     if device != "cpu" or np.dtype(pixel_dtype) != np.uint8 or channels != 3:
         return False
-    return _geometry(head) is not None
+    return _plan(head) is not None
 
 
 class _Buffers:
@@ -101,14 +111,14 @@ class HostFinish:
 
     def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int, layout: str,
                  output_dtype: str) -> None:
-        geometry = _geometry(head)
-        if geometry is None:
-            raise ValueError(f"the host finish cannot run {[type(op).__name__ for op in head]}")
-        self._geometry = geometry
-        self._crop = type(geometry[0]) is RandomResizedCrop  # its window comes cut (encoded) or is cut here
-        self._flip_at = next((params.offsets[i] for i, op in enumerate(head) if isinstance(op, Flip)), None)
-        self._normalize = next((op for op in head if isinstance(op, Normalize)), None)
-        self._size: tuple[int, int] = geometry[-1].output_size(1, 1)  # type: ignore[assignment]
+        plan = _plan(head)
+        if plan is None:
+            raise ValueError(f"the host stage cannot run {[type(op).__name__ for op in head]}")
+        self._ops, self._normalize, self._size = plan
+        # a leading random-resized crop comes as its window (decoded) or is cut here (arrays)
+        self._crop = type(self._ops[0]) is RandomResizedCrop
+        self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops)
+                          if op.param_count and not (k == 0 and self._crop)]
         self.cut = cut and self._crop
         self.threads, self.layout, self.output_dtype = max(1, threads), layout, output_dtype
         self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=_init_thread)
@@ -122,16 +132,16 @@ class HostFinish:
                           self._normalize, 255.0)
         shape = out.shape(*self._size, 3)
         out.reserve(*self._size, 3, np.dtype(np.uint8), into=self._buffers.take(shape, np.dtype(out.dtype)))
-        mirror = params[:, self._flip_at] > 0.5 if self._flip_at is not None else np.zeros(count, bool)
         windows = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
         shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
-        run_all(self._pool.get(), [lambda s=share: self._share(s, images, windows, mirror, out) for share in shares])
+        run_all(self._pool.get(), [lambda s=share: self._share(s, images, params, windows, out) for share in shares])
         return out.tensor  # type: ignore[return-value]
 
-    def _share(self, indices: range, images: Any, windows: np.ndarray | None, mirror: np.ndarray,
+    def _share(self, indices: range, images: Any, params: np.ndarray, windows: np.ndarray | None,
                out: BatchWriter) -> None:
-        """One thread's part: its samples gather, resized, in an 8-bit staging block laid out as
-        the output, then one vectorized write normalizes them all (per-sample Python ~40 us)."""
+        """One thread's part: each sample runs the ops (the torch backend's code, parameters
+        decoded from the feed's vector) into an 8-bit staging block laid out as the output, then
+        one vectorized write normalizes them all."""
         height, width = self._size
         nchw = self.layout == "NCHW"
         staging = np.empty((len(indices), 3, height, width) if nchw else (len(indices), height, width, 3), np.uint8)
@@ -141,12 +151,13 @@ class HostFinish:
             if windows is not None:
                 y, x, h, w = windows[i]
                 image = image[y : y + h, x : x + w]
-            if self._crop:  # the window is cut: what is left of the crop is its resize
-                image = resize_image(image, height, width)
-            else:
-                for op in self._geometry:  # Resize, CenterCrop: the torch backend's own code
-                    image = op.apply(image, None)
-            samples[j] = image[:, ::-1] if mirror[i] else image
+            decoded = {k: op.decode(params[i, start : start + op.param_count]) for k, start, op in self._decoders}
+            for k, op in enumerate(self._ops):
+                if k == 0 and self._crop:  # the window is cut: what is left of the crop is its resize
+                    image = resize_image(image, *op.output_size(1, 1))
+                else:
+                    image = op.apply(image, decoded.get(k))
+            samples[j] = image
         out.put_range(indices.start, samples)
 
     def close(self) -> None:

@@ -10,11 +10,10 @@ declare themselves (no type checks here):
   output layout and dtype;
 * every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
 
-On the CPU, a head of the train or eval preset's form (a random-resized crop, or a resize and a
-center crop; a horizontal flip; a Normalize) on 8-bit RGB images ends at the decoded images (only
-the crop windows for a random-resized crop) instead: the rest runs in the host finish
-(``fastload.pipeline.host``), several times faster than DALI's CPU resize; a tail after such a
-head runs in the batch stage on the host finish's batch.
+On the CPU, a head of built-in ops on 8-bit RGB images ends at the decoded images (only the crop
+windows for a leading random-resized crop) instead: the ops run in the host stage
+(``fastload.pipeline.host``) with the torch backend's code, several times faster than DALI's CPU
+operators; a tail after such a head runs in the batch stage on the host stage's batch.
 
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
 Loader's batch stage on the whole device batch, outside ``fn.python_function`` (see
