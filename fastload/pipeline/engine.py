@@ -96,14 +96,14 @@ def _aligned(sizes: np.ndarray) -> np.ndarray:
     return -(-sizes // ALIGN) * ALIGN
 
 
-def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig) -> HostFinish:
+def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig, pixel_dtype: np.dtype) -> HostFinish:
     """The host finish of the head; with a tail, its batch is what the batch stage takes from a
     pipeline: HWC samples, normalized floats when the head ends in a Normalize, else 8-bit."""
     layout, dtype = config.layout, config.output_dtype
     if lowered.tail:
         layout, dtype = "NHWC", "float32" if any(isinstance(op, Normalize) for op in lowered.head) else "uint8"
     return HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
-                      layout=layout, output_dtype=dtype)
+                      layout=layout, output_dtype=dtype, pixel_dtype=pixel_dtype, channels=config.channels)
 
 
 class DaliEngine:
@@ -138,7 +138,7 @@ class DaliEngine:
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
-        self.host = _host_finish(lowered, encoded, config) if lowered.host else None
+        self.host = _host_finish(lowered, encoded, config, self.pixel_dtype) if lowered.host else None
         self.pipe = self._define()
         self.pipe.build()
         self.broken = False

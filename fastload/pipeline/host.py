@@ -15,8 +15,7 @@ normalization) with ``fastload.transforms.output.BatchWriter``. The thread that 
 Loader only hands out the shares: O(threads) Python per batch.
 
 The ops are the torch backend's own, so both backends compute the same pixels from the same
-decoded image. 8-bit RGB images only, for now: 16-bit, gray and multi-channel stores still run
-their ops in DALI.
+decoded image, for 8- and 16-bit images of any channel count (gray, RGB, multi-channel arrays).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import torch
 from ..ops import Normalize, Op, RandomResizedCrop
 from ..ops.custom import CustomOp
 from ..ops.geometry import resize_image
+from ..ops.normalize import max_value
 from ..threads import LazyThreadPool, run_all
 from ..transforms.output import NP_DTYPES, BatchWriter
 from .params import ParamLayout
@@ -58,11 +58,14 @@ def _plan(head: Sequence[Op]) -> tuple[list[Op], Normalize | None, tuple[int, in
     return ops, normalize, sizes[0]
 
 
+PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
 def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, channels: int) -> bool:
-    """Whether the host stage runs ``head`` (the ops DALI would run): on the CPU, 8-bit RGB
-    images, and an op list it can run (see ``_plan``): every built-in op, with the torch
-    backend's own code."""
-    if device != "cpu" or np.dtype(pixel_dtype) != np.uint8 or channels != 3:
+    """Whether the host stage runs ``head`` (the ops DALI would run): on the CPU, 8- or 16-bit
+    images of any channel count, and an op list it can run (see ``_plan``): every built-in op,
+    with the torch backend's own code."""
+    if device != "cpu" or np.dtype(pixel_dtype) not in PIXEL_DTYPES or channels < 1:
         return False
     return _plan(head) is not None
 
@@ -106,11 +109,14 @@ class HostFinish:
             images come decoded as their windows already).
         threads: the pool's threads (the loader's ``num_threads``).
         layout: "NCHW" or "NHWC".
-        output_dtype: "float32", "float16" or "uint8" (uint8 output is not normalized).
+        output_dtype: "float32", "float16" or "uint8" (uint8 output is not normalized; 16-bit
+            images are scaled to it by the ranges, as DALI's final operator does).
+        pixel_dtype: the images' pixel type (uint8 or uint16).
+        channels: channels per image.
     """
 
     def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int, layout: str,
-                 output_dtype: str) -> None:
+                 output_dtype: str, pixel_dtype: np.dtype = np.dtype(np.uint8), channels: int = 3) -> None:
         plan = _plan(head)
         if plan is None:
             raise ValueError(f"the host stage cannot run {[type(op).__name__ for op in head]}")
@@ -121,17 +127,18 @@ class HostFinish:
                           if op.param_count and not (k == 0 and self._crop)]
         self.cut = cut and self._crop
         self.threads, self.layout, self.output_dtype = max(1, threads), layout, output_dtype
+        self.pixel_dtype, self.channels = np.dtype(pixel_dtype), channels
         self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=_init_thread)
         self._buffers = _Buffers()
 
     def __call__(self, images: Any, params: np.ndarray) -> torch.Tensor:
-        """The finished batch from DALI's decoded images (a TensorListCPU of HWC uint8 images)
-        and the batch's parameter vectors."""
+        """The finished batch from DALI's decoded images (a TensorListCPU of HWC images of the
+        pixel type) and the batch's parameter vectors."""
         count = len(images)
         out = BatchWriter(np, torch.device("cpu"), count, self.layout, NP_DTYPES[self.output_dtype],
-                          self._normalize, 255.0)
-        shape = out.shape(*self._size, 3)
-        out.reserve(*self._size, 3, np.dtype(np.uint8), into=self._buffers.take(shape, np.dtype(out.dtype)))
+                          self._normalize, max_value(self.pixel_dtype))
+        shape = out.shape(*self._size, self.channels)
+        out.reserve(*self._size, self.channels, self.pixel_dtype, into=self._buffers.take(shape, np.dtype(out.dtype)))
         windows = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
         shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
         run_all(self._pool.get(), [lambda s=share: self._share(s, images, params, windows, out) for share in shares])
@@ -144,7 +151,9 @@ class HostFinish:
         one vectorized write normalizes them all."""
         height, width = self._size
         nchw = self.layout == "NCHW"
-        staging = np.empty((len(indices), 3, height, width) if nchw else (len(indices), height, width, 3), np.uint8)
+        c = self.channels
+        staging = np.empty((len(indices), c, height, width) if nchw else (len(indices), height, width, c),
+                           self.pixel_dtype)
         samples = staging.transpose(0, 2, 3, 1) if nchw else staging  # an NHWC view of it
         for j, i in enumerate(indices):
             image = np.asarray(images[i])

@@ -143,7 +143,9 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str, views: Seq
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
-    if host_finishes(head, device=device, pixel_dtype=pixel_dtype, channels=channels):
+    # a tail takes 8-bit or normalized batches from the host stage (16-bit ones stay in DALI)
+    if host_finishes(head, device=device, pixel_dtype=pixel_dtype, channels=channels) and (
+            not tail or np.dtype(pixel_dtype) == np.uint8 or any(isinstance(op, Normalize) for op in head)):
         # a tail (custom ops at the end) then runs in the batch stage on the host finish's batch
         return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, 0, host=True)
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
