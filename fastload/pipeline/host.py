@@ -100,7 +100,7 @@ def _init_thread() -> None:
 
 
 class HostFinish:
-    """Resize (or cut), crop, mirror and normalize DALI's decoded images into the output batch.
+    """Run the head's ops on DALI's decoded images (or a raw store's arrays) into the output batch.
 
     Args:
         head: the ops (see ``host_finishes``).
@@ -147,8 +147,8 @@ class HostFinish:
     def _share(self, indices: range, images: Any, params: np.ndarray, windows: np.ndarray | None,
                out: BatchWriter) -> None:
         """One thread's part: each sample runs the ops (the torch backend's code, parameters
-        decoded from the feed's vector) into an 8-bit staging block laid out as the output, then
-        one vectorized write normalizes them all."""
+        decoded from the feed's vector) into a staging block of the pixel type laid out as the
+        output, then one vectorized write normalizes them all."""
         height, width = self._size
         nchw = self.layout == "NCHW"
         c = self.channels
