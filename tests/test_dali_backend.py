@@ -396,6 +396,17 @@ def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmd
     assert (out.float() - ref.float()).abs().mean().item() < 0.01
 
 
+def test_an_op_failing_in_the_host_stage_names_the_batch(small_lmdb, monkeypatch):
+    def fails(self, image, params):
+        raise ValueError("cannot rotate this")
+
+    monkeypatch.setattr(ops.Rotate, "apply", fails)
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment=[ops.RandomResizedCrop(24), ops.Rotate(10)],
+                             image_size=24, backend="dali", device="cpu", num_threads=2)
+    with pytest.raises(fastload.FastloadError, match=r"host stage failed on the batch of records \[.*cannot rotate"):
+        next(iter(loader))
+
+
 def test_an_op_list_of_varying_sizes_stays_in_dali(small_lmdb):
     """Images of their own sizes make no batch: DALI's path names the records (a tail may even them)."""
     loader = fastload.Loader(small_lmdb, batch_size=4, augment=[ops.Resize(shorter=30), ops.Normalize()],

@@ -288,7 +288,11 @@ class DaliEngine:
         labels = torch.from_numpy(self.labels[records])
         if self.host is not None:  # DALI decoded the images (or crop windows): the host finish does the rest
             params = np.asarray(outputs[1].as_tensor()) if len(outputs) > 1 else np.zeros((len(records), 0))
-            return self.host(outputs[0], params), labels
+            try:
+                return self.host(outputs[0], params), labels
+            except Exception as exc:  # an op that fails on a sample: name the batch, keep the cause
+                raise PipelineError(f"{self.store.path}: the CPU host stage failed on the batch of records "
+                                    f"{[int(i) for i in records]}: {type(exc).__name__}: {exc}") from exc
         if not outputs[0].is_dense_tensor():  # images that differ in size: only a tail can mend that
             if not self.lowered.tail:
                 self.broken = True
