@@ -87,6 +87,7 @@ class Plan:
         limits: seconds each step may take (the suite gets what is left of the budget).
         config_limit: seconds one measured configuration may take.
         suite: pytest arguments of the suite step (after ``-m "not gpu"``).
+        gpu_tests: pytest arguments of the gpu-tests step (after ``-m gpu``).
         workers: pytest-xdist workers for the test steps (0: none).
     """
 
@@ -108,6 +109,7 @@ class Plan:
     limits: dict[str, float] = field(default_factory=dict)
     config_limit: float = 60.0
     suite: tuple[str, ...] = ()
+    gpu_tests: tuple[str, ...] = ()
     workers: int = 0
 
     @property
@@ -134,7 +136,8 @@ SMOKE = Plan(classes=4, per_class=16, batch_sizes=(16,), main_batch=16, rounds=1
              custom_rounds=1, custom_batches=1, tune_images_per_round=32,
              limits={"env": 30, "gpu-tests": 60, "data": 120, "ceiling": 60, "loaders": 120,
                      "restart": 60, "custom-ops": 90, "training": 120, "tune": 120, "cpu-only": 120},
-             suite=("tests/test_op_config.py",))
+             # one quick file each: the smoke run is itself a test, which must not run the suite
+             suite=("tests/test_op_config.py",), gpu_tests=("tests/test_op_config.py",))
 
 
 class Check:
@@ -280,7 +283,7 @@ class StepFailed(Exception):
 def step_gpu_tests(check: Check) -> str:
     if check.device != "cuda":
         raise StepSkipped("no CUDA device: the GPU-marked tests skip themselves")
-    return _pytest(check, "gpu", "gpu", ())
+    return _pytest(check, "gpu", "gpu", check.plan.gpu_tests)
 
 
 def step_suite(check: Check) -> str:
