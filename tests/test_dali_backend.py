@@ -24,6 +24,21 @@ def _batches(store, backend, device="cpu", **kw):
     return torch.cat(images).cpu(), torch.cat(labels).cpu()
 
 
+def _host_matches_torch_backend(store, reference=None, **kw):
+    """The DALI backend on the CPU runs ``kw``'s ops in the host stage and gives the torch
+    backend's batches (on ``reference``, default the same store); returns its lowered ops.
+    The decoders are both libjpeg-turbo: equal here; another build, or the float32 feed vector
+    rounding an angle or a factor, may move a grey level here and there."""
+    ref, ref_labels = _batches(reference or store, "torch", **kw)
+    loader = fastload.Loader(store, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
+    out, labels = map(torch.cat, zip(*loader))
+    lowered = loader._get_backend().lowered
+    assert lowered.host
+    assert torch.equal(labels, ref_labels) and out.dtype == ref.dtype and out.shape == ref.shape
+    assert (out.float() - ref.float()).abs().mean().item() < 0.01
+    return lowered
+
+
 @pytest.mark.parametrize("fixture", ["small_lmdb", "small_h5"])
 def test_eval_close_to_torch_backend_on_both_formats(fixture, request):
     store = request.getfixturevalue(fixture)
@@ -326,14 +341,8 @@ def test_cpu_presets_finish_on_the_host_with_the_torch_backends_pixels(small_fol
     if payload == "raw":
         store = str(tmp_path / "raw.lmdb")
         fastload.pack(small_folder, store, options=fastload.PackOptions(payload="raw", workers=1, progress=False))
-    kw = dict(augment=augment, image_size=32, shuffle=True, seed=9, output_dtype=output_dtype, layout=layout)
-    ref, ref_labels = _batches(small_lmdb, "torch", **kw)
-    loader = fastload.Loader(store, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
-    out, labels = map(torch.cat, zip(*loader))
-    assert loader._get_backend().lowered.host
-    assert torch.equal(labels, ref_labels) and out.dtype == ref.dtype and out.shape == ref.shape
-    # the decoders are both libjpeg-turbo: equal here; a different build may round a few pixels
-    assert (out.float() - ref.float()).abs().mean().item() < 0.01
+    _host_matches_torch_backend(store, small_lmdb, augment=augment, image_size=32, shuffle=True, seed=9,
+                                output_dtype=output_dtype, layout=layout)
 
 
 @fastload.op
@@ -348,14 +357,8 @@ def _inverted(x):
 def test_a_custom_op_tail_runs_on_the_host_finish_batch_with_the_torch_backends_pixels(small_lmdb, augment):
     """On the CPU, custom ops at the end no longer send the preset's resize back to DALI's
     slow CPU operators: the host finish does the head, the batch stage the tail."""
-    kw = dict(augment=augment, image_size=32, shuffle=True, seed=3)
-    ref, ref_labels = _batches(small_lmdb, "torch", **kw)
-    loader = fastload.Loader(small_lmdb, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
-    out, labels = map(torch.cat, zip(*loader))
-    lowered = loader._get_backend().lowered
-    assert lowered.host and lowered.tail
-    assert torch.equal(labels, ref_labels) and out.dtype == ref.dtype and out.shape == ref.shape
-    assert (out.float() - ref.float()).abs().mean().item() < 0.01
+    lowered = _host_matches_torch_backend(small_lmdb, augment=augment, image_size=32, shuffle=True, seed=3)
+    assert lowered.tail
 
 
 def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
@@ -387,13 +390,7 @@ def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmd
     """On the CPU, DALI decodes (only the crop window of a leading random-resized crop) and the
     host stage runs the ops with the torch backend's code and the feed's draws: same pixels (the
     float32 feed vector rounds an angle or a factor: a grey level here and there)."""
-    kw = dict(augment=augment, image_size=24, shuffle=True, seed=4)
-    ref, ref_labels = _batches(small_lmdb, "torch", **kw)
-    loader = fastload.Loader(small_lmdb, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
-    out, labels = map(torch.cat, zip(*loader))
-    assert loader._get_backend().lowered.host
-    assert torch.equal(labels, ref_labels) and out.dtype == ref.dtype and out.shape == ref.shape
-    assert (out.float() - ref.float()).abs().mean().item() < 0.01
+    _host_matches_torch_backend(small_lmdb, augment=augment, image_size=24, shuffle=True, seed=4)
 
 
 def test_an_op_failing_in_the_host_stage_names_the_batch(small_lmdb, monkeypatch):
@@ -425,13 +422,7 @@ def test_sixteen_bit_and_gray_stores_run_on_the_host_with_the_torch_backends_pix
     fastload.pack(str(tmp_path / name), out, options=fastload.PackOptions(workers=1, progress=False))
     augment = [ops.RandomResizedCrop(24), ops.Flip(horizontal=True, vertical=True), ops.Rotate(max_degrees=10),
                ops.Normalize()]
-    kw = dict(augment=augment, image_size=24, shuffle=True, seed=2)
-    ref, _ = _batches(out, "torch", **kw)
-    loader = fastload.Loader(out, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
-    batch, _ = map(torch.cat, zip(*loader))
-    assert loader._get_backend().lowered.host
-    assert batch.shape == ref.shape and batch.dtype == ref.dtype
-    assert (batch - ref).abs().mean().item() < 0.01
+    _host_matches_torch_backend(out, augment=augment, image_size=24, shuffle=True, seed=2)
 
 
 def _write_png(path, pixels):
