@@ -656,3 +656,40 @@ def test_a_cpu_batch_not_drawn_for_mixing_is_returned_as_it_is_after_the_same_dr
     if isinstance(transform, transforms.CutMix):
         torch.rand(2, generator=again)
     assert torch.equal(torch.rand(3, generator=rng), torch.rand(3, generator=again))
+
+
+def test_mixup_of_a_float_batch_is_the_plain_formula_bit_for_bit():
+    images, labels = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    out, _ = transforms.Mixup(alpha=0.4, p=1.0, num_classes=3)(images, labels, torch.Generator().manual_seed(3))
+    again = torch.Generator().manual_seed(3)  # the same draws: p, then Beta from two Gammas
+    applied = (torch.rand((), generator=again) < 1.0).float()
+    g = torch._standard_gamma(torch.full((2,), 0.4), generator=again)
+    lam = applied * (g[0] / (g[0] + g[1])) + (1.0 - applied)
+    assert torch.equal(out, images.float() * lam + images.flip(0).float() * (1.0 - lam))
+
+
+@pytest.mark.parametrize("layout,shape", [("NCHW", (6, 3, 16, 20)), ("NHWC", (6, 16, 20, 3))])
+def test_cutmix_on_the_cpu_pastes_exactly_the_masked_box(layout, shape):
+    """The CPU copies each partner's box; the result is the masked torch.where of the GPU path."""
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    for seed in range(10):
+        images = torch.randn(*shape)
+        out, soft = transforms.CutMix(alpha=1.0, p=1.0, num_classes=3, layout=layout)(
+            images, labels, torch.Generator().manual_seed(seed))
+        again = torch.Generator().manual_seed(seed)  # the same draws: p, Beta, the box centre
+        applied = (torch.rand((), generator=again) < 1.0).float()
+        g = torch._standard_gamma(torch.full((2,), 1.0), generator=again)
+        cut = torch.sqrt(1.0 - (applied * (g[0] / (g[0] + g[1])) + (1.0 - applied)))
+        centre = torch.rand(2, generator=again)
+        y_axis, x_axis = (2, 3) if layout == "NCHW" else (1, 2)
+        h, w = shape[y_axis], shape[x_axis]
+        (top, bottom), (left, right) = [((centre[k] * n - cut * n / 2).floor().clamp(min=0),
+                                         (centre[k] * n + cut * n / 2).floor().clamp(max=n)) for k, n in enumerate((h, w))]
+        inside = ((torch.arange(h) >= top) & (torch.arange(h) < bottom))[:, None] & \
+                 ((torch.arange(w) >= left) & (torch.arange(w) < right))[None, :]
+        view = [1] * 4
+        view[y_axis], view[x_axis] = h, w
+        assert torch.equal(out, torch.where(inside.view(view), images.flip(0), images))
+        kept = 1.0 - (bottom - top).clamp(min=0) * (right - left).clamp(min=0) / float(h * w)
+        one_hot = torch.nn.functional.one_hot(labels, 3).float()
+        assert torch.equal(soft, one_hot * kept + one_hot.flip(0) * (1.0 - kept))

@@ -94,7 +94,10 @@ class Mixup(BatchTransform):
         lam = self._lam(rng, images.device)
         if _unchanged(lam, 1.0):
             return images, soft
-        mixed = images.float() * lam + images.flip(0).float() * (1.0 - lam)
+        if images.dtype == torch.float32:  # the same products and sum, in two allocations, not four
+            mixed = torch.mul(images, lam).add_(images.flip(0).mul_(1.0 - lam))
+        else:
+            mixed = images.float() * lam + images.flip(0).float() * (1.0 - lam)
         if not images.dtype.is_floating_point:
             mixed = mixed.round_()
         return mixed.to(images.dtype), soft * lam + soft.flip(0) * (1.0 - lam)
@@ -130,6 +133,8 @@ class CutMix(Mixup):
             high = (middle + half).floor().clamp(max=size)
             spans.append((low, high))
         (top, bottom), (left, right) = spans
+        if device.type == "cpu":  # bounds readable for free: copy the partners' boxes, not whole batches
+            return self._paste_box(images, soft, (y_axis, x_axis), (top, bottom, left, right), h * w)
         ys = torch.arange(h, device=device)
         xs = torch.arange(w, device=device)
         inside = ((ys >= top) & (ys < bottom))[:, None] & ((xs >= left) & (xs < right))[None, :]
@@ -137,4 +142,18 @@ class CutMix(Mixup):
         shape[y_axis], shape[x_axis] = h, w
         out = torch.where(inside.view(shape), images.flip(0), images)
         kept = 1.0 - (bottom - top).clamp(min=0) * (right - left).clamp(min=0) / float(h * w)
+        return out, soft * kept + soft.flip(0) * (1.0 - kept)
+
+    @staticmethod
+    def _paste_box(images: torch.Tensor, soft: torch.Tensor, axes: tuple[int, int],
+                   box: tuple[torch.Tensor, ...], area: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CPU form of the paste: a copy of the batch with each sample's box taken from its
+        batch-reverse partner (the same values as the masked ``torch.where``, without the
+        flipped copy of the whole batch and the full masked pass)."""
+        top, bottom, left, right = box
+        region = [slice(None)] * images.ndim
+        region[axes[0]], region[axes[1]] = slice(int(top), int(bottom)), slice(int(left), int(right))
+        out = images.clone()
+        out[tuple(region)] = images[tuple(region)].flip(0)
+        kept = 1.0 - (bottom - top).clamp(min=0) * (right - left).clamp(min=0) / float(area)
         return out, soft * kept + soft.flip(0) * (1.0 - kept)
