@@ -319,3 +319,18 @@ def test_a_gpu_training_row_reports_gpu_memory(tiny_data):
     assert row["status"] == "ok", row
     assert row["output"] == "8x3x32x32 float32 cuda" and row["train_device"] == "cuda"
     assert row["torch_cuda_peak_mb"] > 0 and row["host_us_per_image"] > 0
+
+
+@pytest.mark.skipif(loaders.LOADERS["torchvision"].unavailable() is not None, reason="no torchvision")
+@pytest.mark.skipif(loaders.LOADERS["fastload-dali-lmdb"].unavailable() is not None,
+                    reason=str(loaders.LOADERS["fastload-dali-lmdb"].unavailable()))
+def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data):
+    from benchmarks import op_lists
+
+    results = op_lists.measure(tiny_data.folder, tiny_data.stores["lmdb"], lists=list(op_lists.LISTS), size=32,
+                               threads=1, batch_size=8, rounds=1, batches=1, settle=0.0)
+    assert list(results) == list(op_lists.LISTS)
+    for by in results.values():
+        assert set(by) == {"torchvision", "fastload dali", "fastload torch"}
+        assert by["torchvision"]["ratio"] == 1.0 and all(r["images_per_s"] > 0 for r in by.values())
+    assert "| radiology |" in op_lists.table(results)
