@@ -142,6 +142,10 @@ def _other_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                                f"{percent(best['busy_fraction'])} ({best['images_per_s']:.0f} vs "
                                f"{best['synthetic_images_per_s']:.0f} img/s)",
                                None if goal is None else best["busy_fraction"] >= goal))
+    for name, by in (report.get("op_lists") or {}).items():
+        ratio = by["fastload dali"]["ratio"]
+        out.append(_target(f"op list {name!r}, CUDA hidden: fastload >= 2x torchvision (the 2-core target)",
+                           f"{ratio:.2f}x", None))
     custom = (report.get("custom_ops") or {}).get("results", {})
     for name, r in custom.items():
         if name != "train":
@@ -272,6 +276,17 @@ def _tune(report: dict[str, Any]) -> list[str]:
             + _table(["settings", "training img/s"], rows))
 
 
+def _op_lists(report: dict[str, Any]) -> list[str]:
+    results = report.get("op_lists")
+    if not results:
+        return []
+    rows = [[name, f"{by['torchvision']['images_per_s']:.0f}",
+             *(f"{by[who]['images_per_s']:.0f} = {by[who]['ratio']:.2f}x" for who in ("fastload dali", "fastload torch"))]
+            for name, by in results.items()]
+    return (["### Op lists, CUDA hidden (benchmarks/op_lists.py: the same ops in torchvision v2)", ""]
+            + _table(["op list", "torchvision img/s", "fastload DALI", "fastload torch"], rows))
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The whole report as markdown: machine, targets, steps, then each step's table."""
     m = report["meta"]
@@ -298,4 +313,5 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("cpu_only"):
         lines += [f"### CUDA hidden ({m['threads']} threads)", ""]
         lines += _loader_table(report["cpu_only"], None, _names("cpu")["dali"])
+    lines += _op_lists(report)
     return "\n".join(lines) + "\n"

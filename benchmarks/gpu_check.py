@@ -20,6 +20,7 @@ split in two so no test runs twice):
     training     ResNet-18 and ResNet-50 (bf16, channels_last) fed by each loader vs synthetic data
     tune         ``fastload tune --model resnet50``: the hw_decoder_load and prefetch it picks
     cpu-only     the loaders again with CUDA hidden, every core: readers.file vs fastload, GIL
+    op-lists     CUDA hidden, every core: the op lists against torchvision v2 with the same ops
     suite        the rest of the test suite (pytest -m "not gpu"), in the time that is left
 
 Each step runs in subprocesses under its own time limit and the whole under ``--budget``; the
@@ -65,7 +66,7 @@ from benchmarks.suite import REPO_ROOT, run_config  # noqa: E402
 __all__ = ["FULL", "SMOKE", "STEPS", "Plan", "main"]
 
 STEPS = ("env", "gpu-tests", "data", "ceiling", "loaders", "restart", "custom-ops", "training",
-         "tune", "cpu-only", "suite")
+         "tune", "cpu-only", "op-lists", "suite")
 CUSTOM_OPS = ("train", "+ 255 - x @op at the end", "+ 255 - x @batch_op", "+ add_noise @op",
               "+ add_noise @op(vectorized=True)", MIX)
 
@@ -84,6 +85,7 @@ class Plan:
         gil_seconds: py-spy's window per sampled row.
         train_models, train_image_size, train_images_per_round: the training step.
         custom_rounds, custom_batches: the custom-op interleaved rounds.
+        op_list_rounds, op_lists: the op-lists step's rounds and lists (benchmarks/op_lists.py).
         limits: seconds each step may take (the suite gets what is left of the budget).
         config_limit: seconds one measured configuration may take.
         suite: pytest arguments of the suite step (after ``-m "not gpu"``).
@@ -106,6 +108,8 @@ class Plan:
     custom_rounds: int
     custom_batches: int
     tune_images_per_round: int
+    op_list_rounds: int = 3
+    op_lists: tuple[str, ...] = ("preset", "colorjitter", "radiology", "blur")
     limits: dict[str, float] = field(default_factory=dict)
     config_limit: float = 60.0
     suite: tuple[str, ...] = ()
@@ -125,7 +129,8 @@ FULL = Plan(classes=100, per_class=200, batch_sizes=(256, 128, 512), main_batch=
             # 12 loader rows 102, restart 10, custom-ops 29, training 97 (8 rows), tune 44,
             # cpu-only 51; the suite then had no time left (serially it needs ~14 minutes).
             limits={"env": 15, "gpu-tests": 50, "data": 75, "ceiling": 40, "loaders": 90,
-                    "restart": 20, "custom-ops": 40, "training": 80, "tune": 50, "cpu-only": 55},
+                    "restart": 20, "custom-ops": 40, "training": 80, "tune": 50, "cpu-only": 55,
+                    "op-lists": 75},
             config_limit=40.0,
             # This command at smoke size is in the suite: here it would only repeat the run.
             suite=("--ignore", "tests/test_gpu_check.py"),
@@ -133,9 +138,10 @@ FULL = Plan(classes=100, per_class=200, batch_sizes=(256, 128, 512), main_batch=
 SMOKE = Plan(classes=4, per_class=16, batch_sizes=(16,), main_batch=16, rounds=1,
              images_per_round=32, warmup_batches=1, gil_seconds=1.0, ceiling_seconds=0.2,
              train_models=("resnet18",), train_image_size=32, train_images_per_round=32,
-             custom_rounds=1, custom_batches=1, tune_images_per_round=32,
+             custom_rounds=1, custom_batches=1, tune_images_per_round=32, op_list_rounds=1, op_lists=("radiology",),
              limits={"env": 30, "gpu-tests": 60, "data": 120, "ceiling": 60, "loaders": 120,
-                     "restart": 60, "custom-ops": 90, "training": 120, "tune": 120, "cpu-only": 120},
+                     "restart": 60, "custom-ops": 90, "training": 120, "tune": 120, "cpu-only": 120,
+                     "op-lists": 120},
              # one quick file each: the smoke run is itself a test, which must not run the suite
              suite=("tests/test_op_config.py",), gpu_tests=("tests/test_op_config.py",))
 
@@ -456,10 +462,29 @@ def step_tune(check: Check) -> str:
     return f"best {result.get('best')} ({model} in the loop)"
 
 
+def step_op_lists(check: Check) -> str:
+    """The op lists against torchvision with the same ops, CUDA hidden, on every core."""
+    plan = check.plan
+    path = os.path.join(check.report["meta"]["work"], "op_lists.json")
+    code, output = check.command([
+        "env", "CUDA_VISIBLE_DEVICES=", sys.executable, "benchmarks/op_lists.py", "--work", check.report["meta"]["work"],
+        "--data", check.data.folder, "--threads", str(check.threads), "--batch-size", str(plan.main_batch),
+        "--image-size", "224" if not check.smoke else "32", "--rounds", str(plan.op_list_rounds), "--batches", "4",
+        "--settle", "0.5", "--lists", ",".join(plan.op_lists), "--json", path])
+    if code != 0 or not os.path.exists(path):
+        tail = " | ".join(output.strip().splitlines()[-3:])
+        raise StepFailed(f"exit code {code}: {tail}"[:500])
+    with open(path) as f:
+        result = json.load(f)["results"]
+    check.put("op_lists", result)
+    return ", ".join(f"{n}: {by['fastload dali']['ratio']:.2f}x" for n, by in result.items()) + " torchvision"
+
+
 RUNNERS: dict[str, Callable[[Check], str]] = {
     "env": step_env, "gpu-tests": step_gpu_tests, "data": step_data, "ceiling": step_ceiling,
     "loaders": step_loaders, "restart": step_restart, "custom-ops": step_custom_ops,
-    "training": step_training, "tune": step_tune, "cpu-only": step_cpu_only, "suite": step_suite}
+    "training": step_training, "tune": step_tune, "cpu-only": step_cpu_only, "op-lists": step_op_lists,
+    "suite": step_suite}
 
 
 def run_step(check: Check, name: str) -> None:

@@ -121,6 +121,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="bench-data", help="generated photos and store (reused)")
+    p.add_argument("--data", help="an ImageFolder tree to use instead of generated photos")
     p.add_argument("--images", type=int, default=1000, help="generated photos (10 classes)")
     p.add_argument("--lists", default=",".join(LISTS), help=f"comma-separated subset of {', '.join(LISTS)}")
     p.add_argument("--threads", type=int, default=2)
@@ -128,17 +129,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batches", type=int, default=8, help="timed batches per loader per round")
+    p.add_argument("--settle", type=float, default=1.0, help="seconds after each turn for prefetching to end")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     lists = [n.strip() for n in args.lists.split(",") if n.strip()]
     unknown = [n for n in lists if n not in LISTS]
     if unknown:
         raise SystemExit(f"op_lists.py: unknown lists {unknown}; known: {', '.join(LISTS)}")
-    data = prepare_data(os.path.abspath(args.work), spec=sample_spec(10, max(1, args.images // 10)),
-                        formats=("lmdb",))
+    data = prepare_data(os.path.abspath(args.work), folder=args.data,
+                        spec=sample_spec(10, max(1, args.images // 10)), formats=("lmdb",))
     print(data.description, flush=True)
     results = measure(data.folder, data.stores["lmdb"], lists=lists, size=args.image_size, threads=args.threads,
-                      batch_size=args.batch_size, rounds=args.rounds, batches=args.batches)
+                      batch_size=args.batch_size, rounds=args.rounds, batches=args.batches, settle=args.settle)
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:
