@@ -142,7 +142,7 @@ def _other_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                                f"{percent(best['busy_fraction'])} ({best['images_per_s']:.0f} vs "
                                f"{best['synthetic_images_per_s']:.0f} img/s)",
                                None if goal is None else best["busy_fraction"] >= goal))
-    for name, by in (report.get("op_lists") or {}).items():
+    for name, by in ((report.get("op_lists") or {}).get("results") or {}).items():
         ratio = by["fastload dali"]["ratio"]
         out.append(_target(f"op list {name!r}, CUDA hidden: fastload >= 2x torchvision (the 2-core target)",
                            f"{ratio:.2f}x", None))
@@ -277,7 +277,7 @@ def _tune(report: dict[str, Any]) -> list[str]:
 
 
 def _op_lists(report: dict[str, Any]) -> list[str]:
-    results = report.get("op_lists")
+    results = (report.get("op_lists") or {}).get("results")
     if not results:
         return []
     rows = [[name, f"{by['torchvision']['images_per_s']:.0f}",

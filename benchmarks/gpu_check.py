@@ -465,19 +465,12 @@ def step_tune(check: Check) -> str:
 def step_op_lists(check: Check) -> str:
     """The op lists against torchvision with the same ops, CUDA hidden, on every core."""
     plan = check.plan
-    path = os.path.join(check.report["meta"]["work"], "op_lists.json")
-    code, output = check.command([
+    result = _json_command(check, "op_lists", [
         "env", "CUDA_VISIBLE_DEVICES=", sys.executable, "benchmarks/op_lists.py", "--work", check.report["meta"]["work"],
         "--data", check.data.folder, "--threads", str(check.threads), "--batch-size", str(plan.main_batch),
         "--image-size", "224" if not check.smoke else "32", "--rounds", str(plan.op_list_rounds), "--batches", "4",
-        "--settle", "0.5", "--lists", ",".join(plan.op_lists), "--json", path])
-    if code != 0 or not os.path.exists(path):
-        tail = " | ".join(output.strip().splitlines()[-3:])
-        raise StepFailed(f"exit code {code}: {tail}"[:500])
-    with open(path) as f:
-        result = json.load(f)["results"]
-    check.put("op_lists", result)
-    return ", ".join(f"{n}: {by['fastload dali']['ratio']:.2f}x" for n, by in result.items()) + " torchvision"
+        "--settle", "0.5", "--lists", ",".join(plan.op_lists)])
+    return ", ".join(f"{n}: {by['fastload dali']['ratio']:.2f}x" for n, by in result["results"].items()) + " torchvision"
 
 
 RUNNERS: dict[str, Callable[[Check], str]] = {

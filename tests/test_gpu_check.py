@@ -39,7 +39,7 @@ def test_smoke_run_measures_every_step_and_writes_its_report(tmp_path):
     assert report["tests"]["suite"]["counts"]["passed"] > 0
     assert report["targets"] and all(t["met"] in (True, False, None) for t in report["targets"])
     markdown = (out / "gpu_check.md").read_text()
-    assert set(report["op_lists"]) == set(gpu_check.SMOKE.op_lists)
+    assert set(report["op_lists"]["results"]) == set(gpu_check.SMOKE.op_lists)
     for heading in ("## Targets", "## Steps", "### Restart", "### Custom ops", "### Training",
                     "### Tuner", "### CUDA hidden", "### Op lists"):
         assert heading in markdown
