@@ -57,3 +57,11 @@ def test_the_stage_raises_the_error_of_the_lowest_failing_sample():
     with pytest.raises(RuntimeError, match="sample 5"):
         stage._map(fn, 12, gpu=False)
     stage.close()
+
+
+def test_shares_cut_a_range_into_contiguous_runs_that_cover_it_once():
+    from fastload.threads import shares
+
+    parts = shares(range(1, 12), 3)
+    assert [list(p) for p in parts] == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert [len(p) for p in shares(range(2), 4)] == [0, 1, 0, 1]

@@ -31,11 +31,11 @@ from ..ops import Normalize, Op, RandomResizedCrop
 from ..ops.custom import CustomOp
 from ..ops.geometry import resize_image
 from ..ops.normalize import max_value
-from ..threads import LazyThreadPool, run_all
+from ..threads import LazyThreadPool, run_all, shares
 from ..transforms.output import NP_DTYPES, BatchWriter
 from .params import ParamLayout
 
-__all__ = ["HostFinish", "host_finishes"]
+__all__ = ["HostFinish", "host_finishes", "tail_batch_dtype"]
 
 
 def _plan(head: Sequence[Op]) -> tuple[list[Op], Normalize | None, tuple[int, int]] | None:
@@ -68,6 +68,15 @@ def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, cha
     if device != "cpu" or np.dtype(pixel_dtype) not in PIXEL_DTYPES or channels < 1:
         return False
     return _plan(head) is not None
+
+
+def tail_batch_dtype(head: Sequence[Op], pixel_dtype: np.dtype) -> str | None:
+    """The batch a custom-op tail takes from the host stage (HWC samples, as from a pipeline):
+    normalized float32 when the head ends in a Normalize, else 8-bit; None for 16-bit images
+    without one (the stage takes them from DALI)."""
+    if head and isinstance(head[-1], Normalize):
+        return "float32"
+    return "uint8" if np.dtype(pixel_dtype) == np.uint8 else None
 
 
 class _Buffers:
@@ -140,8 +149,8 @@ class HostFinish:
         shape = out.shape(*self._size, self.channels)
         out.reserve(*self._size, self.channels, self.pixel_dtype, into=self._buffers.take(shape, np.dtype(out.dtype)))
         windows = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
-        shares = [range(count * k // self.threads, count * (k + 1) // self.threads) for k in range(self.threads)]
-        run_all(self._pool.get(), [lambda s=share: self._share(s, images, params, windows, out) for share in shares])
+        run_all(self._pool.get(), [lambda s=share: self._share(s, images, params, windows, out)
+                                   for share in shares(range(count), self.threads)])
         return out.tensor  # type: ignore[return-value]
 
     def _share(self, indices: range, images: Any, params: np.ndarray, windows: np.ndarray | None,

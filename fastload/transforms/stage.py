@@ -36,7 +36,7 @@ import torch
 from ..errors import MissingExtraError
 from ..ops import Normalize, Op
 from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
-from ..threads import LazyThreadPool, run_all
+from ..threads import LazyThreadPool, run_all, shares
 from .base import batch_generator
 from .output import NP_DTYPES, BatchWriter
 
@@ -116,7 +116,7 @@ class BatchStage:
         results: list[Any] = [fn(0), *[None] * (count - 1)]
         failures: dict[int, Exception] = {}
 
-        def share(indices: range) -> None:
+        def run_share(indices: range) -> None:
             for i in indices:
                 try:
                     results[i] = fn(i)
@@ -124,9 +124,7 @@ class BatchStage:
                     failures[i] = exc
                     return
 
-        rest = range(1, count)
-        shares = [rest[len(rest) * k // self.threads:len(rest) * (k + 1) // self.threads] for k in range(self.threads)]
-        run_all(self._pool.get(), [lambda s=s: share(s) for s in shares if len(s)])
+        run_all(self._pool.get(), [lambda s=s: run_share(s) for s in shares(range(1, count), self.threads) if len(s)])
         if failures:
             raise failures[min(failures)]
         return results
