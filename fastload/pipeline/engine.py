@@ -29,11 +29,11 @@ from ..backends.base import BackendConfig
 from ..errors import FastloadError
 from ..ops.base import Op
 from ..ops.custom import CustomOp
-from ..ops.normalize import Normalize, max_value
+from ..ops.normalize import max_value
 from ..stores import Store
 from ..stores.files import FileStore
 from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
-from .host import HostFinish
+from .host import HostFinish, tail_batch_dtype
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
 from .pool import FeedPool
@@ -97,11 +97,10 @@ def _aligned(sizes: np.ndarray) -> np.ndarray:
 
 
 def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig, pixel_dtype: np.dtype) -> HostFinish:
-    """The host finish of the head; with a tail, its batch is what the batch stage takes from a
-    pipeline: HWC samples, normalized floats when the head ends in a Normalize, else 8-bit."""
+    """The host finish of the head; with a tail, into the batch the batch stage takes from it."""
     layout, dtype = config.layout, config.output_dtype
     if lowered.tail:
-        layout, dtype = "NHWC", "float32" if any(isinstance(op, Normalize) for op in lowered.head) else "uint8"
+        layout, dtype = "NHWC", tail_batch_dtype(lowered.head, pixel_dtype)
     return HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
                       layout=layout, output_dtype=dtype, pixel_dtype=pixel_dtype, channels=config.channels)
 

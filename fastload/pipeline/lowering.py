@@ -10,7 +10,7 @@ declare themselves (no type checks here):
   output layout and dtype;
 * every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
 
-On the CPU, a head of built-in ops on 8-bit RGB images ends at the decoded images (only the crop
+On the CPU, a head of built-in ops on 8- or 16-bit images ends at the decoded images (only the crop
 windows for a leading random-resized crop) instead: the ops run in the host stage
 (``fastload.pipeline.host``) with the torch backend's code, several times faster than DALI's CPU
 operators; a tail after such a head runs in the batch stage on the host stage's batch.
@@ -33,7 +33,7 @@ from ..ops import Normalize, Op
 from ..ops.base import Op as _BaseOp
 from ..ops.custom import CustomOp
 from ..tta import View, fixed_params, split_for_views
-from .host import host_finishes
+from .host import host_finishes, tail_batch_dtype
 from .params import ParamLayout
 
 __all__ = ["LoweredOps", "LoweringContext", "lower_ops", "build_graph"]
@@ -143,10 +143,9 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str, views: Seq
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
-    # a tail takes 8-bit or normalized batches from the host stage (16-bit ones stay in DALI)
     if host_finishes(head, device=device, pixel_dtype=pixel_dtype, channels=channels) and (
-            not tail or np.dtype(pixel_dtype) == np.uint8 or any(isinstance(op, Normalize) for op in head)):
-        # a tail (custom ops at the end) then runs in the batch stage on the host finish's batch
+            not tail or tail_batch_dtype(head, pixel_dtype) is not None):
+        # a tail (custom ops at the end) then runs in the batch stage on the host stage's batch
         return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, 0, host=True)
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
     return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, cmn)
