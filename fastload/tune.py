@@ -159,7 +159,7 @@ class TuneResult:
         lines = [f"defaults {_fmt(self.default)}: {self.default_images_per_s:.0f} {self.unit}"]
         if self.defaults_are_best:
             lines.append(f"the defaults are kept: no setting beat them by more than {self.tolerance:.0%} "
-                         "(a setting measured twice counts with the mean of both runs); no settings to change")
+                         "(a setting measured twice counts with the median of all its rounds); no settings to change")
         else:
             lines.append(f"best {_fmt(self.best)}: {self.best_images_per_s:.0f} {self.unit}, "
                          f"{self.gain:.2f}x the defaults")
@@ -174,7 +174,7 @@ class TuneResult:
         lines = [f"{'settings':<56} {'median':>8} {'min-max':>13} {'runs':>4}"]
         for trials in pooled.values():
             settings = trials[0].settings
-            rounds = [r for t in trials for r in t.rounds]
+            rounds = _pooled_rounds(trials, settings)
             mark = " <- defaults" if settings == self.default else ""
             mark += " <- best" if settings == self.best and not self.defaults_are_best else ""
             if not rounds:
@@ -499,8 +499,13 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
+def _pooled_rounds(trials: Sequence[Trial], settings: dict[str, Setting]) -> list[float]:
+    """Every round of every measurement of ``settings``: what the table and the verdict use."""
+    return [r for t in trials if t.settings == settings for r in t.rounds]
+
+
 def _pooled_rate(search: _Search, settings: dict[str, Setting]) -> float:
-    rounds = [r for t in search.history if t.settings == settings for r in t.rounds]
+    rounds = _pooled_rounds(search.history, settings)
     return statistics.median(rounds) if rounds else 0.0
 
 
