@@ -124,7 +124,7 @@ def _no_fastload_loader() -> str | None:
 def _no_fastload_dali() -> str | None:
     if _no_fastload_loader():
         return _no_fastload_loader()
-    if importlib.util.find_spec("fastload.backends.dali_backend") is None:
+    if importlib.util.find_spec("fastload.backends.dali.backend") is None:
         return "not available: fastload's dali backend does not exist in this checkout yet"
     return None
 

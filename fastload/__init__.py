@@ -5,7 +5,7 @@ pure-PyTorch backend through a drop-in replacement for ``torch.utils.data.DataLo
 """
 
 from ._version import __version__
-from .dicom import DicomOptions
+from .codecs.dicom import DicomOptions
 from .errors import (
     BadInputError,
     CorruptRecordError,

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .dicom import DICOM_PAYLOADS, FRAMES, DicomOptions
+from .codecs.dicom import DICOM_PAYLOADS, FRAMES, DicomOptions
+from .codecs.images import DEFAULT_MAX_PIXELS
 from .errors import CorruptStoreError, FastloadError
-from .images import DEFAULT_MAX_PIXELS
 from .inspect import inspect_path, verify_path
 from .pack import PackOptions, pack
 from .sample import SampleSpec, make_sample_folder

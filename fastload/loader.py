@@ -469,11 +469,11 @@ class Loader:
     def _get_backend(self) -> Backend:
         if self._backend is None:
             if self.backend_name == "dali":
-                from .backends.dali_backend import DaliBackend
+                from .backends.dali.backend import DaliBackend
 
                 self._backend = DaliBackend(self.store, self.ops, self.config, feed_workers=self._feed_workers)
             else:
-                from .backends.torch_backend import TorchBackend
+                from .backends.torch.backend import TorchBackend
 
                 self._backend = TorchBackend(self.store, self.ops, self.config, pin_memory=self.pin_memory)
         return self._backend

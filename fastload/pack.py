@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import dicom, images, jpeg2000
-from .dicom import DicomOptions
+from .codecs import dicom, images, jpeg2000
+from .codecs.dicom import DicomOptions
 from .errors import BadInputError, MissingExtraError, PackError, StoreExistsError
 from .ops._pixels import by_channel_chunks
 from .ops.normalize import max_value
@@ -187,7 +187,7 @@ def _process(path: str, options: PackOptions) -> _Packed | Skipped:
 
 
 def _process_dicom(data: bytes, path: str, options: PackOptions) -> _Packed:
-    """The DICOM file's record(s) by the policy (fastload.dicom): the first frame, or one
+    """The DICOM file's record(s) by the policy (fastload.codecs.dicom): the first frame, or one
     record per frame; each stored as the policy's pixels, or as its kept JPEG 2000 codestream."""
     records = []
     for number, frame in enumerate(dicom.read_frames(data, path, options.dicom, options.max_pixels)):

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from fastload.backends.dali.lowering import LoweringContext
+from fastload.backends.dali.params import ParamLayout
 from fastload.ops.normalize import max_value
-from fastload.pipeline.lowering import LoweringContext
-from fastload.pipeline.params import ParamLayout
 
 
 def run_dali(ops: Sequence[Any], images: list[np.ndarray], seed: int = 0, ids: list[np.ndarray] | None = None,

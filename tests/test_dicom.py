@@ -1,5 +1,5 @@
 """DICOM as the medical-imaging field reads it: every syntax the `dicom` extra decodes packs, and
-records hold pydicom's own ``pixel_array`` after the documented policy (fastload.dicom).
+records hold pydicom's own ``pixel_array`` after the documented policy (fastload.codecs.dicom).
 
 Every file is written here with pydicom (compressed with pydicom's encoders, or with
 imagecodecs and encapsulated where pydicom has none).
@@ -32,9 +32,10 @@ from pydicom.uid import (  # noqa: E402
 )
 
 import fastload  # noqa: E402
-from fastload import DicomOptions, PackOptions, images, jpeg2000  # noqa: E402
+from fastload import DicomOptions, PackOptions  # noqa: E402
 from fastload.cli import main  # noqa: E402
-from fastload.dicom import PixelPolicy  # noqa: E402
+from fastload.codecs import images, jpeg2000  # noqa: E402
+from fastload.codecs.dicom import PixelPolicy  # noqa: E402
 from fastload.errors import PackError  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""The decode policy (fastload.images): formats by content, colour modes, bit depth, EXIF."""
+"""The decode policy (fastload.codecs.images): formats by content, colour modes, bit depth, EXIF."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from imagefiles import dicom, encode, jpeg, pixels, png16, png_claiming, with_exif_orientation
 from PIL import Image
 
-from fastload import images
+from fastload.codecs import images
 from fastload.errors import BadInputError
 
 

@@ -13,8 +13,8 @@ import torch
 from imagefiles import pixels, png16, write
 
 import fastload
-from fastload import images
 from fastload.cli import main
+from fastload.codecs import images
 from fastload.errors import BadInputError
 from fastload.loader import dali_available
 from fastload.sources import CsvColumns, scan_csv

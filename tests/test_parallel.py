@@ -111,7 +111,7 @@ def test_a_script_without_a_main_guard_can_pack(tmp_path):
 
 
 @pytest.mark.parametrize("modules", [("fastload.pool_worker", "fastload.pack", "fastload.inspect"),
-                                     ("fastload.pipeline.worker", "fastload.pipeline.feed", "fastload.ops.config")])
+                                     ("fastload.backends.dali.worker", "fastload.backends.dali.feed", "fastload.ops.config")])
 def test_worker_processes_do_not_import_torch(modules):
     """Every Loader and every pack starts fresh worker interpreters: importing torch there
     costs ~3 s and ~600 MB each (it once slipped in through one import and slowed the tests 3x)."""

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fastload import ops
 from fastload.backends.base import BackendConfig
-from fastload.backends.torch_backend import _batch_tensor, _Finish
+from fastload.backends.torch.backend import _batch_tensor, _Finish
 
 
 def _reference(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, nchw: bool) -> torch.Tensor:

@@ -1,2 +1,2 @@
-"""The Loader's backends: DALI pipelines (``dali_backend``) and PyTorch DataLoader workers
-(``torch_backend``), both driven by one ``EpochPlan``."""
+"""The Loader's backends: DALI pipelines (``backends.dali``) and PyTorch DataLoader workers
+(``backends.torch``), both driven by one ``EpochPlan``."""

@@ -7,7 +7,7 @@ same way, per sample, from ``[seed, epoch, record]``: the torch backend applies 
 NumPy, the DALI backend's feed encodes them (``encode``, ``param_count`` floats per op) into
 a per-sample vector that the op's DALI lowering reads (``dali(images, params, ctx)``).
 
-An op also declares what the DALI lowering may fuse (see ``fastload.pipeline.lowering``):
+An op also declares what the DALI lowering may fuse (see ``fastload.backends.dali.lowering``):
 ``decoder_roi`` (a crop the decoder can do while decoding) and ``cmn_args`` (what
 ``crop_mirror_normalize`` can do at the end of the pipeline).
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import images
+from ..codecs import images
 from ..errors import CorruptRecordError, CorruptStoreError
 from .format import RecordTable, StoreHeader, checksum
 from .metadata import MetadataColumn, decode_column

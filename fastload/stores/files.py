@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import images
+from ..codecs import images
 from ..errors import BadInputError
 from ..sources.base import Skipped, Source, display_path
 from .base import RecordsView

@@ -1,7 +1,7 @@
 """A batch written sample by sample, in the loader's layout and dtype, with a Normalize folded in.
 
 Shared by the batch stage (custom ops' results) and the DALI backend's host finish on the CPU
-(``fastload.pipeline.host``): both hand it HWC samples, from any thread, and get one torch tensor.
+(``fastload.backends.dali.host``): both hand it HWC samples, from any thread, and get one torch tensor.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The batch stage: what runs on each finished batch, on the loader's device.
 
 For the DALI backend it first runs the op list's tail (custom ops at the end, and a Normalize
-among them: see ``fastload.pipeline.lowering``) on the NHWC batch as NumPy arrays on the CPU or
+among them: see ``fastload.backends.dali.lowering``) on the NHWC batch as NumPy arrays on the CPU or
 CuPy arrays on the GPU, shared with torch by DLPack without copies, on torch's current stream:
 
 * a ``@fastload.op`` function once per sample, on views of the batch, with the same

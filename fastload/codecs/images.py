@@ -6,7 +6,7 @@ Decode policy (documented in docs/FORMAT.md and the README):
   an alpha channel is dropped.
 * Grayscale images (8 or 16 bit, with or without alpha) decode to 1 channel (``HxWx1``).
 * 16-bit PNG/TIFF keep their depth (``uint16``); nothing is truncated to 8 bits.
-* DICOM follows its own documented policy (``fastload.dicom``): real (rescaled) values in
+* DICOM follows its own documented policy (``fastload.codecs.dicom``): real (rescaled) values in
   ``uint8``/``uint16``/``int16``/``float32``, MONOCHROME1 inverted, YBR as RGB.
 * EXIF orientation is applied, so pixels are upright as a photo viewer shows them.
 * GIF and animated WebP: the first frame.
@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..errors import BadInputError
 from . import dicom, jpeg2000
-from .errors import BadInputError
 
 __all__ = ["ImageInfo", "DEFAULT_MAX_PIXELS", "MAX_CHANNELS", "array_layout", "encode_npy",
            "sniff_format", "probe", "decode", "validate"]

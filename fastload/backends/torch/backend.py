@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import FastloadError, WorkerDiedError
-from ..ops import Normalize, Op
-from ..ops.base import sample_rng
-from ..ops.custom import run_numpy
-from ..ops.normalize import max_value, resolve_mean_std
-from ..pixeltypes import pixel_dtype, to_pixel_dtype
-from ..tta import apply_view, split_for_views
-from .base import OUTPUT_DTYPES, BackendConfig
+from ...errors import FastloadError, WorkerDiedError
+from ...ops import Normalize, Op
+from ...ops.base import sample_rng
+from ...ops.custom import run_numpy
+from ...ops.normalize import max_value, resolve_mean_std
+from ...pixeltypes import pixel_dtype, to_pixel_dtype
+from ...tta import apply_view, split_for_views
+from ..base import OUTPUT_DTYPES, BackendConfig
 
 __all__ = ["TorchBackend", "split_normalize"]
 

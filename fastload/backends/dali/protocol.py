@@ -14,7 +14,7 @@ import struct
 import traceback
 from typing import Any
 
-from ..errors import FastloadError
+from ...errors import FastloadError
 
 __all__ = ["REQUEST", "RESPONSE", "OK", "FAILED", "READY", "FeedWorkerError", "read_exact",
            "write_all", "error_report", "rebuild_error"]

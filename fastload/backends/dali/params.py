@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ops.base import Op, register, sample_rng
+from ...ops.base import Op, register, sample_rng
 
 __all__ = ["ParamLayout", "UnknownSize"]
 

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backends.base import BackendConfig
-from ..errors import FastloadError
-from ..ops.base import Op
-from ..ops.custom import CustomOp
-from ..ops.normalize import max_value
-from ..stores import Store
-from ..stores.files import FileStore
+from ...errors import FastloadError
+from ...ops.base import Op
+from ...ops.custom import CustomOp
+from ...ops.normalize import max_value
+from ...stores import Store
+from ...stores.files import FileStore
+from ..base import BackendConfig
 from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
 from .host import HostFinish, tail_batch_dtype
 from .lowering import LoweredOps, LoweringContext, build_graph

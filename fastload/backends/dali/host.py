@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..ops import Normalize, Op, RandomResizedCrop
-from ..ops.custom import CustomOp
-from ..ops.geometry import resize_image
-from ..ops.normalize import max_value
-from ..threads import LazyThreadPool, run_all, shares
-from ..transforms.output import NP_DTYPES, BatchWriter
+from ...ops import Normalize, Op, RandomResizedCrop
+from ...ops.custom import CustomOp
+from ...ops.geometry import resize_image
+from ...ops.normalize import max_value
+from ...threads import LazyThreadPool, run_all, shares
+from ...transforms.output import NP_DTYPES, BatchWriter
 from .params import ParamLayout
 
 __all__ = ["HostFinish", "host_finishes", "tail_batch_dtype"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadInputError, MissingExtraError
+from ..errors import BadInputError, MissingExtraError
 
 __all__ = ["FASTLOAD_UUID", "JP2_SIGNATURE", "CODESTREAM_SIGNATURE", "wrap", "unwrap",
            "codestream_header", "decode", "probe_size"]

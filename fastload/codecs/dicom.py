@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadInputError, MissingExtraError
+from ..errors import BadInputError, MissingExtraError
 
 __all__ = ["DicomOptions", "DicomFrame", "PixelPolicy", "is_dicom", "probe", "read_frames", "decode",
            "WINDOW_FUNCTIONS", "FRAMES", "DICOM_PAYLOADS"]

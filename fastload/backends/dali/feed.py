@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError, CorruptRecordError
-from ..ops.base import Op
-from ..pixeltypes import to_pixel_dtype
-from ..stores import Store, open_store
+from ...errors import BadInputError, CorruptRecordError
+from ...ops.base import Op
+from ...pixeltypes import to_pixel_dtype
+from ...stores import Store, open_store
 from .params import ParamLayout
 
 __all__ = ["FeedSpec", "FeedReader", "slot_layout", "dense_batch", "ALIGN", "MODES"]
@@ -83,7 +83,7 @@ class FeedSpec:
         return cls(**data)
 
     def build_ops(self) -> list[Op]:
-        from ..ops.config import from_config
+        from ...ops.config import from_config
 
         return from_config(list(self.ops))
 
@@ -99,7 +99,7 @@ class FeedReader:
     def __init__(self, spec: FeedSpec, store: Store | None = None) -> None:
         self.spec = spec
         if spec.files:
-            from ..stores.files import FileReader
+            from ...stores.files import FileReader
 
             self.store: Any = store if store is not None else FileReader(spec.files)
             self.shapes = np.asarray(spec.shapes, np.int64).reshape(-1, 3)

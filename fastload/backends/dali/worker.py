@@ -1,4 +1,4 @@
-"""A feed worker process: ``python -m fastload.pipeline.worker --slots FD,FD,...``.
+"""A feed worker process: ``python -m fastload.backends.dali.worker --slots FD,FD,...``.
 
 Started by ``FeedPool`` as a fresh interpreter (never a fork: safe however CUDA or threads stand
 in the parent, and it never re-runs the user's ``__main__``). It reads requests on stdin, fills

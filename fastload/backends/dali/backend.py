@@ -1,4 +1,4 @@
-"""The DALI backend: batches of a store through DALI pipelines (``fastload.pipeline``).
+"""The DALI backend: batches of a store through DALI pipelines (``fastload.backends.dali``).
 
 DALI decodes (nvJPEG on the GPU, libjpeg-turbo on the CPU) and augments; feed worker processes
 read, check and lay out the records; the Loader's thread does O(1) Python work per batch.
@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import MissingExtraError
-from ..ops import Op
-from ..parallel import default_workers
-from ..pipeline.engine import DaliEngine
-from ..pipeline.lowering import LoweredOps, lower_ops
-from ..pixeltypes import pixel_dtype
-from ..stores import Store
-from .base import BackendConfig
+from ...errors import MissingExtraError
+from ...ops import Op
+from ...parallel import default_workers
+from ...pixeltypes import pixel_dtype
+from ...stores import Store
+from ..base import BackendConfig
+from .engine import DaliEngine
+from .lowering import LoweredOps, lower_ops
 
 __all__ = ["DaliBackend", "dali_decodes", "default_feed_workers"]
 

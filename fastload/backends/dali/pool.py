@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import WorkerDiedError
+from ...errors import WorkerDiedError
 from .feed import FeedSpec
 from .protocol import FAILED, OK, READY, REQUEST, RESPONSE, read_exact, rebuild_error, write_all
 
@@ -111,7 +111,7 @@ class FeedPool:
         fds = [slot.fd for slot in self._slots]
         for index in range(max(1, workers)):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "fastload.pipeline.worker", "--slots", ",".join(map(str, fds))],
+                [sys.executable, "-m", "fastload.backends.dali.worker", "--slots", ",".join(map(str, fds))],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=fds, close_fds=True)
             worker = _Worker(index, proc, os.dup(proc.stdin.fileno()), os.dup(proc.stdout.fileno()))
             proc.stdin.close()

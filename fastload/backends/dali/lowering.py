@@ -12,7 +12,7 @@ declare themselves (no type checks here):
 
 On the CPU, a head of built-in ops on 8- or 16-bit images ends at the decoded images (only the crop
 windows for a leading random-resized crop) instead: the ops run in the host stage
-(``fastload.pipeline.host``) with the torch backend's code, several times faster than DALI's CPU
+(``fastload.backends.dali.host``) with the torch backend's code, several times faster than DALI's CPU
 operators; a tail after such a head runs in the batch stage on the host stage's batch.
 
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import Normalize, Op
-from ..ops.base import Op as _BaseOp
-from ..ops.custom import CustomOp
-from ..tta import View, fixed_params, split_for_views
+from ...ops import Normalize, Op
+from ...ops.base import Op as _BaseOp
+from ...ops.custom import CustomOp
+from ...tta import View, fixed_params, split_for_views
 from .host import host_finishes, tail_batch_dtype
 from .params import ParamLayout
 
