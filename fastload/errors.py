@@ -21,15 +21,17 @@ class FastloadError(Exception):
 
 
 class MissingExtraError(FastloadError, ImportError):
-    """An optional backend (lmdb, h5py, DALI, CuPy, pydicom) is not installed."""
+    """A package fastload imports when first needed (DALI, CuPy, pydicom, lmdb, ...) is not installed.
 
-    def __init__(self, module: str, extra: str, purpose: str) -> None:
+    ``extra`` is the pip extra of fastload that installs it, or None for one of fastload's own
+    dependencies (lmdb, h5py): the message then names the package itself.
+    """
+
+    def __init__(self, module: str, extra: str | None, purpose: str) -> None:
         self.module = module
         self.extra = extra
-        super().__init__(
-            f"{purpose} needs the '{module}' package, which is not installed. "
-            f'Install it with: pip install "fastload[{extra}]"'
-        )
+        install = f'pip install "fastload[{extra}]"' if extra else f"pip install {module} (a dependency of fastload)"
+        super().__init__(f"{purpose} needs the '{module}' package, which is not installed. Install it with: {install}")
 
 
 class BadInputError(FastloadError, ValueError):
