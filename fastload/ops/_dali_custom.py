@@ -13,14 +13,26 @@ operator (seeded from the pipeline's seed) seeds it: reproducible, but not the t
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
-from nvidia.dali import fn, types
 
-from .custom import CustomOp, describe_sample
+from .._optional import require
+from .base import describe_sample
 
 __all__ = ["python_function", "SampleRunner", "BatchRunner"]
+
+
+class CustomSpec(Protocol):
+    """What the runners need of a custom op (``fastload.ops.custom.CustomOp``, which imports
+    this module to lower itself: the runners name the interface, not the class)."""
+
+    batch: bool
+
+    def sample_rng(self, entropy: Sequence[int]) -> np.random.Generator: ...
+
+    def run(self, x: Any, rng: np.random.Generator, sample: str) -> Any: ...
 
 _SEED_RANGE = [0, 2**31 - 1]
 
@@ -35,7 +47,7 @@ def _host_ints(values: Any) -> list[int]:
 class SampleRunner:
     """The per-sample callable handed to DALI: ``(image, *seed_parts) -> image``."""
 
-    def __init__(self, spec: CustomOp, has_ids: bool) -> None:
+    def __init__(self, spec: CustomSpec, has_ids: bool) -> None:
         self.spec = spec
         self.has_ids = has_ids
 
@@ -67,8 +79,10 @@ def _contiguous(x: Any) -> Any:
     return xp.ascontiguousarray(x)
 
 
-def python_function(spec: CustomOp, images: Any, ctx: Any) -> Any:
+def python_function(spec: CustomSpec, images: Any, ctx: Any) -> Any:
     """``fn.python_function`` running ``spec`` on ``images`` (a DataNode on ``ctx.device``)."""
+    dali = require("nvidia.dali", "cuda13", "custom ops in DALI pipelines")
+    fn, types = dali.fn, dali.types
     device = getattr(ctx, "device", "cpu")
     ids = getattr(ctx, "sample_ids", None)
     seeds = ids if ids is not None else fn.random.uniform(range=_SEED_RANGE, dtype=types.INT32)

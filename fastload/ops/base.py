@@ -15,11 +15,12 @@ An op also declares what the DALI lowering may fuse (see ``fastload.backends.dal
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Op", "REGISTRY", "register", "sample_rng"]
+__all__ = ["Op", "REGISTRY", "describe_sample", "register", "sample_rng"]
 
 REGISTRY: dict[str, type[Op]] = {}
 
@@ -28,6 +29,16 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """One sample's random generator: the same (seed, epoch, record) always draws the same
     parameters, whatever the backend, worker count, batch size or resume point."""
     return np.random.default_rng([seed, epoch, index])
+
+
+def describe_sample(entropy: Sequence[int] | None) -> str:
+    """Name a sample from its generator's seed entropy ([seed, epoch, record, ...] in fastload)."""
+    if entropy is None:
+        return "a sample"
+    values = [int(v) for v in np.ravel(entropy)]
+    if len(values) >= 3:
+        return f"record {values[2]} (epoch {values[1]}, seed {values[0]})"
+    return f"the sample seeded {values}"
 
 
 def register(cls: type[Op]) -> type[Op]:

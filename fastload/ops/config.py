@@ -23,7 +23,7 @@ from typing import Any
 
 from .base import REGISTRY, Op
 from .custom import BatchOp, CustomOp
-from .library import LIBRARY
+from .library import LIBRARY, LIBRARY_NAMES
 
 __all__ = ["from_config", "to_config", "save_config", "load_config_file"]
 
@@ -105,8 +105,16 @@ def to_config(ops: Sequence[Op]) -> list[dict[str, Any]]:
     for spec in ops:
         if not isinstance(spec, Op) or not dataclasses.is_dataclass(spec):
             raise TypeError(f"not a fastload op: {spec!r}")
-        out.append(spec.to_config())
+        out.append(_entry(spec))
     return out
+
+
+def _entry(spec: Op) -> dict[str, Any]:
+    """A shipped custom op is saved by its library name, as it is written in a config."""
+    entry = spec.to_config()
+    if isinstance(spec, CustomOp) and spec.function in LIBRARY_NAMES:
+        return {"op": LIBRARY_NAMES[spec.function], **entry["args"]}
+    return entry
 
 
 def save_config(ops: Sequence[Op], path: str | os.PathLike[str]) -> None:

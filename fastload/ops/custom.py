@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import FastloadError
-from .base import Op
+from ._dali_custom import python_function
+from .base import Op, describe_sample
 
 __all__ = [
     "BatchOp",
@@ -120,16 +121,6 @@ def _plain_args(args: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         return value
 
     return tuple(sorted((str(k), freeze(v)) for k, v in args.items()))
-
-
-def describe_sample(entropy: Sequence[int] | None) -> str:
-    """Name a sample from its generator's seed entropy ([seed, epoch, record, ...] in fastload)."""
-    if entropy is None:
-        return "a sample"
-    values = [int(v) for v in np.ravel(entropy)]
-    if len(values) >= 3:
-        return f"record {values[2]} (epoch {values[1]}, seed {values[0]})"
-    return f"the sample seeded {values}"
 
 
 def _entropy(rng: np.random.Generator) -> list[int] | None:
@@ -268,19 +259,13 @@ class CustomOp(Op):
         return self.run(image, self.draw(rng, *image.shape[:2]), describe_sample(_entropy(rng)))
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
-        from ._dali_custom import python_function
-
         return python_function(self, images, ctx)
 
     def to_config(self) -> dict[str, Any]:
         if not _importable(self.function):
             raise ValueError(f"custom op {self.function!r} is defined inside a function; "
                              "define it at module level to save it in a config")
-        from .library import LIBRARY_NAMES
-
         args = {k: _listify(v) for k, v in self.args}
-        if self.function in LIBRARY_NAMES:
-            return {"op": LIBRARY_NAMES[self.function], **args}
         entry = {"op": "batch_custom" if self.batch else "custom", "function": self.function, "args": args}
         return {**entry, "vectorized": True} if self.vectorized else entry
 
