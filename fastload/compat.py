@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,11 +24,8 @@ from .ops import Normalize, Op, run_numpy
 from .ops.base import sample_rng
 from .ops.normalize import max_value, resolve_mean_std
 
-if TYPE_CHECKING:
-    from .loader import Loader
-
 __all__ = ["DATALOADER_DEFAULTS", "check_dataloader_kwargs", "PlanSampler", "PlanBatchSampler",
-           "StoreDataset", "refuse_dataset"]
+           "PlannedLoader", "StoreDataset", "refuse_dataset"]
 
 # DataLoader keywords fastload takes only at their DataLoader default, and why.
 DATALOADER_DEFAULTS: dict[str, tuple[Any, str]] = {
@@ -84,10 +81,28 @@ def refuse_dataset(source: Any) -> None:
         f"first ({command}), then pass the store path (or fastload.open_store(path)) to the Loader")
 
 
+class PlannedLoader(Protocol):
+    """What the sampler views read from the loader (``fastload.Loader`` is one). Named here as
+    an interface so that this module, which the loader imports, never imports the loader."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    drop_last: bool
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def _upcoming_batches(self) -> list[np.ndarray]: ...
+
+    def _samples_per_epoch(self) -> int: ...
+
+
 class PlanSampler:
     """``loader.sampler``: this rank's record order for the next pass, with ``set_epoch``."""
 
-    def __init__(self, loader: Loader) -> None:
+    def __init__(self, loader: PlannedLoader) -> None:
         self._loader = loader
 
     def set_epoch(self, epoch: int) -> None:
