@@ -15,37 +15,21 @@ name, so a config is trusted like code.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from ..config_files import load_config_file, save_config_file
 from .base import REGISTRY, Op
 from .custom import BatchOp, CustomOp
 from .library import LIBRARY, LIBRARY_NAMES
 
 __all__ = ["from_config", "to_config", "save_config", "load_config_file"]
 
-_YAML_SUFFIXES = (".yaml", ".yml")
-
 
 def _tuples(value: Any) -> Any:
     """JSON and YAML have lists only; op fields are tuples (hashable, frozen)."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def load_config_file(path: str | os.PathLike[str]) -> Any:
-    """Parse a ``.json``/``.yaml``/``.yml`` file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in _YAML_SUFFIXES:
-        import yaml
-
-        return yaml.safe_load(text)
-    if path.suffix.lower() == ".json":
-        return json.loads(text)
-    raise ValueError(f"{path}: augment configs are .json, .yaml or .yml files")
 
 
 def _entry_to_op(entry: Any, position: int) -> Op:
@@ -119,14 +103,4 @@ def _entry(spec: Op) -> dict[str, Any]:
 
 def save_config(ops: Sequence[Op], path: str | os.PathLike[str]) -> None:
     """Write an op list to ``path`` (.json, or .yaml/.yml)."""
-    path = Path(path)
-    entries = to_config(ops)
-    if path.suffix.lower() in _YAML_SUFFIXES:
-        import yaml
-
-        text = yaml.safe_dump(entries, sort_keys=False)
-    elif path.suffix.lower() == ".json":
-        text = json.dumps(entries, indent=2) + "\n"
-    else:
-        raise ValueError(f"{path}: augment configs are .json, .yaml or .yml files")
-    path.write_text(text, encoding="utf-8")
+    save_config_file(to_config(ops), path)

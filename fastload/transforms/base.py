@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..config_files import load_config_file, save_config_file
 
 __all__ = ["BatchTransform", "TRANSFORMS", "register_transform", "batch_generator", "one_hot",
            "transforms_from_config", "transforms_to_config", "bind_transforms", "save_transforms"]
@@ -116,8 +116,6 @@ def transforms_from_config(config: Sequence[dict[str, Any]] | str | os.PathLike[
     """Build a transform list from entries or a ``.json``/``.yaml`` file (functions are imported:
     trust a config like code)."""
     if isinstance(config, (str, os.PathLike)):
-        from ..ops.config import load_config_file
-
         config = load_config_file(config)
         if isinstance(config, dict):
             config = config.get("batch_transforms", [])
@@ -139,11 +137,4 @@ def transforms_from_config(config: Sequence[dict[str, Any]] | str | os.PathLike[
 
 def save_transforms(transforms: Sequence[Callable[..., Any]], path: str | os.PathLike[str]) -> None:
     """Write a transform list to ``path`` (.json, or .yaml/.yml)."""
-    path = Path(path)
-    entries = transforms_to_config(transforms)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        path.write_text(yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
-    else:
-        path.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    save_config_file(transforms_to_config(transforms), path)
