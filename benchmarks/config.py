@@ -64,7 +64,7 @@ class BenchConfig:
         rounds: timed rounds; the report gives their median and spread.
         seed: shuffling and augmentation seed.
         train_model: a torchvision model name: every batch after the first feeds a training
-            step of it (``fastload.tune.TrainingStep``) and the rates are training images/s.
+            step of it (``fastload.training.TrainingStep``) and the rates are training images/s.
             None measures the loader alone.
         train_device: where the model trains ("cuda" or "cpu"; batches are moved there).
         gil_seconds: after the timed rounds, sample the GIL with py-spy for this long while

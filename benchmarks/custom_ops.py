@@ -48,7 +48,7 @@ import fastload  # noqa: E402
 from benchmarks.data import prepare_data, sample_spec  # noqa: E402
 from benchmarks.harness import timed_round  # noqa: E402
 from fastload import ops  # noqa: E402
-from fastload.tune import endless_batches  # noqa: E402
+from fastload.training import endless_batches  # noqa: E402
 
 __all__ = ["CONFIGS", "configs", "main", "measure"]
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from fastload.tune import TrainingStep, endless_batches
+from fastload.training import TrainingStep, endless_batches
 
 from .config import BenchConfig, BenchData, loads
 from .gil import gil_per_image

@@ -28,7 +28,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.data import prepare_data
 from benchmarks.harness import timed_round
 from benchmarks.loaders import LOADERS
-from fastload.tune import endless_batches
+from fastload.training import endless_batches
 
 DEFAULT = "torchvision,dali-file,fastload-dali-lmdb,fastload-dali-hdf5,fastload-dali-lmdb-raw"
 

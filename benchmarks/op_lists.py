@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 from benchmarks.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from benchmarks.data import prepare_data, sample_spec  # noqa: E402
 from benchmarks.harness import timed_round  # noqa: E402
-from fastload.tune import endless_batches  # noqa: E402
+from fastload.training import endless_batches  # noqa: E402
 
 __all__ = ["LISTS", "fastload_ops", "main", "measure", "torchvision_ops"]
 

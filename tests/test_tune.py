@@ -142,19 +142,6 @@ def test_decoder_split_candidates_must_lie_between_0_and_1():
         tune.tune(FakeStore(), hw_decoder_loads=[1.5], make_loader=make_loader, device="cuda", **FAST)
 
 
-def test_training_step_updates_the_model_and_refuses_unknown_models():
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("torchvision")
-    step = tune.TrainingStep("shufflenet_v2_x0_5", num_classes=3, device="cpu")  # small: quick on a CPU
-    before = [p.detach().clone() for p in step.model.parameters()]
-    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, -1])  # -1: unlabelled
-    step(images, labels)
-    step.synchronize()
-    assert not step.gpu and any(not torch.equal(a, b) for a, b in zip(before, step.model.parameters()))
-    with pytest.raises(ValueError, match="no model 'resnet_nope'"):
-        tune.TrainingStep("resnet_nope", num_classes=3, device="cpu")
-
-
 def test_refuses_a_store_smaller_than_one_default_batch(small_lmdb):
     with pytest.raises(ValueError, match="fewer than one default batch"):
         tune.tune(small_lmdb, make_loader=lambda **s: SimulatedLoader(0, 1))
