@@ -23,93 +23,38 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .backends.base import LAYOUTS, OUTPUT_DTYPES, Backend, BackendConfig, BatchStream
-from .compat import (
-    PlanBatchSampler,
-    PlanSampler,
-    StoreDataset,
-    check_dataloader_kwargs,
-    refuse_dataset,
+from .backends.base import Backend, BackendConfig, BatchStream
+from .backends.factory import (
+    BACKENDS,
+    dali_available,
+    make_backend,
+    resolve_backend,
+    resolve_device,
 )
+from .compat import PlanBatchSampler, PlanSampler, StoreDataset, refuse_dataset
 from .distributed import local_device_index, rank_and_world
+from .epochs import EpochState, Progress
 from .errors import StoreFormatError
-from .ops import Op, preset
+from .loader_args import check_arguments, resolve_transforms, seed_of, subset_records
+from .ops import Op
 from .ops.normalize import max_value
+from .ops.resolve import resolve_ops, store_mean_std
 from .parallel import default_workers
 from .pixeltypes import pixel_dtype
-from .sampling import EpochPlan, SamplerPlan, balanced_weights
+from .sampling import EpochPlan, SamplerPlan, make_plan
 from .stores import Store, open_store
 from .stores import _sniff as sniff_store
 from .stores.files import FileStore
-from .transforms.base import bind_transforms, transforms_from_config
+from .transforms.base import bind_transforms
 from .transforms.stage import BatchStage
 from .tta import resolve_views, split_for_views
 
 __all__ = ["Loader", "BACKENDS", "dali_available"]
-
-BACKENDS = ("auto", "dali", "torch")
-_STATE_VERSION = 2
-
-
-def dali_available() -> bool:
-    """True when NVIDIA DALI imports (the ``cuda13``/``cuda12`` extras)."""
-    try:
-        import nvidia.dali  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
-    return device
-
-
-def _resolve_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "dali" if dali_available() else "torch"
-    if backend == "dali" and not dali_available():
-        from .errors import MissingExtraError
-
-        raise MissingExtraError("nvidia-dali", "cuda13", "backend='dali'")
-    return backend
-
-
-def _resolve_ops(augment: str | Sequence[Op] | None, image_size: int, mean: Any, std: Any) -> list[Op]:
-    if augment is None:
-        return []
-    if isinstance(augment, (str, os.PathLike)):
-        text = os.fspath(augment)
-        if text.endswith((".json", ".yaml", ".yml")):
-            from .ops import config
-
-            return config.from_config(text)
-        return preset(text, image_size, mean, std)
-    ops = list(augment)
-    for op in ops:
-        if not isinstance(op, Op):
-            raise TypeError(f"augment entries must be fastload ops, got {op!r}")
-    return ops
-
-
-def _store_mean_std(store: Store) -> tuple[Any, Any]:
-    stats = store.header.stats
-    if not stats.get("mean"):
-        raise ValueError(f"{store.path} has no pixel statistics; pass mean=/std= explicitly")
-    return tuple(stats["mean"]), tuple(stats["std"])
 
 
 def _is_store_path(path: str) -> bool:
@@ -157,38 +102,6 @@ def _warn_skipped(store: FileStore) -> None:
                       f"images and are left out: {reasons}{more}; the list is loader.skipped", stacklevel=3)
 
 
-def _subset(indices: Any, count: int) -> np.ndarray | None:
-    if indices is None:
-        return None
-    records = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if records.size == 0:
-        raise ValueError("indices= is empty: give at least one record index")
-    bad = records[(records < -count) | (records >= count)]
-    if bad.size:
-        raise IndexError(f"indices= holds record {int(bad[0])}, outside 0..{count - 1} of the store")
-    return records % count
-
-
-def _transforms(value: Any) -> list[Callable[..., Any]]:
-    if value is None:
-        return []
-    if isinstance(value, (str, os.PathLike)):
-        return transforms_from_config(value)
-    transforms = list(value)
-    for t in transforms:
-        if not callable(t):
-            raise TypeError(f"batch_transforms entries are callables f(images, labels, rng), got {t!r}")
-    return transforms
-
-
-@dataclass
-class _Progress:
-    """How far the latest pass got: its epoch and the batches of it handed out so far."""
-
-    epoch: int
-    position: int
-
-
 class _Pass:
     """The iterator of one pass over the data (what ``iter(loader)`` returns).
 
@@ -204,16 +117,13 @@ class _Pass:
         self.started = False
         self.epoch, self.start, self.batches = -1, 0, []
         self.done = 0
-        self.progress = _Progress(-1, 0)
+        self.progress = Progress(-1, 0)
 
     def _begin(self) -> None:
         loader = self._loader
-        self.epoch, self.start = loader._next_pass()
-        loader._resume = None
-        loader._next_epoch = self.epoch + 1
+        self.progress = loader._epochs.begin_pass()
+        self.epoch, self.start = self.progress.epoch, self.progress.position
         self.batches = loader.plan.batches(self.epoch, self.start)
-        self.progress = _Progress(self.epoch, self.start)
-        loader._progress = self.progress
         self.started = True
         self._stream = loader._get_backend().open_pass([loader._records_of(b) for b in self.batches], self.epoch)
 
@@ -360,49 +270,29 @@ class Loader:
         tta: Sequence[str | Op] | None = None,
         **dataloader_kwargs: Any,
     ) -> None:
-        check_dataloader_kwargs(dataloader_kwargs)
-        if output_dtype not in OUTPUT_DTYPES:
-            raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        if hw_decoder_load is not None and not 0.0 <= hw_decoder_load <= 1.0:
-            raise ValueError(f"hw_decoder_load must lie in [0, 1], got {hw_decoder_load}")
-        if batch_size is None or int(batch_size) < 1:
-            raise TypeError(f"Loader() needs batch_size >= 1, got {batch_size!r} (batches are always collated)")
-        if shuffle and sampler is not None and not isinstance(sampler, str):
-            raise ValueError("sampler option is mutually exclusive with shuffle (as in DataLoader)")
-        if indices is not None and sampler is not None and not isinstance(sampler, str):
-            raise ValueError("give indices= or a sampler object, not both (a sampler names its own records)")
-        if isinstance(sampler, str) and sampler != "balanced":
-            raise ValueError(f"sampler must be 'balanced', a Sampler or a sequence of indices, got {sampler!r}")
-        if seed is None:
-            seed = int(generator.initial_seed()) % (1 << 62) if generator is not None else 0
+        check_arguments(batch_size=batch_size, output_dtype=output_dtype, layout=layout,
+                        hw_decoder_load=hw_decoder_load, shuffle=shuffle, sampler=sampler, indices=indices,
+                        dataloader_kwargs=dataloader_kwargs)
+        seed = seed_of(seed, generator)
         self.store = _open_source(source, None if labels is None else os.fspath(labels))
         self.skipped = list(getattr(self.store, "skipped", []))
         if isinstance(self.store, FileStore):
             _warn_skipped(self.store)
         # unpacked, unlabelled files: batches carry the files' names instead of labels
         self.yields_keys = isinstance(self.store, FileStore) and bool((self.store.labels < 0).all())
-        if mean == "store":
-            mean, std = _store_mean_std(self.store)
-        self.ops = _resolve_ops(augment, image_size, mean, std)
-        self.records = _subset(indices, len(self.store))
+        if isinstance(mean, str) and mean == "store":
+            mean, std = store_mean_std(self.store)
+        self.ops = resolve_ops(augment, image_size, mean, std)
+        self.records = subset_records(indices, len(self.store))
         labels = np.asarray(self.store.labels)[self.records] if self.records is not None else self.store.labels
-        if sampler == "balanced" and weights is None:
-            weights = balanced_weights(labels)
         self.rank, self.world_size = rank_and_world(rank, world_size)
         self._user_sampler = sampler if sampler is not None and not isinstance(sampler, str) else None
-        if self._user_sampler is not None and weights is None:
-            self.plan: EpochPlan | SamplerPlan = SamplerPlan(self._user_sampler, len(self.store), batch_size, drop_last)
-        else:
-            self.plan = EpochPlan(
-                num_records=len(labels), batch_size=batch_size, shuffle=bool(shuffle), seed=seed,
-                drop_last=drop_last, rank=self.rank, world_size=self.world_size,
-                weights=None if weights is None else np.asarray(weights, dtype=np.float64),
-                num_samples=num_samples,
-            )
-        self.device = _resolve_device(device)
-        self.backend_name = _resolve_backend(backend)
+        self.plan: EpochPlan | SamplerPlan = make_plan(
+            labels, store_size=len(self.store), batch_size=batch_size, shuffle=bool(shuffle), seed=seed,
+            drop_last=drop_last, rank=self.rank, world_size=self.world_size, sampler=sampler,
+            weights=weights, num_samples=num_samples)
+        self.device = resolve_device(device)
+        self.backend_name = resolve_backend(backend)
         if num_threads is None:
             num_threads = num_workers if num_workers is not None else default_workers()
         self.num_workers, self.pin_memory = num_threads, bool(pin_memory)
@@ -417,7 +307,7 @@ class Loader:
         )
         if self.config.views:
             split_for_views(self.ops, self.config.views)  # a five-crop needs a final crop: say so now
-        self.batch_transforms = bind_transforms(_transforms(batch_transforms), len(self.store.classes) or None)
+        self.batch_transforms = bind_transforms(resolve_transforms(batch_transforms), len(self.store.classes) or None)
         mixing = [type(t).__name__ for t in self.batch_transforms if hasattr(t, "num_classes")]
         if mixing and len(labels) and int(np.min(labels)) < 0:
             raise ValueError(f"{mixing[0]} mixes labels, but {self.store.path} has unlabelled records (label -1); "
@@ -425,10 +315,7 @@ class Loader:
         self._feed_workers = feed_workers
         self._backend: Backend | None = None
         self._stage_cache: BatchStage | None = None
-        self._next_epoch = 0
-        self._pinned: int | None = None  # set_epoch: every pass follows this epoch's order
-        self._resume: tuple[int, int] | None = None  # load_state_dict: (epoch, batch) to continue
-        self._progress: _Progress | None = None  # the latest pass's (kept when it is dropped)
+        self._epochs = EpochState(self.plan, rank=self.rank, world_size=self.world_size, sampler=self._user_sampler)
         self._passes: weakref.WeakSet[_Pass] = weakref.WeakSet()  # live passes, closed by close()
 
     # --- DataLoader-like surface -----------------------------------------------------------
@@ -459,23 +346,15 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         """Pin the epoch whose order and augmentations every following pass uses (as
         DistributedSampler.set_epoch). Without it, each pass starts the next epoch."""
-        self._pinned = int(epoch)
-        if self._resume is not None and self._resume[0] != self._pinned:
-            self._resume = None
+        self._epochs.pin(epoch)
         set_epoch = getattr(self._user_sampler, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(int(epoch))
 
     def _get_backend(self) -> Backend:
         if self._backend is None:
-            if self.backend_name == "dali":
-                from .backends.dali.backend import DaliBackend
-
-                self._backend = DaliBackend(self.store, self.ops, self.config, feed_workers=self._feed_workers)
-            else:
-                from .backends.torch.backend import TorchBackend
-
-                self._backend = TorchBackend(self.store, self.ops, self.config, pin_memory=self.pin_memory)
+            self._backend = make_backend(self.backend_name, self.store, self.ops, self.config,
+                                         feed_workers=self._feed_workers, pin_memory=self.pin_memory)
         return self._backend
 
     @property
@@ -497,16 +376,7 @@ class Loader:
 
     def _next_pass(self) -> tuple[int, int]:
         """(epoch, first batch) of the pass that ``iter()`` starts now."""
-        if self._resume is not None:
-            return self._resume
-        if self._pinned is not None:
-            return self._pinned, 0
-        # A user's sampler that was moved to an epoch (DistributedSampler.set_epoch, as the
-        # ImageNet example calls it) sets the augmentations' epoch too, so a resumed run redraws them.
-        sampler_epoch = getattr(self._user_sampler, "epoch", 0)
-        if isinstance(sampler_epoch, int) and sampler_epoch > 0:
-            return sampler_epoch, 0
-        return self._next_epoch, 0
+        return self._epochs.next_pass()
 
     def _upcoming_batches(self) -> list[np.ndarray]:
         epoch, start = self._next_pass()
@@ -522,30 +392,11 @@ class Loader:
         """Where the loader stands: resuming from it yields exactly the remaining batches of the
         epoch in progress (or, after a finished pass, starts the next epoch). With several live
         iterators, the one started last is the one saved (as torchdata's StatefulDataLoader)."""
-        latest = self._progress
-        if self._resume is not None or latest is None:
-            epoch, batch = self._next_pass()
-        elif latest.position >= len(self.plan):
-            epoch, batch = latest.epoch + 1, 0
-        else:
-            epoch, batch = latest.epoch, latest.position
-        return {
-            "version": _STATE_VERSION, "epoch": epoch, "batch": batch,
-            "seed": self.plan.seed, "num_records": self.plan.num_records,
-            "batch_size": self.plan.batch_size, "rank": self.rank, "world_size": self.world_size,
-        }
+        return self._epochs.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``: the next pass yields the same epoch's unseen batches."""
-        for key in ("seed", "num_records", "batch_size", "world_size"):
-            mine = getattr(self.plan, key, None) if key != "world_size" else self.world_size
-            if state.get(key) != mine:
-                raise ValueError(f"cannot resume: the saved {key} is {state.get(key)}, this loader's "
-                                 f"is {mine}; build the loader with the same settings")
-        epoch, batch = int(state["epoch"]), int(state["batch"])
-        self._pinned = None
-        self._next_epoch = epoch
-        self._resume = (epoch, batch) if batch > 0 else None
+        self._epochs.load_state_dict(state)
 
     def close(self) -> None:
         """Stop worker processes and pipelines."""

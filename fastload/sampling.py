@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["EpochPlan", "SamplerPlan", "balanced_weights"]
+__all__ = ["EpochPlan", "SamplerPlan", "balanced_weights", "make_plan"]
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -142,3 +143,25 @@ class SamplerPlan:
         idx = self.indices(epoch)
         count = len(self)
         return [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, count)]
+
+
+def make_plan(labels: np.ndarray, *, store_size: int, batch_size: int, shuffle: bool, seed: int,
+              drop_last: bool, rank: int, world_size: int, sampler: Any = None,
+              weights: Any = None, num_samples: int | None = None) -> EpochPlan | SamplerPlan:
+    """The plan a Loader's sampling arguments ask for.
+
+    A user's sampler (a Sampler or a sequence of record indices) decides the order unless
+    ``weights`` are given; otherwise an EpochPlan over ``labels``' records draws it, by weights
+    when there are some (``sampler="balanced"``: every class equally often).
+    """
+    user_sampler = sampler if sampler is not None and not isinstance(sampler, str) else None
+    if isinstance(sampler, str) and sampler == "balanced" and weights is None:
+        weights = balanced_weights(labels)
+    if user_sampler is not None and weights is None:
+        return SamplerPlan(user_sampler, store_size, batch_size, drop_last)
+    return EpochPlan(
+        num_records=len(labels), batch_size=batch_size, shuffle=bool(shuffle), seed=seed,
+        drop_last=drop_last, rank=rank, world_size=world_size,
+        weights=None if weights is None else np.asarray(weights, dtype=np.float64),
+        num_samples=num_samples,
+    )
