@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FoldsError, MissingExtraError
+from ._optional import require
+from .errors import FoldsError
 from .stores import Store, open_store
 from .stores.format import checksum
 
@@ -342,10 +343,7 @@ def _class_name(store: Store, label: int) -> str:
 
 def _split(labels: np.ndarray, groups: np.ndarray | None, k: int, stratify: bool, seed: int,
            shuffle: bool) -> np.ndarray:
-    try:
-        from sklearn import model_selection
-    except ImportError:
-        raise MissingExtraError("scikit-learn", "folds", "Cross-validation folds") from None
+    model_selection = require("sklearn.model_selection", "folds", "Cross-validation folds", package="scikit-learn")
     name = {(False, False): "KFold", (True, False): "StratifiedKFold",
             (False, True): "GroupKFold", (True, True): "StratifiedGroupKFold"}[stratify, groups is not None]
     splitter = getattr(model_selection, name)(k, shuffle=shuffle, random_state=seed if shuffle else None)

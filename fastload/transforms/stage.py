@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import MissingExtraError
+from .._optional import require
 from ..ops import Normalize, Op
 from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
 from ..threads import LazyThreadPool, run_all, shares
@@ -234,11 +234,7 @@ def _device(rng: np.random.Generator, xp: Any, gpu: bool) -> Any:
 
 
 def _cupy() -> Any:
-    try:
-        import cupy
-    except ImportError:
-        raise MissingExtraError("cupy", "cuda13", "custom ops on the GPU") from None
-    return cupy
+    return require("cupy", "cuda13", "custom ops on the GPU")
 
 
 @contextlib.contextmanager

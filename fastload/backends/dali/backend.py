@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import MissingExtraError
+from ..._optional import require
 from ...ops import Op
 from ...parallel import default_workers
 from ...pixeltypes import pixel_dtype
@@ -33,11 +33,7 @@ __all__ = ["DaliBackend", "dali_decodes", "default_feed_workers"]
 
 
 def _dali() -> Any:
-    try:
-        import nvidia.dali as dali
-    except ImportError:
-        raise MissingExtraError("nvidia-dali", "cuda13", "backend='dali'") from None
-    return dali
+    return require("nvidia.dali", "cuda13", "backend='dali'", package="nvidia-dali")
 
 
 # Encodings and pixel types DALI's decoders read as fastload's decode policy does. Others (.npy
