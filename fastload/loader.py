@@ -41,7 +41,6 @@ from .distributed import local_device_index, rank_and_world
 from .errors import StoreFormatError
 from .ops import Op, preset
 from .ops.normalize import max_value
-from .parallel import default_workers
 from .pixeltypes import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, balanced_weights
 from .stores import Store, open_store
@@ -50,6 +49,7 @@ from .stores.files import FileStore
 from .transforms.base import bind_transforms, transforms_from_config
 from .transforms.stage import BatchStage
 from .tta import resolve_views, split_for_views
+from .workers import default_workers
 
 __all__ = ["Loader", "BACKENDS", "dali_available"]
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import FastloadError
-from .parallel import default_workers
+from .workers import default_workers
 
 __all__ = ["Trial", "TrainingStep", "TuneResult", "tune", "default_settings", "time_loader",
            "endless_batches", "HW_DECODER_LOADS"]
