@@ -180,10 +180,12 @@ class FeedPool:
     def _died(self, worker: _Worker, doing: str) -> WorkerDiedError:
         return worker.process.died(doing, _ADVICE)
 
-    def _read_header(self, worker: _Worker, doing: str) -> tuple[int, int, int, int]:
+    def _read_header(self, worker: _Worker, doing: str | None = None) -> tuple[int, int, int, int]:
+        """The next response header; ``doing`` (default: the batches it holds) names what a
+        worker that died was doing, composed only then: nothing extra per batch."""
         head = read_exact(worker.out, RESPONSE.size)
         if head is None:
-            raise self._died(worker, doing)
+            raise self._died(worker, doing or self._doing(worker))
         return RESPONSE.unpack(head)
 
     def _failure(self, worker: _Worker, doing: str) -> Exception:
@@ -193,7 +195,7 @@ class FeedPool:
         return rebuild_error(report, f"{worker.process.name} {doing}")
 
     def _receive(self, worker: _Worker) -> None:
-        status, slot, seq, value = self._read_header(worker, self._doing(worker))
+        status, slot, seq, value = self._read_header(worker)
         worker.busy.pop(seq, None)
         if status == FAILED:
             self.release(slot)
