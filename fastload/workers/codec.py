@@ -17,10 +17,16 @@ from .names import reference, resolve
 
 __all__ = ["encode", "decode"]
 
+_JSON_SCALARS = (bool, int, float, str)
+
 
 def encode(value: Any, blobs: list[bytes | memoryview]) -> Any:
     """``value`` as JSON-able data; its byte buffers are appended to ``blobs``."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or type(value) in _JSON_SCALARS:
+        return value
+    if isinstance(value, np.generic):  # before the subclass check: np.float64 is a float
+        return {"$scalar": value.dtype.str, "value": value.item()}
+    if isinstance(value, _JSON_SCALARS):  # a subclass (an enum's str): its plain value
         return value
     if isinstance(value, list):
         return [encode(v, blobs) for v in value]
@@ -31,8 +37,6 @@ def encode(value: Any, blobs: list[bytes | memoryview]) -> Any:
     if isinstance(value, (bytes, bytearray)):
         blobs.append(bytes(value))
         return {"$bytes": len(blobs) - 1}
-    if isinstance(value, np.generic):
-        return {"$scalar": value.dtype.str, "value": value.item()}
     if isinstance(value, np.ndarray):
         array = np.ascontiguousarray(value)
         blobs.append(memoryview(array).cast("B") if array.size else b"")
