@@ -17,6 +17,7 @@ from .errors import (
     StoreExistsError,
     StoreFormatError,
     WorkerDiedError,
+    WorkerError,
 )
 from .ops.custom import array_namespace, batch_op, op
 from .pack import PackOptions, PackSummary, pack
@@ -46,6 +47,7 @@ __all__ = [
     "StoreFormatError",
     "StoreReader",
     "WorkerDiedError",
+    "WorkerError",
     "__version__",
     "array_namespace",
     "batch_op",

@@ -12,6 +12,7 @@ __all__ = [
     "CorruptRecordError",
     "PackError",
     "WorkerDiedError",
+    "WorkerError",
     "FoldsError",
 ]
 
@@ -95,6 +96,11 @@ class PackError(FastloadError, RuntimeError):
 
 class WorkerDiedError(FastloadError, RuntimeError):
     """A worker process died (killed, out of memory) instead of returning a result."""
+
+
+class WorkerError(FastloadError, RuntimeError):
+    """A worker process raised an error that is neither fastload's nor Python's own (a
+    library's); its type, message and traceback are in the message."""
 
 
 class FoldsError(FastloadError, ValueError):

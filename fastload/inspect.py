@@ -12,10 +12,10 @@ from tqdm import tqdm
 
 from .errors import CorruptStoreError
 from .pack import PackOptions, _process_chunk, _Recorder
-from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, scan_csv, scan_folder
 from .stores import RecordTable, Store, open_store
 from .stores.sharded import merge_stats
+from .workers import default_workers, ordered_map
 
 __all__ = ["BadRecord", "inspect_path", "inspect_store", "inspect_folder", "verify_path", "verify_store"]
 

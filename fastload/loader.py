@@ -44,7 +44,6 @@ from .loader_args import check_arguments, resolve_transforms, seed_of, subset_re
 from .ops import Op
 from .ops.normalize import max_value
 from .ops.resolve import resolve_ops, store_mean_std
-from .parallel import default_workers
 from .pixeltypes import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, make_plan
 from .stores import Store, open_store
@@ -53,6 +52,7 @@ from .stores.files import FileStore
 from .transforms.base import bind_transforms
 from .transforms.stage import BatchStage
 from .tta import resolve_views, split_for_views
+from .workers import default_workers
 
 __all__ = ["Loader", "BACKENDS", "dali_available"]
 

@@ -26,10 +26,10 @@ from .codecs.dicom import DicomOptions
 from .errors import BadInputError, MissingExtraError, PackError, StoreExistsError
 from .ops._pixels import by_channel_chunks
 from .ops.normalize import max_value
-from .parallel import default_workers, ordered_map
 from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
 from .stores import FORMATS, MetadataBuilder, RecordTable, StoreHeader, StoreWriter
 from .stores.format import checksum
+from .workers import default_workers, ordered_map
 
 __all__ = ["PackOptions", "PackSummary", "pack", "pack_source", "default_output", "shard_paths"]
 

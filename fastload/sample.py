@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .parallel import default_workers, ordered_map
+from .workers import default_workers, ordered_map
 
 __all__ = ["SampleSpec", "make_sample_folder", "synthesize_image"]
 

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import FastloadError
-from .parallel import default_workers
 from .training import TrainingStep, endless_batches
+from .workers import default_workers
 
 __all__ = ["Trial", "TuneResult", "tune", "default_settings", "time_loader", "HW_DECODER_LOADS"]
 

@@ -334,7 +334,7 @@ def _waiting_for_replies(thread: threading.Thread) -> bool:
     """Whether ``thread`` is blocked in the pack pool's wait for worker replies."""
     frame = sys._current_frames().get(thread.ident)
     while frame is not None:
-        if frame.f_code.co_name == "_wait" and frame.f_code.co_filename.endswith("parallel.py"):
+        if frame.f_code.co_name == "_wait" and frame.f_code.co_filename.endswith("ordered.py"):
             return True
         frame = frame.f_back
     return False
@@ -342,7 +342,7 @@ def _waiting_for_replies(thread: threading.Thread) -> bool:
 
 def _is_new_worker(process, since: float) -> bool:
     try:
-        return "fastload.pool_worker" in " ".join(process.cmdline()) and process.create_time() >= since
+        return "fastload.workers.map_worker" in " ".join(process.cmdline()) and process.create_time() >= since
     except Exception:  # exited between listing and asking
         return False
 

@@ -1,4 +1,4 @@
-"""fastload.parallel.ordered_map: order, bounded look-ahead, errors, and dead workers."""
+"""fastload.workers.ordered_map: order, bounded look-ahead, errors, and dead workers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fastload.errors import WorkerDiedError
-from fastload.parallel import ordered_map
+from fastload.workers import ordered_map
 
 
 def square_slowly(chunk, delay):
@@ -76,7 +76,7 @@ def _pool_workers() -> list[int]:
                 stat = f.read().rsplit(b")", 1)[1].split()
         except (OSError, ValueError):
             continue
-        if b"fastload.pool_worker" in cmd and int(stat[1]) == os.getpid() and stat[0] != b"Z":
+        if b"fastload.workers.map_worker" in cmd and int(stat[1]) == os.getpid() and stat[0] != b"Z":
             found.append(int(pid))
     return found
 
@@ -110,7 +110,7 @@ def test_a_script_without_a_main_guard_can_pack(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "40"
 
 
-@pytest.mark.parametrize("modules", [("fastload.pool_worker", "fastload.pack", "fastload.inspect"),
+@pytest.mark.parametrize("modules", [("fastload.workers.map_worker", "fastload.pack", "fastload.inspect"),
                                      ("fastload.backends.dali.worker", "fastload.backends.dali.feed", "fastload.ops.config")])
 def test_worker_processes_do_not_import_torch(modules):
     """Every Loader and every pack starts fresh worker interpreters: importing torch there

@@ -25,7 +25,6 @@ treat configs like code.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import zlib
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import FastloadError
+from ..workers.names import resolve
 from ._dali_custom import python_function
 from .base import Op, describe_sample
 
@@ -97,9 +97,7 @@ def resolve_function(ref: str) -> Callable[..., Any]:
         raise CustomOpError(ref, "load", "functions defined inside other functions or lambdas cannot be "
                             "imported in worker processes or from a config; define it at module level")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
+        target: Any = resolve(ref)
     except (ImportError, AttributeError) as exc:
         raise CustomOpError(ref, "load", f"cannot import it ({exc}); the module must be importable "
                             "in every process that runs the loader") from exc

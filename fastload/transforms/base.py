@@ -14,7 +14,6 @@ function is referenced by ``"module:qualname"`` in configs.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from ..config_files import load_config_file, save_config_file
+from ..workers.names import resolve
 
 __all__ = ["BatchTransform", "TRANSFORMS", "register_transform", "batch_generator", "one_hot",
            "transforms_from_config", "transforms_to_config", "bind_transforms", "save_transforms"]
@@ -96,10 +96,7 @@ def _function_ref(function: Callable[..., Any]) -> str:
 
 
 def _import(ref: str) -> Callable[..., Any]:
-    module, _, qualname = ref.partition(":")
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
+    target: Any = resolve(ref)
     if not callable(target):
         raise ValueError(f"batch transform {ref!r} is not callable")
     return target

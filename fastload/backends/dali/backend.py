@@ -22,9 +22,9 @@ import torch
 
 from ..._optional import require
 from ...ops import Op
-from ...parallel import default_workers
 from ...pixeltypes import pixel_dtype
 from ...stores import Store
+from ...workers import default_workers
 from ..base import BackendConfig
 from .engine import DaliEngine
 from .lowering import LoweredOps, lower_ops

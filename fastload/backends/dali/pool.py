@@ -12,29 +12,30 @@ from __future__ import annotations
 import mmap
 import os
 import select
-import signal
-import subprocess
-import sys
 import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...errors import WorkerDiedError
+from ...workers.channel import read_exact, read_message, send_message, write_all
+from ...workers.failures import rebuild_error
+from ...workers.process import WorkerProcess, spawn, stop
 from .feed import FeedSpec
-from .protocol import FAILED, OK, READY, REQUEST, RESPONSE, read_exact, rebuild_error, write_all
+from .protocol import FAILED, OK, READY, REQUEST, RESPONSE
 
 __all__ = ["FeedPool"]
 
 _GROW = 1 << 20
 _START_TIMEOUT_S = 120.0
+_WORKER_MODULE = "fastload.backends.dali.worker"
+_ADVICE = "start a new pass over the Loader to restart the feed"
 
 
 @dataclass
 class _Worker:
-    index: int
-    proc: subprocess.Popen
-    inp: int  # the worker's stdin (requests)
+    process: WorkerProcess
+    inp: int  # the worker's stdin (requests): process.inp, kept here for the per-batch path
     out: int  # the worker's stdout (responses)
     busy: dict[int, tuple[int, int]] = field(default_factory=dict)  # seq -> (epoch, first record)
 
@@ -58,31 +59,10 @@ class _Slot:
         return memoryview(self.map)
 
 
-def _how(returncode: int | None) -> str:
-    if returncode is None:
-        return "closed its pipe"
-    if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else -returncode
-        hint = " (out of memory? see dmesg)" if returncode == -signal.SIGKILL else ""
-        return f"was killed by signal {name}{hint}"
-    return f"exited with status {returncode} (its error is printed above)"
-
-
 def _shutdown(owner: int, workers: list[_Worker], slots: list[_Slot]) -> None:
     if os.getpid() != owner:  # a forked child: the workers are the parent's, not ours to stop
         return
-    for worker in workers:
-        for fd in (worker.inp, worker.out):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    for worker in workers:
-        try:
-            worker.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            worker.proc.wait()
+    stop([worker.process for worker in workers])
     for slot in slots:
         try:
             os.close(slot.fd)
@@ -110,16 +90,15 @@ class FeedPool:
         self._finalizer = weakref.finalize(self, _shutdown, os.getpid(), self._workers, self._slots)
         fds = [slot.fd for slot in self._slots]
         for index in range(max(1, workers)):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fastload.backends.dali.worker", "--slots", ",".join(map(str, fds))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=fds, close_fds=True)
-            worker = _Worker(index, proc, os.dup(proc.stdin.fileno()), os.dup(proc.stdout.fileno()))
-            proc.stdin.close()
-            proc.stdout.close()
-            self._workers.append(worker)
+            process = spawn(_WORKER_MODULE, ["--slots", ",".join(map(str, fds))], pass_fds=fds,
+                            name=f"fastload feed worker {index} (pid {{pid}}) reading {name}")
+            self._workers.append(_Worker(process, process.inp, process.out))
         spec_json = spec.to_json()
         for worker in self._workers:
-            write_all(worker.inp, len(spec_json).to_bytes(4, "little") + spec_json)
+            try:
+                send_message(worker.inp, spec_json)
+            except BrokenPipeError:
+                raise self._died(worker, "starting") from None
         for worker in self._workers:
             self._await_ready(worker)
 
@@ -127,12 +106,12 @@ class FeedPool:
     def _await_ready(self, worker: _Worker) -> None:
         ready, _, _ = select.select([worker.out], [], [], _START_TIMEOUT_S)
         if not ready:
-            raise WorkerDiedError(f"{self._who(worker)} did not start within {_START_TIMEOUT_S:.0f} s")
-        status, _, _, length = self._read_header(worker)
+            raise WorkerDiedError(f"{worker.process.name} did not start within {_START_TIMEOUT_S:.0f} s")
+        status, _, _, _ = self._read_header(worker, "starting")
         if status == FAILED:
-            raise self._failure(worker, length, "while opening the store")
+            raise self._failure(worker, "opening the store")
         if status != READY:
-            raise WorkerDiedError(f"{self._who(worker)} answered {status} instead of ready")
+            raise WorkerDiedError(f"{worker.process.name} answered {status} instead of ready")
 
     def close(self) -> None:
         """Stop the workers and free the slots (also done when the pool is collected)."""
@@ -140,7 +119,7 @@ class FeedPool:
 
     @property
     def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers]
+        return [w.process.pid for w in self._workers]
 
     # --- slots ------------------------------------------------------------------------------------
     @property
@@ -167,7 +146,7 @@ class FeedPool:
         try:
             write_all(worker.inp, REQUEST.pack(slot, len(indices), seq, epoch, capacity) + indices.tobytes())
         except BrokenPipeError:
-            raise self._died(worker) from None
+            raise self._died(worker, self._doing(worker)) from None
 
     def wait(self, seq: int) -> tuple[int, int]:
         """Block until batch ``seq`` is filled; return ``(slot, bytes used)``.
@@ -193,42 +172,40 @@ class FeedPool:
             self._discarded.add(seq)
 
     # --- internals ------------------------------------------------------------------------------
-    def _who(self, worker: _Worker) -> str:
-        return f"fastload feed worker {worker.index} (pid {worker.proc.pid}) reading {self.name}"
+    @staticmethod
+    def _doing(worker: _Worker) -> str:
+        return "reading " + (", ".join(f"epoch {e} batch from record {r}" for e, r in worker.busy.values())
+                             or "nothing")
 
-    def _died(self, worker: _Worker) -> WorkerDiedError:
-        try:
-            returncode = worker.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        doing = ", ".join(f"epoch {e} batch from record {r}" for e, r in worker.busy.values()) or "nothing"
-        return WorkerDiedError(f"{self._who(worker)} {_how(returncode)} while reading: {doing}. "
-                               "Start a new pass over the Loader to restart the feed.")
+    def _died(self, worker: _Worker, doing: str) -> WorkerDiedError:
+        return worker.process.died(doing, _ADVICE)
 
-    def _read_header(self, worker: _Worker) -> tuple[int, int, int, int]:
+    def _read_header(self, worker: _Worker, doing: str | None = None) -> tuple[int, int, int, int]:
+        """The next response header; ``doing`` (default: the batches it holds) names what a
+        worker that died was doing, composed only then: nothing extra per batch."""
         head = read_exact(worker.out, RESPONSE.size)
         if head is None:
-            raise self._died(worker)
+            raise self._died(worker, doing or self._doing(worker))
         return RESPONSE.unpack(head)
 
-    def _failure(self, worker: _Worker, length: int, doing: str) -> Exception:
-        report = read_exact(worker.out, length)
-        if report is None:
-            return self._died(worker)
-        return rebuild_error(report, f"{self._who(worker)} {doing}")
+    def _failure(self, worker: _Worker, doing: str) -> Exception:
+        ok, report = read_message(worker.out)
+        if not ok:
+            return self._died(worker, doing)
+        return rebuild_error(report, f"{worker.process.name} {doing}")
 
     def _receive(self, worker: _Worker) -> None:
         status, slot, seq, value = self._read_header(worker)
         worker.busy.pop(seq, None)
         if status == FAILED:
             self.release(slot)
-            error = self._failure(worker, value, f"on batch {seq}")
+            error = self._failure(worker, f"on batch {seq}")
             if seq not in self._discarded:  # a batch nobody waits for fails quietly
                 raise error
             self._discarded.discard(seq)
             return
         if status != OK:
-            raise WorkerDiedError(f"{self._who(worker)} sent an unknown status {status}")
+            raise WorkerDiedError(f"{worker.process.name} sent an unknown status {status}")
         if seq in self._discarded:
             self._discarded.discard(seq)
             self.release(slot)

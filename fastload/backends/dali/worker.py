@@ -1,34 +1,31 @@
 """A feed worker process: ``python -m fastload.backends.dali.worker --slots FD,FD,...``.
 
-Started by ``FeedPool`` as a fresh interpreter (never a fork: safe however CUDA or threads stand
-in the parent, and it never re-runs the user's ``__main__``). It reads requests on stdin, fills
-shared-memory slots (memfds inherited from the parent) and answers on stdout. It exits when its
-stdin closes, which is also what happens when the parent dies.
+Started by ``FeedPool`` through ``fastload.workers`` (a fresh interpreter: never a fork, safe
+however CUDA or threads stand in the parent, and it never re-runs the user's ``__main__``). It
+reads requests on stdin, fills shared-memory slots (memfds inherited from the parent) and
+answers on stdout. It exits when its stdin closes, which is also what happens when the parent
+dies.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import mmap
-import os
-import signal
 import sys
 
 import numpy as np
 
-from .protocol import FAILED, OK, READY, REQUEST, RESPONSE, error_report, read_exact, write_all
+from ...workers.channel import read_exact, read_message, send_message, write_all
+from ...workers.failures import error_report
+from ...workers.process import worker_stdio
+from .protocol import FAILED, OK, READY, REQUEST, RESPONSE
 
 __all__ = ["main"]
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGTERM when the parent dies, even while busy (stdin EOF covers idle times)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # no prctl: stdin EOF still ends the worker
-            pass
+def _fail(out: int, slot: int, seq: int, exc: Exception) -> None:
+    write_all(out, RESPONSE.pack(FAILED, slot, seq, 0))
+    send_message(out, error_report(exc))
 
 
 def _serve(reader: object, fds: list[int], inp: int, out: int) -> None:
@@ -46,8 +43,7 @@ def _serve(reader: object, fds: list[int], inp: int, out: int) -> None:
                 maps[slot] = mmap.mmap(fds[slot], capacity)
             used = reader.fill(memoryview(maps[slot])[:capacity], epoch, np.frombuffer(raw, np.int64))  # type: ignore[attr-defined]
         except Exception as exc:
-            report = error_report(exc)
-            write_all(out, RESPONSE.pack(FAILED, slot, seq, len(report)) + report)
+            _fail(out, slot, seq, exc)
         else:
             write_all(out, RESPONSE.pack(OK, slot, seq, used))
 
@@ -56,22 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="fastload feed worker (started by fastload.Loader)")
     parser.add_argument("--slots", required=True, help="comma-separated shared-memory fds")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training loop's to handle
-    _die_with_parent()
-    inp, out = 0, os.dup(1)
-    os.dup2(2, 1)  # anything printed goes to stderr, never into the protocol
+    inp, out = worker_stdio(die_with_parent=True)
     fds = [int(v) for v in args.slots.split(",") if v]
-    head = read_exact(inp, 4)
-    if head is None:
+    ok, spec_json = read_message(inp)
+    if not ok:
         return 0
-    spec_json = read_exact(inp, int.from_bytes(head, "little"))
     try:
         from .feed import FeedReader, FeedSpec
 
-        reader = FeedReader(FeedSpec.from_json(spec_json or b"{}"))
+        reader = FeedReader(FeedSpec.from_json(spec_json))
     except Exception as exc:
-        report = error_report(exc)
-        write_all(out, RESPONSE.pack(FAILED, 0, -1, len(report)) + report)
+        _fail(out, 0, -1, exc)
         return 1
     write_all(out, RESPONSE.pack(READY, 0, -1, 0))
     _serve(reader, fds, inp, out)

@@ -9,7 +9,6 @@ uint16) and are normalized on the output device, as timm's fast collate + prefet
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from ...ops.custom import run_numpy
 from ...ops.normalize import max_value, resolve_mean_std
 from ...pixeltypes import pixel_dtype, to_pixel_dtype
 from ...tta import apply_view, split_for_views
+from ...workers.failures import error_report, rebuild_error
 from ..base import OUTPUT_DTYPES, BackendConfig
 
 __all__ = ["TorchBackend", "split_normalize"]
@@ -73,7 +73,18 @@ class _BatchDataset(Dataset):
         return [np.stack([np.ascontiguousarray(apply_view(v, im, self.crop)) for v in self.config.views])
                 for im in images]
 
-    def __getitem__(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: BatchKey) -> tuple[Any, Any]:
+        """The batch ``key`` names; in a DataLoader worker, a fastload error comes back as
+        ``(None, its JSON report)``: torch would rebuild it by calling its class with its own
+        text, which fastload's errors (built from their facts) refuse, leaving a RuntimeError."""
+        if torch.utils.data.get_worker_info() is None:
+            return self._batch(key)
+        try:
+            return self._batch(key)
+        except FastloadError as exc:
+            return None, error_report(exc)
+
+    def _batch(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, indices = key
         images = self._augment(epoch, indices)
         shapes = {im.shape for im in images}
@@ -164,28 +175,6 @@ class _EpochSampler(Sampler):
         return len(self.keys)
 
 
-def _fastload_error_class(name: str) -> type[FastloadError] | None:
-    pending: list[type[FastloadError]] = [FastloadError]
-    while pending:
-        cls = pending.pop()
-        if cls.__name__ == name:
-            return cls
-        pending.extend(cls.__subclasses__())
-    return None
-
-
-def _worker_error(exc: RuntimeError) -> BaseException:
-    """torch re-raises a worker's exception as RuntimeError when its class takes more than a
-    message (as fastload's errors do): give it back its fastload class, with the worker's message."""
-    found = re.match(r"Caught (\w+) in DataLoader worker process", str(exc))
-    cls = _fastload_error_class(found.group(1)) if found else None
-    if cls is not None:
-        error = cls.__new__(cls)
-        Exception.__init__(error, str(exc))
-        return error
-    return exc
-
-
 class _TorchPass:
     """One pass on one DataLoader (its workers persist between passes)."""
 
@@ -207,10 +196,13 @@ class _TorchPass:
             self.close()
             if "DataLoader worker" in str(exc) and ("killed" in str(exc) or "exited unexpectedly" in str(exc)):
                 raise WorkerDiedError(f"a torch-backend worker process died: {exc}") from exc
-            raise _worker_error(exc) from exc
+            raise
         except BaseException:
             self.close()
             raise
+        if images is None:  # a worker's fastload error (see _BatchDataset.__getitem__)
+            self.close()
+            raise rebuild_error(labels, "a torch-backend DataLoader worker")
         self._left -= 1
         if self._left == 0:  # the plan is done: the loader may serve the next pass at once
             self.close()
