@@ -24,9 +24,8 @@ from tqdm import tqdm
 from .codecs import dicom, images, jpeg2000
 from .codecs.dicom import DicomOptions
 from .errors import BadInputError, MissingExtraError, PackError, StoreExistsError
-from .ops._pixels import by_channel_chunks
-from .ops.normalize import max_value
 from .parallel import default_workers, ordered_map
+from .pixels import by_channel_chunks, max_value
 from .sources import CsvColumns, Skipped, Source, SourceItem, display_path, scan_csv, scan_folder
 from .stores import FORMATS, MetadataBuilder, RecordTable, StoreHeader, StoreWriter
 from .stores.format import checksum
