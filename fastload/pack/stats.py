@@ -12,14 +12,15 @@ from ..pixels import max_value
 
 __all__ = ["moments", "Stats"]
 
-STATS_ROWS = 64
+_STATS_ROWS = 64
 
 
 def moments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and mean of squares of ``image``, in 0..1 units of its pixel type."""
     # Every k-th row (at most ~64 rows): dataset statistics for normalisation need no more,
     # and the full image would cost a fifth of the decode.
     scale = max_value(image.dtype)
-    rows = image[:: max(1, image.shape[0] // STATS_ROWS)]
+    rows = image[:: max(1, image.shape[0] // _STATS_ROWS)]
     # OpenCV takes at most 4 channels at a time, and is far faster than NumPy here.
     parts = [cv2.meanStdDev(np.ascontiguousarray(rows[:, :, c : c + 4]))
              for c in range(0, rows.shape[2], 4)]

@@ -48,7 +48,7 @@ def _preambleless(data: bytes) -> bool:
     return length < min(len(data), 1 << 16)
 
 
-def read(data: bytes, path: str, stop_before_pixels: bool):
+def read(data: bytes, path: str, stop_before_pixels: bool) -> Any:
     """The pydicom Dataset of ``data`` (preamble-less files too). Raises BadInputError."""
     pydicom = _pydicom()
     force = data[PREFIX_OFFSET : PREFIX_OFFSET + 4] != b"DICM"
@@ -83,6 +83,7 @@ def _infer_transfer_syntax(ds: Any) -> None:
 
 
 def int_attr(ds: Any, name: str, default: int) -> int:
+    """Attribute ``name`` of ``ds`` as an int; ``default`` when absent, empty or not a number."""
     value = ds.get(name, default)
     try:
         return int(value if value not in (None, "") else default)
