@@ -11,7 +11,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import CorruptStoreError
-from .pack import PackOptions, _process_chunk, _Recorder
+from .pack import PackOptions
+from .pack.recorder import Recorder
+from .pack.worker import process_chunk
 from .sources import CsvColumns, Skipped, scan_csv, scan_folder
 from .stores import RecordTable, Store, open_store
 from .stores.sharded import merge_stats
@@ -114,8 +116,8 @@ def inspect_folder(root: str, labels: str | None = None, columns: CsvColumns = C
     """The same statistics on a raw folder (or CSV manifest), by decoding every image."""
     listing = scan_csv(labels, root, columns) if labels else scan_folder(root)
     options = PackOptions(workers=workers, progress=progress)
-    recorder, skipped = _Recorder(), list(listing.skipped)
-    results = ordered_map(_process_chunk, listing.items, options, workers or default_workers())
+    recorder, skipped = Recorder(), list(listing.skipped)
+    results = ordered_map(process_chunk, listing.items, options, workers or default_workers())
     for item, result in tqdm(zip(listing.items, results), total=len(listing.items), unit="img",
                              disable=not progress, desc="inspecting"):
         if isinstance(result, Skipped):

@@ -348,7 +348,8 @@ def _is_new_worker(process, since: float) -> bool:
 
 
 def test_file_changed_between_validation_and_writing(tmp_path):
-    from fastload.pack import _process, _source_payload
+    from fastload.pack.worker import process as _process
+    from fastload.pack.writer import source_payload as _source_payload
     from fastload.sources import Skipped
 
     path = write(str(tmp_path / "a.jpg"), jpeg(seed=1))

@@ -328,7 +328,7 @@ def test_good_jpeg_packs_beside_every_bad_or_odd_dicom(tmp_path):
 def test_unexpected_error_while_reading_skips_that_file(tmp_path, monkeypatch):
     import importlib
 
-    pack_module = importlib.import_module("fastload.pack")  # fastload.pack is also the function
+    pack_module = importlib.import_module("fastload.pack.worker")  # fastload.pack is also the function
     def explode(data, path, options, max_pixels):
         raise ZeroDivisionError("a decoder bug")
 

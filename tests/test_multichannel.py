@@ -275,7 +275,7 @@ def test_dali_backend_reads_array_stores_like_the_torch_backend(tmp_path, kind):
 
 
 def test_to_pixel_dtype_keeps_what_values_mean():
-    from fastload.pixeltypes import to_pixel_dtype
+    from fastload.pixels import to_pixel_dtype
 
     eight = np.array([[0, 1, 128, 255]], np.uint8)
     assert to_pixel_dtype(eight, np.uint16).tolist() == [[0, 257, 32896, 65535]]  # DALI's 8 -> 16 bit

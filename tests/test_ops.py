@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastload import ops
-from fastload.ops._pixels import by_channel_chunks
+from fastload.pixels import by_channel_chunks
 
 try:
     import nvidia.dali  # noqa: F401

@@ -3,7 +3,7 @@ DICOM policy beside it.
 
 A record is a standard JP2 file (ISO/IEC 15444-1 Annex I): signature, ``ftyp``, ``jp2h``
 (``ihdr`` + ``colr``), then a ``uuid`` box holding ``FASTLOAD_UUID`` and UTF-8 JSON
-(``{"policy": ..., "meta": ...}``, see ``dicom.PixelPolicy``), then the ``jp2c`` box with the
+(``{"policy": ..., "meta": ...}``, see ``pixelpolicy.PixelPolicy``), then the ``jp2c`` box with the
 codestream byte for byte as the DICOM file held it. JP2 readers skip ``uuid`` boxes they do not
 know, so nvJPEG2000 (DALI's ``fn.decoders.image(device="mixed")``) decodes the stored values;
 the policy (rescale, inversion, window) then finishes the job. ``decode`` does both on the CPU.
@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, MissingExtraError
+from .base import Codec, ImageInfo, Magic, check_pixels
+from .pixelpolicy import PixelPolicy
 
-__all__ = ["FASTLOAD_UUID", "JP2_SIGNATURE", "CODESTREAM_SIGNATURE", "wrap", "unwrap",
-           "codestream_header", "decode", "probe_size"]
+__all__ = ["FASTLOAD_UUID", "JP2_SIGNATURE", "CODESTREAM_SIGNATURE", "CODEC", "wrap", "unwrap",
+           "codestream_header", "decode", "probe", "probe_size"]
 
 # LEAD: the GPU path for these records needs the DALI pipeline (not written here: no GPU in this
 # session). What it must do for a store whose header.encodings holds "jpeg2000":
@@ -112,6 +114,15 @@ def probe_size(data: bytes, path: str) -> tuple[int, int, int, int, bool]:
     return codestream_header(unwrap(data, path)[0], path)
 
 
+def probe(data: bytes, path: str, max_pixels: int) -> ImageInfo:
+    """Size and depth from the SIZ marker, as the image policy will decode it (gray or RGB)."""
+    height, width, components, bits, _ = probe_size(data, path)
+    check_pixels(path, width, height, max_pixels)
+    channels = 1 if components <= 2 else 3
+    return ImageInfo("jpeg2000", height, width, channels, "uint8" if bits <= 8 else "uint16",
+                     "L" if channels == 1 else "RGB")
+
+
 def _decode_codestream(codestream: bytes, path: str) -> np.ndarray:
     try:
         import openjpeg
@@ -126,8 +137,6 @@ def _decode_codestream(codestream: bytes, path: str) -> np.ndarray:
 def decode(data: bytes, path: str = "<bytes>") -> np.ndarray:
     """A JP2 file or bare codestream as ``HxWxC``: by fastload's DICOM policy when the file
     carries one, else gray (1 channel) or RGB (alpha dropped), 8 or 16 bit."""
-    from .dicom import PixelPolicy
-
     codestream, extra = unwrap(data, path)
     _, _, _, bits, signed = codestream_header(codestream, path)
     stored = _decode_codestream(codestream, path)
@@ -160,3 +169,15 @@ def _fix_sign(stored: np.ndarray, bits: int, signed: bool, meta: dict[str, Any])
         values[values >= (1 << (bits - 1))] -= 1 << bits
         return values.astype(np.int16 if bits <= 16 else np.int32)
     return (stored.astype(np.int64) & ((1 << bits) - 1)).astype(np.uint16 if bits <= 16 else np.uint32)
+
+
+def _probe(data: bytes, fmt: str, path: str, max_pixels: int) -> ImageInfo:
+    return probe(data, path, max_pixels)
+
+
+def _decode(data: bytes, fmt: str, path: str) -> np.ndarray:
+    return decode(data, path)
+
+
+CODEC = Codec("jpeg2000", (Magic("jpeg2000", ((0, JP2_SIGNATURE),)),
+                           Magic("jpeg2000", ((0, CODESTREAM_SIGNATURE),))), ("jpeg2000",), _probe, _decode)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from ._pixels import by_channel_chunks
+from ..pixels import by_channel_chunks
 from .base import Op, register
 
 __all__ = ["GaussianBlur", "window_size"]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, NamedTuple
 import cv2
 import numpy as np
 
-from ._pixels import restore_dtype
+from ..pixels import restore_dtype
 from .base import Op, register
 
 __all__ = ["ColorJitter", "JitterParams", "hsv_matrix"]

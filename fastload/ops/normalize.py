@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..pixels import max_value
 from .base import Op, register
 
 __all__ = ["Normalize", "IMAGENET_MEAN", "IMAGENET_STD", "resolve_mean_std"]
@@ -33,12 +34,6 @@ def resolve_mean_std(mean: Any, std: Any, channels: int) -> tuple[np.ndarray, np
     if (s <= 0).any():
         raise ValueError("std values must be positive")
     return m.astype(np.float32), s.astype(np.float32)
-
-
-def max_value(dtype: np.dtype) -> float:
-    """The value that means 'full intensity' for a pixel type (1.0 for floats)."""
-    dtype = np.dtype(dtype)
-    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
 
 
 @register

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from ._pixels import by_channel_chunks, restore_dtype
+from ..pixels import by_channel_chunks, restore_dtype
 from .base import Op, register
 
 __all__ = ["Rotate"]

@@ -1,0 +1,184 @@
+"""Arrays: ``.npy`` files and TIFFs OpenCV cannot read whole (float pixels, several pages or
+samples other than gray/RGB(A)), read with NumPy and tifffile. Every channel and the pixel type
+are kept; HxW, HxWxC and CxHxW are told apart by ``array_layout``. Headers are read before any
+value is loaded, and a pickled ``.npy`` is refused, never loaded.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from ..errors import BadInputError
+from .base import Codec, ImageInfo, Magic, check_pixels
+
+__all__ = ["CODEC", "ARRAY_DTYPES", "MAX_CHANNELS", "CHANNELS_FIRST_MAX", "array_layout",
+           "encode_npy", "probe", "decode"]
+
+MAGIC = (Magic("npy", ((0, b"\x93NUMPY"),)),)
+# Arrays (.npy, array TIFFs) may also hold float32 pixels in 0..1 (what Normalize assumes), and
+# int16 (signed values such as the Hounsfield units of a packed DICOM record); int32/uint32 hold
+# 32-bit DICOM values (RT dose, 32-bit secondary captures), whose depth is kept.
+ARRAY_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32", "float32")
+# An array's channel axis is the last one, with at most MAX_CHANNELS channels, or the first one
+# when it has at most CHANNELS_FIRST_MAX entries and is shorter than both others (see array_layout).
+MAX_CHANNELS = 64
+CHANNELS_FIRST_MAX = 16
+
+
+def array_layout(shape: tuple[int, ...], path: str = "<array>") -> tuple[int, int, int, bool]:
+    """``(height, width, channels, channels_first)`` of an array of ``shape``.
+
+    Leading axes of length 1 are dropped. ``HxW`` is one channel. A 3-D array ``(a, b, c)`` is
+    ``CxHxW`` when ``a <= 16`` and ``a`` is smaller than both ``b`` and ``c`` (so a 6x512x512
+    stack is 6 channels), otherwise ``HxWxC`` with at most ``MAX_CHANNELS`` channels; any other
+    shape raises BadInputError.
+
+    >>> array_layout((6, 40, 48)), array_layout((40, 48, 6)), array_layout((40, 48))
+    ((40, 48, 6, True), (40, 48, 6, False), (40, 48, 1, False))
+    """
+    dims = tuple(int(n) for n in shape)
+    while len(dims) > 3 and dims[0] == 1:
+        dims = dims[1:]
+    if len(dims) == 2:
+        return dims[0], dims[1], 1, False
+    if len(dims) != 3:
+        raise BadInputError(path, f"array of shape {dims}: expected HxW, HxWxC or CxHxW")
+    a, b, c = dims
+    if a <= CHANNELS_FIRST_MAX and a < min(b, c):
+        return b, c, a, True
+    if c > MAX_CHANNELS:
+        raise BadInputError(path, f"array of shape {dims}: cannot tell which axis holds the channels "
+                                  f"(HxWxC with at most {MAX_CHANNELS} channels, or CxHxW with at most "
+                                  f"{CHANNELS_FIRST_MAX} channels and C < H, W)")
+    return a, b, c, False
+
+
+def _check_array_dtype(dtype: np.dtype, path: str) -> None:
+    if dtype.hasobject:
+        raise BadInputError(path, "the .npy holds Python objects (a pickle); fastload never unpickles "
+                                  "(loading a pickle can run code): save a numeric array instead")
+    if dtype.name not in ARRAY_DTYPES:
+        raise BadInputError(path, f"unsupported array dtype {dtype} (expected one of "
+                                  f"{', '.join(ARRAY_DTYPES)}; convert it before packing)")
+
+
+def _to_hwc(array: np.ndarray, path: str) -> np.ndarray:
+    """``array`` in the policy's layout: HxWxC, C-contiguous, native byte order."""
+    height, width, channels, first = array_layout(array.shape, path)
+    array = array.reshape((channels, height, width) if first else (height, width, channels))
+    if first:
+        array = np.moveaxis(array, 0, -1)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+
+
+def encode_npy(image: np.ndarray) -> bytes:
+    """``image`` as a ``.npy`` blob (little-endian, C order, no pickle): the lossless payload
+    of samples that have no encoded file of their own, such as stacked channel files."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<")), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npy_header(data: bytes, path: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset from a .npy header, without loading (or unpickling) it."""
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+    except ValueError as exc:
+        raise BadInputError(path, f"unreadable .npy header: {exc}") from None
+    return tuple(shape), dtype, f.tell()
+
+
+def claims(data: bytes, fmt: str, path: str) -> bool:
+    """Every ``.npy``; a TIFF only when OpenCV's image policy cannot read it (``_tiff_array``)."""
+    return fmt == "npy" or (fmt == "tiff" and _tiff_array(data, path) is not None)
+
+
+def probe(data: bytes, fmt: str, path: str, max_pixels: int) -> ImageInfo:
+    """The header facts of a .npy or array TIFF, read without loading a value."""
+    if fmt == "npy":
+        shape, dtype, offset = _npy_header(data, path)
+        _check_array_dtype(dtype, path)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if len(data) - offset < expected:
+            raise BadInputError(path, f"truncated .npy: its header promises {expected:,} bytes of "
+                                      f"values, the file holds {len(data) - offset:,}")
+    else:
+        found = _tiff_array(data, path)
+        if found is None:
+            raise BadInputError(path, "the TIFF is an image, not an array (read it as an image)")
+        shape, dtype = found
+        _check_array_dtype(dtype, path)
+    height, width, channels, first = array_layout(shape, path)
+    check_pixels(path, width, height, max_pixels)
+    return ImageInfo(fmt, height, width, channels, dtype.name, "CHW" if first else
+                     ("HWC" if len(shape) > 2 else "HW"))
+
+
+def decode(data: bytes, fmt: str, path: str) -> np.ndarray:
+    """``HxWxC`` in the array's own pixel type, every channel kept."""
+    return _decode_npy(data, path) if fmt == "npy" else _decode_tiff_array(data, path)
+
+
+def _decode_npy(data: bytes, path: str) -> np.ndarray:
+    _, dtype, _ = _npy_header(data, path)
+    _check_array_dtype(dtype, path)  # before np.load sees it (which would refuse it, too)
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadInputError(path, f"cannot load the .npy: {exc}") from None
+    return _to_hwc(array, path)
+
+
+# TIFF photometric interpretations (TIFF 6.0 tag 262).
+_TIFF_MINISBLACK, _TIFF_RGB = 1, 2
+
+
+def _tiff_array(data: bytes, path: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of a TIFF's first series when it must be read as an array (float
+    pixels, 2 or more than 4 samples per pixel, several gray samples, or several non-colour
+    pages); None when OpenCV's policy applies (one gray page; RGB(A) pages, of which the first
+    is read; palette, CMYK, YCbCr)."""
+    import tifffile  # a core dependency; imported here to keep `import fastload` light
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            if not tif.series:
+                raise BadInputError(path, "the TIFF holds no image")
+            series, page = tif.series[0], tif.pages[0]
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+            pages, samples = len(series.pages), int(page.samplesperpixel)
+            photometric = int(page.photometric) if page.photometric is not None else -1
+    except BadInputError:
+        raise
+    except Exception as exc:  # tifffile raises many types for broken headers
+        raise BadInputError(path, f"unreadable TIFF header: {exc}") from None
+    if dtype.kind == "f" or samples not in (1, 3, 4):
+        return shape, dtype
+    if photometric == _TIFF_RGB:  # colour, even over several pages: first page, as GIF
+        return None
+    if pages > 1 or (photometric == _TIFF_MINISBLACK and samples > 1):
+        return shape, dtype
+    return None
+
+
+def _decode_tiff_array(data: bytes, path: str) -> np.ndarray:
+    import tifffile
+
+    try:
+        array = tifffile.imread(io.BytesIO(data), series=0)
+    except Exception as exc:  # codecs raise their own types
+        raise BadInputError(path, f"TIFF pixel data cannot be decoded: {exc}") from None
+    _check_array_dtype(array.dtype, path)
+    return _to_hwc(array, path)
+
+
+CODEC = Codec("arrays", MAGIC, ("npy", "tiff"), probe, decode, claims=claims)
