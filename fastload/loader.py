@@ -38,14 +38,12 @@ from .compat import (
     refuse_dataset,
 )
 from .distributed import local_device_index, rank_and_world
-from .errors import StoreFormatError
 from .ops import Op, preset
 from .ops.normalize import max_value
 from .parallel import default_workers
 from .pixeltypes import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, balanced_weights
-from .stores import Store, open_store
-from .stores import _sniff as sniff_store
+from .stores import REGISTRY, Store, open_store
 from .stores.files import FileStore
 from .transforms.base import bind_transforms, transforms_from_config
 from .transforms.stage import BatchStage
@@ -113,15 +111,7 @@ def _store_mean_std(store: Store) -> tuple[Any, Any]:
 
 
 def _is_store_path(path: str) -> bool:
-    if os.path.isdir(path):
-        return os.path.isfile(os.path.join(path, "data.mdb"))
-    if path.lower().endswith((".lmdb", ".h5", ".hdf5")):  # a damaged store is still a store
-        return True
-    try:
-        sniff_store(path)
-    except (StoreFormatError, OSError):
-        return False
-    return True
+    return REGISTRY.is_store(path)  # a damaged store named like one is still a store
 
 
 def _open_source(source: Any, labels: str | None) -> Store | FileStore:
