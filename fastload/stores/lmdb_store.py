@@ -240,6 +240,9 @@ class LmdbWriter(StoreWriter):
 
 
 _MAGIC_BYTES = MAGIC.to_bytes(4, "little")
+# Also LMDB variants fastload refuses (a 32-bit build's 12-byte page header, a big-endian
+# machine's byte order): recognised as LMDB, so that the reader says which variant it is.
+_VARIANT_MAGICS = (_MAGIC_BYTES, MAGIC.to_bytes(4, "big"))
 
 
 def recognise(path: str) -> Match:
@@ -247,7 +250,8 @@ def recognise(path: str) -> Match:
     first meta page, or, named ``.lmdb``, in its second (its first page destroyed)."""
     if os.path.isdir(path):
         return Match.CONTENT if os.path.isfile(os.path.join(path, "data.mdb")) else Match.NONE
-    if read_head(path, 4, 16) == _MAGIC_BYTES:
+    head = read_head(path, 20)
+    if head[16:20] in _VARIANT_MAGICS or head[12:16] in _VARIANT_MAGICS:
         return Match.CONTENT
     if not FORMAT.named_like(path):
         return Match.NONE
