@@ -87,28 +87,15 @@ def inspect_store(store: Store) -> dict[str, Any]:
 
     Reads only metadata (the statistics were gathered while packing): instant on any size.
     """
-    shards = getattr(store, "shards", [store])
+    shards = store.shards
     header = store.header  # a sharded store's holds every shard's encodings, dtypes, skipped inputs, stats
-    table = _concat([s.table for s in shards])
-    if len(shards) > 1:  # remap per-shard codes onto the whole store's lists
-        table.encodings = np.concatenate([np.searchsorted(header.encodings, np.asarray(s.header.encodings)[s.table.encodings])
-                                          for s in shards]).astype(np.uint8)
-        table.dtypes = np.concatenate([np.searchsorted(header.dtypes, np.asarray(s.header.dtypes)[s.table.dtypes])
-                                       for s in shards]).astype(np.uint8)
+    table = store.table  # a sharded store's codes index the whole store's lists
     profile = _profile(table, header.classes, header.encodings, header.dtypes, merge_stats([header]), header.skipped)
     profile.update(path=[s.path for s in shards] if len(shards) > 1 else store.path,
                    payload=header.payload, format_version=header.format_version,
                    fastload_version=header.fastload_version,
                    metadata=_metadata_profile(store.metadata))
     return profile
-
-
-def _concat(tables: list[RecordTable]) -> RecordTable:
-    if len(tables) == 1:
-        return tables[0]
-    arrays = {name: np.concatenate([getattr(t, name) for t in tables]) for name in tables[0].arrays()}
-    paths = [p for t in tables for p in t.paths]
-    return RecordTable.from_arrays(arrays, paths, len(paths), "<shards>")
 
 
 def inspect_folder(root: str, labels: str | None = None, columns: CsvColumns = CsvColumns(),
@@ -163,7 +150,7 @@ def verify_store(store: Store, decode: bool = False, progress: bool = True) -> l
     ``open_store(path, strict=False)`` to verify it (or use ``verify_path``).
     """
     bad: list[BadRecord] = []
-    for shard in getattr(store, "shards", [store]):
+    for shard in store.shards:
         try:
             shard.table  # noqa: B018 - no record can be checked without the record table
             problems, records = shard.check_structure()

@@ -39,15 +39,13 @@ from .backends.factory import (
 from .compat import PlanBatchSampler, PlanSampler, StoreDataset, refuse_dataset
 from .distributed import local_device_index, rank_and_world
 from .epochs import EpochState, Progress
-from .errors import StoreFormatError
 from .loader_args import check_arguments, resolve_transforms, seed_of, subset_records
 from .ops import Op
 from .ops.normalize import max_value
 from .ops.resolve import resolve_ops, store_mean_std
 from .pixeltypes import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, make_plan
-from .stores import Store, open_store
-from .stores import _sniff as sniff_store
+from .stores import REGISTRY, Store, open_store
 from .stores.files import FileStore
 from .transforms.base import bind_transforms
 from .transforms.stage import BatchStage
@@ -58,15 +56,7 @@ __all__ = ["Loader", "BACKENDS", "dali_available"]
 
 
 def _is_store_path(path: str) -> bool:
-    if os.path.isdir(path):
-        return os.path.isfile(os.path.join(path, "data.mdb"))
-    if path.lower().endswith((".lmdb", ".h5", ".hdf5")):  # a damaged store is still a store
-        return True
-    try:
-        sniff_store(path)
-    except (StoreFormatError, OSError):
-        return False
-    return True
+    return REGISTRY.is_store(path)  # a damaged store named like one is still a store
 
 
 def _open_source(source: Any, labels: str | None) -> Store | FileStore:

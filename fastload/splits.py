@@ -34,8 +34,7 @@ StoreLike = Store | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 def store_fingerprint(store: Store) -> dict[str, Any]:
     """What identifies a store's records: their count and the xxh3-64 of their checksums."""
-    shards = getattr(store, "shards", [store])
-    checksums = np.concatenate([s.table.checksums for s in shards]).astype("<u8")
+    checksums = np.concatenate([s.table.checksums for s in store.shards]).astype("<u8")
     return {"count": int(len(checksums)), "checksums_xxh3_64": f"{checksum(checksums.tobytes()):016x}"}
 
 
@@ -284,16 +283,16 @@ class _opened:
 
 
 def _describe(store: Store) -> str:
-    shards = getattr(store, "shards", None)
-    return f"{store.path!r}" if shards is None else f"the {len(shards)} shards from {store.path!r}"
+    shards = store.shards
+    return f"{store.path!r}" if len(shards) == 1 else f"the {len(shards)} shards from {store.path!r}"
 
 
 def _store_name(given: StoreLike, store: Store) -> str | list[str]:
     if isinstance(given, (str, os.PathLike)):
         return os.fspath(given)
     if hasattr(given, "labels"):
-        shards = getattr(store, "shards", None)
-        return store.path if shards is None else [s.path for s in shards]
+        shards = store.shards
+        return store.path if len(shards) == 1 else [s.path for s in shards]
     return [os.fspath(p) for p in given]  # type: ignore[union-attr]
 
 

@@ -90,13 +90,15 @@ def targeted(clean: str, blob: bytes) -> dict[str, bytes]:
         }
     import h5py
 
+    # Format version 2 has no global heap (whose zeroed collection made HDF5 loop forever, and
+    # a flipped string length allocate 2 GiB): its paths are a JSON blob, damaged here instead.
+    assert b"GCOL" not in blob
     with h5py.File(clean, "r") as f:
         paths_at = f["paths"].id.get_offset()
-    heap = blob.index(b"GCOL")
-    heap_size = int.from_bytes(blob[heap + 8 : heap + 16], "little")
+    header_at = blob.index(b'{"channels"')  # the header attribute, a fixed-length byte string
     return {
-        "hdf5-zeroed-heap": patched(blob, heap + 16, bytes(heap_size - 16)),  # HDF5 loops forever
-        "hdf5-path-length": patched(blob, paths_at, b"\xf0\xff\xff\x7f"),  # allocates 2 GiB
+        "hdf5-paths-blob": patched(blob, paths_at, b"\xf0\xff\xff\x7f"),
+        "hdf5-zeroed-header": patched(blob, header_at, bytes(16)),
     }
 
 

@@ -1,25 +1,34 @@
-"""On-disk store formats behind one reader/writer interface, and ``open_store``."""
+"""Record sources behind one interface (``RecordSource``), their formats as plugins in one
+registry (``REGISTRY``), and ``open_store``.
+
+Built in: ``lmdb`` and ``hdf5`` (packed stores, written by ``fastload pack``), ``sharded`` (a
+glob of shards read as one) and ``files`` (image files read in place, which ``open_store``
+refuses: the Loader reads them). A new kind registers a ``StoreFormat``; a remote one claims
+its URL schemes.
+"""
 
 from __future__ import annotations
 
-import glob
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
-from ..errors import StoreFormatError
+from . import files, hdf5_store, lmdb_store
 from .base import StoreReader, StoreWriter
 from .format import FORMAT_VERSION, RecordTable, StoreHeader
-from .hdf5_store import Hdf5Reader, Hdf5Writer
-from .lmdb_store import LmdbReader, LmdbWriter
 from .metadata import MetadataBuilder, MetadataColumn
-from .sharded import ShardedStore
+from .registry import FormatRegistry, Match, StoreFormat
+from .sharded import ShardedStore, open_shards, sharded_format
+from .source import RecordSource
 
 __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
+    "FormatRegistry",
+    "Match",
     "MetadataBuilder",
     "MetadataColumn",
+    "REGISTRY",
+    "RecordSource",
     "RecordTable",
     "ShardedStore",
     "Store",
@@ -30,88 +39,28 @@ __all__ = [
     "open_store",
 ]
 
-Store = StoreReader | ShardedStore
+Store = RecordSource
 
 
-@dataclass(frozen=True)
-class StoreFormat:
-    name: str
-    extension: str
-    reader: type[StoreReader]
-    writer: type[StoreWriter]
+def _open_one(path: str, strict: bool) -> RecordSource:
+    return REGISTRY.identify(path).open(path, strict=strict)
 
 
-FORMATS: dict[str, StoreFormat] = {
-    "lmdb": StoreFormat("lmdb", ".lmdb", LmdbReader, LmdbWriter),
-    "hdf5": StoreFormat("hdf5", ".h5", Hdf5Reader, Hdf5Writer),
-}
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_LMDB_MAGIC = (0xBEEFC0DE).to_bytes(4, "little")
+# The formats this process knows; a plugin adds its own with REGISTRY.register(StoreFormat(...)).
+REGISTRY = FormatRegistry()
+for _format in (lmdb_store.FORMAT, hdf5_store.FORMAT, sharded_format(_open_one), files.FORMAT):
+    REGISTRY.register(_format)
 
-
-def _hdf5_structures(path: str) -> bool:
-    """Signatures of HDF5 1.10+ structures (object headers, fractal and global heaps, B-tree and
-    chunk index headers) in the first 64 KiB: an HDF5 file whose first bytes were destroyed."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    return sum(sig in head for sig in (b"OHDR", b"FRHP", b"GCOL", b"BTHD", b"EAHD", b"FHDB")) >= 2
-
-
-def _second_lmdb_meta(path: str) -> bool:
-    """LMDB's second meta page, at one page size (4 to 64 KiB) into the file."""
-    with open(path, "rb") as f:
-        for page in (4096, 8192, 16384, 32768, 65536):
-            f.seek(page + 16)
-            if f.read(4) == _LMDB_MAGIC:
-                return True
-    return False
-
-
-def _sniff(path: str) -> StoreFormat:
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "data.mdb")):
-            return FORMATS["lmdb"]  # an LMDB environment directory
-        raise StoreFormatError(path, "is a folder, not a store; pack it first: fastload pack --format lmdb PATH")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(32)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such store") from None
-    if head.startswith(_HDF5_SIGNATURE):
-        return FORMATS["hdf5"]
-    if head[16:20] == _LMDB_MAGIC:
-        return FORMATS["lmdb"]
-    # A store whose first bytes were destroyed: its reader says so, rather than "not a store".
-    ext = os.path.splitext(path)[1].lower()
-    if ext in (".h5", ".hdf5"):
-        if _hdf5_structures(path):
-            return FORMATS["hdf5"]
-        raise StoreFormatError(path, "named like HDF5 but does not start with the HDF5 signature")
-    if ext == ".lmdb":
-        if _second_lmdb_meta(path):
-            return FORMATS["lmdb"]
-        raise StoreFormatError(path, "named like LMDB but is not an LMDB file")
-    raise StoreFormatError(path, "neither an LMDB nor an HDF5 file; not a fastload store")
-
-
-def _expand(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
-    if isinstance(path, (str, os.PathLike)):
-        path = os.fspath(path)
-        if glob.has_magic(path):
-            found = sorted(glob.glob(path))
-            if not found:
-                raise FileNotFoundError(f"{path}: no store matches this pattern")
-            return found
-        return [path]
-    return [os.fspath(p) for p in path]
+# The formats ``fastload pack`` writes, by name (a live view of the registry).
+FORMATS: Mapping[str, StoreFormat] = REGISTRY.writable
 
 
 def open_store(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
-               strict: bool = True) -> Store:
+               strict: bool = True) -> RecordSource:
     """Open a packed store for reading: one path, a glob of shards, or a list of shards.
 
-    The format (LMDB or HDF5) is recognised from the file's content. Several shards are read
-    as one dataset, records in the order given (a glob is sorted).
+    The format is recognised by the registry, from the file's content (or a URL's scheme).
+    Several shards are read as one dataset, records in the order given (a glob is sorted).
 
     Opening checks that each file is whole (not truncated, its index consistent with its
     header); a damaged file raises ``CorruptStoreError`` naming it. ``strict=False`` opens it
@@ -121,15 +70,6 @@ def open_store(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], 
     >>> store = open_store("data.lmdb")          # doctest: +SKIP
     >>> payload, label = store.get(0)            # doctest: +SKIP
     """
-    paths = _expand(path)
-    readers = [_sniff(p).reader(p, strict=strict) for p in paths]
-    try:
-        for reader in readers:
-            reader.header  # noqa: B018 - validate now: a store that is not ours fails here
-    except BaseException:
-        for reader in readers:  # release the handles: the file may be repacked or rewritten
-            reader.close()
-        raise
-    if len(readers) == 1:
-        return readers[0]
-    return ShardedStore(readers)
+    if isinstance(path, (str, os.PathLike)):
+        return _open_one(os.fspath(path), strict)
+    return open_shards([os.fspath(p) for p in path], _open_one, strict=strict)

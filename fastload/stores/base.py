@@ -23,38 +23,12 @@ from ..codecs import images
 from ..errors import CorruptRecordError, CorruptStoreError
 from .format import RecordTable, StoreHeader, checksum
 from .metadata import MetadataColumn, decode_column
+from .source import RecordSource
 
-__all__ = ["RecordsView", "StoreReader", "StoreWriter"]
-
-
-class RecordsView:
-    """What every readable collection of records shows from its ``header`` and ``table``."""
-
-    header: StoreHeader
-    table: Any
-
-    def __len__(self) -> int:
-        return self.header.count
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.header.classes)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """int64 labels aligned with record indices (-1 for unlabelled records)."""
-        return self.table.labels
-
-    @property
-    def channels(self) -> int:
-        return self.header.channels
-
-    @property
-    def paths(self) -> list[str]:
-        return self.table.paths
+__all__ = ["StoreReader", "StoreWriter"]
 
 
-class StoreReader(RecordsView, ABC):
+class StoreReader(RecordSource):
     """Read-only access to one packed store: ``len``, labels, classes, ``get``, ``decode``."""
 
     extension: str = ""
@@ -69,6 +43,18 @@ class StoreReader(RecordsView, ABC):
         self._header: StoreHeader | None = None
         self._table: RecordTable | None = None
         self._metadata: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def opened(cls, path: str | os.PathLike[str], *, strict: bool = True) -> StoreReader:
+        """A reader of ``path`` whose header has been read and checked (a file that is not
+        such a store fails here, its handle released: the file may be repacked or rewritten)."""
+        reader = cls(path, strict=strict)
+        try:
+            reader.header  # noqa: B018 - validate now
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
     # --- process-local handle -------------------------------------------------------------
     @abstractmethod
@@ -265,14 +251,6 @@ class StoreReader(RecordsView, ABC):
             raise self._corrupt(index, f"{len(data):,} bytes do not hold a {shape} array of dtype "
                                 f"code {code}") from None
 
-    def verify_record(self, index: int) -> str | None:
-        """None if record ``index`` reads back intact, else the reason it does not."""
-        try:
-            self.read(index)
-        except CorruptRecordError as exc:
-            return exc.reason
-        return None
-
     def _corrupt(self, index: int, reason: str) -> CorruptRecordError:
         source = self.table.paths[index] if self._table is not None else None
         return CorruptRecordError(self.path, index, source, reason)
@@ -283,6 +261,8 @@ class StoreReader(RecordsView, ABC):
 
 class StoreWriter(ABC):
     """Writes one store at a temporary path; the packer renames it into place when complete."""
+
+    version: int = 1  # the format_version its stores carry (docs/FORMAT.md, "Versioning")
 
     def __init__(self, path: str, size_hint: int) -> None:
         self.path = path

@@ -13,7 +13,7 @@ import glob as globbing
 import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,10 +21,11 @@ import numpy as np
 from ..codecs import images
 from ..errors import BadInputError
 from ..sources.base import Skipped, Source, display_path
-from .base import RecordsView
 from .format import StoreHeader
+from .registry import Match, StoreFormat, read_head
+from .source import RecordSource
 
-__all__ = ["FileReader", "FileStore", "FileTable"]
+__all__ = ["FORMAT", "FileReader", "FileStore", "FileTable"]
 
 _HEAD_BYTES = 1 << 18  # enough for the headers of nearly every image; else the whole file is read
 _EXIF_SWAPS = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
@@ -106,49 +107,65 @@ def _key(path: str, root: str) -> str:
     return display_path(path if rel.startswith("..") else rel)
 
 
-class FileReader:
-    """Reads files by record index (what a feed worker needs of a FileStore)."""
+class FileReader(RecordSource):
+    """Image files read in place by record index: what a feed worker needs of a FileStore
+    (its files, in record order; nothing is probed again).
 
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths_ = list(paths)
-        self.header = StoreHeader(count=len(self.paths_), payload="encoded", classes=[], encodings=[],
+    Args:
+        files: the image files, one per record.
+        shapes: each file's height, width, channels after the decode policy, when known.
+    """
+
+    def __init__(self, files: Sequence[str], shapes: np.ndarray | None = None) -> None:
+        self._files = tuple(files)
+        self.path = display_path(os.path.commonpath([os.path.abspath(p) for p in self._files])) if files else "."
+        self.header = StoreHeader(count=len(self._files), payload="encoded", classes=[], encodings=[],
                                   dtypes=[], channels=3)
+        self._table = FileTable(labels=np.full(len(self._files), -1, np.int64),
+                                shapes=np.zeros((len(self._files), 3), np.int64) if shapes is None
+                                else np.asarray(shapes, np.int64).reshape(-1, 3),
+                                nbytes=np.full(len(self._files), -1, np.int64),
+                                paths=[display_path(p) for p in self._files])
 
-    def __len__(self) -> int:
-        return len(self.paths_)
+    @property
+    def table(self) -> FileTable:
+        return self._table
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self._files
 
     def read(self, index: int, verify: bool = True) -> bytes:
         """The bytes of file ``index`` (``verify`` is ignored: files carry no checksum)."""
-        with open(self.paths_[index], "rb") as f:
+        with open(self._files[index], "rb") as f:
             return f.read()
 
     def decode(self, index: int) -> np.ndarray:
-        return images.decode(self.read(index), path=display_path(self.paths_[index]))
+        """File ``index`` decoded; an error names its path."""
+        return images.decode(self.read(index), path=display_path(self._files[index]))
+
+    def too_large(self, index: int, size: int, room: int) -> Exception:
+        return BadInputError(self._files[index], f"is {size:,} bytes now, more than when the loader opened it: "
+                             "it changed since; open the loader again")
 
 
-@dataclass
-class FileStore(RecordsView):
-    """Image files as a read-only store (see the module docstring).
+class FileStore(FileReader):
+    """Image files as a read-only record source (see the module docstring).
 
     Args:
         source: a folder, a glob (``"test/*.jpg"``), a list of files, or a folder with ``labels``.
-        labels: a CSV naming the files (and labels) of ``source``, as ``fastload pack --labels``.
+        labels_csv: a CSV naming the files (and labels) of ``source``, as ``fastload pack --labels``.
 
     Attributes:
         keys: each record's name: its path relative to the folder (or as given).
         skipped: files left out, with the reason.
     """
 
-    source: Any
-    labels_csv: str | None = None
-    paths_: list[str] = field(init=False)
-    keys: list[str] = field(init=False)
-    skipped: list[Skipped] = field(init=False)
-
-    def __post_init__(self) -> None:
-        listing = _list(self.source, self.labels_csv)
+    def __init__(self, source: Any, labels_csv: str | None = None) -> None:
+        self.source, self.labels_csv = source, labels_csv
+        listing = _list(source, labels_csv)
         self.root = listing.root
-        self.skipped = list(listing.skipped)
+        self.skipped: list[Skipped] = list(listing.skipped)
         kept, probes, labels = [], [], []
         for item in listing.items:
             try:
@@ -161,36 +178,40 @@ class FileStore(RecordsView):
         if not kept:
             raise FileNotFoundError(f"{display_path(self.root)}: no readable image among {len(listing.items)} "
                                     f"files; first reasons: {[s.reason for s in self.skipped[:3]]}")
-        self.paths_ = kept
-        self.keys = [_key(p, self.root) for p in kept]
+        self._files = tuple(kept)
+        self.keys: list[str] = [_key(p, self.root) for p in kept]
         self.path = display_path(self.root)
         formats = sorted({p.format for p in probes})
         dtypes = sorted({p.dtype for p in probes})
-        self.table = FileTable(
+        self._table = FileTable(
             labels=np.asarray(labels, np.int64),
             shapes=np.asarray([p.shape for p in probes], np.int64).reshape(-1, 3),
             nbytes=np.asarray([os.path.getsize(p) for p in kept], np.int64),
             paths=[display_path(p) for p in kept])
         self.header = StoreHeader(count=len(kept), payload="encoded", classes=list(listing.classes), encodings=formats,
-                                  dtypes=dtypes, channels=int(self.table.shapes[:, 2].max()))
-
-    # --- the store interface the loaders use ----------------------------------------------------
-    def read(self, index: int, verify: bool = True) -> bytes:
-        """The bytes of file ``index`` (``verify`` is ignored: files carry no checksum)."""
-        return FileReader.read(self, index)  # type: ignore[arg-type]
-
-    def get(self, index: int) -> tuple[bytes, int]:
-        return self.read(index), int(self.table.labels[index])
-
-    def decode(self, index: int) -> np.ndarray:
-        """File ``index`` decoded; an error names its path."""
-        return FileReader.decode(self, index)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        """Nothing to release: files are opened per read."""
+                                  dtypes=dtypes, channels=int(self._table.shapes[:, 2].max()))
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()  # plain lists and arrays: crosses to DataLoader workers
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def __repr__(self) -> str:
         return f"FileStore({self.path!r}, {len(self)} files, {len(self.skipped)} skipped)"
+
+
+def recognise(path: str) -> Match:
+    """A folder (of image files, when no store format claims it), or one image file."""
+    if os.path.isdir(path):
+        return Match.CONTENT
+    return Match.CONTENT if images.sniff_format(read_head(path, 64)) is not None else Match.NONE
+
+
+def open_files(path: str, *, strict: bool = True) -> FileStore:
+    """The image files of ``path`` read in place (``strict`` is for stores: files have no index)."""
+    return FileStore(path)
+
+
+FORMAT = StoreFormat(name="files", extensions=(), recognise=recognise, open=open_files, packed=False,
+                     misnamed="is a folder or an image file, not a store")

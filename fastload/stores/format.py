@@ -15,10 +15,12 @@ from .._version import __version__
 from ..errors import CorruptStoreError, StoreFormatError
 from .metadata import MetadataColumn
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "StoreHeader", "RecordTable", "ARRAY_DTYPES", "checksum"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "StoreHeader", "RecordTable", "ARRAY_DTYPES", "checksum",
+           "strings_blob", "strings_from_blob"]
 
 MAGIC = "fastload-store"
-FORMAT_VERSION = 1
+# The newest version this fastload reads (each writer says which it writes: docs/FORMAT.md).
+FORMAT_VERSION = 2
 CHECKSUM = "xxh3_64"
 
 # Per-record arrays: name -> (dtype, trailing shape). Explicit little-endian on disk.
@@ -37,6 +39,23 @@ def checksum(data: bytes | memoryview | np.ndarray) -> int:
     import xxhash
 
     return xxhash.xxh3_64_intdigest(data)
+
+
+def strings_blob(strings: list[str]) -> bytes:
+    """A list of strings as one UTF-8 JSON blob (how stores keep paths and string values)."""
+    # backslashreplace: a lone surrogate (from a non-UTF-8 name) is written as its JSON escape.
+    return json.dumps(list(strings), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
+def strings_from_blob(raw: bytes, path: str, what: str) -> list[str]:
+    """The list of strings of ``strings_blob``; ``CorruptStoreError`` naming ``what`` if not one."""
+    try:
+        strings = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptStoreError(path, f"{what} are not valid JSON") from None
+    if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
+        raise CorruptStoreError(path, f"{what} are not a list of strings")
+    return strings
 
 
 @dataclass

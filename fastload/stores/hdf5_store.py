@@ -1,9 +1,15 @@
 """HDF5 stores: every payload back to back in one uint8 dataset, sliced by an offsets array.
 
-Datasets: ``data`` (uint8, chunked), ``offsets`` (uint64, count + 1), ``paths`` (UTF-8 strings)
-and one dataset per array in ARRAY_DTYPES. The JSON header is the root attribute ``fastload``.
-Metadata columns live in the group ``metadata``: ``N`` (column N's array) and, for strings,
-``N.values`` (its distinct values, UTF-8 strings).
+Datasets: ``data`` (uint8, chunked), ``offsets`` (uint64, count + 1), ``paths`` and one dataset
+per array in ARRAY_DTYPES. The JSON header is the root attribute ``fastload``, a fixed-length
+byte string. Metadata columns live in the group ``metadata``: ``N`` (column N's array) and, for
+strings, ``N.values`` (its distinct values).
+
+Format version 2 keeps every string (the paths, a column's values) as a UTF-8 JSON blob in a
+uint8 dataset, never as an HDF5 variable-length string: those live in HDF5's global heap, the
+one structure of its format without a checksum, which HDF5 trusts (a zeroed heap collection
+made it loop forever, a flipped length allocate gigabytes). Version 1 stores (variable-length
+strings) are still read, through h5py.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ import numpy as np
 from ..errors import CorruptStoreError, FastloadError, MissingExtraError, StoreFormatError
 from .base import StoreReader, StoreWriter
 from .fileio import ReadOnlyFile
-from .format import ARRAY_DTYPES, RecordTable, StoreHeader
-from .hdf5_heap import VLEN_REF, GlobalHeap, is_vlen_string, root_attribute
+from .format import ARRAY_DTYPES, RecordTable, StoreHeader, strings_blob, strings_from_blob
 from .metadata import MetadataColumn, encode_metadata
+from .registry import Match, StoreFormat, read_head
 
-__all__ = ["Hdf5Reader", "Hdf5Writer"]
+__all__ = ["FORMAT", "Hdf5Reader", "Hdf5Writer"]
+
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+BLOB_STRINGS = 2  # the first format version whose strings are JSON blobs (module docstring)
 
 _CHUNK = 1 << 20
 _BUFFER = 16 << 20
@@ -62,7 +71,7 @@ def _trim_to_end_of_allocation(path: str) -> None:
     extension address, then end-of-file address at byte 28)."""
     with open(path, "r+b") as f:
         head = f.read(36)
-        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3) or head[9] != 8:
+        if head[:8] != SIGNATURE or head[8] not in (2, 3) or head[9] != 8:
             return  # another superblock layout: keep the file as it is
         end = int.from_bytes(head[28:36], "little")
         if 0 < end < os.fstat(f.fileno()).st_size:
@@ -94,10 +103,9 @@ class _Handle:
     HDF5 must decode), and for uncompressed data the file offset of each chunk, to read records
     with ``pread`` instead of h5py: no global HDF5 lock, no chunk cache, one copy."""
 
-    def __init__(self, file: Any, raw: ReadOnlyFile, heap: GlobalHeap) -> None:
+    def __init__(self, file: Any, raw: ReadOnlyFile) -> None:
         self.file = file
         self.raw = raw
-        self.heap = heap
         self.data: Any = None
         self.offsets = _array.array("Q")
         self.extent = 0
@@ -124,7 +132,7 @@ class Hdf5Reader(StoreReader):
         handle = None
         try:
             raw = ReadOnlyFile(self.path)
-            handle = _Handle(f, raw, GlobalHeap(raw, self._damage))
+            handle = _Handle(f, raw)
             with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
                 if "data" not in f or "offsets" not in f:
                     raise StoreFormatError(self.path, "an HDF5 file, but not a fastload store (no data/offsets)")
@@ -193,14 +201,10 @@ class Hdf5Reader(StoreReader):
         handle.file.close()
 
     def _read_header(self, handle: _Handle) -> StoreHeader:
-        found = root_attribute(handle.raw, b"fastload")
-        if found is not None and is_vlen_string(found[0]):  # what fastload writes: read it here
-            if len(found[1]) != VLEN_REF.itemsize:
-                raise self._damage("the fastload header attribute is damaged")
-            raw: Any = handle.heap.strings(np.frombuffer(found[1], VLEN_REF))[0]
-        else:  # another layout (no global heap involved, or not ours): h5py reads it
-            with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
-                raw = handle.file.attrs.get("fastload")
+        # Version 2 writes a fixed-length byte string (in the checksummed object header), 1 a
+        # variable-length one: h5py reads either, and the version is known only after.
+        with _hdf5_errors(self.path, "its HDF5 metadata is damaged"):
+            raw = handle.file.attrs.get("fastload")
         if raw is None:
             raise StoreFormatError(self.path, "an HDF5 file, but not a fastload store (no fastload header)")
         return StoreHeader.from_json(raw, self.path)
@@ -212,32 +216,28 @@ class Hdf5Reader(StoreReader):
 
     def _read_table(self, handle: _Handle, header: StoreHeader) -> RecordTable:
         f = handle.file
+        blobs = header.format_version >= BLOB_STRINGS
         with _hdf5_errors(self.path, "its record table is damaged"):
             for name in [*ARRAY_DTYPES, "paths"]:
                 if name not in f:
                     raise StoreFormatError(self.path, f"the per-record array {name!r} is missing")
-                if f[name].shape[:1] != (header.count,):
+                if f[name].shape[:1] != (header.count,) and not (blobs and name == "paths"):
                     raise self._damage(f"dataset {name!r} has shape {f[name].shape} for {header.count:,} records")
                 self._check_extent(f[name], handle.raw.size)
             arrays = {name: f[name][()] for name in ARRAY_DTYPES}
-            paths = self._read_strings(handle, f["paths"])
+            paths = self._read_strings(handle, f["paths"], blobs, "the source paths")
         return RecordTable.from_arrays(arrays, paths, header.count, self.path)
 
-    def _read_strings(self, handle: _Handle, dataset: Any) -> list[str]:
-        """A 1-D dataset of variable-length strings (the paths, a metadata column's values),
-        read here when stored as fastload writes it (contiguous 16-byte references into global
-        heap collections), else by h5py."""
-        h5py = _h5py()
-        info = h5py.check_string_dtype(dataset.dtype)
-        offset, count = dataset.id.get_offset(), dataset.shape[0] if dataset.ndim == 1 else -1
-        if (info is None or info.length is not None or offset is None
-                or dataset.id.get_storage_size() != count * VLEN_REF.itemsize):
+    def _read_strings(self, handle: _Handle, dataset: Any, blob: bool, what: str) -> list[str]:
+        """The strings of a dataset: a uint8 JSON blob (version 2), or variable-length strings
+        (version 1, read by h5py)."""
+        if not blob:
             return [p.decode("utf-8") if isinstance(p, bytes) else p for p in dataset[()]]
-        refs = np.frombuffer(handle.raw.read(offset, count * VLEN_REF.itemsize), VLEN_REF)
-        try:
-            return [p.decode("utf-8") for p in handle.heap.strings(refs)]
-        except UnicodeDecodeError:
-            raise self._damage(f"a string of dataset {dataset.name!r} is not valid UTF-8") from None
+        if dataset.dtype != np.uint8 or dataset.ndim != 1:
+            raise self._damage(f"dataset {dataset.name!r} is {dataset.dtype} {dataset.shape}, not the "
+                               "uint8 JSON blob of format version 2")
+        self._check_extent(dataset, handle.raw.size)
+        return strings_from_blob(dataset[()].tobytes(), self.path, what)
 
     def _read_column(self, handle: _Handle, number: int, column: MetadataColumn) -> tuple[Any, list[str] | None]:
         with _hdf5_errors(self.path, f"metadata column {column.name!r} is damaged"):
@@ -248,7 +248,8 @@ class Hdf5Reader(StoreReader):
             self._check_extent(stored, handle.raw.size)
             values = group.get(f"{number}.values")
             if values is not None:
-                values = self._read_strings(handle, values)
+                values = self._read_strings(handle, values, self.header.format_version >= BLOB_STRINGS,
+                                            f"metadata column {column.name!r}: its values")
             return stored[()], values
 
     def _payload_spans(self, handle: _Handle, index: int) -> list[tuple[ReadOnlyFile, int, int]] | None:
@@ -326,6 +327,7 @@ def _metadata_bytes(columns: list) -> int:
 
 
 class Hdf5Writer(StoreWriter):
+    version = BLOB_STRINGS
     def __init__(self, path: str, size_hint: int) -> None:
         super().__init__(path, size_hint)
         h5py = _h5py()
@@ -360,30 +362,29 @@ class Hdf5Writer(StoreWriter):
 
     def finish(self, header: StoreHeader, table: RecordTable,
                metadata: Mapping[str, Any] | None = None) -> None:
-        h5py = _h5py()
         self._flush()
         columns = encode_metadata(metadata, len(table.paths))
-        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns])
+        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns],
+                                     format_version=self.version)
         meta = header.to_json()
-        paths = [p.encode("utf-8") for p in table.paths]
-        meta_bytes = len(meta) + sum(map(len, paths)) + 64 * (len(paths) + 1) + _metadata_bytes(columns)
+        paths = strings_blob(table.paths)
+        meta_bytes = len(meta) + len(paths) + _metadata_bytes(columns)
         _reserve(self._reserve_fd, self.path, self._data.shape[0] + meta_bytes + 2 * _RESERVE_MARGIN)
         self._failed = True
         f = self._file
         f.create_dataset("offsets", data=np.asarray(self._offsets, dtype="<u8"))
         for name, array in table.arrays().items():
             f.create_dataset(name, data=np.ascontiguousarray(array, dtype=ARRAY_DTYPES[name][0]))
-        f.create_dataset("paths", data=table.paths, dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("paths", data=np.frombuffer(paths, np.uint8))
         if columns:
             group = f.create_group("metadata")
             for number, encoded in enumerate(columns):
                 group.create_dataset(str(number), data=encoded.stored)
                 if encoded.values is not None:
-                    # backslashreplace: a lone surrogate is written as its escape, never fails.
-                    values = [v.encode("utf-8", "backslashreplace") for v in encoded.values]
-                    group.create_dataset(f"{number}.values", data=values,
-                                         dtype=h5py.string_dtype("utf-8"))
-        f.attrs["fastload"] = meta.decode("utf-8")
+                    group.create_dataset(f"{number}.values",
+                                         data=np.frombuffer(strings_blob(encoded.values), np.uint8))
+        # Fixed length (numpy bytes): no variable-length string, so no global heap in the file.
+        f.attrs["fastload"] = np.bytes_(meta)
         f.flush()
         f.close()
         self._failed = False
@@ -404,3 +405,25 @@ class Hdf5Writer(StoreWriter):
             self._file.close()
         except Exception:  # nothing left to close cleanly; the caller deletes the file
             pass
+
+
+def _hdf5_structures(path: str) -> bool:
+    """Signatures of HDF5 1.10+ structures (object headers, fractal and global heaps, B-tree and
+    chunk index headers) in the first 64 KiB: an HDF5 file whose first bytes were destroyed."""
+    head = read_head(path, 1 << 16)
+    return sum(sig in head for sig in (b"OHDR", b"FRHP", b"GCOL", b"BTHD", b"EAHD", b"FHDB")) >= 2
+
+
+def recognise(path: str) -> Match:
+    """An HDF5 file: its signature, or, named ``.h5``/``.hdf5``, its structures' signatures."""
+    if os.path.isdir(path):
+        return Match.NONE
+    if read_head(path, len(SIGNATURE)) == SIGNATURE:
+        return Match.CONTENT
+    if not FORMAT.named_like(path):
+        return Match.NONE
+    return Match.CONTENT if _hdf5_structures(path) else Match.NAME
+
+
+FORMAT = StoreFormat(name="hdf5", extensions=(".h5", ".hdf5"), recognise=recognise, open=Hdf5Reader.opened,
+                     writer=Hdf5Writer, misnamed="named like HDF5 but does not start with the HDF5 signature")

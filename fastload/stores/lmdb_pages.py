@@ -1,6 +1,6 @@
 """LMDB files read without LMDB: every page number, offset and size is checked before use.
 
-LMDB maps its file and trusts what it finds there: a page past the end of a truncated file,
+Why this is hand-written rather than py-lmdb: LMDB maps its file and trusts what it finds there: a page past the end of a truncated file,
 or a value whose size a flipped bit enlarged (py-lmdb copies it), kills the reader with a
 SIGBUS; other damage surfaces as py-lmdb's own ``CorruptedError``, and its C code has
 assertions that abort. A store is read-only once packed, so fastload reads its B-tree itself,
@@ -16,6 +16,10 @@ a 16-byte header (page number, pad, flags, lower/upper bounds or an overflow pag
 then 2-byte offsets of its nodes; a node is data size (or child page number), flags and key
 size (8 bytes), the key, then the value, or for F_BIGDATA the number of the overflow page
 whose data, after its 16-byte header, is the value.
+
+Valid LMDB files of other variants are refused with a ``StoreFormatError`` saying which, not
+reported as damage: a 32-bit build's (12-byte page headers), a big-endian machine's, another data
+version (LMDB 1.0), and named sub-databases (``max_dbs``). fastload never writes them.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ PAGE_HEADER = 16
 NODE_HEADER = 8
 P_BRANCH, P_LEAF, P_OVERFLOW, P_META = 0x01, 0x02, 0x04, 0x08
 _CLEARED = 0x10 | 0x8000  # P_DIRTY, P_KEEP: in-memory states, tolerated on disk
-F_BIGDATA = 0x01
+F_BIGDATA, F_SUBDATA = 0x01, 0x02
+DB_RECORD = 48  # sizeof(MDB_db): the value of a named sub-database's node in the main tree
 MAGIC = 0xBEEFC0DE
 DATA_VERSION = 1
 P_INVALID = (1 << 64) - 1
 MAX_DEPTH = 32  # LMDB's CURSOR_STACK: no deeper tree can be read by LMDB either
+_MAGIC_LE, _MAGIC_BE = MAGIC.to_bytes(4, "little"), MAGIC.to_bytes(4, "big")
+_VERSION_LE = DATA_VERSION.to_bytes(4, "little")
 _NODE = np.dtype([("size", "<u4"), ("flags", "<u2"), ("ksize", "<u2")])
 _EIGHT = np.arange(8)
 
@@ -133,10 +140,33 @@ class LmdbFile:
         self.problems.append(reason)
 
     # --- opening ----------------------------------------------------------------------------
+    def _refuse_variant(self, first: bytes) -> None:
+        """A ``StoreFormatError`` for a valid LMDB file of a layout fastload does not read, told
+        from its first meta page (both meta pages, for the data version: one may be damaged)."""
+        if len(first) < 24 or first[16:20] == _MAGIC_LE and first[20:24] == _VERSION_LE:
+            return
+        advice = ("fastload reads LMDB files of 64-bit little-endian machines (x86-64, ARM64): re-pack the "
+                  "source there with 'fastload pack', or convert the file there with LMDB's mdb_dump and mdb_load")
+        if first[12:16] in (_MAGIC_LE, _MAGIC_BE):
+            order = "little" if first[12:16] == _MAGIC_LE else "big"
+            raise StoreFormatError(self.path, f"an LMDB file written by a 32-bit {order}-endian build of LMDB "
+                                   f"(12-byte page headers); {advice}")
+        if first[16:20] == _MAGIC_BE:
+            raise StoreFormatError(self.path, f"an LMDB file written on a big-endian machine; {advice}")
+        if first[16:20] == _MAGIC_LE:
+            version = int.from_bytes(first[20:24], "little")
+            psize = int.from_bytes(first[40:44], "little")
+            second = self._read_meta_page(psize) if 512 <= psize <= 65536 else b""
+            if second[16:24] == first[16:24]:  # both meta pages say so: not a flipped bit
+                raise StoreFormatError(self.path, f"an LMDB file of data version {version} (fastload reads "
+                                       f"version {DATA_VERSION}, LMDB 0.9's): dump it with that LMDB's "
+                                       "mdb_dump and load it with LMDB 0.9's mdb_load, or re-pack the source")
+
     def _open(self) -> None:
         size = self.file.size
         metas = []
         first = self.file.read(0, min(size, 4096)) if size else b""
+        self._refuse_variant(first)
         for number in (0, 1):
             try:
                 page = first if number == 0 else self._read_meta_page(metas[0].psize)
@@ -300,6 +330,7 @@ class LmdbFile:
         raw = np.frombuffer(page, np.uint8)
         flags = heads["flags"]
         if (flags > F_BIGDATA).any():
+            self._refuse_sub_databases(page, at, heads, key_end)
             raise self.damage(f"leaf page {pgno} is damaged (node flags 0x{int(flags.max()):x}: duplicate "
                               "data or sub-databases, which fastload stores never hold)")
         sizes = heads["size"].astype(np.int64)
@@ -325,6 +356,18 @@ class LmdbFile:
             at[~eight].tolist(), key_end[~eight].tolist(), offsets[~eight].tolist(),
             sizes[~eight].tolist(), overflow[~eight].tolist())}
         return Leaf(pgno, keys.astype(np.uint64), offsets[eight], sizes[eight], overflow[eight], other)
+
+    def _refuse_sub_databases(self, page: bytes, at: np.ndarray, heads: np.ndarray, key_end: np.ndarray) -> None:
+        """A ``StoreFormatError`` for a named sub-database's node (F_SUBDATA, an MDB_db record
+        as its value, a name for key: not a record's 8-byte key, which a flipped bit would be)."""
+        named = (heads["flags"] == F_SUBDATA) & (heads["size"] == DB_RECORD) & (heads["ksize"] != 8)
+        if not named.any():
+            return
+        names = [page[a + NODE_HEADER : e].decode("utf-8", "backslashreplace")
+                 for a, e in zip(at[named].tolist(), key_end[named].tolist())]
+        raise StoreFormatError(self.path, f"an LMDB environment with named sub-databases ({', '.join(names)}); "
+                               "fastload stores keep everything in the unnamed database: pack the images "
+                               "with 'fastload pack' (it does not read other LMDB layouts)")
 
     # --- values -----------------------------------------------------------------------------
     def leaf_index(self, key: bytes) -> int:

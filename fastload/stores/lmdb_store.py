@@ -22,10 +22,11 @@ import numpy as np
 from ..errors import MissingExtraError, StoreFormatError
 from .base import StoreReader, StoreWriter
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
-from .lmdb_pages import LmdbFile
+from .lmdb_pages import MAGIC, LmdbFile
 from .metadata import MetadataColumn, encode_metadata
+from .registry import Match, StoreFormat, read_head
 
-__all__ = ["LmdbReader", "LmdbWriter"]
+__all__ = ["FORMAT", "LmdbReader", "LmdbWriter"]
 
 HEADER_KEY = b"~header"
 PATHS_KEY = b"~paths"
@@ -175,6 +176,7 @@ def _json_bytes(strings: list[str]) -> bytes:
 
 
 class LmdbWriter(StoreWriter):
+    version = 1  # the LMDB layout has not changed since version 1: older readers still read it
     def __init__(self, path: str, size_hint: int) -> None:
         super().__init__(path, size_hint)
         self._lmdb = _lmdb()
@@ -214,7 +216,8 @@ class LmdbWriter(StoreWriter):
         meta = [(_array_key(name), np.ascontiguousarray(array, dtype=ARRAY_DTYPES[name][0]).tobytes())
                 for name, array in table.arrays().items()]
         columns = encode_metadata(metadata, len(table.paths))
-        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns])
+        header = dataclasses.replace(header, metadata_columns=[c.column.to_json() for c in columns],
+                                     format_version=self.version)
         for number, encoded in enumerate(columns):
             array_key, values_key = _column_keys(number)
             meta.append((array_key, encoded.stored.tobytes()))
@@ -234,3 +237,28 @@ class LmdbWriter(StoreWriter):
         lock = self.path + "-lock"
         if os.path.exists(lock):
             os.remove(lock)
+
+
+_MAGIC_BYTES = MAGIC.to_bytes(4, "little")
+# Also LMDB variants fastload refuses (a 32-bit build's 12-byte page header, a big-endian
+# machine's byte order): recognised as LMDB, so that the reader says which variant it is.
+_VARIANT_MAGICS = (_MAGIC_BYTES, MAGIC.to_bytes(4, "big"))
+
+
+def recognise(path: str) -> Match:
+    """An LMDB environment: a folder holding ``data.mdb``, or a file with LMDB's magic in its
+    first meta page, or, named ``.lmdb``, in its second (its first page destroyed)."""
+    if os.path.isdir(path):
+        return Match.CONTENT if os.path.isfile(os.path.join(path, "data.mdb")) else Match.NONE
+    head = read_head(path, 20)
+    if head[16:20] in _VARIANT_MAGICS or head[12:16] in _VARIANT_MAGICS:
+        return Match.CONTENT
+    if not FORMAT.named_like(path):
+        return Match.NONE
+    # LMDB's second meta page lies one page size (4 to 64 KiB) into the file.
+    pages = (4096, 8192, 16384, 32768, 65536)
+    return Match.CONTENT if any(read_head(path, 4, p + 16) == _MAGIC_BYTES for p in pages) else Match.NAME
+
+
+FORMAT = StoreFormat(name="lmdb", extensions=(".lmdb",), recognise=recognise, open=LmdbReader.opened,
+                     writer=LmdbWriter, misnamed="named like LMDB but is not an LMDB file")

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Sequence
+import glob
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import StoreFormatError
 from .base import StoreReader
-from .format import StoreHeader
+from .format import RecordTable, StoreHeader
 from .metadata import MetadataColumn
+from .registry import Match, StoreFormat
+from .source import RecordSource
 
-__all__ = ["ShardedStore", "merge_stats"]
+__all__ = ["ShardedStore", "merge_stats", "open_shards", "sharded_format"]
 
 
 def merge_stats(headers: Sequence[StoreHeader]) -> dict[str, Any]:
@@ -57,14 +60,15 @@ def _schema(shard: StoreReader) -> list[tuple[str, str, str]]:
     return [(c.name, c.kind, c.dtype) for c in shard.metadata_columns]
 
 
-class ShardedStore:
+class ShardedStore(RecordSource):
     """The concatenation of shards packed from one source (same classes, same payload kind)."""
 
     def __init__(self, shards: Sequence[StoreReader]) -> None:
         if not shards:
             raise ValueError("ShardedStore needs at least one shard")
-        self.shards = list(shards)
-        self.path = self.shards[0].path
+        self._shards = list(shards)
+        self._table: RecordTable | None = None
+        self.path = self._shards[0].path
         first = self.shards[0].header
         for shard in self.shards[1:]:
             if shard.header.classes != first.classes:
@@ -78,6 +82,26 @@ class ShardedStore:
                                        "shards must be packed from the same source")
         self._starts = np.cumsum([0] + [len(s) for s in self.shards]).tolist()
         self._header = _merged_header(self.shards)
+
+    @property
+    def shards(self) -> list[StoreReader]:
+        return self._shards
+
+    @property
+    def table(self) -> RecordTable:
+        """Every shard's record table, concatenated; encoding and dtype codes remapped onto the
+        whole dataset's header (a shard's codes index its own lists)."""
+        if self._table is None:
+            arrays = {name: np.concatenate([getattr(s.table, name) for s in self.shards])
+                      for name in RecordTable.empty().arrays()}
+            for name in ("encodings", "dtypes"):
+                merged = getattr(self._header, name)
+                arrays[name] = np.concatenate([
+                    np.searchsorted(merged, np.asarray(getattr(s.header, name))[getattr(s.table, name)])
+                    for s in self.shards]).astype(np.uint8)
+            paths = [p for s in self.shards for p in s.paths]
+            self._table = RecordTable.from_arrays(arrays, paths, len(paths), self.path)
+        return self._table
 
     @property
     def paths(self) -> list[str]:
@@ -141,11 +165,54 @@ class ShardedStore:
         for shard in self.shards:
             shard.close()
 
-    def __enter__(self) -> ShardedStore:
-        return self
+    def check_structure(self) -> tuple[list[str], dict[int, str]]:
+        """Each shard's, its record indices made the dataset's."""
+        problems: list[str] = []
+        records: dict[int, str] = {}
+        for start, shard in zip(self._starts, self.shards):
+            found, bad = shard.check_structure()
+            problems += [f"{shard.path}: {p}" for p in found]
+            records.update({start + i: reason for i, reason in bad.items()})
+        return problems, records
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __getstate__(self) -> dict[str, Any]:
+        return {"shards": self.shards}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["shards"])
 
     def __repr__(self) -> str:
         return f"ShardedStore({[s.path for s in self.shards]!r})"
+
+
+OpenOne = Callable[[str, bool], RecordSource]
+
+
+def open_shards(paths: Sequence[str], open_one: OpenOne, *, strict: bool = True) -> RecordSource:
+    """The stores at ``paths`` (each opened and checked by ``open_one(path, strict)``) read as
+    one dataset in the order given; the one store itself when there is one."""
+    parts: list[Any] = []
+    try:
+        for path in paths:
+            parts.append(open_one(path, strict))
+        return parts[0] if len(parts) == 1 else ShardedStore(parts)
+    except BaseException:
+        for part in parts:  # release the handles: a file may be repacked or rewritten
+            part.close()
+        raise
+
+
+def sharded_format(open_one: OpenOne) -> StoreFormat:
+    """Shards named by a glob pattern (``train-*.lmdb``), sorted, each opened by ``open_one``."""
+
+    def recognise(path: str) -> Match:
+        return Match.CONTENT if glob.has_magic(path) else Match.NONE
+
+    def open_pattern(path: str, *, strict: bool = True) -> RecordSource:
+        found = sorted(glob.glob(path))
+        if not found:
+            raise FileNotFoundError(f"{path}: no store matches this pattern")
+        return open_shards(found, open_one, strict=strict)
+
+    return StoreFormat(name="sharded", extensions=(), recognise=recognise, open=open_pattern,
+                       misnamed="a glob pattern that matches no store")

@@ -46,9 +46,8 @@ _DALI_DTYPES = {"uint8", "uint16"}
 def dali_decodes(store: Store) -> bool:
     """Whether DALI's image decoders read every record of an encoded store as fastload's decode
     policy does (JPEG/PNG/BMP/WebP, 8 or 16 bits, 1 or 3 channels)."""
-    shards = getattr(store, "shards", [store])
     return all(s.header.payload != "raw" and set(s.header.encodings) <= _DALI_ENCODINGS
-               and set(s.header.dtypes) <= _DALI_DTYPES and s.header.channels in (1, 3) for s in shards)
+               and set(s.header.dtypes) <= _DALI_DTYPES and s.header.channels in (1, 3) for s in store.shards)
 
 
 def default_feed_workers() -> int:

@@ -131,8 +131,8 @@ class DaliEngine:
         self.gpu = config.device == "cuda"
         self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
         self.ahead = max(2, 2 * feed_workers)
-        files = getattr(store, "paths_", None)  # a FileStore: the workers read its files in place
-        spec = FeedSpec(paths=() if files else tuple(s.path for s in getattr(store, "shards", [store])),
+        files = store.files  # image files read in place: the workers read them, not a store
+        spec = FeedSpec(paths=() if files else tuple(s.path for s in store.shards),
                         mode="encoded" if encoded else "arrays", verify=config.verify, seed=config.seed,
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadInputError, CorruptRecordError
 from ...ops.base import Op
 from ...pixeltypes import to_pixel_dtype
 from ...stores import Store, open_store
@@ -101,20 +100,18 @@ class FeedReader:
         if spec.files:
             from ...stores.files import FileReader
 
-            self.store: Any = store if store is not None else FileReader(spec.files)
+            self.store: Store = store if store is not None else FileReader(spec.files, spec.shapes)
             self.shapes = np.asarray(spec.shapes, np.int64).reshape(-1, 3)
         else:
             self.store = store if store is not None else open_store(list(spec.paths))
             self.shapes = record_shapes(self.store)
         self.layout = ParamLayout(spec.build_ops())
         self.dtype = np.dtype(spec.pixel_dtype)
-        # records whose stored bytes are already the payload are read straight into the slot
-        self.read_into = getattr(self.store, "read_into", None)
         self.raw_as_is = spec.mode == "arrays" and self._raw_as_is()
 
     def _raw_as_is(self) -> bool:
-        shards = getattr(self.store, "shards", [self.store])
-        if not all(getattr(s, "header", None) is not None and s.header.payload == "raw" for s in shards):
+        shards = self.store.shards
+        if not all(s.header.payload == "raw" for s in shards):
             return False
         return ({np.dtype(d) for s in shards for d in s.header.dtypes} == {self.dtype}
                 and bool((self.shapes[:, 2] == self.spec.channels).all()))
@@ -133,18 +130,15 @@ class FeedReader:
 
     def _write(self, index: int, out: np.ndarray) -> int:
         """Record ``index``'s payload into ``out``; its size in bytes."""
-        if self.read_into is not None and (self.spec.mode == "encoded" or self.raw_as_is):
-            return self.read_into(index, memoryview(out), self.spec.verify)
+        if self.spec.mode == "encoded" or self.raw_as_is:
+            # records whose stored bytes are already the payload are read straight into the slot
+            return self.store.read_into(index, memoryview(out), self.spec.verify)
         if self.spec.mode == "encoded":
             payload = np.frombuffer(self.store.read(index, self.spec.verify), np.uint8)
         else:
             payload = self._array(index).reshape(-1).view(np.uint8)
         if payload.size > out.size:
-            if self.spec.files:
-                raise BadInputError(self.spec.files[index], f"is {payload.size:,} bytes now, more than when the "
-                                    "loader opened it: it changed since; open the loader again")
-            raise CorruptRecordError(getattr(self.store, "path", self.spec.paths[0]), index, None,
-                                     f"its payload ({payload.size:,} bytes) is larger than the record table says")
+            raise self.store.too_large(index, payload.size, out.size)
         out[: payload.size] = payload
         return payload.size
 
@@ -172,11 +166,9 @@ def dense_batch(mode: str, shapes: np.ndarray) -> bool:
 
 def record_shapes(store: Store) -> np.ndarray:
     """``(N, 3)`` int64 height, width, channels of every record (after the decode policy)."""
-    shards = getattr(store, "shards", [store])
-    return np.concatenate([np.asarray(s.table.shapes, np.int64) for s in shards])
+    return store.record_shapes()
 
 
 def record_nbytes(store: Store) -> np.ndarray:
     """``(N,)`` int64 stored payload size of every record."""
-    shards = getattr(store, "shards", [store])
-    return np.concatenate([np.asarray(s.table.nbytes, np.int64) for s in shards])
+    return store.record_nbytes()
