@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError, MissingExtraError
+from .._optional import require
+from ..errors import BadInputError
 from .base import Codec, ImageInfo, Magic, check_pixels
 from .pixelpolicy import PixelPolicy
 
@@ -124,10 +125,7 @@ def probe(data: bytes, path: str, max_pixels: int) -> ImageInfo:
 
 
 def _decode_codestream(codestream: bytes, path: str) -> np.ndarray:
-    try:
-        import openjpeg
-    except ImportError:
-        raise MissingExtraError("pylibjpeg-openjpeg", "dicom", "Decoding JPEG 2000") from None
+    openjpeg = require("openjpeg", "dicom", "Decoding JPEG 2000", package="pylibjpeg-openjpeg")
     try:
         return np.asarray(openjpeg.decode(codestream))
     except Exception as exc:  # OpenJPEG reports broken streams with RuntimeError and others

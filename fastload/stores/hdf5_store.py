@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptStoreError, FastloadError, MissingExtraError, StoreFormatError
+from .._optional import require
+from ..errors import CorruptStoreError, FastloadError, StoreFormatError
 from .base import StoreReader, StoreWriter
 from .fileio import ReadOnlyFile
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader, strings_blob, strings_from_blob
@@ -58,11 +59,7 @@ def _reserve(fd: int, path: str, size: int) -> None:
 
 
 def _h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise MissingExtraError("h5py", "hdf5", "HDF5 stores") from None
-    return h5py
+    return require("h5py", None, "HDF5 stores")
 
 
 def _trim_to_end_of_allocation(path: str) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, StoreFormatError
+from .._optional import require
+from ..errors import StoreFormatError
 from .base import StoreReader, StoreWriter
 from .format import ARRAY_DTYPES, RecordTable, StoreHeader
 from .lmdb_pages import MAGIC, LmdbFile
@@ -34,11 +35,7 @@ _COMMIT_BYTES = 64 << 20
 
 
 def _lmdb():
-    try:
-        import lmdb
-    except ImportError:
-        raise MissingExtraError("lmdb", "lmdb", "LMDB stores") from None
-    return lmdb
+    return require("lmdb", None, "LMDB stores")
 
 
 def record_key(index: int) -> bytes:

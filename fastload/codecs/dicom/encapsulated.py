@@ -4,12 +4,14 @@ codestreams (JPEG 2000 transfer syntaxes)."""
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from ..._optional import available
 from ...errors import BadInputError
 from .reading import int_attr
 
@@ -56,11 +58,7 @@ _LIBJPEG_TURBO_SYNTAXES = frozenset({
 
 
 def _imagecodecs():
-    try:
-        import imagecodecs
-    except ImportError:
-        return None
-    return imagecodecs
+    return importlib.import_module("imagecodecs") if available("imagecodecs") else None
 
 
 def _libjpeg_turbo_frames(ds: Any, indices: list[int], path: str) -> Iterator[np.ndarray]:

@@ -7,7 +7,8 @@ import io
 import warnings
 from typing import Any
 
-from ...errors import BadInputError, MissingExtraError
+from ..._optional import require
+from ...errors import BadInputError
 from ..base import ImageInfo
 
 __all__ = ["is_dicom", "read", "probe", "geometry", "int_attr", "PREFIX_OFFSET"]
@@ -19,11 +20,7 @@ _EXPLICIT_VRS = frozenset(
 
 
 def _pydicom():
-    try:
-        import pydicom
-    except ImportError:
-        raise MissingExtraError("pydicom", "dicom", "Reading DICOM files") from None
-    return pydicom
+    return require("pydicom", "dicom", "Reading DICOM files")
 
 
 def is_dicom(data: bytes) -> bool:
