@@ -43,7 +43,7 @@ from .loader_args import check_arguments, resolve_transforms, seed_of, subset_re
 from .ops import Op
 from .ops.normalize import max_value
 from .ops.resolve import resolve_ops, store_mean_std
-from .pixeltypes import pixel_dtype
+from .pixels import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, make_plan
 from .stores import REGISTRY, Store, open_store
 from .stores.files import FileStore

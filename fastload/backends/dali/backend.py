@@ -22,7 +22,7 @@ import torch
 
 from ..._optional import require
 from ...ops import Op
-from ...pixeltypes import pixel_dtype
+from ...pixels import pixel_dtype
 from ...stores import Store
 from ...workers import default_workers
 from ..base import BackendConfig

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...ops.base import Op
-from ...pixeltypes import to_pixel_dtype
+from ...pixels import to_pixel_dtype
 from ...stores import Store, open_store
 from .params import ParamLayout
 

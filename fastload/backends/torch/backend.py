@@ -21,7 +21,7 @@ from ...ops import Normalize, Op
 from ...ops.base import sample_rng
 from ...ops.custom import run_numpy
 from ...ops.normalize import max_value, resolve_mean_std
-from ...pixeltypes import pixel_dtype, to_pixel_dtype
+from ...pixels import pixel_dtype, to_pixel_dtype
 from ...tta import apply_view, split_for_views
 from ...workers.failures import error_report, rebuild_error
 from ..base import OUTPUT_DTYPES, BackendConfig
