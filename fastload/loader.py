@@ -18,6 +18,7 @@ on the device (fastload.transforms).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import warnings
@@ -39,11 +40,13 @@ from .compat import (
 )
 from .distributed import local_device_index, rank_and_world
 from .errors import StoreFormatError
+from .loss_sampling import LossSampling, LossTracker
 from .ops import Op, preset
 from .ops.normalize import max_value
 from .parallel import default_workers
 from .pixeltypes import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, balanced_weights
+from .stats import LoaderStats, StallMeter
 from .stores import Store, open_store
 from .stores import _sniff as sniff_store
 from .stores.files import FileStore
@@ -211,7 +214,9 @@ class _Pass:
         self.epoch, self.start = loader._next_pass()
         loader._resume = None
         loader._next_epoch = self.epoch + 1
+        loader._steer(self.epoch, self.start)  # issue 22: losses committed at an epoch's start reweight its plan
         self.batches = loader.plan.batches(self.epoch, self.start)
+        loader._meter.begin_epoch(self.epoch)
         self.progress = _Progress(self.epoch, self.start)
         loader._progress = self.progress
         self.started = True
@@ -234,11 +239,14 @@ class _Pass:
             return len(self.batches)
         return len(self._loader.plan) - self._loader._next_pass()[1]
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        meter = self._loader._meter
+        meter.entered()  # the stall meter (fastload.stats): time inside next() is the loop's wait
         if not self.started:
             self._begin()
         if self._stream is None or self.finished:
             self.close()
+            meter.finish_epoch()
             raise StopIteration
         try:
             images, labels = next(self._stream)
@@ -248,7 +256,8 @@ class _Pass:
         records = self._loader._records_of(self.batches[self.done])
         if self._loader._stage.active:
             try:
-                images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
+                with self._loader._stage_span():
+                    images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
             except BaseException:  # the stream moved on: a later batch must not take this one's place
                 self.close()
                 raise
@@ -258,6 +267,9 @@ class _Pass:
         self.progress.position = self.position
         if self.finished:  # the plan is done: give the pipeline back for the next pass now
             self.close()
+        meter.left(len(records))
+        if self._loader.return_index:  # store record indices, a copy (the plan's arrays stay the plan's)
+            return images, labels, torch.from_numpy(np.array(records, dtype=np.int64))
         return images, labels
 
     def close(self) -> None:
@@ -321,6 +333,14 @@ class Loader:
             ``fastload pack --labels``; rows keep the CSV's order.
         tta: test-time views ("identity", "hflip", "vflip", "five-crop", "ten-crop", or fixed
             ops): batches are then ``(B, V, C, H, W)`` (fastload.tta).
+        return_index: yield ``(images, labels, indices)``: ``indices`` the batch's store record
+            indices (int64, CPU), the same whatever the backend, rank, epoch or resume;
+            ``loader.dataset.describe(indices)`` gives their paths, labels and metadata.
+        log_every: log the stall meter's one-line summary (``loader.stats()``) every this many
+            epochs, to the ``fastload.stats`` logger at INFO level.
+        loss_sampling: a ``fastload.LossSampling`` (or True for its defaults): per-sample losses given
+            to ``loader.sampler.update(indices, losses)`` reweight the following epochs' draws, and
+            are kept for ``loader.audit`` (fastload.loss_sampling).
     """
 
     def __init__(
@@ -358,6 +378,9 @@ class Loader:
         generator: torch.Generator | None = None,
         labels: str | os.PathLike[str] | None = None,
         tta: Sequence[str | Op] | None = None,
+        return_index: bool = False,
+        log_every: int | None = None,
+        loss_sampling: LossSampling | bool | None = None,
         **dataloader_kwargs: Any,
     ) -> None:
         check_dataloader_kwargs(dataloader_kwargs)
@@ -401,6 +424,11 @@ class Loader:
                 weights=None if weights is None else np.asarray(weights, dtype=np.float64),
                 num_samples=num_samples,
             )
+        # issue 22, what training sees: the stall meter, record indices, loss-driven sampling
+        self.return_index = bool(return_index)
+        self._meter = StallMeter(self.rank, log_every=log_every)
+        self._base_plan = self.plan  # loss weights multiply this plan's own (balanced, given)
+        self._losses = self._loss_tracker(loss_sampling)
         self.device = _resolve_device(device)
         self.backend_name = _resolve_backend(backend)
         if num_threads is None:
@@ -476,6 +504,7 @@ class Loader:
                 from .backends.torch.backend import TorchBackend
 
                 self._backend = TorchBackend(self.store, self.ops, self.config, pin_memory=self.pin_memory)
+            self._backend.clock = self._meter.clock  # type: ignore[attr-defined]  # stages time into the meter
         return self._backend
 
     @property
@@ -517,6 +546,85 @@ class Loader:
         self._passes.add(live)
         return live
 
+    # --- what training sees (issue 22: fastload.stats, fastload.loss_sampling, fastload.audit) ---
+    def stats(self, total: bool = False) -> LoaderStats:
+        """The stall meter on this rank: the epoch in progress (or the last one), or with
+        ``total`` every epoch so far. ``fastload.stats.report(loader)`` gathers every rank's."""
+        return self._meter.stats(total=total)
+
+    def _stage_span(self) -> Any:
+        clock = self._meter.clock
+        return clock.gpu_span("batch_stage", self.device) if self.device == "cuda" else clock.span("batch_stage")
+
+    def _loss_tracker(self, options: LossSampling | bool | None) -> LossTracker | None:
+        if options is None or options is False:
+            return None
+        if options is True:
+            options = LossSampling()
+        if not isinstance(options, LossSampling):
+            raise TypeError(f"loss_sampling must be a fastload.LossSampling, True or None, got {options!r}")
+        if isinstance(self.plan, SamplerPlan):
+            raise ValueError("loss_sampling= plans the order itself: give it without a sampler object "
+                             "(sampler='balanced', weights= and indices= combine with it)")
+        return LossTracker(len(self.store), options)
+
+    def _tracker(self, what: str) -> LossTracker:
+        if self._losses is None:
+            raise ValueError(f"{what} needs the per-record losses: build the Loader with "
+                             "loss_sampling=fastload.LossSampling() (steer=False to only record them)")
+        return self._losses
+
+    def _steer(self, epoch: int, start: int) -> None:
+        """At an epoch's start, commit the losses given so far (a collective under
+        torch.distributed) and plan the epoch with the weights they give. A resumed pass
+        (``start > 0``) keeps the weights its epoch was planned with."""
+        if self._losses is None:
+            return
+        if start == 0 and self._losses.commit():
+            self._apply_loss_weights()
+        self._losses.epoch = epoch  # the epoch the next updates come from (the audit's history rows)
+
+    def _apply_loss_weights(self) -> None:
+        tracker = self._losses
+        if tracker is None or not tracker.steering or not isinstance(self._base_plan, EpochPlan):
+            return
+        multipliers = tracker.multipliers if self.records is None else tracker.multipliers[self.records]
+        base = self._base_plan.weights
+        weights = multipliers if base is None else base * multipliers
+        if not weights.sum() > 0:  # exclusion met every record the base weights allow: keep those
+            weights = np.ones_like(multipliers) if base is None else base
+        self.plan = dataclasses.replace(self._base_plan, weights=weights)
+
+    def _commit_pending(self, what: str) -> LossTracker:
+        """The losses given since the epoch began enter the history (a collective under
+        torch.distributed: call it on every rank, between epochs)."""
+        tracker = self._tracker(what)
+        if tracker.commit():
+            self._apply_loss_weights()
+        return tracker
+
+    def audit(self, path: str | os.PathLike[str] | None = None, top: int | None = None) -> list[dict[str, Any]]:
+        """The label audit: records ranked by how persistently their loss stays high (with path,
+        label, class and metadata); written as CSV to ``path`` when given (fastload.audit).
+        Call it between epochs, on every rank under torch.distributed: it commits the losses
+        given since the epoch began, as the next epoch's start would."""
+        from .audit import audit_rows, write_audit_csv
+
+        tracker = self._commit_pending("loader.audit()")
+        rows = audit_rows(self.store, tracker.history, tracker.ema, top=top)
+        if path is not None:
+            write_audit_csv(rows, path)
+        return rows
+
+    def save_loss_history(self, path: str | os.PathLike[str]) -> str:
+        """Write the per-record loss history for ``fastload audit PATH`` (a NumPy archive, no pickle)."""
+        from .audit import save_loss_history
+
+        tracker = self._commit_pending("loader.save_loss_history()")
+        shards = [s.path for s in getattr(self.store, "shards", [self.store])]
+        return save_loss_history(path, store_paths=shards, history=tracker.history,
+                                 epochs=tracker.history_epochs, ema=tracker.ema)
+
     # --- mid-epoch resume --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Where the loader stands: resuming from it yields exactly the remaining batches of the
@@ -529,11 +637,14 @@ class Loader:
             epoch, batch = latest.epoch + 1, 0
         else:
             epoch, batch = latest.epoch, latest.position
-        return {
+        state = {
             "version": _STATE_VERSION, "epoch": epoch, "batch": batch,
             "seed": self.plan.seed, "num_records": self.plan.num_records,
             "batch_size": self.plan.batch_size, "rank": self.rank, "world_size": self.world_size,
         }
+        if self._losses is not None:  # the weights this epoch was planned with, and the losses since
+            state["losses"] = self._losses.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``: the next pass yields the same epoch's unseen batches."""
@@ -542,6 +653,9 @@ class Loader:
             if state.get(key) != mine:
                 raise ValueError(f"cannot resume: the saved {key} is {state.get(key)}, this loader's "
                                  f"is {mine}; build the loader with the same settings")
+        if "losses" in state:
+            self._tracker("resuming a state with loss sampling").load_state_dict(state["losses"])
+            self._apply_loss_weights()
         epoch, batch = int(state["epoch"]), int(state["batch"])
         self._pinned = None
         self._next_epoch = epoch
