@@ -4,6 +4,7 @@ Pack a folder of images into one LMDB or HDF5 store, then read it with DALI (GPU
 pure-PyTorch backend through a drop-in replacement for ``torch.utils.data.DataLoader``.
 """
 
+from . import stats
 from ._version import __version__
 from .codecs.dicom import DicomOptions
 from .errors import (
@@ -18,6 +19,7 @@ from .errors import (
     StoreFormatError,
     WorkerDiedError,
 )
+from .loss_sampling import LossSampling
 from .ops.custom import array_namespace, batch_op, op
 from .pack import PackOptions, PackSummary, pack
 from .sample import SampleSpec, make_sample_folder
@@ -36,6 +38,7 @@ __all__ = [
     "Folds",
     "FoldsError",
     "Loader",
+    "LossSampling",
     "MissingExtraError",
     "PackError",
     "PackOptions",
@@ -55,6 +58,7 @@ __all__ = [
     "op",
     "open_store",
     "pack",
+    "stats",
 ]
 
 
