@@ -4,6 +4,7 @@ Pack a folder of images into one LMDB or HDF5 store, then read it with DALI (GPU
 pure-PyTorch backend through a drop-in replacement for ``torch.utils.data.DataLoader``.
 """
 
+from . import stats
 from ._version import __version__
 from .codecs.dicom import DicomOptions
 from .errors import (
@@ -19,6 +20,7 @@ from .errors import (
     WorkerDiedError,
     WorkerError,
 )
+from .loss_sampling import LossSampling
 from .ops.custom import array_namespace, batch_op, op
 from .pack import PackOptions, PackSummary, pack
 from .sample import SampleSpec, make_sample_folder
@@ -37,6 +39,7 @@ __all__ = [
     "Folds",
     "FoldsError",
     "Loader",
+    "LossSampling",
     "MissingExtraError",
     "PackError",
     "PackOptions",
@@ -57,6 +60,7 @@ __all__ = [
     "op",
     "open_store",
     "pack",
+    "stats",
 ]
 
 

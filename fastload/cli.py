@@ -348,8 +348,27 @@ def _run_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "audit", "Rank a store's records by how persistently their training loss stays high "
+                 "(likely mislabels), from a saved loss history, as CSV with paths and labels.",
+                 "  fastload audit losses.npz -o audit.csv          # from loader.save_loss_history('losses.npz')\n"
+                 "  fastload audit losses.npz --top 100 --store /data/train.lmdb   # the store moved")
+    p.add_argument("history", help="a loss history written by loader.save_loss_history(path)")
+    p.add_argument("-o", "--output", default="audit.csv", help="CSV to write (default audit.csv)")
+    p.add_argument("--store", help="the store the losses were recorded on (default: the path saved in the history)")
+    p.add_argument("--top", type=int, help="write only the TOP highest-ranked records")
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_history_file
+
+    rows = audit_history_file(args.history, args.output, store=args.store, top=args.top)
+    print(f"wrote {args.output}: {rows} records ranked by persistent loss (highest first)")
+    return 0
+
+
 _COMMANDS = {"pack": _run_pack, "inspect": _run_inspect, "verify": _run_verify, "sample": _run_sample,
-             "tune": _run_tune, "split": _run_split}
+             "tune": _run_tune, "split": _run_split, "audit": _run_audit}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fastload {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune, _add_split):
+    for add in (_add_pack, _add_inspect, _add_verify, _add_sample, _add_tune, _add_split, _add_audit):
         add(sub)
     return parser
 

@@ -108,6 +108,11 @@ class PlanSampler:
     def set_epoch(self, epoch: int) -> None:
         self._loader.set_epoch(epoch)
 
+    def update(self, indices: Any, losses: Any) -> None:
+        """Per-sample ``losses`` of the records ``indices`` (as ``return_index=True`` yields them):
+        with ``loss_sampling=``, they reweight the draws from the next epoch on (fastload.loss_sampling)."""
+        self._loader._tracker("loader.sampler.update()").update(indices, losses)
+
     def __iter__(self) -> Iterator[int]:
         for batch in self._loader._upcoming_batches():
             yield from (int(i) for i in batch)
@@ -162,6 +167,14 @@ class StoreDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def describe(self, indices: Any) -> list[dict[str, Any]]:
+        """Path, label, class and metadata of store records, as ``return_index=True`` yields them
+        (store record indices, not item positions of this dataset)."""
+        from .audit import describe_records
+
+        values = indices.detach().cpu().numpy() if hasattr(indices, "detach") else indices
+        return describe_records(self.store, values)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         record = int(self.records[index])

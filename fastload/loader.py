@@ -18,6 +18,7 @@ on the device (fastload.transforms).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import warnings
@@ -40,11 +41,13 @@ from .compat import PlanBatchSampler, PlanSampler, StoreDataset, refuse_dataset
 from .distributed import local_device_index, rank_and_world
 from .epochs import EpochState, Progress
 from .loader_args import check_arguments, resolve_transforms, seed_of, subset_records
+from .loss_sampling import LossSampling, LossTracker
 from .ops import Op
 from .ops.normalize import max_value
 from .ops.resolve import resolve_ops, store_mean_std
 from .pixels import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, make_plan
+from .stats import LoaderStats, StallMeter
 from .stores import REGISTRY, Store, open_store
 from .stores.files import FileStore
 from .transforms.base import bind_transforms
@@ -113,7 +116,9 @@ class _Pass:
         loader = self._loader
         self.progress = loader._epochs.begin_pass()
         self.epoch, self.start = self.progress.epoch, self.progress.position
+        loader._steer(self.epoch, self.start)  # issue 22: losses committed at an epoch's start reweight its plan
         self.batches = loader.plan.batches(self.epoch, self.start)
+        loader._meter.begin_epoch(self.epoch)
         self.started = True
         self._stream = loader._get_backend().open_pass([loader._records_of(b) for b in self.batches], self.epoch)
 
@@ -134,11 +139,14 @@ class _Pass:
             return len(self.batches)
         return len(self._loader.plan) - self._loader._next_pass()[1]
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        meter = self._loader._meter
+        meter.entered()  # the stall meter (fastload.stats): time inside next() is the loop's wait
         if not self.started:
             self._begin()
         if self._stream is None or self.finished:
             self.close()
+            meter.finish_epoch()
             raise StopIteration
         try:
             images, labels = next(self._stream)
@@ -148,7 +156,8 @@ class _Pass:
         records = self._loader._records_of(self.batches[self.done])
         if self._loader._stage.active:
             try:
-                images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
+                with self._loader._stage_span():
+                    images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
             except BaseException:  # the stream moved on: a later batch must not take this one's place
                 self.close()
                 raise
@@ -158,6 +167,9 @@ class _Pass:
         self.progress.position = self.position
         if self.finished:  # the plan is done: give the pipeline back for the next pass now
             self.close()
+        meter.left(len(records))
+        if self._loader.return_index:  # store record indices, a copy (the plan's arrays stay the plan's)
+            return images, labels, torch.from_numpy(np.array(records, dtype=np.int64))
         return images, labels
 
     def close(self) -> None:
@@ -221,6 +233,14 @@ class Loader:
             ``fastload pack --labels``; rows keep the CSV's order.
         tta: test-time views ("identity", "hflip", "vflip", "five-crop", "ten-crop", or fixed
             ops): batches are then ``(B, V, C, H, W)`` (fastload.tta).
+        return_index: yield ``(images, labels, indices)``: ``indices`` the batch's store record
+            indices (int64, CPU), the same whatever the backend, rank, epoch or resume;
+            ``loader.dataset.describe(indices)`` gives their paths, labels and metadata.
+        log_every: log the stall meter's one-line summary (``loader.stats()``) every this many
+            epochs, to the ``fastload.stats`` logger at INFO level.
+        loss_sampling: a ``fastload.LossSampling`` (or True for its defaults): per-sample losses given
+            to ``loader.sampler.update(indices, losses)`` reweight the following epochs' draws, and
+            are kept for ``loader.audit`` (fastload.loss_sampling).
     """
 
     def __init__(
@@ -258,6 +278,9 @@ class Loader:
         generator: torch.Generator | None = None,
         labels: str | os.PathLike[str] | None = None,
         tta: Sequence[str | Op] | None = None,
+        return_index: bool = False,
+        log_every: int | None = None,
+        loss_sampling: LossSampling | bool | None = None,
         **dataloader_kwargs: Any,
     ) -> None:
         check_arguments(batch_size=batch_size, output_dtype=output_dtype, layout=layout,
@@ -281,6 +304,11 @@ class Loader:
             labels, store_size=len(self.store), batch_size=batch_size, shuffle=bool(shuffle), seed=seed,
             drop_last=drop_last, rank=self.rank, world_size=self.world_size, sampler=sampler,
             weights=weights, num_samples=num_samples)
+        # issue 22, what training sees: the stall meter, record indices, loss-driven sampling
+        self.return_index = bool(return_index)
+        self._meter = StallMeter(self.rank, log_every=log_every)
+        self._base_plan = self.plan  # loss weights multiply this plan's own (balanced, given)
+        self._losses = self._loss_tracker(loss_sampling)
         self.device = resolve_device(device)
         self.backend_name = resolve_backend(backend)
         if num_threads is None:
@@ -345,6 +373,7 @@ class Loader:
         if self._backend is None:
             self._backend = make_backend(self.backend_name, self.store, self.ops, self.config,
                                          feed_workers=self._feed_workers, pin_memory=self.pin_memory)
+            self._backend.clock = self._meter.clock  # type: ignore[attr-defined]  # stages time into the meter
         return self._backend
 
     @property
@@ -377,16 +406,102 @@ class Loader:
         self._passes.add(live)
         return live
 
+    # --- what training sees (issue 22: fastload.stats, fastload.loss_sampling, fastload.audit) ---
+    def stats(self, total: bool = False) -> LoaderStats:
+        """The stall meter on this rank: the epoch in progress (or the last one), or with
+        ``total`` every epoch so far. ``fastload.stats.report(loader)`` gathers every rank's."""
+        return self._meter.stats(total=total)
+
+    def _stage_span(self) -> Any:
+        clock = self._meter.clock
+        return clock.gpu_span("batch_stage", self.device) if self.device == "cuda" else clock.span("batch_stage")
+
+    def _loss_tracker(self, options: LossSampling | bool | None) -> LossTracker | None:
+        if options is None or options is False:
+            return None
+        if options is True:
+            options = LossSampling()
+        if not isinstance(options, LossSampling):
+            raise TypeError(f"loss_sampling must be a fastload.LossSampling, True or None, got {options!r}")
+        if isinstance(self.plan, SamplerPlan):
+            raise ValueError("loss_sampling= plans the order itself: give it without a sampler object "
+                             "(sampler='balanced', weights= and indices= combine with it)")
+        return LossTracker(len(self.store), options)
+
+    def _tracker(self, what: str) -> LossTracker:
+        if self._losses is None:
+            raise ValueError(f"{what} needs the per-record losses: build the Loader with "
+                             "loss_sampling=fastload.LossSampling() (steer=False to only record them)")
+        return self._losses
+
+    def _steer(self, epoch: int, start: int) -> None:
+        """At an epoch's start, commit the losses given so far (a collective under
+        torch.distributed) and plan the epoch with the weights they give. A resumed pass
+        (``start > 0``) keeps the weights its epoch was planned with."""
+        if self._losses is None:
+            return
+        if start == 0 and self._losses.commit():
+            self._apply_loss_weights()
+        self._losses.epoch = epoch  # the epoch the next updates come from (the audit's history rows)
+
+    def _apply_loss_weights(self) -> None:
+        tracker = self._losses
+        if tracker is None or not tracker.steering or not isinstance(self._base_plan, EpochPlan):
+            return
+        multipliers = tracker.multipliers if self.records is None else tracker.multipliers[self.records]
+        base = self._base_plan.weights
+        weights = multipliers if base is None else base * multipliers
+        if not weights.sum() > 0:  # exclusion met every record the base weights allow: keep those
+            weights = np.ones_like(multipliers) if base is None else base
+        self.plan = dataclasses.replace(self._base_plan, weights=weights)
+        self._epochs.plan = self.plan
+
+    def _commit_pending(self, what: str) -> LossTracker:
+        """The losses given since the epoch began enter the history (a collective under
+        torch.distributed: call it on every rank, between epochs)."""
+        tracker = self._tracker(what)
+        if tracker.commit():
+            self._apply_loss_weights()
+        return tracker
+
+    def audit(self, path: str | os.PathLike[str] | None = None, top: int | None = None) -> list[dict[str, Any]]:
+        """The label audit: records ranked by how persistently their loss stays high (with path,
+        label, class and metadata); written as CSV to ``path`` when given (fastload.audit).
+        Call it between epochs, on every rank under torch.distributed: it commits the losses
+        given since the epoch began, as the next epoch's start would."""
+        from .audit import audit_rows, write_audit_csv
+
+        tracker = self._commit_pending("loader.audit()")
+        rows = audit_rows(self.store, tracker.history, tracker.ema, top=top)
+        if path is not None:
+            write_audit_csv(rows, path)
+        return rows
+
+    def save_loss_history(self, path: str | os.PathLike[str]) -> str:
+        """Write the per-record loss history for ``fastload audit PATH`` (a NumPy archive, no pickle)."""
+        from .audit import save_loss_history
+
+        tracker = self._commit_pending("loader.save_loss_history()")
+        shards = [s.path for s in getattr(self.store, "shards", [self.store])]
+        return save_loss_history(path, store_paths=shards, history=tracker.history,
+                                 epochs=tracker.history_epochs, ema=tracker.ema)
+
     # --- mid-epoch resume --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Where the loader stands: resuming from it yields exactly the remaining batches of the
         epoch in progress (or, after a finished pass, starts the next epoch). With several live
         iterators, the one started last is the one saved (as torchdata's StatefulDataLoader)."""
-        return self._epochs.state_dict()
+        state = self._epochs.state_dict()
+        if self._losses is not None:  # the weights this epoch was planned with, and the losses since
+            state["losses"] = self._losses.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``: the next pass yields the same epoch's unseen batches."""
         self._epochs.load_state_dict(state)
+        if "losses" in state:
+            self._tracker("resuming a state with loss sampling").load_state_dict(state["losses"])
+            self._apply_loss_weights()
 
     def close(self) -> None:
         """Stop worker processes and pipelines."""

@@ -68,6 +68,9 @@ class Backend(Protocol):
 
     #: ops the backend leaves to the Loader's batch stage (see fastload.transforms.stage)
     tail: tuple[Any, ...]
+    #: where the backend adds the seconds of its stages (a fastload.stats.StageClock; the Loader
+    #: replaces it with its stall meter's right after building the backend)
+    clock: Any
 
     def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> BatchStream:
         """Start a pass over ``batches`` (record indices, in order) of ``epoch``: ``epoch``, the

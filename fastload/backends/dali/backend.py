@@ -23,6 +23,7 @@ import torch
 from ..._optional import require
 from ...ops import Op
 from ...pixels import pixel_dtype
+from ...stats import StageClock
 from ...stores import Store
 from ...workers import default_workers
 from ..base import BackendConfig
@@ -126,6 +127,7 @@ class DaliBackend:
         self.feed_workers = feed_workers or default_feed_workers()
         self._idle: list[DaliEngine] = []
         self._engines: list[DaliEngine] = []
+        self.clock = StageClock()  # the Loader hands its stall meter's clock (fastload.stats)
 
     @property
     def tail(self) -> tuple[Op, ...]:
@@ -135,15 +137,19 @@ class DaliBackend:
     def _engine(self, steal: bool) -> DaliEngine:
         """An idle engine; else (``steal``) the engine of the newest live pass; else a new one."""
         if self._idle:
-            return self._idle.pop()
+            engine = self._idle.pop()
+            engine.clock = self.clock
+            return engine
         if steal:
             for engine in reversed(self._engines):
                 owner = engine.owner() if engine.owner is not None else None
                 if owner is not None and owner._engine is engine:
                     owner._lose_engine()
+                    engine.clock = self.clock
                     return engine
         engine = DaliEngine(self.store, self.lowered, self.config, encoded=self.encoded,
                             pixel_dtype=self.pixel_dtype, feed_workers=self.feed_workers)
+        engine.clock = self.clock
         self._engines.append(engine)
         return engine
 

@@ -17,6 +17,7 @@ import gc
 import itertools
 import os
 import sys
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from ...errors import FastloadError
 from ...ops.base import Op
 from ...ops.custom import CustomOp
 from ...ops.normalize import max_value
+from ...stats import StageClock
 from ...stores import Store
 from ...stores.files import FileStore
 from ..base import BackendConfig
@@ -142,6 +144,7 @@ class DaliEngine:
         self.pipe.build()
         self.broken = False
         self.owner: Any = None  # a weak reference to the pass running on this engine
+        self.clock = StageClock()  # the backend hands the Loader's (the stall meter, fastload.stats)
         self._seq = itertools.count()
         self._arm([], 0)
         self._dirty = False
@@ -231,7 +234,9 @@ class DaliEngine:
         if self._stopping or self._fed >= len(self._batches):
             raise StopIteration
         self._top_up()
+        waited = time.perf_counter()
         slot, _ = self.pool.wait(self._inflight.popleft())
+        self.clock.add("feed", time.perf_counter() - waited)
         position = self._fed
         self._fed += 1
         self._in_dali.append((position, slot))
@@ -263,6 +268,8 @@ class DaliEngine:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch of the pass as ``(images, labels)`` torch tensors on the device."""
+        clock = self.clock
+        fed_before, started = clock.seconds["feed"], time.perf_counter()
         try:
             stream = torch.cuda.current_stream(self.device).cuda_stream if self.gpu else None
             outputs = self.pipe.run(stream) if self.gpu else self.pipe.run()
@@ -279,6 +286,8 @@ class DaliEngine:
             self.broken = True
             batch = self._batches[self._out] if self._out < len(self._batches) else []
             raise self._failure([int(i) for i in batch], exc) from exc
+        # run() fed DALI from this thread (the feed's wait is timed in _source): the rest is DALI's
+        clock.add("decode_ops", max(0.0, time.perf_counter() - started - (clock.seconds["feed"] - fed_before)))
         position = self._out
         self._out += 1
         while self._in_dali and self._in_dali[0][0] < position - _RELEASE_LAG + 1:
@@ -288,7 +297,8 @@ class DaliEngine:
         if self.host is not None:  # DALI decoded the images (or crop windows): the host finish does the rest
             params = np.asarray(outputs[1].as_tensor()) if len(outputs) > 1 else np.zeros((len(records), 0))
             try:
-                return self.host(outputs[0], params), labels
+                with clock.span("host_finish"):
+                    return self.host(outputs[0], params), labels
             except Exception as exc:  # an op that fails on a sample: name the batch, keep the cause
                 raise PipelineError(f"{self.store.path}: the CPU host stage failed on the batch of records "
                                     f"{[int(i) for i in records]}: {type(exc).__name__}: {exc}") from exc

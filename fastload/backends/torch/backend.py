@@ -9,6 +9,7 @@ uint16) and are normalized on the output device, as timm's fast collate + prefet
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from ...ops.base import sample_rng
 from ...ops.custom import run_numpy
 from ...ops.normalize import max_value, resolve_mean_std
 from ...pixels import pixel_dtype, to_pixel_dtype
+from ...stats import StageClock
 from ...tta import apply_view, split_for_views
 from ...workers.failures import error_report, rebuild_error
 from ..base import OUTPUT_DTYPES, BackendConfig
@@ -73,7 +75,7 @@ class _BatchDataset(Dataset):
         return [np.stack([np.ascontiguousarray(apply_view(v, im, self.crop)) for v in self.config.views])
                 for im in images]
 
-    def __getitem__(self, key: BatchKey) -> tuple[Any, Any]:
+    def __getitem__(self, key: BatchKey) -> tuple[Any, Any, tuple[float, float]]:
         """The batch ``key`` names; in a DataLoader worker, a fastload error comes back as
         ``(None, its JSON report)``: torch would rebuild it by calling its class with its own
         text, which fastload's errors (built from their facts) refuse, leaving a RuntimeError."""
@@ -82,10 +84,11 @@ class _BatchDataset(Dataset):
         try:
             return self._batch(key)
         except FastloadError as exc:
-            return None, error_report(exc)
+            return None, error_report(exc), (0.0, 0.0)
 
-    def _batch(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
         epoch, indices = key
+        started = time.perf_counter()  # the stall meter's stages (fastload.stats), timed in the worker
         images = self._augment(epoch, indices)
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
@@ -96,7 +99,9 @@ class _BatchDataset(Dataset):
             batch = batch.astype(np.int32)
         labels = torch.as_tensor(self.store.labels[np.asarray(indices)], dtype=torch.int64)
         out = torch.from_numpy(batch)
-        return (self.finish(out) if self.finish is not None else out), labels
+        augmented = time.perf_counter()
+        out = self.finish(out) if self.finish is not None else out
+        return out, labels, (augmented - started, time.perf_counter() - augmented)
 
 
 class _Finish:
@@ -191,7 +196,7 @@ class _TorchPass:
             self.close()
             raise StopIteration
         try:
-            images, labels = next(self._iter)
+            images, labels, (decode_ops, finish) = next(self._iter)
         except RuntimeError as exc:
             self.close()
             if "DataLoader worker" in str(exc) and ("killed" in str(exc) or "exited unexpectedly" in str(exc)):
@@ -206,6 +211,9 @@ class _TorchPass:
         self._left -= 1
         if self._left == 0:  # the plan is done: the loader may serve the next pass at once
             self.close()
+        clock = self._backend.clock
+        clock.add("decode_ops", decode_ops)
+        clock.add("host_finish", finish)
         return self._backend._finish(images, labels)
 
     def close(self) -> None:
@@ -238,6 +246,7 @@ class TorchBackend:
         self._finish_batch = _Finish(self.normalize, scale, config)
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []
+        self.clock = StageClock()  # the Loader hands its stall meter's clock (fastload.stats)
 
     tail: tuple[Op, ...] = ()
 
@@ -265,8 +274,11 @@ class TorchBackend:
     def _finish(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device.type == "cpu":  # finished in the worker
             return images, labels
-        images = images.to(self.device, non_blocking=True)
-        return self._finish_batch(images), labels.to(self.device, non_blocking=True)
+        with self.clock.gpu_span("transfer", self.device):
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+        with self.clock.gpu_span("host_finish", self.device):
+            return self._finish_batch(images), labels
 
     def close(self) -> None:
         for loader in self._all:
