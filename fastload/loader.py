@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends.base import LAYOUTS, OUTPUT_DTYPES, Backend, BackendConfig, BatchStream
+from .backends.base import Backend, BackendConfig, BatchStream
 from .compat import (
     PlanBatchSampler,
     PlanSampler,
@@ -40,9 +40,8 @@ from .compat import (
 from .distributed import local_device_index, rank_and_world
 from .errors import StoreFormatError
 from .ops import Op, preset
-from .ops.normalize import max_value
+from .output import LAYOUTS, OUTPUT_DTYPES
 from .parallel import default_workers
-from .pixeltypes import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, balanced_weights
 from .stores import Store, open_store
 from .stores import _sniff as sniff_store
@@ -481,10 +480,9 @@ class Loader:
     @property
     def _stage(self) -> BatchStage:
         if self._stage_cache is None:
-            self._stage_cache = BatchStage(
-                tail=self._get_backend().tail, transforms=self.batch_transforms, seed=self.config.seed,
-                layout=self.config.layout, output_dtype=self.config.output_dtype,
-                max_value=max_value(pixel_dtype(self.store)), threads=self.config.num_threads)
+            backend = self._get_backend()
+            self._stage_cache = BatchStage(tail=backend.tail, transforms=self.batch_transforms, seed=self.config.seed,
+                                           output=backend.output, threads=self.config.num_threads)
         return self._stage_cache
 
     def _records_of(self, batch: np.ndarray) -> np.ndarray:

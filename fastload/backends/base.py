@@ -9,10 +9,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-__all__ = ["Backend", "BackendConfig", "BatchStream", "OUTPUT_DTYPES", "LAYOUTS"]
+from ..output import OutputSpec
 
-OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
-LAYOUTS = ("NCHW", "NHWC")
+__all__ = ["Backend", "BackendConfig", "BatchStream"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,8 @@ class Backend(Protocol):
 
     #: ops the backend leaves to the Loader's batch stage (see fastload.transforms.stage)
     tail: tuple[Any, ...]
+    #: what the batches become (fastload.output); with a ``tail``, what the batch stage makes
+    output: OutputSpec
 
     def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> BatchStream:
         """Start a pass over ``batches`` (record indices, in order) of ``epoch``: ``epoch``, the

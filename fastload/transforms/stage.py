@@ -1,7 +1,7 @@
 """The batch stage: what runs on each finished batch, on the loader's device.
 
 For the DALI backend it first runs the op list's tail (custom ops at the end, and a Normalize
-among them: see ``fastload.backends.dali.lowering``) on the NHWC batch as NumPy arrays on the CPU or
+among them: see ``fastload.backends.dali.lowering``; the list's trailing Normalize is the output's) on the NHWC batch as NumPy arrays on the CPU or
 CuPy arrays on the GPU, shared with torch by DLPack without copies, on torch's current stream:
 
 * a ``@fastload.op`` function once per sample, on views of the batch, with the same
@@ -11,8 +11,8 @@ CuPy arrays on the GPU, shared with torch by DLPack without copies, on torch's c
   cache-sized pieces are faster there than one call on the whole batch, and match the torch backend;
 * a ``@fastload.batch_op`` function once with the list of the batch's images.
 
-The last op writes straight into the output batch, in the output dtype and layout, with a
-trailing Normalize folded in. Then the user's batch transforms (mixup, cutmix, ...) run, each
+The last op writes straight into the output batch (``fastload.output.BatchWriter``: the output
+dtype and layout, the trailing Normalize folded in). Then the user's batch transforms (mixup, cutmix, ...) run, each
 with a ``torch.Generator`` seeded from ``(seed, epoch, batch)``.
 
 On the CPU the per-sample work (each sample's op calls and its write into the output) runs on a
@@ -36,9 +36,9 @@ import torch
 from ..errors import MissingExtraError
 from ..ops import Normalize, Op
 from ..ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
+from ..output import BatchWriter, OutputSpec
 from ..threads import LazyThreadPool, run_all, shares
 from .base import batch_generator
-from .output import NP_DTYPES, BatchWriter
 
 __all__ = ["BatchStage", "DeviceGenerator"]
 
@@ -90,16 +90,14 @@ class BatchStage:
         tail: ops left by the DALI pipeline (empty for the torch backend).
         transforms: batch transforms ``f(images, labels, rng) -> (images, labels)``.
         seed: the loader's seed (rank included).
-        layout: "NCHW" or "NHWC" (the tail's input is always NHWC).
-        output_dtype: "float32", "float16" or "uint8".
-        max_value: the pixel type's full scale (for a tail Normalize).
+        output: the loader's output, which the tail's last op writes (its input is always NHWC).
         threads: threads for the per-sample work on the CPU (1: the calling thread only).
     """
 
     def __init__(self, *, tail: Sequence[Op], transforms: Sequence[Callable[..., Any]], seed: int,
-                 layout: str, output_dtype: str, max_value: float, threads: int = 1) -> None:
-        self.tail, self.transforms = list(tail), [_bind_layout(t, layout) for t in transforms]
-        self.seed, self.layout, self.output_dtype, self.max_value = seed, layout, output_dtype, max_value
+                 output: OutputSpec, threads: int = 1) -> None:
+        self.tail, self.transforms = list(tail), [_bind_layout(t, output.layout) for t in transforms]
+        self.seed, self.output = seed, output
         self.threads = threads
         self._pool = LazyThreadPool(threads, "fastload-stage")
 
@@ -153,11 +151,9 @@ class BatchStage:
         first = images if isinstance(images, torch.Tensor) else images[0]
         gpu = first.is_cuda
         ops = list(self.tail)
-        normalize = ops.pop() if isinstance(ops[-1], Normalize) else None  # folded into the output
         with _on_torch_stream(first):
             xp, batch = _to_array(images)
-            out = BatchWriter(xp, first.device, len(records), self.layout, NP_DTYPES[self.output_dtype], normalize,
-                          self.max_value)
+            out = BatchWriter(xp, first.device, len(records), self.output)
             for k, op in enumerate(ops):
                 sink = out if k == len(ops) - 1 else None
                 if isinstance(op, Normalize):
@@ -174,10 +170,12 @@ class BatchStage:
 
     def _normalize(self, xp: Any, device: torch.device, batch: Any, op: Normalize) -> Any:
         """A Normalize between custom ops: float32 NHWC (a list stays a list)."""
+        spec = OutputSpec(dtype="float32", layout="NHWC", channels=batch[0].shape[-1],
+                          pixel_dtype=self.output.pixel_dtype, normalize=op)
         if isinstance(batch, list):
-            return self._map(lambda i: BatchWriter(xp, device, 1, "NHWC", np.float32, op, self.max_value)
-                             .put_batch(batch[i][None])[0], len(batch), device.type == "cuda")
-        return BatchWriter(xp, device, len(batch), "NHWC", np.float32, op, self.max_value).put_batch(batch)
+            return self._map(lambda i: BatchWriter(xp, device, 1, spec).put_batch(batch[i][None])[0], len(batch),
+                             device.type == "cuda")
+        return BatchWriter(xp, device, len(batch), spec).put_batch(batch)
 
     def _custom(self, xp: Any, batch: Any, op: CustomOp, epoch: int, records: list[int], gpu: bool,
                 sink: BatchWriter | None) -> Any:

@@ -22,6 +22,7 @@ import torch
 
 from ...errors import MissingExtraError
 from ...ops import Op
+from ...output import OutputSpec, split_normalize
 from ...parallel import default_workers
 from ...pixeltypes import pixel_dtype
 from ...stores import Store
@@ -125,12 +126,18 @@ class DaliBackend:
         self.store, self.config = store, config
         self.encoded = dali_decodes(store)
         self.pixel_dtype = pixel_dtype(store)
-        self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output_dtype=config.output_dtype,
-                                             views=config.views, device="gpu" if config.device == "cuda" else "cpu",
-                                             pixel_dtype=self.pixel_dtype, channels=config.channels)
+        output = OutputSpec(dtype=config.output_dtype, layout=config.layout, channels=config.channels,
+                            pixel_dtype=self.pixel_dtype, normalize=split_normalize(ops)[1])
+        self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output=output, views=config.views,
+                                             device="gpu" if config.device == "cuda" else "cpu")
         self.feed_workers = feed_workers or default_feed_workers()
         self._idle: list[DaliEngine] = []
         self._engines: list[DaliEngine] = []
+
+    @property
+    def output(self) -> OutputSpec:
+        """What the batches become (made in DALI, the host stage, or the batch stage with a tail)."""
+        return self.lowered.output
 
     @property
     def tail(self) -> tuple[Op, ...]:
