@@ -247,7 +247,7 @@ class _Pass:
         records = self._loader._records_of(self.batches[self.done])
         if self._loader._stage.active:
             try:
-                images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
+                images, labels = self._loader._stage(images, labels, self.epoch, self.position)
             except BaseException:  # the stream moved on: a later batch must not take this one's place
                 self.close()
                 raise
@@ -480,9 +480,8 @@ class Loader:
     @property
     def _stage(self) -> BatchStage:
         if self._stage_cache is None:
-            backend = self._get_backend()
-            self._stage_cache = BatchStage(tail=backend.tail, transforms=self.batch_transforms, seed=self.config.seed,
-                                           output=backend.output, threads=self.config.num_threads)
+            self._stage_cache = BatchStage(transforms=self.batch_transforms, seed=self.config.seed,
+                                           layout=self.config.layout)
         return self._stage_cache
 
     def _records_of(self, batch: np.ndarray) -> np.ndarray:
@@ -552,8 +551,6 @@ class Loader:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-        if self._stage_cache is not None:
-            self._stage_cache.close()
 
     def __del__(self) -> None:
         try:

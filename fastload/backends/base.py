@@ -55,7 +55,7 @@ class BatchStream(Protocol):
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)``: ``images`` an ``output_dtype`` tensor in ``layout`` on ``device``
-        (NHWC of the pixel type when the backend leaves a ``tail``), ``labels`` int64."""
+        (as ``output`` says), ``labels`` int64."""
         ...
 
     def close(self) -> None: ...
@@ -65,9 +65,7 @@ class Backend(Protocol):
     """A way to produce batches. Built once per Loader; one ``open_pass`` per pass over the data,
     several of which may be live at once (each is independent)."""
 
-    #: ops the backend leaves to the Loader's batch stage (see fastload.transforms.stage)
-    tail: tuple[Any, ...]
-    #: what the batches become (fastload.output); with a ``tail``, what the batch stage makes
+    #: what the batches become (fastload.output)
     output: OutputSpec
 
     def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> BatchStream:

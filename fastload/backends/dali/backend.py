@@ -29,6 +29,7 @@ from ...stores import Store
 from ..base import BackendConfig
 from .engine import DaliEngine
 from .lowering import LoweredOps, lower_ops
+from .tail import TailStage
 
 __all__ = ["DaliBackend", "dali_decodes", "default_feed_workers"]
 
@@ -96,12 +97,14 @@ class _DaliPass:
         try:
             if self._engine is None:  # a newer pass took the engine: get another, go on
                 self._attach(self._backend._engine(steal=False))
-            batch = self._engine.next()  # type: ignore[union-attr]
-        except BaseException:
+            images, labels = self._engine.next()  # type: ignore[union-attr]
+            if self._backend.tail_stage is not None:  # custom ops at the end: they write the output
+                images = self._backend.tail_stage(images, self._epoch, self._batches[self._done])
+        except BaseException:  # the stream moved on: a later batch must not take this one's place
             self.close()
             raise
         self._done += 1
-        return batch
+        return images, labels
 
     def close(self) -> None:
         self._closed = True
@@ -131,6 +134,8 @@ class DaliBackend:
         self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output=output, views=config.views,
                                              device="gpu" if config.device == "cuda" else "cpu")
         self.feed_workers = feed_workers or default_feed_workers()
+        self.tail_stage = TailStage(tail=self.lowered.tail, seed=config.seed, output=output,
+                                    threads=config.num_threads) if self.lowered.tail else None
         self._idle: list[DaliEngine] = []
         self._engines: list[DaliEngine] = []
 
@@ -141,7 +146,7 @@ class DaliBackend:
 
     @property
     def tail(self) -> tuple[Op, ...]:
-        """Ops left for the batch stage (custom ops at the end of the list)."""
+        """Ops the tail stage runs on each batch (custom ops at the end of the list)."""
         return self.lowered.tail
 
     def _engine(self, steal: bool) -> DaliEngine:
@@ -181,6 +186,8 @@ class DaliBackend:
         return stream
 
     def close(self) -> None:
+        if self.tail_stage is not None:
+            self.tail_stage.close()
         engines, self._engines, self._idle = self._engines, None, []
         for engine in engines or []:
             engine.close()

@@ -176,8 +176,6 @@ class TorchBackend:
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []
 
-    tail: tuple[Op, ...] = ()
-
     def _new_loader(self) -> DataLoader:
         workers = max(0, self.config.num_threads)
         loader = DataLoader(
