@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from .ops import Op, run_numpy
 from .ops.base import sample_rng
-from .output import OutputSpec, finish_sample, split_normalize
+from .output import OutputSpec, finish_sample, split_normalize, to_channels
 from .pixeltypes import pixel_dtype
 
 if TYPE_CHECKING:
@@ -154,7 +154,6 @@ class StoreDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         record = int(self.records[index])
         image = np.asarray(self.store.decode(record))
-        if image.shape[2] == 1 and self.channels > 1:
-            image = np.repeat(image, self.channels, axis=2)
+        image = to_channels(image, self.channels, f"{self.store.path}: record {record}")
         image = run_numpy(self._ops, [image], [sample_rng(self.seed, 0, record)])[0]
         return finish_sample(image, self.output), int(self.store.labels[record])

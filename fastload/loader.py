@@ -12,8 +12,8 @@ with DistributedSampler) or a pass resumes after ``load_state_dict``. Random aug
 parameters are drawn per sample from ``[seed, epoch, record]`` in both backends.
 
 The sample order comes from an EpochPlan (seed, epoch, rank), or from the user's sampler; a
-backend (DALI or PyTorch) turns the planned batches into tensors; the batch stage finishes them
-on the device (fastload.transforms).
+backend (DALI or PyTorch) turns the planned batches into finished tensors (fastload.output); the
+batch stage runs the batch transforms on them on the device (fastload.transforms).
 """
 
 from __future__ import annotations

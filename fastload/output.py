@@ -9,7 +9,9 @@ Normalize) says it, checked at construction; every path applies it with the kern
 * ``finish_tensor``: a stacked ``(B, [V,] H, W, C)`` torch batch finished with torch's kernels,
   in shared memory inside DataLoader workers: the torch backend, on the CPU or the GPU;
 * ``OutputSpec.dali_args``: what DALI's final ``crop_mirror_normalize`` is asked to do;
-* ``finish_sample``: one image, for ``loader.dataset``.
+* ``finish_sample``: one image, for ``loader.dataset``;
+* ``to_channels``: gray images brought to the loader's channel count before their ops (the
+  torch backend, ``loader.dataset``; DALI's decoders and feed workers do it on their side).
 
 The arithmetic is the same everywhere: ``(x - mean * scale) / (std * scale)`` in float32, where
 ``scale`` is 1 for float pixels, 255 for 8-bit ones and the pixel type's full scale otherwise
@@ -32,7 +34,7 @@ from .ops.custom import CustomOpError
 from .ops.normalize import Normalize, max_value, resolve_mean_std
 
 __all__ = ["LAYOUTS", "NP_DTYPES", "OUTPUT_DTYPES", "BatchWriter", "OutputSpec", "batch_tensor", "finish_sample",
-           "finish_tensor", "split_normalize"]
+           "finish_tensor", "split_normalize", "to_channels"]
 
 OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -48,6 +50,16 @@ def _kind(dtype: Any) -> str:
         return "f" if dtype.is_floating_point else "u8" if dtype == torch.uint8 else "int"
     dtype = np.dtype(dtype)
     return "f" if dtype.kind == "f" else "u8" if dtype == np.uint8 else "int"
+
+
+def to_channels(image: np.ndarray, channels: int, where: str) -> np.ndarray:
+    """An HWC image with ``channels`` channels: a gray image is repeated into each (as DALI's
+    decoders make RGB of gray JPEGs); any other count is an error naming ``where``."""
+    if image.shape[2] == channels:
+        return image
+    if image.shape[2] == 1:
+        return np.repeat(image, channels, axis=2)
+    raise ValueError(f"{where} has {image.shape[2]} channels, the loader expects {channels}")
 
 
 def split_normalize(ops: Sequence[Op]) -> tuple[list[Op], Normalize | None]:

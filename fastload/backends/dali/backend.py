@@ -141,7 +141,7 @@ class DaliBackend:
 
     @property
     def output(self) -> OutputSpec:
-        """What the batches become (made in DALI, the host stage, or the batch stage with a tail)."""
+        """What the batches become (made in DALI, the host stage, or the tail stage with a tail)."""
         return self.lowered.output
 
     @property

@@ -96,7 +96,7 @@ def _aligned(sizes: np.ndarray) -> np.ndarray:
 
 
 def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig) -> HostFinish:
-    """The host finish of the head; with a tail, into the batch the batch stage takes from it."""
+    """The host finish of the head; with a tail, into the batch the tail stage takes from it."""
     output = tail_input(lowered.head, lowered.output) if lowered.tail else lowered.output
     return HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
                       output=output)  # type: ignore[arg-type]

@@ -13,12 +13,13 @@ declare themselves (no type checks here):
 On the CPU, a head of built-in ops on 8- or 16-bit images ends at the decoded images (only the crop
 windows for a leading random-resized crop) instead: the ops run in the host stage
 (``fastload.backends.dali.host``) with the torch backend's code, several times faster than DALI's CPU
-operators; a tail after such a head runs in the batch stage on the host stage's batch.
+operators; a tail after such a head runs in the tail stage on the host stage's batch.
 
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
-Loader's batch stage on the whole device batch, outside ``fn.python_function`` (see
-``fastload.transforms.stage``), and the op list's trailing Normalize is then the stage's to apply. A custom op followed by a built-in that only DALI can run stays in the head,
-through ``fn.python_function``.
+tail stage (``fastload.backends.dali.tail``) on the whole device batch, outside
+``fn.python_function``, and writes the output (the op list's trailing Normalize included). A
+custom op followed by a built-in that only DALI can run stays in the head, through
+``fn.python_function``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class LoweredOps:
 
     Attributes:
         head: ops run in DALI, in order (the op list's trailing Normalize is the output's).
-        tail: ops run in the batch stage, on the device batch.
+        tail: ops run in the tail stage, on the device batch.
         output: the loader's output (made by the final operator, the host finish or the stage).
         params: where each head op's drawn parameters sit in the feed's vector.
         fuse_decoder: head[0] is cut by the decoder (encoded stores only).
@@ -142,7 +143,7 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Se
     ends_normalized = bool(head) and isinstance(head[-1], Normalize)
     if host_finishes(head, device=device, pixel_dtype=output.pixel_dtype, channels=output.channels) and (
             tail_input(head, output) is not None if tail else not ends_normalized):
-        # a tail (custom ops at the end) then runs in the batch stage on the host stage's batch
+        # a tail (custom ops at the end) then runs in the tail stage on the host stage's batch
         return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, 0, host=True)
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
     return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, cmn)
@@ -214,7 +215,7 @@ def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContex
                 pixel_dtype: np.dtype, hw_decoder_load: float | None = None) -> Any:
     """The images DataNode: decode (or take the arrays), the head's ops, the final stage.
 
-    With a tail, the pipeline ends in HWC images of the last head op's type: the batch stage
+    With a tail, the pipeline ends in HWC images of the last head op's type: the tail stage
     takes it from there. With test-time views, a list of one DataNode per view. For the host
     finish, ``[images, params]`` (``[images]`` when no op draws parameters).
     """

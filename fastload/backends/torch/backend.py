@@ -21,7 +21,7 @@ from ...errors import FastloadError, WorkerDiedError
 from ...ops import Op
 from ...ops.base import sample_rng
 from ...ops.custom import run_numpy
-from ...output import OutputSpec, finish_tensor, split_normalize
+from ...output import OutputSpec, finish_tensor, split_normalize, to_channels
 from ...pixeltypes import pixel_dtype, to_pixel_dtype
 from ...tta import apply_view, split_for_views
 from ..base import BackendConfig
@@ -48,14 +48,7 @@ class _BatchDataset(Dataset):
 
     def _decode(self, index: int) -> np.ndarray:
         image = to_pixel_dtype(self.store.decode(index), self.pixel)
-        channels = self.config.channels
-        if image.shape[2] != channels:
-            if image.shape[2] == 1:
-                image = np.repeat(image, channels, axis=2)
-            else:
-                raise ValueError(f"{self.store.path}: record {index} has {image.shape[2]} channels, "
-                                 f"the loader expects {channels}")
-        return image
+        return to_channels(image, self.config.channels, f"{self.store.path}: record {index}")
 
     def _augment(self, epoch: int, indices: tuple[int, ...]) -> list[np.ndarray]:
         rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
