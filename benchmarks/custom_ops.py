@@ -153,7 +153,8 @@ def measure(store: str, *, names: list[str], size: int, batch_size: int, threads
                                  weights=np.ones(count), num_samples=batch_size * 5_000,
                                  batch_transforms=batch_transforms(runs[name][0]))
         if runs[name][1] is not None:
-            loader._stage.threads = runs[name][1]  # a benchmark's knob: users get num_threads
+            stage = loader._get_backend().tail_stage  # a benchmark's knob: users get num_threads
+            stage.threads = stage._pool.threads = runs[name][1]
         streams[name] = endless_batches(loader)
         try:
             for _ in range(3):  # build the pipeline, start the feed, warm up

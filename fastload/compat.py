@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .backends.base import OUTPUT_DTYPES
-from .ops import Normalize, Op, run_numpy
+from .ops import Op, run_numpy
 from .ops.base import sample_rng
-from .ops.normalize import max_value, resolve_mean_std
+from .output import OutputSpec, finish_sample, split_normalize, to_channels
+from .pixeltypes import pixel_dtype
 
 __all__ = ["DATALOADER_DEFAULTS", "check_dataloader_kwargs", "PlanSampler", "PlanBatchSampler",
            "PlannedLoader", "StoreDataset", "refuse_dataset"]
@@ -155,6 +155,9 @@ class StoreDataset(Dataset):
         self.store, self.ops = store, list(ops)
         self.records = np.arange(len(store)) if records is None else np.asarray(records, np.int64)
         self.seed, self.layout, self.output_dtype, self.channels = seed, layout, output_dtype, channels
+        self._ops, normalize = split_normalize(self.ops)
+        self.output = OutputSpec(dtype=output_dtype, layout=layout, channels=channels,
+                                 pixel_dtype=pixel_dtype(store), normalize=normalize)
 
     @property
     def classes(self) -> list[str]:
@@ -179,15 +182,6 @@ class StoreDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         record = int(self.records[index])
         image = np.asarray(self.store.decode(record))
-        if image.shape[2] == 1 and self.channels > 1:
-            image = np.repeat(image, self.channels, axis=2)
-        ops = list(self.ops)
-        normalize = ops.pop() if ops and isinstance(ops[-1], Normalize) else None
-        image = run_numpy(ops, [image], [sample_rng(self.seed, 0, record)])[0]
-        if normalize is not None and self.output_dtype != "uint8":
-            mean, std = resolve_mean_std(normalize.mean, normalize.std, image.shape[2])
-            image = (image.astype(np.float32) / max_value(image.dtype) - mean) / std
-        out = torch.from_numpy(np.ascontiguousarray(image)).to(OUTPUT_DTYPES[self.output_dtype])
-        if self.layout == "NCHW":
-            out = out.permute(2, 0, 1).contiguous()
-        return out, int(self.store.labels[record])
+        image = to_channels(image, self.channels, f"{self.store.path}: record {record}")
+        image = run_numpy(self._ops, [image], [sample_rng(self.seed, 0, record)])[0]
+        return finish_sample(image, self.output), int(self.store.labels[record])

@@ -12,8 +12,8 @@ with DistributedSampler) or a pass resumes after ``load_state_dict``. Random aug
 parameters are drawn per sample from ``[seed, epoch, record]`` in both backends.
 
 The sample order comes from an EpochPlan (seed, epoch, rank), or from the user's sampler; a
-backend (DALI or PyTorch) turns the planned batches into tensors; the batch stage finishes them
-on the device (fastload.transforms).
+backend (DALI or PyTorch) turns the planned batches into finished tensors (fastload.output); the
+batch stage runs the batch transforms on them on the device (fastload.transforms).
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ from .epochs import EpochState, Progress
 from .loader_args import check_arguments, resolve_transforms, seed_of, subset_records
 from .loss_sampling import LossSampling, LossTracker
 from .ops import Op
-from .ops.normalize import max_value
 from .ops.resolve import resolve_ops, store_mean_std
-from .pixels import pixel_dtype
 from .sampling import EpochPlan, SamplerPlan, make_plan
 from .stats import LoaderStats, StallMeter
 from .stores import REGISTRY, Store, open_store
@@ -157,7 +155,7 @@ class _Pass:
         if self._loader._stage.active:
             try:
                 with self._loader._stage_span():
-                    images, labels = self._loader._stage(images, labels, self.epoch, self.position, records)
+                    images, labels = self._loader._stage(images, labels, self.epoch, self.position)
             except BaseException:  # the stream moved on: a later batch must not take this one's place
                 self.close()
                 raise
@@ -379,10 +377,8 @@ class Loader:
     @property
     def _stage(self) -> BatchStage:
         if self._stage_cache is None:
-            self._stage_cache = BatchStage(
-                tail=self._get_backend().tail, transforms=self.batch_transforms, seed=self.config.seed,
-                layout=self.config.layout, output_dtype=self.config.output_dtype,
-                max_value=max_value(pixel_dtype(self.store)), threads=self.config.num_threads)
+            self._stage_cache = BatchStage(transforms=self.batch_transforms, seed=self.config.seed,
+                                           layout=self.config.layout)
         return self._stage_cache
 
     def _records_of(self, batch: np.ndarray) -> np.ndarray:
@@ -510,8 +506,6 @@ class Loader:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-        if self._stage_cache is not None:
-            self._stage_cache.close()
 
     def __del__(self) -> None:
         try:

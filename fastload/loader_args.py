@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends.base import LAYOUTS, OUTPUT_DTYPES
 from .compat import check_dataloader_kwargs
+from .output import LAYOUTS, OUTPUT_DTYPES
 from .transforms.base import transforms_from_config
 
 __all__ = ["check_arguments", "resolve_transforms", "seed_of", "subset_records"]

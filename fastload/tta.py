@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .ops import CenterCrop, Normalize, Op
+from .output import split_normalize
 
 __all__ = ["View", "NAMED_VIEWS", "resolve_views", "split_for_views", "fixed_params", "apply_view"]
 
@@ -94,8 +95,7 @@ def split_for_views(ops: Sequence[Op], views: Sequence[View]) -> tuple[list[Op],
     Raises:
         ValueError: a view moves the crop but the op list ends without a CenterCrop.
     """
-    ops = list(ops)
-    normalize = ops.pop() if ops and isinstance(ops[-1], Normalize) else None
+    ops, normalize = split_normalize(ops)
     crop = ops.pop() if ops and isinstance(ops[-1], CenterCrop) else None
     if crop is None and any(v.crop_at != _CENTRE for v in views):
         raise ValueError("five-crop and ten-crop cut the final crop elsewhere: the augment list must end "

@@ -43,10 +43,10 @@ def test_run_all_raises_a_task_error_after_the_others_finished():
 
 
 def test_the_stage_raises_the_error_of_the_lowest_failing_sample():
-    from fastload.transforms.stage import BatchStage
+    from fastload.backends.dali.tail import TailStage
+    from fastload.output import OutputSpec
 
-    stage = BatchStage(tail=[], transforms=[], seed=0, layout="NCHW", output_dtype="float32",
-                       max_value=255.0, threads=3)
+    stage = TailStage(tail=[], seed=0, output=OutputSpec(), threads=3)
 
     def fn(i: int) -> int:
         if i in (5, 9):

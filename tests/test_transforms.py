@@ -17,6 +17,7 @@ from fastload import ops, transforms
 from fastload.loader import dali_available
 from fastload.ops import CustomOpError
 from fastload.ops.normalize import IMAGENET_MEAN, IMAGENET_STD
+from fastload.output import OutputSpec
 from fastload.transforms import CutMix, Mixup, RandomErasing, batch_generator
 
 BACKENDS = ["torch"] + (["dali"] if dali_available() else [])
@@ -398,7 +399,8 @@ TAILS = {
 def test_tail_ops_on_dali_give_the_torch_backends_output(png_store, name):
     augment, start = TAILS[name]
     ref, out, loader = _both(png_store, augment)
-    assert loader._get_backend().tail == tuple(augment[start:])
+    backend = loader._get_backend()  # the stage runs the tail, then the output (the list's trailing Normalize)
+    assert backend.tail + ((backend.output.normalize,) if backend.output.normalize else ()) == tuple(augment[start:])
     assert out.dtype == ref.dtype == torch.float32 and out.shape == ref.shape == (12, 3, 16, 16)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=0)  # DALI's normalize rounds its own way
 
@@ -604,13 +606,12 @@ def crop_to_8(x):
 
 
 def test_stage_threads_do_not_change_a_tail_with_a_normalize_between_ops():
-    from fastload.transforms import BatchStage
+    from fastload.backends.dali.tail import TailStage
 
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (6, 12, 10, 3), generator=g, dtype=torch.uint8)
-    outs = [BatchStage(tail=[jitter, ops.Normalize(), crop_to_8], transforms=[], seed=3, layout="NCHW",
-                       output_dtype="float32", max_value=255.0, threads=threads)(images, torch.zeros(6), 1, 0,
-                                                                                np.arange(10, 16))[0]
+    outs = [TailStage(tail=[jitter, ops.Normalize(), crop_to_8], seed=3, output=OutputSpec(layout="NCHW", dtype="float32"),
+                      threads=threads)(images, 1, np.arange(10, 16))
             for threads in (1, 3)]
     assert outs[0].shape == (6, 3, 8, 8) and torch.equal(outs[0], outs[1])
 
@@ -619,13 +620,14 @@ def test_stage_threads_do_not_change_a_tail_with_a_normalize_between_ops():
 def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size(threads):
     """What the DALI engine can hand over when the head leaves sizes apart (LEAD: engine.next).
     The same results and errors whether the CPU's per-sample work runs on one thread or several."""
-    from fastload.transforms import BatchStage
+    from fastload.backends.dali.tail import TailStage
 
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (10 + i, 12, 3), generator=g, dtype=torch.uint8) for i in range(3)]
-    stage = BatchStage(tail=[jitter, crop_to_8, centre_batch, ops.Normalize()], transforms=[], seed=1,
-                       layout="NCHW", output_dtype="float32", max_value=255.0, threads=threads)
-    out, _ = stage(images, torch.zeros(3), 0, 0, np.arange(3))
+    # the list's trailing Normalize is the output's (fastload.output.split_normalize)
+    stage = TailStage(tail=[jitter, crop_to_8, centre_batch], seed=1,
+                      output=OutputSpec(layout="NCHW", dtype="float32", normalize=ops.Normalize()), threads=threads)
+    out = stage(images, 0, np.arange(3))
     assert out.shape == (3, 3, 8, 8) and out.dtype == torch.float32
     # the same as the torch backend's order of work, by hand
     ref = ops.custom.run_numpy([jitter, crop_to_8, centre_batch],
@@ -633,10 +635,9 @@ def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size
     mean, std = np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255
     expected = np.stack([(x.astype(np.float32) - mean) / std for x in ref]).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(out.numpy(), expected)
-    bad = BatchStage(tail=[jitter], transforms=[], seed=1, layout="NHWC", output_dtype="uint8", max_value=255.0,
-                     threads=threads)
+    bad = TailStage(tail=[jitter], seed=1, output=OutputSpec(layout="NHWC", dtype="uint8"), threads=threads)
     with pytest.raises(CustomOpError, match="'jitter' failed on record 1 .*one size"):
-        bad(images, torch.zeros(3), 0, 0, np.arange(3))
+        bad(images, 0, np.arange(3))
 
 
 @pytest.mark.parametrize("transform", [transforms.Mixup(alpha=0.2, p=0.0, num_classes=3),

@@ -9,10 +9,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-__all__ = ["Backend", "BackendConfig", "BatchStream", "OUTPUT_DTYPES", "LAYOUTS"]
+from ..output import OutputSpec
 
-OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
-LAYOUTS = ("NCHW", "NHWC")
+__all__ = ["Backend", "BackendConfig", "BatchStream"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class BatchStream(Protocol):
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)``: ``images`` an ``output_dtype`` tensor in ``layout`` on ``device``
-        (NHWC of the pixel type when the backend leaves a ``tail``), ``labels`` int64."""
+        (as ``output`` says), ``labels`` int64."""
         ...
 
     def close(self) -> None: ...
@@ -66,8 +65,8 @@ class Backend(Protocol):
     """A way to produce batches. Built once per Loader; one ``open_pass`` per pass over the data,
     several of which may be live at once (each is independent)."""
 
-    #: ops the backend leaves to the Loader's batch stage (see fastload.transforms.stage)
-    tail: tuple[Any, ...]
+    #: what the batches become (fastload.output)
+    output: OutputSpec
     #: where the backend adds the seconds of its stages (a fastload.stats.StageClock; the Loader
     #: replaces it with its stall meter's right after building the backend)
     clock: Any

@@ -17,14 +17,13 @@ from .base import (
 )
 from .erasing import RandomErasing
 from .mix import CutMix, Mixup
-from .stage import BatchStage, DeviceGenerator
+from .stage import BatchStage
 
 __all__ = [
     "TRANSFORMS",
     "BatchStage",
     "BatchTransform",
     "CutMix",
-    "DeviceGenerator",
     "Mixup",
     "RandomErasing",
     "batch_generator",

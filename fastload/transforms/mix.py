@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..backends.base import LAYOUTS
+from ..output import LAYOUTS
 from .base import BatchTransform, one_hot, register_transform
 
 __all__ = ["Mixup", "CutMix", "spatial_axes", "check_layout"]

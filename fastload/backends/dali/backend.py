@@ -22,6 +22,7 @@ import torch
 
 from ..._optional import require
 from ...ops import Op
+from ...output import OutputSpec, split_normalize
 from ...pixels import pixel_dtype
 from ...stats import StageClock
 from ...stores import Store
@@ -29,6 +30,7 @@ from ...workers import default_workers
 from ..base import BackendConfig
 from .engine import DaliEngine
 from .lowering import LoweredOps, lower_ops
+from .tail import TailStage
 
 __all__ = ["DaliBackend", "dali_decodes", "default_feed_workers"]
 
@@ -91,12 +93,14 @@ class _DaliPass:
         try:
             if self._engine is None:  # a newer pass took the engine: get another, go on
                 self._attach(self._backend._engine(steal=False))
-            batch = self._engine.next()  # type: ignore[union-attr]
-        except BaseException:
+            images, labels = self._engine.next()  # type: ignore[union-attr]
+            if self._backend.tail_stage is not None:  # custom ops at the end: they write the output
+                images = self._backend.tail_stage(images, self._epoch, self._batches[self._done])
+        except BaseException:  # the stream moved on: a later batch must not take this one's place
             self.close()
             raise
         self._done += 1
-        return batch
+        return images, labels
 
     def close(self) -> None:
         self._closed = True
@@ -121,17 +125,25 @@ class DaliBackend:
         self.store, self.config = store, config
         self.encoded = dali_decodes(store)
         self.pixel_dtype = pixel_dtype(store)
-        self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output_dtype=config.output_dtype,
-                                             views=config.views, device="gpu" if config.device == "cuda" else "cpu",
-                                             pixel_dtype=self.pixel_dtype, channels=config.channels)
+        output = OutputSpec(dtype=config.output_dtype, layout=config.layout, channels=config.channels,
+                            pixel_dtype=self.pixel_dtype, normalize=split_normalize(ops)[1])
+        self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output=output, views=config.views,
+                                             device="gpu" if config.device == "cuda" else "cpu")
         self.feed_workers = feed_workers or default_feed_workers()
+        self.tail_stage = TailStage(tail=self.lowered.tail, seed=config.seed, output=output,
+                                    threads=config.num_threads) if self.lowered.tail else None
         self._idle: list[DaliEngine] = []
         self._engines: list[DaliEngine] = []
         self.clock = StageClock()  # the Loader hands its stall meter's clock (fastload.stats)
 
     @property
+    def output(self) -> OutputSpec:
+        """What the batches become (made in DALI, the host stage, or the tail stage with a tail)."""
+        return self.lowered.output
+
+    @property
     def tail(self) -> tuple[Op, ...]:
-        """Ops left for the batch stage (custom ops at the end of the list)."""
+        """Ops the tail stage runs on each batch (custom ops at the end of the list)."""
         return self.lowered.tail
 
     def _engine(self, steal: bool) -> DaliEngine:
@@ -175,6 +187,8 @@ class DaliBackend:
         return stream
 
     def close(self) -> None:
+        if self.tail_stage is not None:
+            self.tail_stage.close()
         engines, self._engines, self._idle = self._engines, None, []
         for engine in engines or []:
             engine.close()

@@ -29,13 +29,12 @@ import torch
 from ...errors import FastloadError
 from ...ops.base import Op
 from ...ops.custom import CustomOp
-from ...ops.normalize import max_value
 from ...stats import StageClock
 from ...stores import Store
 from ...stores.files import FileStore
 from ..base import BackendConfig
 from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
-from .host import HostFinish, tail_batch_dtype
+from .host import HostFinish, tail_input
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
 from .pool import FeedPool
@@ -98,13 +97,11 @@ def _aligned(sizes: np.ndarray) -> np.ndarray:
     return -(-sizes // ALIGN) * ALIGN
 
 
-def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig, pixel_dtype: np.dtype) -> HostFinish:
-    """The host finish of the head; with a tail, into the batch the batch stage takes from it."""
-    layout, dtype = config.layout, config.output_dtype
-    if lowered.tail:
-        layout, dtype = "NHWC", tail_batch_dtype(lowered.head, pixel_dtype)
+def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig) -> HostFinish:
+    """The host finish of the head; with a tail, into the batch the tail stage takes from it."""
+    output = tail_input(lowered.head, lowered.output) if lowered.tail else lowered.output
     return HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
-                      layout=layout, output_dtype=dtype, pixel_dtype=pixel_dtype, channels=config.channels)
+                      output=output)  # type: ignore[arg-type]
 
 
 class DaliEngine:
@@ -139,7 +136,7 @@ class DaliEngine:
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
-        self.host = _host_finish(lowered, encoded, config, self.pixel_dtype) if lowered.host else None
+        self.host = _host_finish(lowered, encoded, config) if lowered.host else None
         self.pipe = self._define()
         self.pipe.build()
         self.broken = False
@@ -157,8 +154,7 @@ class DaliEngine:
         cfg, lowered, encoded, pixel_dtype = self.config, self.lowered, self.encoded, self.pixel_dtype
         source, with_params = _Source(self), lowered.params.size > 0
         ctx = LoweringContext(device="gpu" if self.gpu else "cpu", channels=cfg.channels,
-                              max_value=max_value(pixel_dtype), layout=cfg.layout,
-                              output_dtype=cfg.output_dtype)
+                              max_value=lowered.output.max_value)
         pixel = {np.dtype("uint8"): types.UINT8, np.dtype("uint16"): types.UINT16, np.dtype("int16"): types.INT16,
                  np.dtype("int32"): types.INT32, np.dtype("uint32"): types.UINT32,
                  np.dtype("float32"): types.FLOAT}[pixel_dtype]  # every type a store may hold (ARRAY_DTYPES)

@@ -11,7 +11,7 @@ figures here). DALI still decodes, in its threads (only the crop window of a ran
 crop); this stage takes the decoded images as they come out (or cuts the windows from a raw
 store's arrays), each thread a contiguous share of the batch, runs the ops with the parameters
 the feed drew (``Op.decode`` of its vector), and writes the finished batch (layout, dtype,
-normalization) with ``fastload.transforms.output.BatchWriter``. The thread that iterates the
+normalization) with the output stage's ``fastload.output.BatchWriter``. The thread that iterates the
 Loader only hands out the shares: O(threads) Python per batch.
 
 The ops are the torch backend's own, so both backends compute the same pixels from the same
@@ -30,12 +30,11 @@ import torch
 from ...ops import Normalize, Op, RandomResizedCrop
 from ...ops.custom import CustomOp
 from ...ops.geometry import resize_image
-from ...ops.normalize import max_value
+from ...output import BatchWriter, OutputSpec
 from ...threads import LazyThreadPool, run_all, shares
-from ...transforms.output import NP_DTYPES, BatchWriter
 from .params import ParamLayout
 
-__all__ = ["HostFinish", "host_finishes", "tail_batch_dtype"]
+__all__ = ["HostFinish", "host_finishes", "tail_input"]
 
 
 def _plan(head: Sequence[Op]) -> tuple[list[Op], Normalize | None, tuple[int, int]] | None:
@@ -70,13 +69,15 @@ def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, cha
     return _plan(head) is not None
 
 
-def tail_batch_dtype(head: Sequence[Op], pixel_dtype: np.dtype) -> str | None:
+def tail_input(head: Sequence[Op], output: OutputSpec) -> OutputSpec | None:
     """The batch a custom-op tail takes from the host stage (HWC samples, as from a pipeline):
     normalized float32 when the head ends in a Normalize, else 8-bit; None for 16-bit images
     without one (the stage takes them from DALI)."""
-    if head and isinstance(head[-1], Normalize):
-        return "float32"
-    return "uint8" if np.dtype(pixel_dtype) == np.uint8 else None
+    normalize = head[-1] if head and isinstance(head[-1], Normalize) else None
+    if normalize is None and output.pixel_dtype != np.uint8:
+        return None
+    return OutputSpec(dtype="float32" if normalize is not None else "uint8", layout="NHWC", channels=output.channels,
+                      pixel_dtype=output.pixel_dtype, normalize=normalize)
 
 
 class _Buffers:
@@ -117,26 +118,24 @@ class HostFinish:
         cut: the images are whole (arrays): cut each random-resized crop's window here (encoded
             images come decoded as their windows already).
         threads: the pool's threads (the loader's ``num_threads``).
-        layout: "NCHW" or "NHWC".
-        output_dtype: "float32", "float16" or "uint8" (uint8 output is not normalized; 16-bit
-            images are scaled to it by the ranges, as DALI's final operator does).
-        pixel_dtype: the images' pixel type (uint8 or uint16).
-        channels: channels per image.
+        output: the batch to write (the loader's output, or with a tail the batch the tail takes:
+            ``tail_input``); its ``normalize`` is applied, not a Normalize at the end of ``head``.
     """
 
-    def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int, layout: str,
-                 output_dtype: str, pixel_dtype: np.dtype = np.dtype(np.uint8), channels: int = 3) -> None:
+    def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int,
+                 output: OutputSpec) -> None:
         plan = _plan(head)
         if plan is None:
             raise ValueError(f"the host stage cannot run {[type(op).__name__ for op in head]}")
-        self._ops, self._normalize, self._size = plan
+        self._ops, normalize, self._size = plan
+        if normalize is not None and normalize is not output.normalize:  # the output applies it
+            raise ValueError("the host stage applies a Normalize at the end of its ops as its output's")
         # a leading random-resized crop comes as its window (decoded) or is cut here (arrays)
         self._crop = type(self._ops[0]) is RandomResizedCrop
         self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops)
                           if op.param_count and not (k == 0 and self._crop)]
         self.cut = cut and self._crop
-        self.threads, self.layout, self.output_dtype = max(1, threads), layout, output_dtype
-        self.pixel_dtype, self.channels = np.dtype(pixel_dtype), channels
+        self.threads, self.output = max(1, threads), output
         self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=_init_thread)
         self._buffers = _Buffers()
 
@@ -144,10 +143,10 @@ class HostFinish:
         """The finished batch from DALI's decoded images (a TensorListCPU of HWC images of the
         pixel type) and the batch's parameter vectors."""
         count = len(images)
-        out = BatchWriter(np, torch.device("cpu"), count, self.layout, NP_DTYPES[self.output_dtype],
-                          self._normalize, max_value(self.pixel_dtype))
-        shape = out.shape(*self._size, self.channels)
-        out.reserve(*self._size, self.channels, self.pixel_dtype, into=self._buffers.take(shape, np.dtype(out.dtype)))
+        spec = self.output
+        out = BatchWriter(np, torch.device("cpu"), count, spec)
+        shape = out.shape(*self._size, spec.channels)
+        out.reserve(*self._size, spec.channels, spec.pixel_dtype, into=self._buffers.take(shape, np.dtype(out.dtype)))
         windows = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
         run_all(self._pool.get(), [lambda s=share: self._share(s, images, params, windows, out)
                                    for share in shares(range(count), self.threads)])
@@ -159,10 +158,9 @@ class HostFinish:
         decoded from the feed's vector) into a staging block of the pixel type laid out as the
         output, then one vectorized write normalizes them all."""
         height, width = self._size
-        nchw = self.layout == "NCHW"
-        c = self.channels
+        nchw, c = self.output.nchw, self.output.channels
         staging = np.empty((len(indices), c, height, width) if nchw else (len(indices), height, width, c),
-                           self.pixel_dtype)
+                           self.output.pixel_dtype)
         samples = staging.transpose(0, 2, 3, 1) if nchw else staging  # an NHWC view of it
         for j, i in enumerate(indices):
             image = np.asarray(images[i])

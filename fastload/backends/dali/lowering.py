@@ -5,20 +5,21 @@ declare themselves (no type checks here):
 
 * a leading op with a ``decoder_roi`` (RandomResizedCrop) is fused into the decoder: only its
   window is decoded (``decoders.image_slice``), then ``after_roi`` (the resize) runs;
-* trailing ops with ``cmn_args`` (CenterCrop's crop, a horizontal Flip's mirror, Normalize's
-  mean/std, in that order) fold into the final ``crop_mirror_normalize``, which also makes the
-  output layout and dtype;
+* trailing ops with ``cmn_args`` (CenterCrop's crop, then a horizontal Flip's mirror) fold into
+  the final ``crop_mirror_normalize``, which also makes the output (``fastload.output``: the op
+  list's trailing Normalize, the layout and dtype, 16-to-8-bit);
 * every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
 
 On the CPU, a head of built-in ops on 8- or 16-bit images ends at the decoded images (only the crop
 windows for a leading random-resized crop) instead: the ops run in the host stage
 (``fastload.backends.dali.host``) with the torch backend's code, several times faster than DALI's CPU
-operators; a tail after such a head runs in the batch stage on the host stage's batch.
+operators; a tail after such a head runs in the tail stage on the host stage's batch.
 
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
-Loader's batch stage on the whole device batch, outside ``fn.python_function`` (see
-``fastload.batch``). A custom op followed by a built-in that only DALI can run stays in the head,
-through ``fn.python_function``.
+tail stage (``fastload.backends.dali.tail``) on the whole device batch, outside
+``fn.python_function``, and writes the output (the op list's trailing Normalize included). A
+custom op followed by a built-in that only DALI can run stays in the head, through
+``fn.python_function``.
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ import numpy as np
 from ...ops import Normalize, Op
 from ...ops.base import Op as _BaseOp
 from ...ops.custom import CustomOp
+from ...output import OutputSpec, split_normalize
 from ...tta import View, fixed_params, split_for_views
-from .host import host_finishes, tail_batch_dtype
+from .host import host_finishes, tail_input
 from .params import ParamLayout
 
 __all__ = ["LoweredOps", "LoweringContext", "lower_ops", "build_graph"]
 
 # crop_mirror_normalize applies crop, then mirror, then normalization: the order ops must have.
-_CMN_ORDER = ("crop", "mirror", "normalize")
+# Its normalization is the output's (the op list's trailing Normalize): no op in the head takes it.
+_CMN_ORDER = ("crop", "mirror")
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,12 @@ class LoweringContext:
         channels: channels per image.
         max_value: the pixel type's full-scale value (255, 65535, or 1.0 for floats).
         sample_ids: per-sample int64 ``[seed, epoch, record]`` DataNode (custom ops in DALI).
-        layout: the output layout asked of the loader ("NCHW" or "NHWC").
-        output_dtype: "float32", "float16" or "uint8".
     """
 
     device: str
     channels: int
     max_value: float
     sample_ids: Any = None
-    layout: str = "NCHW"
-    output_dtype: str = "float32"
 
 
 def _declares(op: Op, method: str) -> bool:
@@ -72,24 +71,25 @@ class LoweredOps:
     """An op list split for the DALI backend (see the module docstring).
 
     Attributes:
-        head: ops run in DALI, in order.
-        tail: ops run in the batch stage, on the device batch.
+        head: ops run in DALI, in order (the op list's trailing Normalize is the output's).
+        tail: ops run in the tail stage, on the device batch.
+        output: the loader's output (made by the final operator, the host finish or the stage).
         params: where each head op's drawn parameters sit in the feed's vector.
         fuse_decoder: head[0] is cut by the decoder (encoded stores only).
         cmn: how many of the head's last ops fold into the final crop_mirror_normalize.
-        views: test-time views; with them ``final_crop`` and ``normalize`` run per view.
+        views: test-time views; with them ``final_crop`` and the output run per view.
         host: the pipeline ends at the decoded images (a random-resized crop's windows); the host
             finish does the rest of the head (with a tail: into an HWC batch for the stage).
     """
 
     head: tuple[Op, ...]
     tail: tuple[Op, ...]
+    output: OutputSpec
     params: ParamLayout
     fuse_decoder: bool
     cmn: int
     views: tuple[View, ...] = ()
     final_crop: Op | None = None
-    normalize: Op | None = None
     host: bool = False
     needs_ids: bool = field(init=False)  # custom ops run inside DALI: samples carry [seed, epoch, record]
 
@@ -108,7 +108,7 @@ def _cmn_count(head: Sequence[Op]) -> int:
     count, allowed = 0, len(_CMN_ORDER)
     for op in reversed(head):
         role = op.cmn_role()
-        if role is None:
+        if role not in _CMN_ORDER:
             break
         rank = _CMN_ORDER.index(role)
         if rank >= allowed:
@@ -117,38 +117,36 @@ def _cmn_count(head: Sequence[Op]) -> int:
     return count
 
 
-def lower_ops(ops: Sequence[Op], *, encoded: bool, output_dtype: str, views: Sequence[View] = (),
-              device: str = "gpu", pixel_dtype: np.dtype = np.dtype(np.uint8), channels: int = 3) -> LoweredOps:
+def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Sequence[View] = (),
+              device: str = "gpu") -> LoweredOps:
     """Split ``ops`` into the DALI head and the batch-stage tail and decide the fusions.
 
     Args:
-        ops: the loader's op list.
+        ops: the loader's op list (a trailing Normalize is ``output``'s: it is dropped here).
         encoded: records reach DALI as encoded images (decoder fusion possible).
-        output_dtype: "uint8" output skips a trailing Normalize, as both backends do.
-        views: test-time views: the op list's final crop and Normalize then run per view.
+        output: the loader's output (uint8 output is not normalized, as in both backends).
+        views: test-time views: the op list's final crop and the output then run per view.
         device: "cpu" or "gpu": where the pipeline runs (the host finish is for the CPU).
-        pixel_dtype: the images' pixel type.
-        channels: channels per image.
     """
-    ops = list(ops)
-    if output_dtype == "uint8":  # uint8 output is not normalized
-        ops = [op for i, op in enumerate(ops) if not (isinstance(op, Normalize) and i == len(ops) - 1)]
+    ops, _ = split_normalize(ops)
     if views:
         if _tail_start(ops) < len(ops):
             raise ValueError("test-time views and custom ops at the end of the augment list cannot be "
                              "combined yet; move the custom ops before the final crop")
-        head, crop, normalize = split_for_views(ops, views)
+        head, crop, _ = split_for_views(ops, views)
         fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
-        return LoweredOps(tuple(head), (), ParamLayout(head), fuse, 0, tuple(views), crop, normalize)
+        return LoweredOps(tuple(head), (), output, ParamLayout(head), fuse, 0, tuple(views), crop)
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
-    if host_finishes(head, device=device, pixel_dtype=pixel_dtype, channels=channels) and (
-            not tail or tail_batch_dtype(head, pixel_dtype) is not None):
-        # a tail (custom ops at the end) then runs in the batch stage on the host stage's batch
-        return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, 0, host=True)
+    # without a tail a Normalize ending the head would be a second one: the host stage writes only the output's
+    ends_normalized = bool(head) and isinstance(head[-1], Normalize)
+    if host_finishes(head, device=device, pixel_dtype=output.pixel_dtype, channels=output.channels) and (
+            tail_input(head, output) is not None if tail else not ends_normalized):
+        # a tail (custom ops at the end) then runs in the tail stage on the host stage's batch
+        return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, 0, host=True)
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
-    return LoweredOps(tuple(head), tuple(tail), ParamLayout(head), fuse, cmn)
+    return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, cmn)
 
 
 def _decode(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, pixel_dtype: np.dtype,
@@ -169,30 +167,25 @@ def _decode(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, p
     return fn.decoders.image(data, device=device, output_type=kind, **extra), 0
 
 
-def _finish(images: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext) -> Any:
-    """The final crop_mirror_normalize: fused ops, output layout and dtype."""
+def _output(images: Any, output: OutputSpec, **kwargs: Any) -> Any:
+    """The final crop_mirror_normalize: the fused crop/mirror (``kwargs``) and the output."""
     from nvidia.dali import fn, types
 
+    args = output.dali_args()
+    return fn.crop_mirror_normalize(images, **{**args, "dtype": getattr(types, args["dtype"])}, **kwargs)
+
+
+def _finish(images: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext) -> Any:
+    """The final crop_mirror_normalize: fused ops, then the output."""
     kwargs: dict[str, Any] = {}
     first = len(lowered.head) - lowered.cmn
     for i in range(first, len(lowered.head)):
         kwargs.update(lowered.head[i].cmn_args(lowered.params.slice(params, i), ctx))
-    dtype = {"float32": types.FLOAT, "float16": types.FLOAT16, "uint8": types.UINT8}[ctx.output_dtype]
-    layout = "CHW" if ctx.layout == "NCHW" else "HWC"
-    if "mean" not in kwargs and ctx.output_dtype != "uint8":
-        kwargs.update(mean=[0.0] * ctx.channels, std=[1.0] * ctx.channels)  # cast only
-    return fn.crop_mirror_normalize(images, dtype=dtype, output_layout=layout, **kwargs, **_to_8_bit(ctx))
-
-
-def _to_8_bit(ctx: LoweringContext) -> dict[str, Any]:
-    """uint8 output of 16-bit images: scaled by the ranges (x / 257, rounded), not clamped."""
-    if ctx.output_dtype == "uint8" and ctx.max_value > 255:
-        return {"scale": 255.0 / ctx.max_value}
-    return {}
+    return _output(images, lowered.output, **kwargs)
 
 
 def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) -> Any:
-    """One test-time view: its fixed op, the final crop at its position, mirror, normalize."""
+    """One test-time view: its fixed op, the final crop at its position, mirror, the output."""
     from nvidia.dali import fn, types
 
     if view.op is not None:
@@ -203,13 +196,7 @@ def _view(images: Any, view: View, lowered: LoweredOps, ctx: LoweringContext) ->
     kwargs: dict[str, Any] = {"mirror": int(view.mirror)}
     if lowered.final_crop is not None:
         kwargs.update(lowered.final_crop.cmn_args(None, ctx), crop_pos_y=view.crop_at[0], crop_pos_x=view.crop_at[1])
-    if lowered.normalize is not None:
-        kwargs.update(lowered.normalize.cmn_args(None, ctx))
-    elif ctx.output_dtype != "uint8":
-        kwargs.update(mean=[0.0] * ctx.channels, std=[1.0] * ctx.channels)
-    dtype = {"float32": types.FLOAT, "float16": types.FLOAT16, "uint8": types.UINT8}[ctx.output_dtype]
-    return fn.crop_mirror_normalize(images, dtype=dtype, output_layout="CHW" if ctx.layout == "NCHW" else "HWC",
-                                    **kwargs, **_to_8_bit(ctx))
+    return _output(images, lowered.output, **kwargs)
 
 
 def _windows(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, encoded: bool,
@@ -228,7 +215,7 @@ def build_graph(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContex
                 pixel_dtype: np.dtype, hw_decoder_load: float | None = None) -> Any:
     """The images DataNode: decode (or take the arrays), the head's ops, the final stage.
 
-    With a tail, the pipeline ends in HWC images of the last head op's type: the batch stage
+    With a tail, the pipeline ends in HWC images of the last head op's type: the tail stage
     takes it from there. With test-time views, a list of one DataNode per view. For the host
     finish, ``[images, params]`` (``[images]`` when no op draws parameters).
     """

@@ -18,39 +18,31 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ...errors import FastloadError, WorkerDiedError
-from ...ops import Normalize, Op
+from ...ops import Op
 from ...ops.base import sample_rng
 from ...ops.custom import run_numpy
-from ...ops.normalize import max_value, resolve_mean_std
+from ...output import OutputSpec, finish_tensor, split_normalize, to_channels
 from ...pixels import pixel_dtype, to_pixel_dtype
 from ...stats import StageClock
 from ...tta import apply_view, split_for_views
 from ...workers.failures import error_report, rebuild_error
-from ..base import OUTPUT_DTYPES, BackendConfig
+from ..base import BackendConfig
 
-__all__ = ["TorchBackend", "split_normalize"]
+__all__ = ["TorchBackend"]
 
 BatchKey = tuple[int, tuple[int, ...]]  # (epoch, record indices)
-
-
-def split_normalize(ops: Sequence[Op]) -> tuple[list[Op], Normalize | None]:
-    """Split a trailing Normalize off, to run it on the batch on the output device."""
-    ops = list(ops)
-    if ops and isinstance(ops[-1], Normalize):
-        return ops[:-1], ops[-1]
-    return ops, None
 
 
 class _BatchDataset(Dataset):
     """Maps a batch key to a stacked batch. Holds the store by path (it pickles as its path)."""
 
     def __init__(self, store: Any, ops: list[Op], config: BackendConfig, crop: Any = None,
-                 finish: _Finish | None = None) -> None:
+                 finish: OutputSpec | None = None) -> None:
         self.store = store
         self.ops = ops
         self.config = config
         self.crop = crop  # with test-time views: the final crop, cut per view
-        self.finish = finish  # CPU output: normalized and laid out here, off the training thread
+        self.finish = finish  # CPU output: finished here, off the training thread
         self.pixel = pixel_dtype(store)  # a store mixing 8- and 16-bit images is read as 16-bit
 
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
@@ -58,14 +50,7 @@ class _BatchDataset(Dataset):
 
     def _decode(self, index: int) -> np.ndarray:
         image = to_pixel_dtype(self.store.decode(index), self.pixel)
-        channels = self.config.channels
-        if image.shape[2] != channels:
-            if image.shape[2] == 1:
-                image = np.repeat(image, channels, axis=2)
-            else:
-                raise ValueError(f"{self.store.path}: record {index} has {image.shape[2]} channels, "
-                                 f"the loader expects {channels}")
-        return image
+        return to_channels(image, self.config.channels, f"{self.store.path}: record {index}")
 
     def _augment(self, epoch: int, indices: tuple[int, ...]) -> list[np.ndarray]:
         rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
@@ -100,71 +85,8 @@ class _BatchDataset(Dataset):
         labels = torch.as_tensor(self.store.labels[np.asarray(indices)], dtype=torch.int64)
         out = torch.from_numpy(batch)
         augmented = time.perf_counter()
-        out = self.finish(out) if self.finish is not None else out
+        out = finish_tensor(out, self.finish) if self.finish is not None else out
         return out, labels, (augmented - started, time.perf_counter() - augmented)
-
-
-class _Finish:
-    """Normalization, output dtype and layout of a stacked ``(B, [V,] H, W, C)`` batch: in the
-    workers for CPU output, on the device for CUDA output (uint8 crosses the host, as in timm)."""
-
-    def __init__(self, normalize: Normalize | None, scale: float, config: BackendConfig) -> None:
-        self.normalize, self.scale, self.config = normalize, scale, config
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.normalize is not None and images.ndim == 4 and self.config.output_dtype == "float32":
-            return self._normalize_into(images)
-        if self.normalize is not None:
-            images = self._normalize(images)
-        elif self.config.output_dtype == "uint8" and not images.dtype.is_floating_point and self.scale > 255:
-            images = torch.round(images.float() * (255.0 / self.scale)).to(torch.uint8)  # 16 -> 8 bit by range
-        elif self.config.output_dtype != "uint8" or images.dtype != torch.uint8:
-            images = images.to(OUTPUT_DTYPES[self.config.output_dtype])
-        if self.config.layout == "NCHW" and images.ndim == 4:
-            images = images.permute(0, 3, 1, 2)
-        elif self.config.layout == "NCHW" and images.ndim == 5:  # test-time views: (B, V, H, W, C)
-            images = images.permute(0, 1, 4, 2, 3)
-        return images.contiguous()
-
-    def _mean_std(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if images.dtype.is_floating_point:  # ops already produced floats: scale is 1
-            scale = 1.0
-        else:
-            scale = self.scale if images.dtype != torch.uint8 else 255.0
-        mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, images.shape[-1])
-        return (torch.as_tensor(mean * scale, device=images.device),
-                torch.as_tensor(std * scale, device=images.device))
-
-    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        m, s = self._mean_std(images)
-        return ((images.float() - m) / s).to(OUTPUT_DTYPES[self.config.output_dtype])
-
-    def _normalize_into(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 ``(x - mean) / std`` of a (B, H, W, C) batch written straight into the output
-        layout: two passes into one allocation, where ``_normalize`` + permute + contiguous made
-        four passes and four 4-byte batches (py-spy: 33% of the torch backend's samples). In a
-        DataLoader worker the output is made in shared memory, as torch's own collate does: the
-        batch then crosses to the training process without the copy torch makes of private
-        memory (13% of the samples). The same float32 arithmetic as ``_normalize``, bit for bit."""
-        m, s = self._mean_std(images)
-        batch, height, width, channels = images.shape
-        nchw = self.config.layout == "NCHW"
-        out = _batch_tensor((batch, channels, height, width) if nchw else tuple(images.shape), torch.float32,
-                            images.device)
-        view = out.permute(0, 2, 3, 1) if nchw else out  # (B, H, W, C) over the output's memory
-        torch.sub(images, m, out=view)
-        view.div_(s)
-        return out
-
-
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """An empty batch; in a DataLoader worker on the CPU, in shared memory (as
-    ``torch.utils.data.default_collate`` makes its batches there)."""
-    if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype, device=device)
-    numel = int(np.prod(shape))
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device=device)
-    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
 
 
 class _EpochSampler(Sampler):
@@ -237,24 +159,22 @@ class TorchBackend:
             self.sample_ops, self.crop, self.normalize = split_for_views(ops, config.views)
         else:
             self.sample_ops, self.normalize = split_normalize(ops)
-        if config.output_dtype == "uint8":
-            self.normalize = None
         self.device = torch.device("cuda", config.device_id) if config.device == "cuda" else torch.device("cpu")
         # pinning needs CUDA (DataLoader warns without it); CUDA output is always pinned
         self.pin_memory = (pin_memory and torch.cuda.is_available()) or self.device.type == "cuda"
-        scale = max_value(pixel_dtype(store))
-        self._finish_batch = _Finish(self.normalize, scale, config)
+        # finished in the workers for CPU output, on the device for CUDA output (uint8 crosses the
+        # host there, as in timm)
+        self.output = OutputSpec(dtype=config.output_dtype, layout=config.layout, channels=config.channels,
+                                 pixel_dtype=pixel_dtype(store), normalize=self.normalize)
+        self.clock = StageClock()  # the Loader hands its stall meter's clock (fastload.stats)
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []
-        self.clock = StageClock()  # the Loader hands its stall meter's clock (fastload.stats)
-
-    tail: tuple[Op, ...] = ()
 
     def _new_loader(self) -> DataLoader:
         workers = max(0, self.config.num_threads)
         loader = DataLoader(
             _BatchDataset(self.store, self.sample_ops, self.config, self.crop,
-                          self._finish_batch if self.device.type == "cpu" else None), batch_size=None,
+                          self.output if self.device.type == "cpu" else None), batch_size=None,
             sampler=_EpochSampler(), num_workers=workers, persistent_workers=workers > 0,
             prefetch_factor=self.config.prefetch if workers > 0 else None, pin_memory=self.pin_memory,
         )
@@ -278,7 +198,7 @@ class TorchBackend:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
         with self.clock.gpu_span("host_finish", self.device):
-            return self._finish_batch(images), labels
+            return finish_tensor(images, self.output), labels
 
     def close(self) -> None:
         for loader in self._all:

@@ -1,0 +1,298 @@
+"""The output stage: what every batch becomes before the training loop sees it.
+
+One frozen ``OutputSpec`` (dtype, layout, channels, the source pixel type, the op list's trailing
+Normalize) says it, checked at construction; every path applies it with the kernels here:
+
+* ``BatchWriter``: HWC samples (NumPy on the CPU, CuPy on the GPU) written into one
+  preallocated batch in the output layout and dtype, normalized on the way in one pass, from any
+  thread (NumPy's kernels release the GIL): the DALI backend's host stage and its tail;
+* ``finish_tensor``: a stacked ``(B, [V,] H, W, C)`` torch batch finished with torch's kernels,
+  in shared memory inside DataLoader workers: the torch backend, on the CPU or the GPU;
+* ``OutputSpec.dali_args``: what DALI's final ``crop_mirror_normalize`` is asked to do;
+* ``finish_sample``: one image, for ``loader.dataset``;
+* ``to_channels``: gray images brought to the loader's channel count before their ops (the
+  torch backend, ``loader.dataset``; DALI's decoders and feed workers do it on their side).
+
+The arithmetic is the same everywhere: ``(x - mean * scale) / (std * scale)`` in float32, where
+``scale`` is 1 for float pixels, 255 for 8-bit ones and the pixel type's full scale otherwise
+(65535 for 16-bit images); uint8 output is not normalized, and 16-bit pixels are brought to it by
+the ranges (``x * 255 / 65535``, rounded). Backends and the batch stage import this module; it
+imports neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .ops.base import Op
+from .ops.custom import CustomOpError
+from .ops.normalize import Normalize, max_value, resolve_mean_std
+
+__all__ = ["LAYOUTS", "NP_DTYPES", "OUTPUT_DTYPES", "BatchWriter", "OutputSpec", "batch_tensor", "finish_sample",
+           "finish_tensor", "split_normalize", "to_channels"]
+
+OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
+NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+LAYOUTS = ("NCHW", "NHWC")
+_DALI_TYPES = {"float32": "FLOAT", "float16": "FLOAT16", "uint8": "UINT8"}  # names in nvidia.dali.types
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
+                 np.dtype(np.uint8): torch.uint8}
+
+
+def _kind(dtype: Any) -> str:
+    """"f" (floats), "u8" (8-bit) or "int" (wider integers) of a NumPy or torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return "f" if dtype.is_floating_point else "u8" if dtype == torch.uint8 else "int"
+    dtype = np.dtype(dtype)
+    return "f" if dtype.kind == "f" else "u8" if dtype == np.uint8 else "int"
+
+
+def to_channels(image: np.ndarray, channels: int, where: str) -> np.ndarray:
+    """An HWC image with ``channels`` channels: a gray image is repeated into each (as DALI's
+    decoders make RGB of gray JPEGs); any other count is an error naming ``where``."""
+    if image.shape[2] == channels:
+        return image
+    if image.shape[2] == 1:
+        return np.repeat(image, channels, axis=2)
+    raise ValueError(f"{where} has {image.shape[2]} channels, the loader expects {channels}")
+
+
+def split_normalize(ops: Sequence[Op]) -> tuple[list[Op], Normalize | None]:
+    """``ops`` without a trailing Normalize, and that Normalize (None when the list ends otherwise):
+    the output stage applies it, fused with the cast and the layout change."""
+    ops = list(ops)
+    if ops and isinstance(ops[-1], Normalize):
+        return ops[:-1], ops[-1]
+    return ops, None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a finished batch is. Checked at construction.
+
+    Attributes:
+        dtype: "float32", "float16" or "uint8" (uint8 output is never normalized: ``normalize``
+            is then dropped).
+        layout: "NCHW" or "NHWC" (samples always come HWC).
+        channels: channels per image.
+        pixel_dtype: the source images' pixel type (its full scale is what Normalize's 1.0 means).
+        normalize: the Normalize to apply (mean/std in 0..1 units), or None.
+    """
+
+    dtype: str = "float32"
+    layout: str = "NCHW"
+    channels: int = 3
+    pixel_dtype: Any = np.dtype(np.uint8)
+    normalize: Normalize | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {self.dtype!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if int(self.channels) < 1:
+            raise ValueError(f"the output needs at least one channel, got channels={self.channels}")
+        object.__setattr__(self, "pixel_dtype", np.dtype(self.pixel_dtype))
+        if self.dtype == "uint8":
+            object.__setattr__(self, "normalize", None)
+        if self.normalize is not None:  # a mean/std that does not fit the channels fails here, not mid-epoch
+            resolve_mean_std(self.normalize.mean, self.normalize.std, self.channels)
+
+    @property
+    def nchw(self) -> bool:
+        return self.layout == "NCHW"
+
+    @property
+    def max_value(self) -> float:
+        """The source pixel type's full scale (255, 65535, 1.0 for floats)."""
+        return max_value(self.pixel_dtype)
+
+    def shape(self, count: int, height: int, width: int, channels: int | None = None) -> tuple[int, ...]:
+        """The output's shape for ``count`` samples of ``height x width x channels``."""
+        c = self.channels if channels is None else channels
+        return (count, c, height, width) if self.nchw else (count, height, width, c)
+
+    def scale(self, source_dtype: Any) -> float:
+        """What 1.0 of Normalize's units is in ``source_dtype`` pixels (a NumPy or torch dtype):
+        1 for floats, 255 for 8-bit, else the pixel type's full scale (torch's int32 carries 16-bit)."""
+        kind = _kind(source_dtype)
+        return 1.0 if kind == "f" else 255.0 if kind == "u8" else self.max_value
+
+    def mean_std(self, channels: int, source_dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel float32 mean and std in ``source_dtype`` pixel units (needs ``normalize``)."""
+        assert self.normalize is not None, "mean_std of an output that does not normalize"
+        mean, std = resolve_mean_std(self.normalize.mean, self.normalize.std, channels)
+        scale = self.scale(source_dtype)
+        return mean * scale, std * scale
+
+    def to_8_bit(self, source_dtype: Any) -> float | None:
+        """The factor that brings wider integer pixels to uint8 output by the ranges, else None."""
+        if self.dtype != "uint8" or _kind(source_dtype) != "int" or self.max_value <= 255:
+            return None
+        return 255.0 / self.max_value
+
+    def dali_args(self) -> dict[str, Any]:
+        """DALI ``crop_mirror_normalize`` arguments that make this output from the pixel type's
+        images: ``dtype`` is the name of a ``nvidia.dali.types`` type (the caller maps it)."""
+        args: dict[str, Any] = {"dtype": _DALI_TYPES[self.dtype], "output_layout": "CHW" if self.nchw else "HWC"}
+        if self.normalize is not None:
+            mean, std = self.mean_std(self.channels, self.pixel_dtype)
+            args.update(mean=mean.tolist(), std=std.tolist())
+        elif self.dtype != "uint8":
+            args.update(mean=[0.0] * self.channels, std=[1.0] * self.channels)  # a cast only
+        elif self.max_value > 255:  # 16-bit to uint8 by the ranges (x / 257, rounded), not clamped
+            args.update(scale=255.0 / self.max_value)
+        return args
+
+
+class BatchWriter:
+    """A batch filled sample by sample (or at once) as ``spec`` says, with its Normalize folded
+    in: one pass over the pixels where torch would make four.
+
+    The batch is a torch tensor (torch's caching allocator on the GPU, not CuPy's pool), written
+    through a NumPy or CuPy view of it.
+
+    Args:
+        xp: numpy or cupy.
+        device: where the batch lives.
+        count: samples in the batch.
+        spec: the output (inputs are always HWC samples).
+    """
+
+    def __init__(self, xp: Any, device: torch.device, count: int, spec: OutputSpec) -> None:
+        self.xp, self.device, self.count, self.spec = xp, device, count, spec
+        self.nchw, self.dtype = spec.nchw, NP_DTYPES[spec.dtype]
+        self.tensor: torch.Tensor | None = None
+        self.array: Any = None
+        self._sample_shape: tuple[int, ...] = ()
+        self._mean_std: tuple[Any, Any] | None = None
+        self._to_8_bit: float | None = None
+
+    def _allocate(self, sample: Any) -> None:
+        self.reserve(*sample.shape, np.dtype(sample.dtype))
+
+    def shape(self, height: int, width: int, channels: int) -> tuple[int, ...]:
+        """The output's shape for samples of ``height x width x channels``."""
+        return self.spec.shape(self.count, height, width, channels)
+
+    def reserve(self, height: int, width: int, channels: int, pixel_dtype: np.dtype,
+                into: np.ndarray | None = None) -> None:
+        """Allocate the output for samples of this shape and pixel type before any is written
+        (then every thread may ``put`` from the start); on the CPU, ``into`` (an array of
+        ``shape()`` and the output dtype) is used instead of new memory."""
+        h, w, c = height, width, channels
+        self._sample_shape = (h, w, c)
+        if into is not None:
+            self.array, self.tensor = into, torch.from_numpy(into)
+        else:
+            self.tensor = torch.empty(self.shape(h, w, c), dtype=_TORCH_DTYPES[np.dtype(self.dtype)],
+                                      device=self.device)
+            self.array = self.tensor.numpy() if self.xp is np else self.xp.from_dlpack(self.tensor)
+        if self.spec.normalize is not None:
+            mean, std = self.spec.mean_std(c, pixel_dtype)
+            shape = (c, 1, 1) if self.nchw else (c,)
+            self._mean_std = (self.xp.asarray(mean.reshape(shape)), self.xp.asarray(std.reshape(shape)))
+        self._to_8_bit = self.spec.to_8_bit(pixel_dtype)
+
+    def put(self, index: int, sample: Any, op: str, where: str) -> None:
+        """Write one HxWxC sample (an op's result) at ``index`` (from any thread, once the first
+        sample has sized the output)."""
+        if self.array is None:  # the first sample (written before any other thread starts)
+            self._allocate(sample)
+        elif tuple(sample.shape) != self._sample_shape:
+            raise CustomOpError(op, where, f"returned shape {tuple(sample.shape)} while the batch's first image "
+                                f"came out {self._sample_shape}; a batch needs one size: end the augment list "
+                                "with a fixed-size op (RandomResizedCrop, CenterCrop, Resize(size=...))")
+        self._write(self.array[index], sample)
+
+    def put_range(self, start: int, batch: Any) -> None:
+        """Write NxHxWxC samples (any strides) at ``start``, once ``reserve`` sized the output."""
+        self._write(self.array[start : start + len(batch)], batch)
+
+    def put_batch(self, batch: Any) -> Any:
+        """Write a whole NxHxWxC batch; returns the output."""
+        self._allocate(batch[0])
+        self._write(self.array, batch)
+        return self.array
+
+    def _write(self, target: Any, source: Any) -> None:
+        xp = self.xp
+        if self.nchw:
+            source = xp.moveaxis(source, -1, -3)
+        if self._mean_std is None:
+            if self._to_8_bit is not None and target.dtype == np.uint8:  # 16 -> 8 bit by range, as DALI's
+                source = xp.rint(source * np.float32(self._to_8_bit))
+            target[...] = source
+            return
+        mean, std = self._mean_std
+        # (x - mean) / std in float32, as finish_tensor computes it (bit for bit)
+        if target.dtype == np.float32:
+            xp.subtract(source, mean, out=target, dtype=np.float32)
+            xp.divide(target, std, out=target)
+        else:
+            target[...] = xp.divide(xp.subtract(source, mean, dtype=np.float32), std)
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An empty batch; in a DataLoader worker on the CPU, in shared memory (as
+    ``torch.utils.data.default_collate`` makes its batches there)."""
+    if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device=device)
+    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
+
+
+def _torch_mean_std(spec: OutputSpec, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = spec.mean_std(images.shape[-1], images.dtype)
+    return torch.as_tensor(mean, device=images.device), torch.as_tensor(std, device=images.device)
+
+
+def finish_tensor(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
+    """A stacked ``(B, H, W, C)`` batch (``(B, V, H, W, C)`` with test-time views) of pixels or
+    floats, finished with torch's kernels where it lies (uint8 and int32, which carries 16-bit
+    pixels, as they come from the torch backend's workers)."""
+    if spec.normalize is not None and images.ndim == 4 and spec.dtype == "float32":
+        return _normalize_into(images, spec)
+    if spec.normalize is not None:
+        m, s = _torch_mean_std(spec, images)
+        images = ((images.float() - m) / s).to(OUTPUT_DTYPES[spec.dtype])
+    elif spec.to_8_bit(images.dtype) is not None:  # 16 -> 8 bit by range
+        images = torch.round(images.float() * spec.to_8_bit(images.dtype)).to(torch.uint8)
+    elif spec.dtype != "uint8" or images.dtype != torch.uint8:
+        images = images.to(OUTPUT_DTYPES[spec.dtype])
+    if spec.nchw and images.ndim == 4:
+        images = images.permute(0, 3, 1, 2)
+    elif spec.nchw and images.ndim == 5:  # test-time views: (B, V, H, W, C)
+        images = images.permute(0, 1, 4, 2, 3)
+    return images.contiguous()
+
+
+def _normalize_into(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
+    """float32 ``(x - mean) / std`` of a (B, H, W, C) batch written straight into the output
+    layout: two passes into one allocation, where normalize + permute + contiguous made four
+    passes and four 4-byte batches (py-spy: 33% of the torch backend's samples). In a DataLoader
+    worker the output is made in shared memory, as torch's own collate does: the batch then
+    crosses to the training process without the copy torch makes of private memory (13% of the
+    samples). The same float32 arithmetic as the four-pass form, bit for bit."""
+    m, s = _torch_mean_std(spec, images)
+    batch, height, width, channels = images.shape
+    out = batch_tensor(spec.shape(batch, height, width, channels), torch.float32, images.device)
+    view = out.permute(0, 2, 3, 1) if spec.nchw else out  # (B, H, W, C) over the output's memory
+    torch.sub(images, m, out=view)
+    view.div_(s)
+    return out
+
+
+def finish_sample(image: np.ndarray, spec: OutputSpec) -> torch.Tensor:
+    """One HWC image (of any pixel type) as one sample of the output: ``(C, H, W)`` or ``(H, W, C)``."""
+    if spec.normalize is not None:
+        mean, std = resolve_mean_std(spec.normalize.mean, spec.normalize.std, image.shape[2])
+        image = (image.astype(np.float32) / max_value(image.dtype) - mean) / std
+    out = torch.from_numpy(np.ascontiguousarray(image)).to(OUTPUT_DTYPES[spec.dtype])
+    return out.permute(2, 0, 1).contiguous() if spec.nchw else out

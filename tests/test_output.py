@@ -1,0 +1,81 @@
+"""The output stage (fastload.output): one spec, checked at construction, and kernels that agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastload import ops
+from fastload.output import (
+    BatchWriter,
+    OutputSpec,
+    finish_sample,
+    finish_tensor,
+    split_normalize,
+    to_channels,
+)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dtype": "float64"}, "output_dtype must be one of"),
+    ({"layout": "CHW"}, "layout must be one of"),
+    ({"channels": 0}, "at least one channel"),
+    ({"channels": 4, "normalize": ops.Normalize(mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))}, "3/3 values for 4-channel"),
+])
+def test_a_spec_is_refused_at_construction_with_the_reason(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OutputSpec(**kwargs)
+
+
+def test_uint8_output_is_not_normalized():
+    assert OutputSpec(dtype="uint8", normalize=ops.Normalize()).normalize is None
+
+
+def test_split_normalize_takes_only_a_trailing_normalize():
+    crop, norm = ops.CenterCrop(8), ops.Normalize()
+    assert split_normalize([crop, norm]) == ([crop], norm)
+    assert split_normalize([norm, crop]) == ([norm, crop], None)
+    assert split_normalize([]) == ([], None)
+
+
+def test_dali_arguments_say_the_same_output():
+    spec = OutputSpec(layout="NHWC", pixel_dtype="uint16", normalize=ops.Normalize(mean=(0.5,), std=(0.25,)),
+                      channels=1)
+    assert spec.dali_args() == {"dtype": "FLOAT", "output_layout": "HWC", "mean": [0.5 * 65535], "std": [0.25 * 65535]}
+    assert OutputSpec(dtype="float16", channels=2).dali_args() == {
+        "dtype": "FLOAT16", "output_layout": "CHW", "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    assert OutputSpec(dtype="uint8", pixel_dtype="uint16").dali_args() == {
+        "dtype": "UINT8", "output_layout": "CHW", "scale": 255.0 / 65535.0}
+    assert OutputSpec(dtype="uint8").dali_args() == {"dtype": "UINT8", "output_layout": "CHW"}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
+@pytest.mark.parametrize("pixels", ["uint8", "uint16"])
+def test_the_host_and_torch_kernels_write_the_same_batch(layout, dtype, pixels):
+    """The host stage's NumPy writer and the torch backend's kernel: one output, bit for bit."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, np.iinfo(pixels).max + 1, (3, 6, 5, 3)).astype(pixels)
+    spec = OutputSpec(dtype=dtype, layout=layout, pixel_dtype=pixels, normalize=ops.Normalize())
+    writer = BatchWriter(np, torch.device("cpu"), 3, spec)
+    writer.reserve(6, 5, 3, np.dtype(pixels))
+    writer.put_range(0, images)
+    carried = torch.from_numpy(images.astype(np.int32) if pixels == "uint16" else images)  # as the workers send it
+    expected = finish_tensor(carried, spec)
+    assert writer.tensor.dtype == expected.dtype and writer.tensor.shape == expected.shape == spec.shape(3, 6, 5)
+    assert torch.equal(writer.tensor, expected)
+
+
+def test_one_sample_is_finished_as_the_loader_finishes_it():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    out = finish_sample(image, OutputSpec(normalize=ops.Normalize(mean=(0.5,), std=(0.5,))))
+    assert out.shape == (3, 2, 3) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), (image.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5, rtol=1e-6)
+
+
+def test_gray_images_are_repeated_into_the_channels_and_other_counts_refused():
+    gray = np.ones((2, 2, 1), np.uint8)
+    assert to_channels(gray, 3, "record 0").shape == (2, 2, 3)
+    with pytest.raises(ValueError, match="record 7 has 2 channels, the loader expects 3"):
+        to_channels(np.ones((2, 2, 2), np.uint8), 3, "record 7")
