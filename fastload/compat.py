@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from .ops import Op, run_numpy
 from .ops.base import sample_rng
 from .output import OutputSpec, finish_sample, split_normalize, to_channels
-from .pixeltypes import pixel_dtype
+from .pixels import pixel_dtype
 
 __all__ = ["DATALOADER_DEFAULTS", "check_dataloader_kwargs", "PlanSampler", "PlanBatchSampler",
            "PlannedLoader", "StoreDataset", "refuse_dataset"]

@@ -18,7 +18,6 @@ batch stage runs the batch transforms on them on the device (fastload.transforms
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import warnings
@@ -46,6 +45,7 @@ from .ops import Op
 from .ops.resolve import resolve_ops, store_mean_std
 from .sampling import EpochPlan, SamplerPlan, make_plan
 from .stats import LoaderStats, StallMeter
+from .steering import LossSteering
 from .stores import REGISTRY, Store, open_store
 from .stores.files import FileStore
 from .transforms.base import bind_transforms
@@ -305,8 +305,7 @@ class Loader:
         # issue 22, what training sees: the stall meter, record indices, loss-driven sampling
         self.return_index = bool(return_index)
         self._meter = StallMeter(self.rank, log_every=log_every)
-        self._base_plan = self.plan  # loss weights multiply this plan's own (balanced, given)
-        self._losses = self._loss_tracker(loss_sampling)
+        self._steering = LossSteering.build(loss_sampling, self.plan, len(self.store), self.records)
         self.device = resolve_device(device)
         self.backend_name = resolve_backend(backend)
         if num_threads is None:
@@ -412,75 +411,41 @@ class Loader:
         clock = self._meter.clock
         return clock.gpu_span("batch_stage", self.device) if self.device == "cuda" else clock.span("batch_stage")
 
-    def _loss_tracker(self, options: LossSampling | bool | None) -> LossTracker | None:
-        if options is None or options is False:
-            return None
-        if options is True:
-            options = LossSampling()
-        if not isinstance(options, LossSampling):
-            raise TypeError(f"loss_sampling must be a fastload.LossSampling, True or None, got {options!r}")
-        if isinstance(self.plan, SamplerPlan):
-            raise ValueError("loss_sampling= plans the order itself: give it without a sampler object "
-                             "(sampler='balanced', weights= and indices= combine with it)")
-        return LossTracker(len(self.store), options)
-
-    def _tracker(self, what: str) -> LossTracker:
-        if self._losses is None:
+    def _steering_for(self, what: str) -> LossSteering:
+        if self._steering is None:
             raise ValueError(f"{what} needs the per-record losses: build the Loader with "
                              "loss_sampling=fastload.LossSampling() (steer=False to only record them)")
-        return self._losses
+        return self._steering
+
+    def _tracker(self, what: str) -> LossTracker:
+        return self._steering_for(what).tracker
+
+    def _set_plan(self, plan: EpochPlan | None) -> None:
+        if plan is not None:
+            self.plan = self._epochs.plan = plan
 
     def _steer(self, epoch: int, start: int) -> None:
-        """At an epoch's start, commit the losses given so far (a collective under
-        torch.distributed) and plan the epoch with the weights they give. A resumed pass
-        (``start > 0``) keeps the weights its epoch was planned with."""
-        if self._losses is None:
-            return
-        if start == 0 and self._losses.commit():
-            self._apply_loss_weights()
-        self._losses.epoch = epoch  # the epoch the next updates come from (the audit's history rows)
+        """At an epoch's start, the plan the losses given so far steer (fastload.steering)."""
+        if self._steering is not None:
+            self._set_plan(self._steering.begin_epoch(epoch, start))
 
-    def _apply_loss_weights(self) -> None:
-        tracker = self._losses
-        if tracker is None or not tracker.steering or not isinstance(self._base_plan, EpochPlan):
-            return
-        multipliers = tracker.multipliers if self.records is None else tracker.multipliers[self.records]
-        base = self._base_plan.weights
-        weights = multipliers if base is None else base * multipliers
-        if not weights.sum() > 0:  # exclusion met every record the base weights allow: keep those
-            weights = np.ones_like(multipliers) if base is None else base
-        self.plan = dataclasses.replace(self._base_plan, weights=weights)
-        self._epochs.plan = self.plan
-
-    def _commit_pending(self, what: str) -> LossTracker:
-        """The losses given since the epoch began enter the history (a collective under
-        torch.distributed: call it on every rank, between epochs)."""
-        tracker = self._tracker(what)
-        if tracker.commit():
-            self._apply_loss_weights()
-        return tracker
+    def _committed(self, what: str) -> LossSteering:
+        """The losses given since the epoch began committed (a collective under torch.distributed:
+        call it on every rank, between epochs)."""
+        steering = self._steering_for(what)
+        self._set_plan(steering.commit())
+        return steering
 
     def audit(self, path: str | os.PathLike[str] | None = None, top: int | None = None) -> list[dict[str, Any]]:
         """The label audit: records ranked by how persistently their loss stays high (with path,
         label, class and metadata); written as CSV to ``path`` when given (fastload.audit).
         Call it between epochs, on every rank under torch.distributed: it commits the losses
         given since the epoch began, as the next epoch's start would."""
-        from .audit import audit_rows, write_audit_csv
-
-        tracker = self._commit_pending("loader.audit()")
-        rows = audit_rows(self.store, tracker.history, tracker.ema, top=top)
-        if path is not None:
-            write_audit_csv(rows, path)
-        return rows
+        return self._committed("loader.audit()").audit(self.store, path, top)
 
     def save_loss_history(self, path: str | os.PathLike[str]) -> str:
         """Write the per-record loss history for ``fastload audit PATH`` (a NumPy archive, no pickle)."""
-        from .audit import save_loss_history
-
-        tracker = self._commit_pending("loader.save_loss_history()")
-        shards = [s.path for s in getattr(self.store, "shards", [self.store])]
-        return save_loss_history(path, store_paths=shards, history=tracker.history,
-                                 epochs=tracker.history_epochs, ema=tracker.ema)
+        return self._committed("loader.save_loss_history()").save_history(self.store, path)
 
     # --- mid-epoch resume --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -488,16 +453,17 @@ class Loader:
         epoch in progress (or, after a finished pass, starts the next epoch). With several live
         iterators, the one started last is the one saved (as torchdata's StatefulDataLoader)."""
         state = self._epochs.state_dict()
-        if self._losses is not None:  # the weights this epoch was planned with, and the losses since
-            state["losses"] = self._losses.state_dict()
+        if self._steering is not None:  # the weights this epoch was planned with, and the losses since
+            state["losses"] = self._steering.tracker.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``: the next pass yields the same epoch's unseen batches."""
         self._epochs.load_state_dict(state)
         if "losses" in state:
-            self._tracker("resuming a state with loss sampling").load_state_dict(state["losses"])
-            self._apply_loss_weights()
+            steering = self._steering_for("resuming a state with loss sampling")
+            steering.tracker.load_state_dict(state["losses"])
+            self._set_plan(steering.plan())
 
     def close(self) -> None:
         """Stop worker processes and pipelines."""

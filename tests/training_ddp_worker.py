@@ -44,7 +44,7 @@ def main(store: str, out: str) -> None:
         seen[epoch] = indices
         if epoch == 0:
             report = fastload.stats.report(loader)  # collective: every rank, same place
-    tracker = loader._losses
+    tracker = loader._steering.tracker
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"rank": rank, "seen": seen, "weights": tracker.multipliers.tolist(),
                    "order1": loader.plan.global_order(1).tolist(), "slowest": report.slowest,
