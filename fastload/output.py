@@ -34,7 +34,7 @@ from .ops.custom import CustomOpError
 from .ops.normalize import Normalize, max_value, resolve_mean_std
 
 __all__ = ["LAYOUTS", "NP_DTYPES", "OUTPUT_DTYPES", "BatchWriter", "OutputSpec", "batch_tensor", "finish_sample",
-           "finish_tensor", "split_normalize", "to_channels"]
+           "finish_tensor", "split_normalize", "to_channels", "write_samples"]
 
 OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -231,11 +231,38 @@ class BatchWriter:
             return
         mean, std = self._mean_std
         # (x - mean) / std in float32, as finish_tensor computes it (bit for bit)
-        if target.dtype == np.float32:
+        if target.dtype == np.float32 and xp is np:
+            # cast into the target first, then subtract in place: NumPy's mixed-type subtract
+            # (uint8 - float32 with a cast) runs buffered, ~1.4x slower on HWC samples (py-spy +
+            # timing, 2026-12-04); the same float32 values, bit for bit
+            target[...] = source
+            np.subtract(target, mean, out=target)
+            np.divide(target, std, out=target)
+        elif target.dtype == np.float32:
             xp.subtract(source, mean, out=target, dtype=np.float32)
             xp.divide(target, std, out=target)
         else:
             target[...] = xp.divide(xp.subtract(source, mean, dtype=np.float32), std)
+
+
+def write_samples(samples: Sequence[np.ndarray], spec: OutputSpec) -> torch.Tensor:
+    """HWC NumPy samples of one shape and pixel type finished into a new CPU batch, one sample at a
+    time (``BatchWriter``'s single pass per sample, the same arithmetic as ``finish_tensor``, bit
+    for bit). In a DataLoader worker the batch is made in shared memory (``batch_tensor``).
+
+    Why not stack, then ``finish_tensor``: torch's uint8-to-float32 kernels with a per-channel
+    broadcast run at ~5 ns an element on one core (~0.9 ms a 224 px image, plus a stacking copy
+    that turns the resize's channel planes back into HWC), NumPy's at a third of that; the torch
+    backend spent a third of its worker time there (benchmarks/RESULTS.md, 2026-12-04 evening)."""
+    height, width, channels = samples[0].shape
+    out = batch_tensor(spec.shape(len(samples), height, width, channels), OUTPUT_DTYPES[spec.dtype],
+                       torch.device("cpu"))
+    writer = BatchWriter(np, out.device, len(samples), spec)
+    # into: the writer fills ``out``'s memory, so the shared storage (not a NumPy view's) is returned
+    writer.reserve(height, width, channels, np.dtype(samples[0].dtype), into=out.numpy())
+    for index, sample in enumerate(samples):
+        writer.put(index, sample, "output", f"sample {index}")
+    return out
 
 
 def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -14,6 +14,7 @@ from fastload.output import (
     finish_tensor,
     split_normalize,
     to_channels,
+    write_samples,
 )
 
 
@@ -65,6 +66,40 @@ def test_the_host_and_torch_kernels_write_the_same_batch(layout, dtype, pixels):
     expected = finish_tensor(carried, spec)
     assert writer.tensor.dtype == expected.dtype and writer.tensor.shape == expected.shape == spec.shape(3, 6, 5)
     assert torch.equal(writer.tensor, expected)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
+@pytest.mark.parametrize("pixels", ["uint8", "uint16", "float32"])
+def test_samples_of_any_strides_are_written_as_the_torch_kernel_finishes_their_stack(layout, dtype, pixels):
+    """The torch backend's workers write op results as they come (a resize's channel planes, a
+    flip's negative strides, plain HWC): the same batch as stacking them and finish_tensor."""
+    rng = np.random.default_rng(1)
+    top = 1.0 if pixels == "float32" else np.iinfo(pixels).max + 1
+    planes = (rng.random((3, 6, 5)) * top).astype(pixels)
+    samples = [planes.transpose(1, 2, 0), (rng.random((6, 5, 3)) * top).astype(pixels)[::-1, ::-1],
+               (rng.random((6, 5, 3)) * top).astype(pixels)]
+    spec = OutputSpec(dtype=dtype, layout=layout, pixel_dtype=pixels, normalize=ops.Normalize())
+    stacked = np.stack(samples)
+    expected = finish_tensor(torch.from_numpy(stacked.astype(np.int32) if pixels == "uint16" else stacked), spec)
+    written = write_samples(samples, spec)
+    assert written.dtype == expected.dtype and written.shape == expected.shape == spec.shape(3, 6, 5)
+    assert torch.equal(written, expected)
+
+
+class _WrittenInWorker(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> bool:
+        spec = OutputSpec(normalize=ops.Normalize())
+        return write_samples([np.zeros((4, 4, 3), np.uint8)], spec).is_shared()
+
+
+def test_a_batch_written_in_a_dataloader_worker_is_made_in_shared_memory():
+    """So it crosses to the training process without torch copying it there."""
+    loader = torch.utils.data.DataLoader(_WrittenInWorker(), batch_size=None, num_workers=1)
+    assert list(loader) == [True]
 
 
 def test_one_sample_is_finished_as_the_loader_finishes_it():

@@ -21,7 +21,7 @@ from ...errors import FastloadError, WorkerDiedError
 from ...ops import Op
 from ...ops.base import sample_rng
 from ...ops.custom import run_numpy
-from ...output import OutputSpec, finish_tensor, split_normalize, to_channels
+from ...output import OutputSpec, finish_tensor, split_normalize, to_channels, write_samples
 from ...pixels import pixel_dtype, to_pixel_dtype
 from ...stats import StageClock
 from ...tta import apply_view, split_for_views
@@ -56,7 +56,8 @@ class _BatchDataset(Dataset):
         rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
         images = run_numpy(self.ops, [self._decode(i) for i in indices], rngs)
         if not self.config.views:
-            return [np.ascontiguousarray(im) for im in images]
+            # no copy here: the output stage reads any strides (a resize's channel planes included)
+            return [np.asarray(im) for im in images]
         return [np.stack([np.ascontiguousarray(apply_view(v, im, self.crop)) for v in self.config.views])
                 for im in images]
 
@@ -79,10 +80,13 @@ class _BatchDataset(Dataset):
         if len(shapes) > 1:
             raise ValueError(f"augmented images differ in shape {sorted(shapes)}; end the augment "
                              "list with a fixed-size op (RandomResizedCrop, CenterCrop, Resize(size=...))")
+        labels = torch.as_tensor(self.store.labels[np.asarray(indices)], dtype=torch.int64)
+        if self.finish is not None and not self.config.views:  # CPU output: one pass per sample
+            augmented = time.perf_counter()
+            return write_samples(images, self.finish), labels, (augmented - started, time.perf_counter() - augmented)
         batch = np.stack(images)
         if batch.dtype == np.uint16:  # torch has limited uint16 support: carry as int32
             batch = batch.astype(np.int32)
-        labels = torch.as_tensor(self.store.labels[np.asarray(indices)], dtype=torch.int64)
         out = torch.from_numpy(batch)
         augmented = time.perf_counter()
         out = finish_tensor(out, self.finish) if self.finish is not None else out
