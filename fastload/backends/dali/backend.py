@@ -95,9 +95,10 @@ class _DaliPass:
                 self._attach(self._backend._engine(steal=False))
             images, labels = self._engine.next()  # type: ignore[union-attr]
             if self._backend.tail_stage is not None:  # custom ops at the end: they write the output
-                clock = self._backend.clock
-                span = clock.gpu_span("decode_ops", images.device) if images.is_cuda else clock.span("decode_ops")
-                with span:
+                backend = self._backend
+                clock = backend.clock
+                on_gpu = backend.config.device == "cuda"
+                with clock.gpu_span("decode_ops", backend.config.device_id) if on_gpu else clock.span("decode_ops"):
                     images = self._backend.tail_stage(images, self._epoch, self._batches[self._done])
         except BaseException:  # the stream moved on: a later batch must not take this one's place
             self.close()
