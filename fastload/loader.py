@@ -256,7 +256,7 @@ class Loader:
             are kept for ``loader.audit`` (fastload.loss_sampling).
         cache_dir, cache_limit, storage_options: for a store at a URL (``s3://bucket/x.lmdb``):
             the node's shard cache folder, the bytes it may hold ("200GB"; when smaller than the
-            store, ``shuffle`` reads a window of shards at a time: fastload.shardshuffle), and
+            store, ``shuffle`` reads a window of shards at a time: sampling.shard_window_order), and
             fsspec's options (endpoint_url, key, secret; default: the usual environment).
     """
 

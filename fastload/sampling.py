@@ -6,15 +6,38 @@ are decided here once, deterministically from (seed, epoch), whatever the worker
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .shardshuffle import shard_window_order
+__all__ = ["EpochPlan", "SamplerPlan", "balanced_weights", "make_plan", "shard_window_order"]
 
-__all__ = ["EpochPlan", "SamplerPlan", "balanced_weights", "make_plan"]
+
+def shard_window_order(rng: np.random.Generator, shard_sizes: Sequence[int], window: int) -> np.ndarray:
+    """The shard-aware shuffle: a permutation of all records (numbered shard after shard) that
+    reads a window of shards at a time.
+
+    When the local cache cannot hold every shard of a remote store, a full permutation would make
+    every batch touch shards all over the dataset. Instead the shards are permuted, that sequence
+    is cut into windows of ``window`` shards, and the records are permuted within each window (as
+    MosaicML Streaming's block shuffles do). It is drawn from the epoch's generator alone: the same
+    global order at any world size, and the ranks, striding through it together, read inside the
+    same window at a time.
+
+    Example (3 shards of 2 records, window 2): shards permuted to [2, 0, 1] -> windows {4 5 0 1},
+    {2 3} -> e.g. [1 4 0 5 | 3 2].
+    """
+    if window < 1:
+        raise ValueError(f"the shuffle window must be at least one shard, got {window}")
+    starts = np.concatenate([[0], np.cumsum(shard_sizes)]).astype(np.int64)
+    shards = rng.permutation(len(shard_sizes))
+    parts = []
+    for first in range(0, len(shards), window):
+        records = np.concatenate([np.arange(starts[s], starts[s + 1]) for s in shards[first:first + window]])
+        parts.append(rng.permutation(records))
+    return np.concatenate(parts)
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -48,7 +71,7 @@ class EpochPlan:
     world_size: int = 1
     weights: np.ndarray | None = None
     num_samples: int | None = None
-    # The shard-aware shuffle (fastload.shardshuffle), for a cache smaller than the data: the
+    # The shard-aware shuffle (``shard_window_order``), for a cache smaller than the data: the
     # records per shard, in order, and the shards per window. None: a full permutation.
     shard_sizes: tuple[int, ...] | None = None
     shard_window: int = 2
@@ -185,7 +208,7 @@ def make_plan(labels: np.ndarray, *, store_size: int, batch_size: int, shuffle: 
     ``weights`` are given; otherwise an EpochPlan over ``labels``' records draws it, by weights
     when there are some (``sampler="balanced"``: every class equally often). ``shard_sizes``
     (records per shard of a remote store whose cache cannot hold it all) makes a shuffle read a
-    window of shards at a time (fastload.shardshuffle); it applies to a plain shuffle of every
+    window of shards at a time (``shard_window_order``); it applies to a plain shuffle of every
     record only.
     """
     user_sampler = sampler if sampler is not None and not isinstance(sampler, str) else None

@@ -83,7 +83,7 @@ def pack_source(source: Source, output: str, options: PackOptions = PackOptions(
     if is_url(output):  # never a local path: "s3://b/x.lmdb" must not make a folder named "s3:"
         from ..stores.upload import pack_to_url
 
-        return pack_to_url(source, output, options, pack_source)
+        return pack_to_url(source, output, options, pack_source, shard_paths)
     start = time.perf_counter()
     workers = options.workers or default_workers()
     if options.num_shards is not None:

@@ -53,7 +53,8 @@ def _open_one(path: str, strict: bool, **options: Any) -> RecordSource:
 
 # The formats this process knows; a plugin adds its own with REGISTRY.register(StoreFormat(...)).
 REGISTRY = FormatRegistry()
-for _format in (lmdb_store.FORMAT, hdf5_store.FORMAT, sharded_format(_open_one), files.FORMAT, remote.FORMAT):
+for _format in (lmdb_store.FORMAT, hdf5_store.FORMAT, sharded_format(_open_one), files.FORMAT,
+                remote.remote_format(_open_one)):
     REGISTRY.register(_format)
 
 # The formats ``fastload pack`` writes, by name (a live view of the registry).

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,15 @@ from .registry import Match, StoreFormat
 from .sharded import ShardedStore
 from .urls import REMOTE_SCHEMES, filesystem, join
 
-__all__ = ["FORMAT", "INDEX_NAME", "RemoteStore", "Prefetcher", "open_remote", "start_prefetch", "default_cache_dir",
+__all__ = ["INDEX_NAME", "RemoteStore", "Prefetcher", "remote_format", "start_prefetch", "default_cache_dir",
            "shard_sizes_for_shuffle"]
 
 INDEX_NAME = "index.json"
 INDEX_MAGIC = "fastload-remote-index"
 INDEX_VERSION = 1
 _CHUNK = 8 << 20
+
+OpenLocal = Callable[[str, bool], StoreReader]
 
 
 def default_cache_dir() -> str:
@@ -162,9 +164,7 @@ class _Opener:
     def _open(self, shard: _RemoteShard) -> None:
         path, fd = self.store.cache.acquire(shard.entry)  # type: ignore[misc]
         try:
-            from . import REGISTRY  # the package registers this module's format: import it late
-
-            reader = REGISTRY.identify(path).open(path, strict=self.store.strict)
+            reader = self.store.open_local(path, self.store.strict)
             reader.header  # noqa: B018 - open and check now
             self.open[shard.number] = (reader, fd, os.stat(path).st_ino)
         except BaseException:
@@ -224,13 +224,18 @@ class RemoteStore(ShardedStore):
         prefetch: shards downloaded ahead of the one being read.
         max_open: shards each process keeps open at once (only the one being read is pinned).
         policy: download attempts and the bounded waits (a FetchPolicy, or its fields as a dict).
+        open_local: ``open_local(path, strict)`` opens a cached shard file (the format registry's
+            ``open_store`` for one path, which the package hands in: this module imports no registry).
     """
 
     def __init__(self, url: str, *, cache_dir: str | os.PathLike[str] | None = None,
                  cache_limit: int | str | None = None, storage_options: dict[str, Any] | None = None,
                  strict: bool = True, prefetch: int = 2, max_open: int = 4,
-                 policy: FetchPolicy | dict[str, Any] | None = None, index: dict[str, Any] | None = None) -> None:
-        self.url = url.rstrip("/")
+                 policy: FetchPolicy | dict[str, Any] | None = None, index: dict[str, Any] | None = None,
+                 open_local: OpenLocal | None = None) -> None:
+        if open_local is None:
+            raise TypeError("RemoteStore needs open_local: open stores at URLs with fastload.open_store(URL)")
+        self.url, self.open_local = url.rstrip("/"), open_local
         self.storage_options = dict(storage_options or {})
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache_limit, self.strict = parse_size(cache_limit), strict
@@ -311,28 +316,30 @@ class RemoteStore(ShardedStore):
                 for number in list(opener.open):
                     opener._close(number)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __getstate__(self) -> dict[str, Any]:
         # a spawned torch worker rebuilds the store from its settings and the index already read
+        # (the function that opens local shards goes by its name)
         paths, options = self.reopen_args()
-        return (_rebuild, (paths[0], {**options, "strict": self.strict, "prefetch": self.prefetch, "index": self._index}))
+        return {"url": paths[0], "options": {**options, "strict": self.strict, "prefetch": self.prefetch,
+                                              "index": self._index, "open_local": self.open_local}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], **state["options"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"RemoteStore({self.url!r}, cache_dir={self.cache_dir!r}, cache_limit={self.cache_limit})"
 
 
-def _rebuild(url: str, options: dict[str, Any]) -> RemoteStore:
-    return RemoteStore(url, **options)
+def remote_format(open_local: OpenLocal) -> StoreFormat:
+    """The remote store kind, a plugin of the format registry: it claims the URL schemes, so a
+    URL is never sniffed on the local disk (never taken for a folder named "s3:"); its cached
+    shard files are opened by ``open_local(path, strict)``."""
 
+    def open_remote(url: str, *, strict: bool = True, **options: Any) -> RemoteStore:
+        return RemoteStore(url, strict=strict, open_local=open_local, **options)
 
-def open_remote(url: str, *, strict: bool = True, **options: Any) -> RemoteStore:
-    """``open_store`` for a URL: options are RemoteStore's (cache_dir, cache_limit, storage_options)."""
-    return RemoteStore(url, strict=strict, **options)
-
-
-# The remote store kind, a plugin of the format registry: it claims the URL schemes, so a URL
-# is never sniffed on the local disk (and never taken for a folder named "s3:").
-FORMAT = StoreFormat(name="remote", extensions=(), recognise=lambda path: Match.NONE, open=open_remote,
-                     schemes=REMOTE_SCHEMES, misnamed="a URL of no fastload store")
+    return StoreFormat(name="remote", extensions=(), recognise=lambda path: Match.NONE, open=open_remote,
+                       schemes=REMOTE_SCHEMES, misnamed="a URL of no fastload store")
 
 
 class Prefetcher:
@@ -395,7 +402,7 @@ def start_prefetch(store: Any, batches: Sequence[np.ndarray]) -> Prefetcher | No
 
 
 def shard_sizes_for_shuffle(store: Any) -> tuple[int, ...] | None:
-    """Records per shard for the shard-aware shuffle (fastload.shardshuffle): for a remote store
+    """Records per shard for the shard-aware shuffle (fastload.sampling.shard_window_order): for a remote store
     whose cache cannot hold every shard; None otherwise (a full permutation then reads well)."""
     if not isinstance(store, RemoteStore) or store.cache_holds_all:
         return None

@@ -49,10 +49,10 @@ def _upload(fs: Any, local: str, remote: str) -> None:
 
 
 def pack_to_url(source: Any, url: str, options: Any, pack_local: Callable[..., Any],
-                storage_options: dict[str, Any] | None = None) -> Any:
+                shard_paths: Callable[[str, int], list[str]], storage_options: dict[str, Any] | None = None) -> Any:
     """Pack ``source`` to the store at ``url`` (see the module doc); returns the PackSummary with
-    the shards' URLs as outputs. ``pack_local(source, path, options)`` packs locally."""
-    from ..pack.run import shard_paths
+    the shards' URLs as outputs. ``pack_local(source, path, options)`` packs locally;
+    ``shard_paths(name, count)`` names the shards (the packer's naming: this module imports no packer)."""
 
     url = url.rstrip("/")
     fs = filesystem(url, storage_options)  # before any work: a missing extra fails now
