@@ -189,3 +189,19 @@ def test_dali_backend_reads_a_remote_store(server, tmp_path):
         assert sorted(_tags(loader)) == list(range(N))
     finally:
         loader.close()
+
+
+@pytest.mark.timeout(120)
+def test_torch_backend_worker_processes_read_a_remote_store(server, tmp_path):
+    """DataLoader worker processes (forked) each read through the node's one bounded cache."""
+    url, cache = "s3://data/train.lmdb", str(tmp_path / "cache")
+    probe = fastload.open_store(url, cache_dir=cache)
+    limit = 3 * max(e.nbytes for e in probe.entries)
+    probe.close()
+    loader = fastload.Loader(url, batch_size=4, augment=[ops.CenterCrop(8)], output_dtype="uint8", layout="NHWC",
+                             shuffle=True, seed=5, backend="torch", device="cpu", num_threads=2,
+                             cache_dir=cache, cache_limit=limit)
+    try:
+        assert sorted(_tags(loader)) == list(range(N))
+    finally:
+        loader.close()

@@ -179,7 +179,7 @@ class ShardCache:
             if not sub.is_dir(follow_symlinks=False):
                 continue
             for f in os.scandir(sub.path):
-                if f.name.endswith(".lock") or not f.is_file(follow_symlinks=False):
+                if f.name.endswith((".lock", ".json", ".tmp")) or not f.is_file(follow_symlinks=False):
                     continue
                 try:
                     st = f.stat()

@@ -224,6 +224,8 @@ class RemoteStore(ShardedStore):
         prefetch: shards downloaded ahead of the one being read.
         max_open: shards each process keeps open at once (only the one being read is pinned).
         policy: download attempts and the bounded waits (a FetchPolicy, or its fields as a dict).
+        index_file: a local copy of the index (what another process of this node opens the store
+            from: it then needs no request, nor the client, while its shards are cached).
         open_local: ``open_local(path, strict)`` opens a cached shard file (the format registry's
             ``open_store`` for one path, which the package hands in: this module imports no registry).
     """
@@ -232,7 +234,7 @@ class RemoteStore(ShardedStore):
                  cache_limit: int | str | None = None, storage_options: dict[str, Any] | None = None,
                  strict: bool = True, prefetch: int = 2, max_open: int = 4,
                  policy: FetchPolicy | dict[str, Any] | None = None, index: dict[str, Any] | None = None,
-                 open_local: OpenLocal | None = None) -> None:
+                 open_local: OpenLocal | None = None, index_file: str | None = None) -> None:
         if open_local is None:
             raise TypeError("RemoteStore needs open_local: open stores at URLs with fastload.open_store(URL)")
         self.url, self.open_local = url.rstrip("/"), open_local
@@ -243,10 +245,14 @@ class RemoteStore(ShardedStore):
             policy = FetchPolicy(**(policy or {}))
         self.prefetch, self.max_open, self.policy = prefetch, max(1, max_open), policy
         self._fs: tuple[int, Any] | None = None
+        if index is None and index_file is not None:
+            with open(index_file, "rb") as f:
+                index = json.loads(f.read())
         self._index = index if index is not None else read_index(self.fs, self.url)
         os.makedirs(self.cache_dir, exist_ok=True)
         namespace = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         self.cache = ShardCache(self.cache_dir, namespace, self.url, self._fetch, self.cache_limit, policy)
+        self.index_file = index_file or self._keep_index()
         self._openers: tuple[int, _Opener] | None = None
         super().__init__([_RemoteShard(self, i, info) for i, info in enumerate(self._index["shards"])])
         self.path = self.url
@@ -299,12 +305,23 @@ class RemoteStore(ShardedStore):
             return np.concatenate([np.asarray(info["nbytes"], np.int64).reshape(-1) for info in self._index["shards"]])
         return super().record_nbytes()
 
+    def _keep_index(self) -> str:
+        """Write the index into the cache folder (atomically) and return its path."""
+        data = json.dumps(self._index).encode()
+        path = os.path.join(self.cache.folder, f"index-{hashlib.sha256(data).hexdigest()[:16]}.json")
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        return path
+
     def reopen_args(self) -> tuple[list[str], dict[str, Any]]:
         """The URL and the cache settings: another process (a DALI feed worker) opens the same
         store through the same node cache, never a shard's URL as a store of its own."""
         return [self.url], {"cache_dir": self.cache_dir, "cache_limit": self.cache_limit,
                             "storage_options": self.storage_options, "prefetch": 0, "max_open": self.max_open,
-                            "policy": dataclasses.asdict(self.policy)}
+                            "policy": dataclasses.asdict(self.policy), "index_file": self.index_file}
 
     def shard_of(self, records: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self._starts), np.asarray(records), side="right") - 1
