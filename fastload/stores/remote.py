@@ -222,7 +222,9 @@ class RemoteStore(ShardedStore):
         storage_options: fsspec options (endpoint_url, key, secret...); by default the
             protocol's usual environment (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``...).
         prefetch: shards downloaded ahead of the one being read.
-        max_open: shards each process keeps open at once (only the one being read is pinned).
+        max_open: shards each process keeps open at once (only the one being read is pinned);
+            default: every shard when the cache holds them all (a full shuffle then never
+            reopens one), else 4 (an open file keeps its disk space after eviction).
         policy: download attempts and the bounded waits (a FetchPolicy, or its fields as a dict).
         index_file: a local copy of the index (what another process of this node opens the store
             from: it then needs no request, nor the client, while its shards are cached).
@@ -232,7 +234,7 @@ class RemoteStore(ShardedStore):
 
     def __init__(self, url: str, *, cache_dir: str | os.PathLike[str] | None = None,
                  cache_limit: int | str | None = None, storage_options: dict[str, Any] | None = None,
-                 strict: bool = True, prefetch: int = 2, max_open: int = 4,
+                 strict: bool = True, prefetch: int = 2, max_open: int | None = None,
                  policy: FetchPolicy | dict[str, Any] | None = None, index: dict[str, Any] | None = None,
                  open_local: OpenLocal | None = None, index_file: str | None = None) -> None:
         if open_local is None:
@@ -243,7 +245,8 @@ class RemoteStore(ShardedStore):
         self.cache_limit, self.strict = parse_size(cache_limit), strict
         if not isinstance(policy, FetchPolicy):
             policy = FetchPolicy(**(policy or {}))
-        self.prefetch, self.max_open, self.policy = prefetch, max(1, max_open), policy
+        self.prefetch, self.policy = prefetch, policy
+        self.max_open = 0 if max_open is None else max(1, max_open)  # set once the shards are known
         self._fs: tuple[int, Any] | None = None
         if index is None and index_file is not None:
             with open(index_file, "rb") as f:
@@ -255,6 +258,8 @@ class RemoteStore(ShardedStore):
         self.index_file = index_file or self._keep_index()
         self._openers: tuple[int, _Opener] | None = None
         super().__init__([_RemoteShard(self, i, info) for i, info in enumerate(self._index["shards"])])
+        if max_open is None:
+            self.max_open = len(self.shards) if self.cache_holds_all else 4
         self.path = self.url
 
     @property
