@@ -65,6 +65,8 @@ def measure(work: str, *, images: int, shard_size: int, rounds: int, batch_size:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench",
                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     try:
@@ -82,7 +84,13 @@ def measure(work: str, *, images: int, shard_size: int, rounds: int, batch_size:
             figures["s3-warm"].append(_epoch(url, batch_size, threads, backend, cache_dir=warm))
     finally:
         server.stop()
-    store_bytes = sum(os.path.getsize(os.path.join(work, f)) for f in os.listdir(work) if f.endswith(".lmdb"))
+        for key, value in saved.items():  # the caller's environment back (a test runs this in-process)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    store_bytes = sum(os.path.getsize(os.path.join(work, f)) for f in os.listdir(work)
+                      if f.startswith("shards") and f.endswith(".lmdb"))
     medians = {k: statistics.median(v) for k, v in figures.items()}
     return {
         "images": per_class * 8, "shard_size": shard_size, "store_bytes": store_bytes, "rounds": rounds,

@@ -205,3 +205,16 @@ def test_torch_backend_worker_processes_read_a_remote_store(server, tmp_path):
         assert sorted(_tags(loader)) == list(range(N))
     finally:
         loader.close()
+
+
+@pytest.mark.timeout(120)
+def test_benchmark_runs_at_toy_size(tmp_path):
+    """benchmarks/remote.py: local disk, cold and warm cache, each a figure per round."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks.remote import measure
+
+    before = os.environ.get("AWS_ENDPOINT_URL")
+    result = measure(str(tmp_path), images=16, shard_size=8, rounds=1, batch_size=4, threads=1, backend="torch")
+    assert set(result["median_img_per_s"]) == {"local", "s3-cold", "s3-warm"}
+    assert all(v > 0 for v in result["median_img_per_s"].values()) and result["images"] == 16
+    assert os.environ.get("AWS_ENDPOINT_URL") == before  # the caller's environment is left as it was
