@@ -14,6 +14,8 @@ __all__ = [
     "WorkerDiedError",
     "WorkerError",
     "FoldsError",
+    "RemoteShardError",
+    "ShardCacheError",
 ]
 
 
@@ -105,3 +107,19 @@ class WorkerError(FastloadError, RuntimeError):
 
 class FoldsError(FastloadError, ValueError):
     """Cross-validation folds cannot be made as asked, or do not belong to the given store."""
+
+
+class RemoteShardError(FastloadError, OSError):
+    """A shard of a store in object storage could not be fetched whole (after retries)."""
+
+    def __init__(self, shard: str, url: str, reason: str, advice: str) -> None:
+        self.shard, self.url, self.reason = shard, url, reason
+        super().__init__(f"shard {shard} at {url}: {reason}; {advice}")
+
+
+class ShardCacheError(FastloadError, OSError):
+    """The local shard cache cannot hold what is needed (its limit, or its disk, is full)."""
+
+    def __init__(self, directory: str, reason: str, advice: str) -> None:
+        self.directory = directory
+        super().__init__(f"shard cache {directory}: {reason}; {advice}")

@@ -48,6 +48,8 @@ from .stats import LoaderStats, StallMeter
 from .steering import LossSteering
 from .stores import REGISTRY, Store, open_store
 from .stores.files import FileStore
+from .stores.remote import shard_sizes_for_shuffle, start_prefetch
+from .stores.urls import is_url
 from .transforms.base import bind_transforms
 from .transforms.stage import BatchStage
 from .tta import resolve_views, split_for_views
@@ -60,8 +62,14 @@ def _is_store_path(path: str) -> bool:
     return REGISTRY.is_store(path)  # a damaged store named like one is still a store
 
 
-def _open_source(source: Any, labels: str | None) -> Store | FileStore:
-    """A store, or the image files of a folder / glob / list read in place (a FileStore)."""
+def _open_source(source: Any, labels: str | None, remote: dict[str, Any]) -> Store | FileStore:
+    """A store, or the image files of a folder / glob / list read in place (a FileStore);
+    ``remote``: the cache settings of a store at a URL."""
+    if is_url(source):  # a store in object storage: never a local path
+        return open_store(os.fspath(source), **{k: v for k, v in remote.items() if v is not None})
+    if any(v is not None for v in remote.values()):
+        raise TypeError("cache_dir=, cache_limit= and storage_options= apply to stores at URLs "
+                        f"(s3://...), not to {source!r}")
     if isinstance(source, StoreDataset):
         if not np.array_equal(source.records, np.arange(len(source.store))):
             raise TypeError("this loader.dataset holds some records of its store: give them as "
@@ -109,16 +117,19 @@ class _Pass:
         self.epoch, self.start, self.batches = -1, 0, []
         self.done = 0
         self.progress = Progress(-1, 0)
+        self._prefetch: Any = None  # a remote store's shard prefetcher (fastload.stores.remote)
 
     def _begin(self) -> None:
         loader = self._loader
         self.progress = loader._epochs.begin_pass()
         self.epoch, self.start = self.progress.epoch, self.progress.position
         loader._steer(self.epoch, self.start)  # issue 22: losses committed at an epoch's start reweight its plan
-        self.batches = loader.plan.batches(self.epoch, self.start)
+        self.batches = loader._epochs.pass_batches(self.progress)
         loader._meter.begin_epoch(self.epoch)
         self.started = True
-        self._stream = loader._get_backend().open_pass([loader._records_of(b) for b in self.batches], self.epoch)
+        records = [loader._records_of(b) for b in self.batches]
+        self._prefetch = start_prefetch(loader.store, records)  # remote stores: shards ahead of need
+        self._stream = loader._get_backend().open_pass(records, self.epoch)
 
     @property
     def position(self) -> int:
@@ -135,7 +146,7 @@ class _Pass:
     def __len__(self) -> int:
         if self.started:
             return len(self.batches)
-        return len(self._loader.plan) - self._loader._next_pass()[1]
+        return self._loader._epochs.upcoming_length()
 
     def __next__(self) -> tuple[torch.Tensor, ...]:
         meter = self._loader._meter
@@ -163,6 +174,8 @@ class _Pass:
             labels = [self._loader.store.keys[int(r)] for r in records]
         self.done += 1
         self.progress.position = self.position
+        if self._prefetch is not None:
+            self._prefetch.advance(self.done)
         if self.finished:  # the plan is done: give the pipeline back for the next pass now
             self.close()
         meter.left(len(records))
@@ -173,6 +186,8 @@ class _Pass:
     def close(self) -> None:
         """End the pass early (also done when the iterator is dropped)."""
         self.started = True  # closed before its first batch: it stays empty
+        if self._prefetch is not None:
+            self._prefetch.stop()
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close()
@@ -239,6 +254,10 @@ class Loader:
         loss_sampling: a ``fastload.LossSampling`` (or True for its defaults): per-sample losses given
             to ``loader.sampler.update(indices, losses)`` reweight the following epochs' draws, and
             are kept for ``loader.audit`` (fastload.loss_sampling).
+        cache_dir, cache_limit, storage_options: for a store at a URL (``s3://bucket/x.lmdb``):
+            the node's shard cache folder, the bytes it may hold ("200GB"; when smaller than the
+            store, ``shuffle`` reads a window of shards at a time: sampling.shard_window_order), and
+            fsspec's options (endpoint_url, key, secret; default: the usual environment).
     """
 
     def __init__(
@@ -279,13 +298,17 @@ class Loader:
         return_index: bool = False,
         log_every: int | None = None,
         loss_sampling: LossSampling | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int | str | None = None,
+        storage_options: dict[str, Any] | None = None,
         **dataloader_kwargs: Any,
     ) -> None:
         check_arguments(batch_size=batch_size, output_dtype=output_dtype, layout=layout,
                         hw_decoder_load=hw_decoder_load, shuffle=shuffle, sampler=sampler, indices=indices,
                         dataloader_kwargs=dataloader_kwargs)
         seed = seed_of(seed, generator)
-        self.store = _open_source(source, None if labels is None else os.fspath(labels))
+        self.store = _open_source(source, None if labels is None else os.fspath(labels),
+                                  {"cache_dir": cache_dir, "cache_limit": cache_limit, "storage_options": storage_options})
         self.skipped = list(getattr(self.store, "skipped", []))
         if isinstance(self.store, FileStore):
             _warn_skipped(self.store)
@@ -301,7 +324,7 @@ class Loader:
         self.plan: EpochPlan | SamplerPlan = make_plan(
             labels, store_size=len(self.store), batch_size=batch_size, shuffle=bool(shuffle), seed=seed,
             drop_last=drop_last, rank=self.rank, world_size=self.world_size, sampler=sampler,
-            weights=weights, num_samples=num_samples)
+            weights=weights, num_samples=num_samples, shard_sizes=shard_sizes_for_shuffle(self.store))
         # issue 22, what training sees: the stall meter, record indices, loss-driven sampling
         self.return_index = bool(return_index)
         self._meter = StallMeter(self.rank, log_every=log_every)
@@ -316,7 +339,8 @@ class Loader:
         self.config = BackendConfig(
             batch_size=batch_size, device=self.device,
             device_id=local_device_index() if self.device == "cuda" else 0,
-            num_threads=num_threads, seed=seed + 1_000_003 * self.rank, output_dtype=output_dtype,
+            # per-sample draws from (seed, epoch, record) on any rank: a resume may change the world size
+            num_threads=num_threads, seed=seed, output_dtype=output_dtype,
             layout=layout, prefetch=prefetch_factor or prefetch, verify=verify,
             channels=self.store.channels, hw_decoder_load=hw_decoder_load, views=tuple(resolve_views(tta)),
         )
@@ -376,7 +400,8 @@ class Loader:
     @property
     def _stage(self) -> BatchStage:
         if self._stage_cache is None:
-            self._stage_cache = BatchStage(transforms=self.batch_transforms, seed=self.config.seed,
+            # batch-wise draws (mixup) differ per rank, as each rank's batches differ
+            self._stage_cache = BatchStage(transforms=self.batch_transforms, seed=self.config.seed + 1_000_003 * self.rank,
                                            layout=self.config.layout)
         return self._stage_cache
 
@@ -393,8 +418,7 @@ class Loader:
         return self._epochs.next_pass()
 
     def _upcoming_batches(self) -> list[np.ndarray]:
-        epoch, start = self._next_pass()
-        return [self._records_of(b) for b in self.plan.batches(epoch, start)]
+        return [self._records_of(b) for b in self._epochs.planned_batches(*self._next_pass())[0]]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         live = _Pass(self)  # takes its epoch (and starts the backend) at its first batch

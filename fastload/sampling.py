@@ -6,13 +6,38 @@ are decided here once, deterministically from (seed, epoch), whatever the worker
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["EpochPlan", "SamplerPlan", "balanced_weights", "make_plan"]
+__all__ = ["EpochPlan", "SamplerPlan", "balanced_weights", "make_plan", "shard_window_order"]
+
+
+def shard_window_order(rng: np.random.Generator, shard_sizes: Sequence[int], window: int) -> np.ndarray:
+    """The shard-aware shuffle: a permutation of all records (numbered shard after shard) that
+    reads a window of shards at a time.
+
+    When the local cache cannot hold every shard of a remote store, a full permutation would make
+    every batch touch shards all over the dataset. Instead the shards are permuted, that sequence
+    is cut into windows of ``window`` shards, and the records are permuted within each window (as
+    MosaicML Streaming's block shuffles do). It is drawn from the epoch's generator alone: the same
+    global order at any world size, and the ranks, striding through it together, read inside the
+    same window at a time.
+
+    Example (3 shards of 2 records, window 2): shards permuted to [2, 0, 1] -> windows {4 5 0 1},
+    {2 3} -> e.g. [1 4 0 5 | 3 2].
+    """
+    if window < 1:
+        raise ValueError(f"the shuffle window must be at least one shard, got {window}")
+    starts = np.concatenate([[0], np.cumsum(shard_sizes)]).astype(np.int64)
+    shards = rng.permutation(len(shard_sizes))
+    parts = []
+    for first in range(0, len(shards), window):
+        records = np.concatenate([np.arange(starts[s], starts[s + 1]) for s in shards[first:first + window]])
+        parts.append(rng.permutation(records))
+    return np.concatenate(parts)
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -46,6 +71,10 @@ class EpochPlan:
     world_size: int = 1
     weights: np.ndarray | None = None
     num_samples: int | None = None
+    # The shard-aware shuffle (``shard_window_order``), for a cache smaller than the data: the
+    # records per shard, in order, and the shards per window. None: a full permutation.
+    shard_sizes: tuple[int, ...] | None = None
+    shard_window: int = 2
 
     def __post_init__(self) -> None:
         if self.num_records < 1:
@@ -84,6 +113,8 @@ class EpochPlan:
         if self.weights is not None:
             p = np.asarray(self.weights, dtype=np.float64)
             return rng.choice(self.num_records, size=self.total_samples, replace=True, p=p / p.sum())
+        if self.shuffle and self.shard_sizes is not None:
+            return shard_window_order(rng, self.shard_sizes, self.shard_window)
         if self.shuffle:
             return rng.permutation(self.num_records)
         return np.arange(self.num_records)
@@ -101,6 +132,28 @@ class EpochPlan:
         idx = self.indices(epoch)
         count = len(self)
         return [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, count)]
+
+    # --- elastic resume: the global order does not depend on the world size ----------------
+    def seen_after(self, batches: int) -> int:
+        """Global samples of an epoch consumed once every rank has taken ``batches`` batches:
+        ranks stride through the global order, so these are exactly its first positions."""
+        return min(batches * self.batch_size * self.world_size, self.total_samples)
+
+    def batches_after(self, epoch: int, seen: int) -> list[np.ndarray]:
+        """This rank's batches of the rest of ``epoch`` once its first ``seen`` samples (in the
+        global order) were consumed, by any number of ranks: the unseen samples split over this
+        plan's ranks, padded or dropped as ``drop_last`` says, equal batches on every rank."""
+        rest = self.global_order(epoch)[seen:self.total_samples]
+        if len(rest) == 0:
+            return []
+        w, bs = self.world_size, self.batch_size
+        per_rank = len(rest) // w if self.drop_last else -(-len(rest) // w)
+        if self.drop_last:
+            per_rank -= per_rank % bs
+        if per_rank <= 0:
+            return []
+        mine = np.resize(rest, per_rank * w)[self.rank :: w]
+        return [mine[b : b + bs] for b in range(0, per_rank, bs)]
 
 
 class SamplerPlan:
@@ -147,12 +200,16 @@ class SamplerPlan:
 
 def make_plan(labels: np.ndarray, *, store_size: int, batch_size: int, shuffle: bool, seed: int,
               drop_last: bool, rank: int, world_size: int, sampler: Any = None,
-              weights: Any = None, num_samples: int | None = None) -> EpochPlan | SamplerPlan:
+              weights: Any = None, num_samples: int | None = None,
+              shard_sizes: tuple[int, ...] | None = None) -> EpochPlan | SamplerPlan:
     """The plan a Loader's sampling arguments ask for.
 
     A user's sampler (a Sampler or a sequence of record indices) decides the order unless
     ``weights`` are given; otherwise an EpochPlan over ``labels``' records draws it, by weights
-    when there are some (``sampler="balanced"``: every class equally often).
+    when there are some (``sampler="balanced"``: every class equally often). ``shard_sizes``
+    (records per shard of a remote store whose cache cannot hold it all) makes a shuffle read a
+    window of shards at a time (``shard_window_order``); it applies to a plain shuffle of every
+    record only.
     """
     user_sampler = sampler if sampler is not None and not isinstance(sampler, str) else None
     if isinstance(sampler, str) and sampler == "balanced" and weights is None:
@@ -164,4 +221,6 @@ def make_plan(labels: np.ndarray, *, store_size: int, batch_size: int, shuffle: 
         drop_last=drop_last, rank=rank, world_size=world_size,
         weights=None if weights is None else np.asarray(weights, dtype=np.float64),
         num_samples=num_samples,
+        shard_sizes=tuple(shard_sizes) if shard_sizes and shuffle and weights is None and len(labels) == store_size
+        else None,
     )

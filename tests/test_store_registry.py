@@ -11,7 +11,8 @@ from fastload.stores import REGISTRY, FormatRegistry, Match, StoreFormat
 
 
 def test_built_in_formats_and_what_pack_writes():
-    assert [f.name for f in REGISTRY] == ["lmdb", "hdf5", "sharded", "files"]
+    assert [f.name for f in REGISTRY] == ["lmdb", "hdf5", "sharded", "files", "remote"]
+    assert REGISTRY.match("s3://bucket/x.lmdb")[0] is REGISTRY["remote"]  # a URL is never a local path
     assert sorted(fastload.stores.FORMATS) == ["hdf5", "lmdb"]
     assert REGISTRY["hdf5"].extensions == (".h5", ".hdf5") and REGISTRY["lmdb"].extension == ".lmdb"
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..errors import PackError, StoreExistsError
 from ..sources import CsvColumns, Skipped, Source, display_path, scan_csv, scan_folder
 from ..stores import FORMATS
+from ..stores.urls import is_url
 from ..workers import default_workers
 from .options import PackOptions
 from .recorder import Recorder
@@ -77,7 +78,12 @@ def _write_report(target: str, recorder: Recorder, skipped: list[Skipped]) -> st
 
 
 def pack_source(source: Source, output: str, options: PackOptions = PackOptions()) -> PackSummary:
-    """Pack an already-listed Source into one store or a set of shards at ``output``."""
+    """Pack an already-listed Source into one store or a set of shards at ``output`` (a path,
+    or a URL: packed locally shard by shard and uploaded, the index last: fastload.stores.upload)."""
+    if is_url(output):  # never a local path: "s3://b/x.lmdb" must not make a folder named "s3:"
+        from ..stores.upload import pack_to_url
+
+        return pack_to_url(source, output, options, pack_source, shard_paths)
     start = time.perf_counter()
     workers = options.workers or default_workers()
     if options.num_shards is not None:

@@ -63,6 +63,11 @@ class RecordSource(ABC):
         records live inside its own files, reopened from ``path``)."""
         return ()
 
+    def reopen_args(self) -> tuple[list[str], dict[str, Any]]:
+        """What another process passes to ``open_store(paths, **options)`` to open this source
+        again: its shards' paths, no options (a store at a URL adds its cache settings)."""
+        return [s.path for s in self.shards], {}
+
     def __len__(self) -> int:
         return self.header.count
 

@@ -131,7 +131,8 @@ class DaliEngine:
         self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
         self.ahead = max(2, 2 * feed_workers)
         files = store.files  # image files read in place: the workers read them, not a store
-        spec = FeedSpec(paths=() if files else tuple(s.path for s in store.shards),
+        paths, options = store.reopen_args()  # how a worker opens the store itself
+        spec = FeedSpec(paths=() if files else tuple(paths), options={} if files else options,
                         mode="encoded" if encoded else "arrays", verify=config.verify, seed=config.seed,
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())

@@ -18,7 +18,7 @@ The spec travels to worker processes as JSON (no pickle); the op list as its con
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,9 @@ class FeedSpec:
     """Everything a feed worker needs, as plain JSON-able values.
 
     Attributes:
-        paths: the store's shard paths, in order.
+        paths: the store's shard paths, in order (a store at a URL: its URL).
+        options: ``open_store``'s options for ``paths`` (a store at a URL: its cache settings,
+            so every worker reads through the node's one shard cache).
         mode: "encoded" (stored bytes for DALI's decoders) or "arrays" (decoded arrays).
         verify: check each record's checksum.
         seed: the augmentation seed (rank included).
@@ -69,6 +71,7 @@ class FeedSpec:
     channels: int = 3
     files: tuple[str, ...] = ()
     shapes: tuple[tuple[int, int, int], ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode("utf-8")
@@ -103,7 +106,7 @@ class FeedReader:
             self.store: Store = store if store is not None else FileReader(spec.files, spec.shapes)
             self.shapes = np.asarray(spec.shapes, np.int64).reshape(-1, 3)
         else:
-            self.store = store if store is not None else open_store(list(spec.paths))
+            self.store = store if store is not None else open_store(list(spec.paths), **spec.options)
             self.shapes = record_shapes(self.store)
         self.layout = ParamLayout(spec.build_ops())
         self.dtype = np.dtype(spec.pixel_dtype)
