@@ -1,7 +1,7 @@
 """A store in object storage against the same store on local disk: images/s of one epoch.
 
-A local S3-compatible server (moto's, on localhost: no network in the figures, only the client,
-the HTTP transfer and the shard cache) holds the store packed with ``fastload pack -o s3://...``;
+A local S3-compatible server (moto's, in its own process on localhost: no network in the
+figures, only the client, the HTTP transfer and the shard cache) holds the store packed with ``fastload pack -o s3://...``;
 the same images packed to local shards are the reference. Three ways to read, interleaved in
 rounds (the machine's load drifts between rounds alike for all three):
 
@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -52,9 +54,6 @@ def measure(work: str, *, images: int, shard_size: int, rounds: int, batch_size:
             backend: str) -> dict[str, Any]:
     """Generate and pack the data, start the server, and time the three ways (see the module doc)."""
     import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's line per request
 
     folder = os.path.join(work, "images")
     per_class = max(1, images // 8)
@@ -62,9 +61,23 @@ def measure(work: str, *, images: int, shard_size: int, rounds: int, batch_size:
     options = fastload.PackOptions(shard_size=shard_size, progress=False)
     local = os.path.join(work, "shards.lmdb")
     fastload.pack(folder, local, options=options)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    # the server in a process of its own: a thread of this one would share its GIL, and a Loader
+    # forking workers could copy a lock that thread holds
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        host, port = probe.getsockname()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start (pip install 'moto[server]')") from None
+            time.sleep(0.05)
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                             "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench",
@@ -83,7 +96,8 @@ def measure(work: str, *, images: int, shard_size: int, rounds: int, batch_size:
             figures["s3-cold"].append(_epoch(url, batch_size, threads, backend, cache_dir=cold))
             figures["s3-warm"].append(_epoch(url, batch_size, threads, backend, cache_dir=warm))
     finally:
-        server.stop()
+        server.kill()
+        server.wait(timeout=30)
         for key, value in saved.items():  # the caller's environment back (a test runs this in-process)
             if value is None:
                 os.environ.pop(key, None)
