@@ -191,8 +191,6 @@ def test_dali_backend_reads_a_remote_store(server, tmp_path):
         loader.close()
 
 
-@pytest.mark.skip(reason="known bug: a DataLoader worker forked while the prefetcher thread holds the cache-wide "
-                  "flock inherits its open file description, so the lock stays held for the worker's life")
 @pytest.mark.timeout(120)
 def test_torch_backend_worker_processes_read_a_remote_store(server, tmp_path):
     """DataLoader worker processes (forked) each read through the node's one bounded cache."""

@@ -116,15 +116,16 @@ class ShardCache:
                     pause = min(pause * 2, 0.05)
                     continue
                 if not self._present(path, entry) and not self._download(entry, path, wait):
-                    os.close(fd)
+                    _unlock_and_close(fd)
                     return None
                 # back to shared (flock drops the lock in between: check again that it is there)
         except BaseException:
-            os.close(fd)
+            _unlock_and_close(fd)
             raise
 
-    def lock(self, fd: int, kind: int, entry: ShardEntry) -> None:
-        """``flock(fd, kind)``, waiting at most ``policy.wait_for_shard`` seconds."""
+    def lock(self, fd: int, kind: int, entry: ShardEntry | None) -> None:
+        """``flock(fd, kind)``, waiting at most ``policy.wait_for_shard`` seconds (``entry`` None:
+        the cache-wide lock)."""
         deadline, pause = time.monotonic() + self.policy.wait_for_shard, 0.002
         while True:
             try:
@@ -136,14 +137,15 @@ class ShardCache:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
 
-    def _stalled(self, entry: ShardEntry) -> ShardCacheError:
-        return ShardCacheError(self.directory, f"waited {self.policy.wait_for_shard:.0f} s for shard {entry.name}, "
-                               "which another process on this node holds (downloading it)", "check that process "
+    def _stalled(self, entry: ShardEntry | None) -> ShardCacheError:
+        what = f"shard {entry.name}, which" if entry is not None else "the cache's own lock, which"
+        return ShardCacheError(self.directory, f"waited {self.policy.wait_for_shard:.0f} s for {what} "
+                               "another process on this node holds (downloading it)", "check that process "
                                "(a stalled download or rank); remove the cache folder if no fastload process runs")
 
     @staticmethod
     def release(fd: int) -> None:
-        os.close(fd)
+        _unlock_and_close(fd)
 
     def prefetch(self, entry: ShardEntry) -> bool:
         """Download the shard if it is missing and space is free now; never waits for space."""
@@ -164,10 +166,10 @@ class ShardCache:
     def _cache_lock(self) -> Iterator[None]:
         fd = os.open(os.path.join(self.directory, ".fastload-cache.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.lock(fd, fcntl.LOCK_EX, None)
             yield
         finally:
-            os.close(fd)
+            _unlock_and_close(fd)
 
     def usage(self) -> int:
         """Bytes of the shard files (finished and reserved) in the whole cache folder."""
@@ -227,7 +229,7 @@ class ShardCache:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            _unlock_and_close(fd)
             return False  # in use, or downloading
         try:
             os.remove(path)
@@ -235,7 +237,7 @@ class ShardCache:
         except FileNotFoundError:
             return False
         finally:
-            os.close(fd)
+            _unlock_and_close(fd)
 
     def _wait_for_room(self, entry: ShardEntry, part: str, wait: bool) -> bool:
         if self.limit is not None and entry.nbytes > self.limit:
@@ -308,3 +310,14 @@ class ShardCache:
                                           "free space there, or give a lower cache_limit or another cache_dir") from None
                 raise
         return size, digest.hexdigest()
+
+
+def _unlock_and_close(fd: int) -> None:
+    """Unlock, then close a lock file. Closing alone would not free a ``flock``: it belongs to the
+    open file, which a process forked meanwhile (a DataLoader worker) shares; that child would
+    hold the lock for its whole life. The child forgets inherited lock files without unlocking
+    (``remote._Opener.forget``), so unlocking here is always the owner's act."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
