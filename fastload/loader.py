@@ -115,6 +115,7 @@ class _Pass:
         self._stream: BatchStream | None = None
         self.started = False
         self.epoch, self.start, self.batches = -1, 0, []
+        self.records: list[np.ndarray] = []  # each batch's store record indices
         self.done = 0
         self.progress = Progress(-1, 0)
         self._prefetch: Any = None  # a remote store's shard prefetcher (fastload.stores.remote)
@@ -127,9 +128,9 @@ class _Pass:
         self.batches = loader._epochs.pass_batches(self.progress)
         loader._meter.begin_epoch(self.epoch)
         self.started = True
-        records = [loader._records_of(b) for b in self.batches]
-        self._prefetch = start_prefetch(loader.store, records)  # remote stores: shards ahead of need
-        self._stream = loader._get_backend().open_pass(records, self.epoch)
+        self.records = [loader._records_of(b) for b in self.batches]
+        self._prefetch = start_prefetch(loader.store, self.records)  # remote stores: shards ahead of need
+        self._stream = loader._get_backend().open_pass(self.records, self.epoch)
 
     @property
     def position(self) -> int:
@@ -162,7 +163,7 @@ class _Pass:
         except BaseException:
             self.close()
             raise
-        records = self._loader._records_of(self.batches[self.done])
+        records = self.records[self.done]
         if self._loader._stage.active:
             try:
                 with self._loader._stage_span():
