@@ -4,20 +4,23 @@ shared machine hits every configuration alike), and the iterating thread's CPU t
 
     python benchmarks/custom_ops.py                          # CPU, 2 threads, batch 64, 224 px
     python benchmarks/custom_ops.py --device cuda --threads 16 --batch-size 256
-    python benchmarks/custom_ops.py --threads 16 --stage-threads 1,16     # the batch stage's pool
 
 Configurations (DESIGN.md section 5: each may cost at most 25% of the train preset's throughput
 on 2 CPU cores, 15% on a GPU):
 
-* ``train``: RandomResizedCrop(224), Flip, Normalize (all in DALI);
-* ``+ add_noise @op``: the README's per-sample op after Normalize, run by the batch stage once
-  per sample with the torch backend's per-sample generator;
-* ``+ add_noise @op(vectorized=True)``: the same body, called once per batch;
-* ``+ 255 - x @batch_op``: a trivial batch op before Normalize (uint8 across the pipeline,
-  normalized in the batch stage);
-* ``+ 255 - x @op at the end``: the same per sample, in the batch stage;
-* ``+ 255 - x @op mid-list``: the same op followed by a Flip, so it stays in DALI, through
-  ``fn.python_function``;
+* ``train``: RandomResizedCrop(224), Flip, Normalize;
+* ``+ add_noise @op``: the README's per-sample op after Normalize, with the torch backend's
+  per-sample generator (on the CPU: in the host stage's per-sample loop; on the GPU: in the tail
+  stage, once per sample);
+* ``+ add_noise @op(vectorized=True)``: the same body, declared elementwise (called once per
+  batch on the GPU; per sample on the CPU, as above);
+* ``+ x * 0.9 @op after Normalize``: the cheapest op there is (issue 20's), float32 in and out;
+* ``+ 255 - x @batch_op``: a trivial batch op before Normalize (uint8 across the pipeline, the
+  batch op and the normalization in the tail stage);
+* ``+ 255 - x @op at the end``: the same per sample (on the CPU in the host stage, before the
+  output's Normalize);
+* ``+ 255 - x @op mid-list``: the same op followed by a Flip (on the CPU in the host stage; on
+  the GPU it stays in DALI, through ``fn.python_function``);
 * ``+ mixup/cutmix``: the train preset with ``batch_transforms=[Mixup, CutMix]`` (each with
   p=0.5), whole-batch transforms on the loader's device that also make soft labels.
 
@@ -67,6 +70,12 @@ def add_noise_batched(x, rng, sigma=0.05):
     return x + sigma * xp.asarray(rng.standard_normal(x.shape, dtype="float32"), dtype=x.dtype)
 
 
+@fastload.op
+def scale(x):
+    """The cheapest op there is (issue 20's): one multiply, float32 in and out."""
+    return x * 0.9
+
+
 @fastload.batch_op
 def invert_batch(images, rng):
     """A trivial batch op on uint8 images."""
@@ -86,9 +95,10 @@ def configs(size: int) -> dict[str, list[Any]]:
         "train": [crop, flip, norm],
         "+ add_noise @op": [crop, flip, norm, add_noise.with_args(sigma=0.02)],
         "+ add_noise @op(vectorized=True)": [crop, flip, norm, add_noise_batched.with_args(sigma=0.02)],
+        "+ x * 0.9 @op after Normalize": [crop, flip, norm, scale],
         "+ 255 - x @batch_op": [crop, flip, invert_batch, norm],
         "+ 255 - x @op at the end": [crop, flip, invert, norm],
-        "+ 255 - x @op mid-list (python_function)": [crop, invert, flip, norm],
+        "+ 255 - x @op mid-list": [crop, invert, flip, norm],
         MIX: [crop, flip, norm],
     }
 
@@ -131,30 +141,19 @@ def op_alone_ms(op: Any, batch_size: int, size: int, normalized: bool) -> float:
 
 
 def measure(store: str, *, names: list[str], size: int, batch_size: int, threads: int, device: str,
-            rounds: int, batches: int, flush: int = 4,
-            stage_threads: list[int] | None = None) -> dict[str, dict[str, Any]]:
+            rounds: int, batches: int, flush: int = 4) -> dict[str, dict[str, Any]]:
     """img/s (median of ``rounds``) and iterating-thread us/img of each named configuration.
 
-    Every configuration has its own Loader, kept alive; each round measures them in turn. With
-    ``stage_threads``, each configuration after ``train`` is measured once per count of batch
-    stage threads (named ``NAME [stage N]``; the Loader's default is ``threads``).
+    Every configuration has its own Loader, kept alive; each round measures them in turn.
     """
     table = configs(size)
     count = len(fastload.open_store(store))
-    runs = {name: (name, None) for name in names}
-    if stage_threads:
-        runs = {names[0]: (names[0], None), **{f"{n} [stage {k}]": (n, k) for n in names[1:] for k in stage_threads}}
-    table.update({run: table[name] for run, (name, _) in runs.items()})
-    names = list(runs)
     streams = {}
     for name in names:
         loader = fastload.Loader(store, batch_size=batch_size, augment=table[name], backend="dali", device=device,
                                  num_threads=threads, shuffle=True, seed=0, drop_last=True,
                                  weights=np.ones(count), num_samples=batch_size * 5_000,
-                                 batch_transforms=batch_transforms(runs[name][0]))
-        if runs[name][1] is not None:
-            stage = loader._get_backend().tail_stage  # a benchmark's knob: users get num_threads
-            stage.threads = stage._pool.threads = runs[name][1]
+                                 batch_transforms=batch_transforms(name))
         streams[name] = endless_batches(loader)
         try:
             for _ in range(3):  # build the pipeline, start the feed, warm up
@@ -214,8 +213,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batches", type=int, default=15, help="timed batches per configuration per round")
     p.add_argument("--only", help="comma-separated configuration names (train is always first)")
-    p.add_argument("--stage-threads", help="comma-separated batch-stage thread counts to compare, e.g. 1,16 "
-                   "(each configuration after train once per count, interleaved)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     data = prepare_data(os.path.abspath(args.work), folder=args.data,
@@ -229,8 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
           f"batch {args.batch_size}, {args.image_size} px, {args.rounds} rounds x {args.batches} batches",
           flush=True)
     results = measure(data.stores["lmdb"], names=names, size=args.image_size, batch_size=args.batch_size,
-                      threads=args.threads, device=args.device, rounds=args.rounds, batches=args.batches,
-                      stage_threads=[int(k) for k in args.stage_threads.split(",")] if args.stage_threads else None)
+                      threads=args.threads, device=args.device, rounds=args.rounds, batches=args.batches)
     print(_table(results))
     if args.json:
         with open(args.json, "w") as f:

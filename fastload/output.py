@@ -169,9 +169,10 @@ class BatchWriter:
         self.nchw, self.dtype = spec.nchw, NP_DTYPES[spec.dtype]
         self.tensor: torch.Tensor | None = None
         self.array: Any = None
-        self._sample_shape: tuple[int, ...] = ()
+        self.sample_shape: tuple[int, ...] = ()  # HxWxC of the samples, set by ``reserve``
+        self.pixel_dtype: np.dtype | None = None  # the samples' type, set by ``reserve``
         self._mean_std: tuple[Any, Any] | None = None
-        self._to_8_bit: float | None = None
+        self.to_8_bit: float | None = None  # 16 -> 8-bit factor, set by ``reserve``
 
     def _allocate(self, sample: Any) -> None:
         self.reserve(*sample.shape, np.dtype(sample.dtype))
@@ -186,7 +187,7 @@ class BatchWriter:
         (then every thread may ``put`` from the start); on the CPU, ``into`` (an array of
         ``shape()`` and the output dtype) is used instead of new memory."""
         h, w, c = height, width, channels
-        self._sample_shape = (h, w, c)
+        self.sample_shape, self.pixel_dtype = (h, w, c), np.dtype(pixel_dtype)
         if into is not None:
             self.array, self.tensor = into, torch.from_numpy(into)
         else:
@@ -197,16 +198,16 @@ class BatchWriter:
             mean, std = self.spec.mean_std(c, pixel_dtype)
             shape = (c, 1, 1) if self.nchw else (c,)
             self._mean_std = (self.xp.asarray(mean.reshape(shape)), self.xp.asarray(std.reshape(shape)))
-        self._to_8_bit = self.spec.to_8_bit(pixel_dtype)
+        self.to_8_bit = self.spec.to_8_bit(pixel_dtype)
 
     def put(self, index: int, sample: Any, op: str, where: str) -> None:
         """Write one HxWxC sample (an op's result) at ``index`` (from any thread, once the first
         sample has sized the output)."""
         if self.array is None:  # the first sample (written before any other thread starts)
             self._allocate(sample)
-        elif tuple(sample.shape) != self._sample_shape:
+        elif tuple(sample.shape) != self.sample_shape:
             raise CustomOpError(op, where, f"returned shape {tuple(sample.shape)} while the batch's first image "
-                                f"came out {self._sample_shape}; a batch needs one size: end the augment list "
+                                f"came out {self.sample_shape}; a batch needs one size: end the augment list "
                                 "with a fixed-size op (RandomResizedCrop, CenterCrop, Resize(size=...))")
         self._write(self.array[index], sample)
 
@@ -225,8 +226,8 @@ class BatchWriter:
         if self.nchw:
             source = xp.moveaxis(source, -1, -3)
         if self._mean_std is None:
-            if self._to_8_bit is not None and target.dtype == np.uint8:  # 16 -> 8 bit by range, as DALI's
-                source = xp.rint(source * np.float32(self._to_8_bit))
+            if self.to_8_bit is not None and target.dtype == np.uint8:  # 16 -> 8 bit by range, as DALI's
+                source = xp.rint(source * np.float32(self.to_8_bit))
             target[...] = source
             return
         mean, std = self._mean_std

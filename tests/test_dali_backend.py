@@ -361,15 +361,49 @@ def _inverted(x):
     return 255 - x
 
 
-@pytest.mark.parametrize("augment", [
-    [ops.RandomResizedCrop(32), ops.Flip(), ops.Normalize(), GaussianNoise(sigma=0.1)],  # a tail after Normalize
-    [ops.RandomResizedCrop(32), ops.Flip(), _inverted, ops.Normalize()],  # a tail with the Normalize
-], ids=["noise-after-normalize", "invert-then-normalize"])
-def test_a_custom_op_tail_runs_on_the_host_finish_batch_with_the_torch_backends_pixels(small_lmdb, augment):
-    """On the CPU, custom ops at the end no longer send the preset's resize back to DALI's
-    slow CPU operators: the host finish does the head, the batch stage the tail."""
+@fastload.op
+def _scaled(x):
+    return x * 0.9
+
+
+@fastload.op
+def _centre(x):  # a custom op that decides the output size
+    return x[2:-2, 3:-3]
+
+
+@fastload.batch_op
+def _inverted_batch(images):
+    return [255 - x for x in images]
+
+
+@pytest.mark.parametrize("augment,tail", [
+    ([ops.RandomResizedCrop(32), ops.Flip(), ops.Normalize(), GaussianNoise(sigma=0.1)], False),  # after Normalize
+    ([ops.RandomResizedCrop(32), ops.Flip(), ops.Normalize(), _scaled], False),
+    ([ops.RandomResizedCrop(32), ops.Flip(), _inverted, ops.Normalize()], False),  # before the Normalize
+    ([ops.RandomResizedCrop(32), _inverted, ops.Flip(vertical=True), ops.Rotate(10), ops.Normalize()], False),
+    ([ops.RandomResizedCrop(32), ops.Flip(), _centre, ops.Normalize()], False),  # the op decides the size
+    ([ops.RandomResizedCrop(32), ops.Flip(), _inverted_batch, ops.Normalize()], True),  # a batch op: the tail
+], ids=["noise-after-normalize", "scale-after-normalize", "invert-then-normalize", "invert-mid-list", "centre-crop",
+        "batch-op-tail"])
+def test_custom_ops_run_on_the_host_with_the_torch_backends_pixels(small_lmdb, augment, tail):
+    """On the CPU, per-sample custom ops run in the host stage's per-sample loop, anywhere in the
+    list (no extra pass over the batch, no DALI CPU operator); a batch op at the end runs in the
+    tail stage on the host stage's batch. Same pixels as the torch backend either way."""
     lowered = _host_matches_torch_backend(small_lmdb, augment=augment, image_size=32, shuffle=True, seed=3)
-    assert lowered.tail
+    assert bool(lowered.tail) == tail
+    assert not lowered.needs_ids  # nothing runs through fn.python_function
+
+
+def test_a_custom_op_that_breaks_on_the_host_names_itself_and_the_record(small_lmdb):
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment=[ops.RandomResizedCrop(24), _failing],
+                             backend="dali", device="cpu", num_threads=2, seed=5)
+    with pytest.raises(fastload.ops.CustomOpError, match=r"'_failing' failed on record \d+ \(epoch 0, seed 5\)"):
+        next(iter(loader))
+
+
+@fastload.op
+def _failing(x):
+    raise ValueError("no good")
 
 
 def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):

@@ -47,8 +47,10 @@ class Normalize(Op):
 
     def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
         mean, std = resolve_mean_std(self.mean, self.std, image.shape[2])
-        scale = max_value(image.dtype)
-        return ((image.astype(np.float32) / scale - mean) / std).astype(np.float32)
+        out = image.astype(np.float32)  # then in place: ((x / scale) - mean) / std, float32 as before
+        np.divide(out, np.float32(max_value(image.dtype)), out=out)
+        np.subtract(out, mean, out=out)
+        return np.divide(out, std, out=out)
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         # In the middle of an op list: float32 HWC out. At the end, the lowering fuses

@@ -101,7 +101,7 @@ def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig) -> H
     """The host finish of the head; with a tail, into the batch the tail stage takes from it."""
     output = tail_input(lowered.head, lowered.output) if lowered.tail else lowered.output
     return HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
-                      output=output)  # type: ignore[arg-type]
+                      output=output, seed=config.seed)  # type: ignore[arg-type]
 
 
 class DaliEngine:
@@ -295,7 +295,9 @@ class DaliEngine:
             params = np.asarray(outputs[1].as_tensor()) if len(outputs) > 1 else np.zeros((len(records), 0))
             try:
                 with clock.span("host_finish"):
-                    return self.host(outputs[0], params), labels
+                    return self.host(outputs[0], params, self._epoch, records), labels
+            except FastloadError:  # a custom op's error names the op and the record already
+                raise
             except Exception as exc:  # an op that fails on a sample: name the batch, keep the cause
                 raise PipelineError(f"{self.store.path}: the CPU host stage failed on the batch of records "
                                     f"{[int(i) for i in records]}: {type(exc).__name__}: {exc}") from exc

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from ...ops import Normalize, Op, RandomResizedCrop
-from ...ops.custom import CustomOp
+from ...ops.base import describe_sample
+from ...ops.custom import BatchOp, CustomOp
 from ...ops.geometry import resize_image
 from ...output import BatchWriter, OutputSpec
 from ...threads import LazyThreadPool, run_all, shares
@@ -37,24 +38,36 @@ from .params import ParamLayout
 __all__ = ["HostFinish", "host_finishes", "tail_input"]
 
 
-def _plan(head: Sequence[Op]) -> tuple[list[Op], Normalize | None, tuple[int, int]] | None:
-    """The host stage's ops, its final Normalize and the output size, or None when it cannot
-    run ``head``: every op a built-in that decodes its feed parameters (custom ops in the head
-    need DALI's per-sample ids), a Normalize only at the end, and one output size for every input
-    size (a batch needs one: an op list that ends without a fixed-size op stays in DALI, which
-    names the records)."""
+class _Plan(NamedTuple):
+    """What the host stage runs: ``ops`` in order; ``size`` the output's height and width, None
+    when a custom op decides it (the batch's first sample then tells); ``dtype`` the samples'
+    type, None likewise."""
+
+    ops: list[Op]
+    size: tuple[int, int] | None
+    dtype: np.dtype | None
+
+
+def _plan(head: Sequence[Op], pixel_dtype: np.dtype) -> _Plan | None:
+    """The host stage's plan for ``head`` (the op list without the output's trailing Normalize),
+    or None when it cannot run it: every op a built-in that decodes its feed parameters or a
+    per-sample custom op (a batch op needs the whole batch: the tail stage runs it), and one output
+    size for every input size unless a custom op decides it (a batch needs one: a list of
+    built-ins that ends without a fixed-size op stays in DALI, which names the records)."""
     ops = list(head)
-    normalize = ops.pop() if ops and isinstance(ops[-1], Normalize) else None
-    if not ops or any(isinstance(op, (CustomOp, Normalize)) for op in ops):
+    if not ops or any(isinstance(op, BatchOp) for op in ops):
         return None
-    if any(op.param_count and type(op).decode is Op.decode for op in ops):
+    if any(op.param_count and type(op).decode is Op.decode for op in ops if not isinstance(op, CustomOp)):
         return None
+    if any(isinstance(op, CustomOp) for op in ops):
+        return _Plan(ops, None, None)
     sizes = [(1, 1), (2, 3)]
     for op in ops:
         sizes = [op.output_size(*size) if size is not None else None for size in sizes]
     if sizes[0] is None or sizes[0] != sizes[1]:
         return None
-    return ops, normalize, sizes[0]
+    normalized = any(isinstance(op, Normalize) for op in ops)  # a Normalize mid-list makes float32
+    return _Plan(ops, sizes[0], np.dtype(np.float32) if normalized else np.dtype(pixel_dtype))
 
 
 PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
@@ -63,21 +76,21 @@ PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, channels: int) -> bool:
     """Whether the host stage runs ``head`` (the ops DALI would run): on the CPU, 8- or 16-bit
     images of any channel count, and an op list it can run (see ``_plan``): every built-in op,
-    with the torch backend's own code."""
+    with the torch backend's own code, and per-sample custom ops."""
     if device != "cpu" or np.dtype(pixel_dtype) not in PIXEL_DTYPES or channels < 1:
         return False
-    return _plan(head) is not None
+    return _plan(head, pixel_dtype) is not None
 
 
 def tail_input(head: Sequence[Op], output: OutputSpec) -> OutputSpec | None:
-    """The batch a custom-op tail takes from the host stage (HWC samples, as from a pipeline):
-    normalized float32 when the head ends in a Normalize, else 8-bit; None for 16-bit images
-    without one (the stage takes them from DALI)."""
-    normalize = head[-1] if head and isinstance(head[-1], Normalize) else None
-    if normalize is None and output.pixel_dtype != np.uint8:
+    """The batch a batch-op tail takes from the host stage (HWC samples, as from a pipeline):
+    float32 when the head ends in a Normalize (the host stage runs it per sample), else 8-bit; None
+    for 16-bit images without one (the stage takes them from DALI)."""
+    normalized = bool(head) and isinstance(head[-1], Normalize)
+    if not normalized and output.pixel_dtype != np.uint8:
         return None
-    return OutputSpec(dtype="float32" if normalize is not None else "uint8", layout="NHWC", channels=output.channels,
-                      pixel_dtype=output.pixel_dtype, normalize=normalize)
+    return OutputSpec(dtype="float32" if normalized else "uint8", layout="NHWC", channels=output.channels,
+                      pixel_dtype=output.pixel_dtype)
 
 
 class _Buffers:
@@ -119,63 +132,100 @@ class HostFinish:
             images come decoded as their windows already).
         threads: the pool's threads (the loader's ``num_threads``).
         output: the batch to write (the loader's output, or with a tail the batch the tail takes:
-            ``tail_input``); its ``normalize`` is applied, not a Normalize at the end of ``head``.
+            ``tail_input``); its ``normalize`` is applied after the ops.
+        seed: the loader's seed: a custom op's generator is seeded ``[seed, epoch, record]``, as
+            in the torch backend.
     """
 
     def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int,
-                 output: OutputSpec) -> None:
-        plan = _plan(head)
+                 output: OutputSpec, seed: int = 0) -> None:
+        plan = _plan(head, output.pixel_dtype)
         if plan is None:
             raise ValueError(f"the host stage cannot run {[type(op).__name__ for op in head]}")
-        self._ops, normalize, self._size = plan
-        if normalize is not None and normalize is not output.normalize:  # the output applies it
-            raise ValueError("the host stage applies a Normalize at the end of its ops as its output's")
+        self._ops, self._size, self._dtype = plan
         # a leading random-resized crop comes as its window (decoded) or is cut here (arrays)
         self._crop = type(self._ops[0]) is RandomResizedCrop
         self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops)
                           if op.param_count and not (k == 0 and self._crop)]
+        self._custom = {k: op._takes_rng() for k, op in enumerate(self._ops) if isinstance(op, CustomOp)}
         self.cut = cut and self._crop
-        self.threads, self.output = max(1, threads), output
+        self.threads, self.output, self.seed = max(1, threads), output, seed
         self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=_init_thread)
         self._buffers = _Buffers()
 
-    def __call__(self, images: Any, params: np.ndarray) -> torch.Tensor:
+    def __call__(self, images: Any, params: np.ndarray, epoch: int = 0,
+                 records: Sequence[int] | None = None) -> torch.Tensor:
         """The finished batch from DALI's decoded images (a TensorListCPU of HWC images of the
-        pixel type) and the batch's parameter vectors."""
+        pixel type), the batch's parameter vectors, and (for custom ops) its epoch and records."""
         count = len(images)
-        spec = self.output
-        out = BatchWriter(np, torch.device("cpu"), count, spec)
-        shape = out.shape(*self._size, spec.channels)
-        out.reserve(*self._size, spec.channels, spec.pixel_dtype, into=self._buffers.take(shape, np.dtype(out.dtype)))
-        windows = params[:, :4].astype(np.int64) if self.cut else None  # RandomResizedCrop's (y, x, h, w)
-        run_all(self._pool.get(), [lambda s=share: self._share(s, images, params, windows, out)
-                                   for share in shares(range(count), self.threads)])
+        batch = _Batch(images, params, params[:, :4].astype(np.int64) if self.cut else None, epoch,
+                       range(count) if records is None else [int(r) for r in records])
+        first = None
+        if self._size is None:  # a custom op decides the size and type: the first sample tells
+            first = self._sample(0, batch)
+            (height, width, channels), dtype = first.shape, first.dtype
+        else:
+            (height, width), channels, dtype = self._size, self.output.channels, self._dtype
+        out = BatchWriter(np, torch.device("cpu"), count, self.output)
+        shape = out.shape(height, width, channels)
+        out.reserve(height, width, channels, dtype, into=self._buffers.take(shape, np.dtype(out.dtype)))
+        run_all(self._pool.get(), [lambda s=share: self._share(s, batch, out, first if s.start == 0 else None)
+                                   for share in shares(range(count), self.threads) if len(share)])
         return out.tensor  # type: ignore[return-value]
 
-    def _share(self, indices: range, images: Any, params: np.ndarray, windows: np.ndarray | None,
-               out: BatchWriter) -> None:
-        """One thread's part: each sample runs the ops (the torch backend's code, parameters
-        decoded from the feed's vector) into a staging block of the pixel type laid out as the
-        output, then one vectorized write normalizes them all."""
-        height, width = self._size
-        nchw, c = self.output.nchw, self.output.channels
-        staging = np.empty((len(indices), c, height, width) if nchw else (len(indices), height, width, c),
-                           self.output.pixel_dtype)
-        samples = staging.transpose(0, 2, 3, 1) if nchw else staging  # an NHWC view of it
+    def _sample(self, i: int, batch: _Batch) -> np.ndarray:
+        """Sample ``i`` through the ops: the torch backend's code, with the parameters the feed
+        drew (``Op.decode`` of its vector), a custom op's generator seeded as the torch backend's."""
+        image = np.asarray(batch.images[i])
+        if batch.windows is not None:
+            y, x, h, w = batch.windows[i]
+            image = image[y : y + h, x : x + w]
+        row = batch.params[i]
+        decoded = {k: op.decode(row[start : start + op.param_count]) for k, start, op in self._decoders}
+        for k, op in enumerate(self._ops):
+            if k == 0 and self._crop:  # the window is cut: what is left of the crop is its resize
+                image = resize_image(image, *op.output_size(1, 1))
+            elif k in self._custom:
+                ids = (self.seed, batch.epoch, batch.records[i])
+                image = op.run(image, op.sample_rng(ids) if self._custom[k] else None,  # type: ignore[attr-defined]
+                               describe_sample(ids))
+            else:
+                image = op.apply(image, decoded.get(k))
+        return image
+
+    def _share(self, indices: range, batch: _Batch, out: BatchWriter, first: np.ndarray | None) -> None:
+        """One thread's part: each sample runs the ops into a staging block laid out as the output,
+        then one vectorized write finishes them all (the output itself is the block when there is
+        nothing to finish: no Normalize, no cast)."""
+        height, width, channels = out.sample_shape
+        spec = self.output
+        direct = spec.normalize is None and out.to_8_bit is None and np.dtype(out.dtype) == np.dtype(out.pixel_dtype)
+        if direct:
+            staging = out.array[indices.start : indices.stop]
+        else:
+            staging = np.empty(spec.shape(len(indices), height, width, channels), out.pixel_dtype)
+        samples = staging.transpose(0, 2, 3, 1) if spec.nchw else staging  # an NHWC view of it
         for j, i in enumerate(indices):
-            image = np.asarray(images[i])
-            if windows is not None:
-                y, x, h, w = windows[i]
-                image = image[y : y + h, x : x + w]
-            decoded = {k: op.decode(params[i, start : start + op.param_count]) for k, start, op in self._decoders}
-            for k, op in enumerate(self._ops):
-                if k == 0 and self._crop:  # the window is cut: what is left of the crop is its resize
-                    image = resize_image(image, *op.output_size(1, 1))
-                else:
-                    image = op.apply(image, decoded.get(k))
+            image = first if (j == 0 and first is not None) else self._sample(i, batch)
+            if image.shape != (height, width, channels):
+                raise ValueError(f"{describe_sample((self.seed, batch.epoch, batch.records[i]))} came out of the ops "
+                                 f"{image.shape} while the batch's first came out {(height, width, channels)}; a batch "
+                                 "needs one size: end the augment list with a fixed-size op (RandomResizedCrop, "
+                                 "CenterCrop, Resize(size=...)) or make the custom op return one size")
             samples[j] = image
-        out.put_range(indices.start, samples)
+        if not direct:
+            out.put_range(indices.start, samples)
 
     def close(self) -> None:
         """Let the pool's threads go."""
         self._pool.close()
+
+
+class _Batch(NamedTuple):
+    """One batch's inputs to the host stage."""
+
+    images: Any  # DALI's TensorListCPU of HWC images (or windows)
+    params: np.ndarray  # the feed's per-sample parameter vectors
+    windows: np.ndarray | None  # (y, x, h, w) per sample, to cut from whole arrays
+    epoch: int
+    records: Sequence[int]

@@ -10,10 +10,11 @@ declare themselves (no type checks here):
   list's trailing Normalize, the layout and dtype, 16-to-8-bit);
 * every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
 
-On the CPU, a head of built-in ops on 8- or 16-bit images ends at the decoded images (only the crop
-windows for a leading random-resized crop) instead: the ops run in the host stage
-(``fastload.backends.dali.host``) with the torch backend's code, several times faster than DALI's CPU
-operators; a tail after such a head runs in the tail stage on the host stage's batch.
+On the CPU, an op list of built-in ops and per-sample custom ops on 8- or 16-bit images ends at the
+decoded images (only the crop windows for a leading random-resized crop) instead: every op runs in
+the host stage (``fastload.backends.dali.host``) with the torch backend's code, several times
+faster than DALI's CPU operators, custom ops in the same per-sample loop (no extra pass over the
+batch); a batch op at the end runs in the tail stage on the host stage's batch.
 
 The **tail** is a run of custom ops at the end (and a Normalize among them): it runs in the
 tail stage (``fastload.backends.dali.tail``) on the whole device batch, outside
@@ -32,7 +33,7 @@ import numpy as np
 
 from ...ops import Normalize, Op
 from ...ops.base import Op as _BaseOp
-from ...ops.custom import CustomOp
+from ...ops.custom import BatchOp, CustomOp
 from ...output import OutputSpec, split_normalize
 from ...tta import View, fixed_params, split_for_views
 from .host import host_finishes, tail_input
@@ -94,7 +95,7 @@ class LoweredOps:
     needs_ids: bool = field(init=False)  # custom ops run inside DALI: samples carry [seed, epoch, record]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "needs_ids", any(isinstance(op, CustomOp) for op in self.head))
+        object.__setattr__(self, "needs_ids", not self.host and any(isinstance(op, CustomOp) for op in self.head))
 
 
 def _tail_start(ops: Sequence[Op]) -> int:
@@ -136,14 +137,17 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Se
         head, crop, _ = split_for_views(ops, views)
         fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
         return LoweredOps(tuple(head), (), output, ParamLayout(head), fuse, 0, tuple(views), crop)
+    pixels = {"device": device, "pixel_dtype": output.pixel_dtype, "channels": output.channels}
+    fuse = bool(encoded and ops and _declares(ops[0], "decoder_roi"))
+    if not any(isinstance(op, BatchOp) for op in ops) and host_finishes(ops, **pixels):
+        # every op, per-sample custom ops included, in the host stage: one pass, no tail
+        return LoweredOps(tuple(ops), (), output, ParamLayout(ops), fuse, 0, host=True)
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
-    # without a tail a Normalize ending the head would be a second one: the host stage writes only the output's
-    ends_normalized = bool(head) and isinstance(head[-1], Normalize)
-    if host_finishes(head, device=device, pixel_dtype=output.pixel_dtype, channels=output.channels) and (
-            tail_input(head, output) is not None if tail else not ends_normalized):
-        # a tail (custom ops at the end) then runs in the tail stage on the host stage's batch
+    if tail and not any(isinstance(op, CustomOp) for op in head) and host_finishes(head, **pixels) and \
+            tail_input(head, output) is not None:
+        # a batch op at the end: the tail stage runs the tail on the host stage's batch
         return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, 0, host=True)
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
     return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, cmn)
