@@ -182,14 +182,15 @@ def _loaders(name: str, folder: str, store: str, size: int, threads: int,
 
 def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threads: int, batch_size: int,
             rounds: int, batches: int, settle: float = 1.0) -> dict[str, dict[str, Any]]:
-    """Per list and loader: median img/s over the rounds, and the median of each round's ratio
-    to torchvision (with its range; None where torchvision failed).
+    """Per list and loader: median img/s over the rounds, the median of each round's ratio to
+    torchvision (with its range; None where torchvision failed), and its batches' shape and dtype.
 
     ``data`` maps each data kind the lists need (``DATA_KINDS``) to its folder and LMDB store.
     A loader that fails to build or to give its first batches is printed (``failed, left out``)
     and missing from its list's results.
     """
     streams: dict[tuple[str, str], Iterator] = {}
+    outputs: dict[tuple[str, str], str] = {}
     for name in lists:
         kind = data[DATA_KINDS[name]]
         for loader, build in _loaders(name, kind.folder, kind.stores["lmdb"], size, threads, batch_size).items():
@@ -198,7 +199,8 @@ def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threa
                 made = build()
                 streams[(name, loader)] = endless_batches(made)
                 for _ in range(3):  # start workers, build pipelines
-                    next(streams[(name, loader)])
+                    images, _ = next(streams[(name, loader)])
+                outputs[(name, loader)] = _describe_batch(images)
             except Exception as exc:  # report the loader, measure the others
                 print(f"{name}/{loader}: failed, left out: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
                 streams.pop((name, loader), None)
@@ -215,12 +217,17 @@ def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threa
     out: dict[str, dict[str, Any]] = {name: {} for name in lists}
     for name, loader in keys:
         row = {"images_per_s": statistics.median(rates[(name, loader)]), "rounds": rates[(name, loader)],
-               "ratio": None, "ratio_min": None, "ratio_max": None}
+               "ratio": None, "ratio_min": None, "ratio_max": None, "output": outputs[(name, loader)]}
         if (name, "torchvision") in rates:
             ratios = [a / b for a, b in zip(rates[(name, loader)], rates[(name, "torchvision")])]
             row.update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
         out[name][loader] = row
     return out
+
+
+def _describe_batch(images: Any) -> str:
+    """A batch's shape and dtype ("8x3x32x32 float32"): every loader of a list must give the same."""
+    return f"{'x'.join(map(str, images.shape))} {str(images.dtype).removeprefix('torch.')}"
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:

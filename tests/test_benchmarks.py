@@ -346,6 +346,10 @@ def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data,
     for by in results.values():
         assert set(by) == {"torchvision", "fastload dali", "fastload torch"}
         assert by["torchvision"]["ratio"] == 1.0 and all(r["images_per_s"] > 0 for r in by.values())
+        assert len({r["output"] for r in by.values()}) == 1, by  # the same work on every side
+    outputs = {name: by["torchvision"]["output"] for name, by in results.items()}
+    assert outputs["uint8"] == "8x3x32x32 uint8" and outputs["eval"] == "8x3x32x32 float32"
+    assert outputs["gray16"] == "8x1x37x37 float32" and outputs["ch6"] == "8x6x32x32 float32"
     printed = op_lists.table(results)
     assert "| radiology | ImageFolder" in printed and "| ch6 | Dataset: np.load" in printed
 
