@@ -1,5 +1,7 @@
 """The benchmark's data: a generated ImageNet-like sample set (or the user's folder), its LMDB
 and HDF5 stores with their pack time and size, and the JPEG decode ceiling of this machine.
+Also generated 16-bit grayscale PNGs (``SampleSpec(image_format="png16")``) and microscopy-like
+multi-channel ``.npy`` arrays (``ArraySpec``), for the op lists of those kinds of data.
 
 Generated data and stores are cached under the work folder and reused when the spec matches,
 so repeated runs measure loaders, not data generation.
@@ -12,15 +14,15 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import fastload
 
 from .config import BenchData
 
-__all__ = ["decode_ceiling", "folder_stats", "prepare_data", "prepare_data_isolated", "sample_spec",
-           "write_tar_shards", "disk_bytes"]
+__all__ = ["ArraySpec", "decode_ceiling", "folder_stats", "make_array_folder", "prepare_data",
+           "prepare_data_isolated", "sample_spec", "write_tar_shards", "disk_bytes"]
 
 FORMATS = {"lmdb": ".lmdb", "hdf5": ".h5", "lmdb-raw": "-raw.lmdb"}
 # fmt -> (store format, payload): "lmdb-raw" holds decoded pixels (no JPEG decode when reading).
@@ -32,6 +34,66 @@ def sample_spec(num_classes: int, per_class: int, short_side: tuple[int, int] = 
     """The ImageNet-like spec: short side 300-500 px, 4:3 to 3:2, JPEG quality 90."""
     return fastload.SampleSpec(num_classes=num_classes, per_class=per_class,
                                short_side=short_side, quality=90, seed=seed)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Microscopy-like multi-channel samples to generate: ``side`` x ``side`` px, ``channels``
+    channels, saved channels-first (CxHxW) as ``.npy`` files of ``dtype`` in class sub-folders."""
+
+    num_classes: int = 10
+    per_class: int = 20
+    side: int = 512
+    channels: int = 6
+    dtype: str = "uint16"
+    seed: int = 0
+
+
+def synthesize_cells(rng: Any, label: int, spec: ArraySpec) -> Any:
+    """One CxHxW sample like a multi-stain fluorescence image: cells (a bright compact nucleus
+    channel, wider dimmer cytoplasm and organelle channels, each cell stained in a random subset
+    of the other channels) on an uneven smooth background, with shot-like noise. The cell count
+    and size depend on ``label``, so classes differ."""
+    import cv2
+    import numpy as np
+
+    side, c = spec.side, spec.channels
+    out = np.empty((c, side, side), np.float32)
+    background = cv2.resize(rng.random((4, 4), dtype=np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
+    cells = int(rng.integers(8, 16)) + 2 * label
+    radius = max(2.0, side / 40 * (1 + 0.15 * (label % 4)))
+    centres = rng.random((cells, 2)) * side
+    stained = rng.random((cells, c)) < 0.6
+    stained[:, 0] = True  # every cell has a nucleus
+    for ch in range(c):
+        canvas = np.zeros((side, side), np.float32)
+        grow = 1.0 if ch == 0 else 1.8 + 0.3 * ch
+        for (x, y), on in zip(centres, stained[:, ch]):
+            if on:
+                r = max(1, int(radius * grow * rng.uniform(0.7, 1.3)))
+                cv2.circle(canvas, (int(x), int(y)), r, float(rng.uniform(0.5, 1.0)), -1, cv2.LINE_AA)
+        blur = max(1.0, radius * grow / 3)
+        canvas = cv2.GaussianBlur(canvas, (0, 0), blur)
+        signal = 0.05 + 0.1 * background + (0.8 if ch == 0 else 0.5) * canvas
+        out[ch] = signal + rng.normal(0, 0.01, (side, side)).astype(np.float32) * np.sqrt(signal + 0.1)
+    top = np.iinfo(spec.dtype).max
+    return np.clip(out * top, 0, top).astype(spec.dtype)
+
+
+def make_array_folder(root: str, spec: ArraySpec) -> list[str]:
+    """Write ``spec.num_classes`` class folders of ``spec.per_class`` ``.npy`` samples under
+    ``root`` (deterministic for a given spec). Returns the written paths."""
+    import numpy as np
+
+    paths = []
+    for label in range(spec.num_classes):
+        folder = os.path.join(root, f"class_{label:03d}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(spec.per_class):
+            path = os.path.join(folder, f"cells_{i:05d}.npy")
+            np.save(path, synthesize_cells(np.random.default_rng([spec.seed, label, i]), label, spec))
+            paths.append(path)
+    return paths
 
 
 def folder_stats(folder: str) -> tuple[int, int, int]:
@@ -46,23 +108,41 @@ def folder_stats(folder: str) -> tuple[int, int, int]:
     return count, len(classes), total
 
 
-def _describe(spec: fastload.SampleSpec | None, count: int, classes: int, total: int) -> str:
+def _describe(spec: fastload.SampleSpec | ArraySpec | None, count: int, classes: int, total: int) -> str:
     size = f"{count} images in {classes} classes, {total / 1e6:.1f} MB, {total / max(count, 1) / 1e3:.0f} KB each"
     if spec is None:
         return f"user folder: {size}"
+    if isinstance(spec, ArraySpec):
+        return (f"generated microscopy-like arrays (benchmarks.data.make_array_folder: {spec.channels} "
+                f"channels of cells on a smooth background with noise, {spec.side}x{spec.side} px, "
+                f"{spec.dtype}, .npy CxHxW): {size}")
+    if spec.image_format == "png16":
+        return (f"generated 16-bit grayscale PNGs (fastload.make_sample_folder, image_format png16: the "
+                f"photos' luminance x 257; short side {spec.short_side[0]}-{spec.short_side[1]} px): {size}")
     return (f"generated ImageNet-like JPEGs (fastload.make_sample_folder: 1/f texture, lit "
             f"gradients, blurred objects, grain; short side {spec.short_side[0]}-"
             f"{spec.short_side[1]} px, aspect 4:3-3:2, quality {spec.quality}): {size}")
 
 
-def _generate(folder: str, spec: fastload.SampleSpec) -> None:
+def _folder_name(spec: fastload.SampleSpec | ArraySpec) -> str:
+    """The generated folder's name; JPEG sets keep the name they always had (stores reused)."""
+    if isinstance(spec, ArraySpec):
+        return f"arrays-{spec.num_classes}x{spec.per_class}-{spec.channels}ch"
+    suffix = "" if spec.image_format == "jpeg" else f"-{spec.image_format}"
+    return f"sample-{spec.num_classes}x{spec.per_class}{suffix}"
+
+
+def _generate(folder: str, spec: fastload.SampleSpec | ArraySpec) -> None:
     marker = folder + ".spec.json"  # beside the folder: inside, it would be packed as an input
     wanted = json.dumps(asdict(spec), sort_keys=True)
     if os.path.exists(marker) and open(marker).read() == wanted:
         return
     shutil.rmtree(folder, ignore_errors=True)
     print(f"generating {spec.num_classes * spec.per_class} sample images in {folder} ...", flush=True)
-    fastload.make_sample_folder(folder, spec)
+    if isinstance(spec, ArraySpec):
+        make_array_folder(folder, spec)
+    else:
+        fastload.make_sample_folder(folder, spec)
     with open(marker, "w") as f:
         f.write(wanted)
 
@@ -130,21 +210,22 @@ def write_tar_shards(folder: str, target: str, num_shards: int = 16, seed: int =
     return stats
 
 
-def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleSpec | None = None,
+def prepare_data(work: str, *, folder: str | None = None, spec: fastload.SampleSpec | ArraySpec | None = None,
                  formats: tuple[str, ...] = ("lmdb", "hdf5", "lmdb-raw"), webdataset: bool = False) -> BenchData:
     """Generate (unless ``folder`` is given) and pack the benchmark data under ``work``.
 
     Args:
         work: where generated images and stores go.
         folder: the user's ImageFolder tree; None generates one from ``spec``.
-        spec: the sample set to generate (default: 10 classes x 200 images).
+        spec: the sample set to generate (default: 10 classes x 200 images); an ``ArraySpec``
+            generates multi-channel ``.npy`` samples.
         formats: stores to pack ("lmdb", "hdf5", "lmdb-raw": decoded pixels).
         webdataset: also write WebDataset tar shards (for the optional WebDataset peer).
     """
     os.makedirs(work, exist_ok=True)
     if folder is None:
         spec = spec or sample_spec(10, 200)
-        folder = os.path.join(work, f"sample-{spec.num_classes}x{spec.per_class}")
+        folder = os.path.join(work, _folder_name(spec))
         _generate(folder, spec)
         name = os.path.basename(folder)
     else:

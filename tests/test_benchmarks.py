@@ -321,16 +321,43 @@ def test_a_gpu_training_row_reports_gpu_memory(tiny_data):
     assert row["torch_cuda_peak_mb"] > 0 and row["host_us_per_image"] > 0
 
 
+@pytest.fixture(scope="module")
+def tiny_other_data(tmp_path_factory) -> dict[str, BenchData]:
+    """The op lists' other data kinds, tiny: 16-bit gray PNGs and 6-channel uint16 arrays."""
+    from dataclasses import replace
+
+    work = str(tmp_path_factory.mktemp("bench-other"))
+    gray = replace(sample_spec(2, 12, short_side=(48, 64)), image_format="png16")
+    return {"gray16": prepare_data(work, spec=gray, formats=("lmdb",)),
+            "ch6": prepare_data(work, spec=data_module.ArraySpec(2, 12, side=48), formats=("lmdb",))}
+
+
 @pytest.mark.skipif(loaders.LOADERS["torchvision"].unavailable() is not None, reason="no torchvision")
 @pytest.mark.skipif(loaders.LOADERS["fastload-dali-lmdb"].unavailable() is not None,
                     reason=str(loaders.LOADERS["fastload-dali-lmdb"].unavailable()))
-def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data):
+def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data, tiny_other_data, capsys):
     from benchmarks import op_lists
 
-    results = op_lists.measure(tiny_data.folder, tiny_data.stores["lmdb"], lists=list(op_lists.LISTS), size=32,
+    data = {"photos": tiny_data, **tiny_other_data}
+    results = op_lists.measure(data, lists=list(op_lists.LISTS), size=32,
                                threads=1, batch_size=8, rounds=1, batches=1, settle=0.0)
+    assert "failed" not in capsys.readouterr().out
     assert list(results) == list(op_lists.LISTS)
     for by in results.values():
         assert set(by) == {"torchvision", "fastload dali", "fastload torch"}
         assert by["torchvision"]["ratio"] == 1.0 and all(r["images_per_s"] > 0 for r in by.values())
-    assert "| radiology |" in op_lists.table(results)
+        assert len({r["output"] for r in by.values()}) == 1, by  # the same work on every side
+    outputs = {name: by["torchvision"]["output"] for name, by in results.items()}
+    assert outputs["uint8"] == "8x3x32x32 uint8" and outputs["eval"] == "8x3x32x32 float32"
+    assert outputs["gray16"] == "8x1x37x37 float32" and outputs["ch6"] == "8x6x32x32 float32"
+    printed = op_lists.table(results)
+    assert "| radiology | ImageFolder" in printed and "| ch6 | Dataset: np.load" in printed
+
+
+def test_op_lists_data_kinds_are_what_each_list_says(tiny_other_data):
+    import fastload
+
+    gray, cells = (fastload.open_store(tiny_other_data[k].stores["lmdb"]) for k in ("gray16", "ch6"))
+    assert (gray.channels, gray.decode(0).dtype) == (1, np.uint16)
+    assert (cells.channels, cells.decode(0).dtype, cells.decode(0).shape) == (6, np.uint16, (48, 48, 6))
+    assert len(gray) == len(cells) == 24
