@@ -90,10 +90,18 @@ def test_many_channels_equal_channel_by_channel(op):
         assert np.array_equal(whole[:, :, c : c + 1], single), f"channel {c}"
 
 
-def test_channel_chunks_avoid_two_channel_groups():
+@pytest.mark.parametrize("channels,groups", [(2, [1, 1]), (3, [3]), (5, [4, 4]), (6, [4, 4]), (9, [4, 4, 4])])
+def test_channel_chunks_avoid_two_channel_groups(channels, groups):
+    """OpenCV's warpAffine is wrong on 2 channels: wider stacks go in overlapping groups of 4
+    (OpenCV's 4-channel kernels cost about what its 1-channel ones do), each channel kept from
+    the first group that holds it, in NumPy's order or strided."""
     seen = []
-    by_channel_chunks(np.zeros((4, 4, 6), np.uint8), lambda chunk: seen.append(chunk.shape[2]) or chunk)
-    assert seen == [4, 1, 1]
+    image = np.random.default_rng(channels).integers(0, 255, (6, 7, channels), np.uint8)
+    for view in (image, image[::-1, 1:], np.asfortranarray(image)):
+        seen.clear()
+        out = by_channel_chunks(view, lambda chunk: seen.append(chunk.shape[2]) or chunk + 1)
+        assert seen == groups and out.dtype == np.uint8
+        assert np.array_equal(out, view + 1)
 
 
 def test_rotate_quarter_turn_is_counter_clockwise():

