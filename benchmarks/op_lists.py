@@ -27,6 +27,11 @@ The lists (DESIGN.md section 5; "size" is ``--image-size``):
   horizontal and vertical flips, Normalize with 6 means/stds. torchvision: a Dataset doing
   ``np.load`` into a 6xHxW uint16 tensor, then the same v2 ops.
 
+* ``gray16-raw``, ``ch6-raw``: the same files and ops, fastload reading a store packed with
+  ``payload="raw"`` (decoded arrays: no PNG decode, no .npy relayout per read; larger stores), the
+  torchvision side unchanged. This is what fastload offers for decode-bound 16-bit data: a 16-bit
+  PNG of ~512 px takes ~5 ms to decode with OpenCV or PIL, most of a sample's cost on both sides.
+
 Every list but ``uint8`` ends in Normalize (or the custom op after it): float32 NCHW batches.
 ``--images`` is the photo count; the gray16 and ch6 sets have ``--other-images`` samples (a
 6x512x512 uint16 sample is 3 MB). A fastload loader that fails on a list is reported (``failed,
@@ -59,9 +64,14 @@ from fastload.training import endless_batches  # noqa: E402
 __all__ = ["BASELINES", "DATA_KINDS", "LISTS", "FileDataset", "fastload_ops", "main", "measure", "prepare",
            "scale", "torchvision_dataset", "torchvision_ops"]
 
-LISTS = ("preset", "colorjitter", "radiology", "blur", "custom", "eval", "uint8", "gray16", "ch6")
+LISTS = ("preset", "colorjitter", "radiology", "blur", "custom", "eval", "uint8", "gray16", "gray16-raw", "ch6",
+         "ch6-raw")
 # The data each list runs on: generated photos (or --data), 16-bit gray PNGs, 6-channel arrays.
-DATA_KINDS = {name: "photos" for name in LISTS} | {"gray16": "gray16", "ch6": "ch6"}
+DATA_KINDS = {name: "photos" for name in LISTS} | {name: name.removesuffix("-raw") for name in LISTS if "16" in name
+                                                    or "ch6" in name}
+# "-raw" lists: the same files and ops, fastload reading a store of decoded arrays (pack's
+# payload="raw": no decode per read) where the others hold the files' own bytes
+STORES = {name: "lmdb-raw" if name.endswith("-raw") else "lmdb" for name in LISTS}
 BASELINES = {"photos": "ImageFolder (PIL)", "gray16": "Dataset: cv2.imread uint16", "ch6": "Dataset: np.load uint16"}
 BLUR_SIGMA, BLUR_P, BLUR_KERNEL = (0.1, 2.0), 0.5, 13
 # About the generated sets' own statistics (0..1 units); the figures only need to be the same
@@ -91,6 +101,7 @@ def fastload_ops(name: str, size: int) -> list[Any]:
     """The list as fastload ops."""
     from fastload import ops
 
+    name = name.removesuffix("-raw")
     crop, norm, hv = ops.RandomResizedCrop(size), ops.Normalize(), ops.Flip(horizontal=True, vertical=True)
     return {"preset": [crop, ops.Flip(), norm],
             "colorjitter": [crop, ops.Flip(), ops.ColorJitter(0.4, 0.4, 0.4, 0.1), norm],
@@ -108,6 +119,7 @@ def torchvision_ops(name: str, size: int) -> Any:
     then float32 and Normalize (uint8: none)."""
     from torchvision.transforms import v2
 
+    name = name.removesuffix("-raw")
     crop = v2.RandomResizedCrop(_resize_side(size) if name == "gray16" else size, antialias=True)
     head = [v2.ToImage(), crop, v2.RandomHorizontalFlip()]
     if name == "eval":
@@ -193,7 +205,8 @@ def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threa
     outputs: dict[tuple[str, str], str] = {}
     for name in lists:
         kind = data[DATA_KINDS[name]]
-        for loader, build in _loaders(name, kind.folder, kind.stores["lmdb"], size, threads, batch_size).items():
+        for loader, build in _loaders(name, kind.folder, kind.stores[STORES[name]], size, threads,
+                                      batch_size).items():
             made = None
             try:
                 made = build()
@@ -256,9 +269,9 @@ def prepare(kind: str, work: str, images: int, folder: str | None = None) -> Ben
         return prepare_data(work, folder=folder, spec=sample_spec(10, per_class), formats=("lmdb",))
     if kind == "gray16":
         spec = replace(sample_spec(10, per_class, short_side=(448, 576)), image_format="png16")
-        return prepare_data(work, spec=spec, formats=("lmdb",))
+        return prepare_data(work, spec=spec, formats=("lmdb", "lmdb-raw"))
     if kind == "ch6":
-        return prepare_data(work, spec=ArraySpec(10, per_class, side=512, channels=6), formats=("lmdb",))
+        return prepare_data(work, spec=ArraySpec(10, per_class, side=512, channels=6), formats=("lmdb", "lmdb-raw"))
     raise ValueError(f"unknown data kind {kind!r}; known: {', '.join(BASELINES)}")
 
 

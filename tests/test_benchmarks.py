@@ -328,8 +328,9 @@ def tiny_other_data(tmp_path_factory) -> dict[str, BenchData]:
 
     work = str(tmp_path_factory.mktemp("bench-other"))
     gray = replace(sample_spec(2, 12, short_side=(48, 64)), image_format="png16")
-    return {"gray16": prepare_data(work, spec=gray, formats=("lmdb",)),
-            "ch6": prepare_data(work, spec=data_module.ArraySpec(2, 12, side=48), formats=("lmdb",))}
+    formats = ("lmdb", "lmdb-raw")  # the "-raw" lists read the decoded arrays
+    return {"gray16": prepare_data(work, spec=gray, formats=formats),
+            "ch6": prepare_data(work, spec=data_module.ArraySpec(2, 12, side=48), formats=formats)}
 
 
 @pytest.mark.skipif(loaders.LOADERS["torchvision"].unavailable() is not None, reason="no torchvision")
