@@ -93,14 +93,6 @@ class _BatchDataset(Dataset):
         return out, labels, (augmented - started, time.perf_counter() - augmented)
 
 
-def _init_worker(worker_id: int) -> None:
-    """One OpenCV thread per worker process, as torch gives each one torch thread: the processes are
-    the parallelism, and OpenCV's own pool of a thread per core in every worker oversubscribes them."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 class _EpochSampler(Sampler):
     """Yields the current epoch's batch keys; re-armed by the backend before each epoch."""
 
@@ -189,7 +181,6 @@ class TorchBackend:
                           self.output if self.device.type == "cpu" else None), batch_size=None,
             sampler=_EpochSampler(), num_workers=workers, persistent_workers=workers > 0,
             prefetch_factor=self.config.prefetch if workers > 0 else None, pin_memory=self.pin_memory,
-            worker_init_fn=_init_worker,
         )
         self._all.append(loader)
         return loader
