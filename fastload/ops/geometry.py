@@ -44,7 +44,14 @@ def _resize_torch(image: np.ndarray, height: int, width: int) -> np.ndarray:
     # so is a read-only array (a raw record), which torch.from_numpy would warn about
     image = np.ascontiguousarray(image)
     x = torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1)[None]
-    return F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)[0].permute(1, 2, 0).numpy()
+    # the kernel F.interpolate ends in, without its ~3 us of argument checks per call (under the GIL,
+    # once per sample in the host stage); F.interpolate where a torch build lacks it
+    kernel = getattr(torch._C._nn, "_upsample_bilinear2d_aa", None)
+    if kernel is None:
+        out = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)
+    else:
+        out = kernel(x, (height, width), False, None)
+    return out[0].permute(1, 2, 0).numpy()
 
 
 @register
