@@ -16,6 +16,10 @@ Loader only hands out the shares: O(threads) Python per batch.
 
 The ops are the torch backend's own, so both backends compute the same pixels from the same
 decoded image, for 8- and 16-bit images of any channel count (gray, RGB, multi-channel arrays).
+Per-sample custom ops (``@fastload.op``) run in the same per-sample loop, wherever they sit in
+the list, each with the torch backend's generator for the sample (``[seed, epoch, record]``): a
+custom op after the preset costs its own work and nothing more (no second pass over a finished
+float32 batch, no second pool; it cost 43% of the preset's rate as a tail stage, 19% here).
 """
 
 from __future__ import annotations
