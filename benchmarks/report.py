@@ -26,7 +26,7 @@ __all__ = ["CSV_COLUMNS", "TRAIN_CSV_COLUMNS", "machine_info", "summarize", "sum
 CSV_COLUMNS = [
     "loader", "family", "source", "device", "threads", "batch_size", "image_size", "status",
     "images_per_s", "images_per_s_min", "images_per_s_max", "images_per_s_iqr", "mb_per_s",
-    "first_batch_s", "host_us_per_image", "feed_ceiling_images_per_s", "peak_rss_mb",
+    "first_batch_s", "host_us_per_image", "gil_us_per_image", "feed_ceiling_images_per_s", "peak_rss_mb",
     "steady_pss_mb", "cpu_cores_used", "cpu_util_pct", "gpu_mem_peak_mb", "torch_cuda_peak_mb",
     "ceiling_kind", "ceiling_images_per_s", "ceiling_fraction",
     "images_timed", "timed_s", "output", "note",
@@ -271,15 +271,18 @@ def _spread(r: dict[str, Any], width: int) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table, one line per row, skipped and failed rows with their reason.
 
-    ``us/img``: the iterating thread's CPU per image; ``feed/s``: the rate it allows;
-    ``ceil%``: of the ceiling of the row's device (GPU rows: DALI's mixed decoder).
+    ``us/img``: the iterating thread's CPU per image; ``GIL us``: the GIL's time per image over every
+    thread of the loader's process (``--gil-seconds``; "-" when not sampled); ``feed/s``: the rate
+    the iterating thread allows; ``ceil%``: of the ceiling of the row's device (GPU rows: DALI's
+    mixed decoder).
     """
     head = (f"{'loader':<24} {'thr':>3} {'batch':>5} {'img/s':>7} {'min-max':>13} {'MB/s':>6} "
-            f"{'1st(s)':>6} {'us/img':>6} {'feed/s':>6} {'RSS MB':>7} {'GPU MB':>6} {'CPU%':>5} "
+            f"{'1st(s)':>6} {'us/img':>6} {'GIL us':>6} {'feed/s':>6} {'RSS MB':>7} {'GPU MB':>6} {'CPU%':>5} "
             f"{'ceil%':>5}")
     return _table(head, rows, lambda r: [
         f"{r['images_per_s']:>7.0f}", _spread(r, 13), _fmt(r.get("mb_per_s"), ">6.1f"),
         _fmt(r.get("first_batch_s"), ">6.2f"), _fmt(r.get("host_us_per_image"), ">6.0f"),
+        _fmt(r.get("gil_us_per_image"), ">6.0f"),
         f"{_kilo(r.get('feed_ceiling_images_per_s')):>6}", _fmt(r.get("peak_rss_mb"), ">7.0f"),
         _fmt(r.get("gpu_mem_peak_mb"), ">6.0f"), _fmt(r.get("cpu_util_pct"), ">5.0f"),
         f"{_percent(r.get('ceiling_fraction')):>5}"])

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, help="timed rounds per configuration (default 5)")
     p.add_argument("--images-per-round", type=int, help="images per timed round (default 1280)")
     p.add_argument("--warmup-batches", type=int, help="untimed batches after the first (default 5)")
+    p.add_argument("--gil-seconds", type=float, default=0.0,
+                   help="after each configuration's rounds, sample the GIL with py-spy for this long: the GIL "
+                        "us/img column, every thread of the loader's process (needs py-spy; 0: off)")
     p.add_argument("--timeout", type=float, help="seconds before a configuration is killed (default 600)")
     p.add_argument("--quick", action="store_true", help="small data, one configuration per loader")
     p.add_argument("--train", type=_model, metavar="MODEL",
@@ -157,7 +160,7 @@ def _grids(args: argparse.Namespace) -> tuple[Grid | None, Grid | None]:
               "rounds": args.rounds, "timeout_s": args.timeout}
     alone = None if args.train_only else Grid(
         loaders=loaders, batch_sizes=args.batch_sizes, image_size=args.image_size,
-        images_per_round=args.images_per_round, **common)
+        images_per_round=args.images_per_round, gil_seconds=args.gil_seconds, **common)
     training = Grid(loaders=(SYNTHETIC, *loaders, SYNTHETIC), batch_sizes=args.train_batch_sizes,
                     image_size=args.train_image_size, images_per_round=args.train_images_per_round,
                     train_model=args.train, train_device=args.train_device,

@@ -39,6 +39,7 @@ class Grid:
         train_model, train_device: train this torchvision model on every batch, on this device
             (``BenchConfig``); the synthetic reference may then be one of the loaders, and is
             run once per batch size (threads do not apply to it).
+        gil_seconds: after the timed rounds, sample the GIL with py-spy for this long (0: not).
     """
 
     loaders: tuple[str, ...]
@@ -52,6 +53,7 @@ class Grid:
     timeout_s: float = 600.0
     train_model: str | None = None
     train_device: str = "cpu"
+    gil_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.loaders if n not in LOADERS]
@@ -69,7 +71,7 @@ class Grid:
                             warmup_batches=self.warmup_batches,
                             batches_per_round=max(2, math.ceil(self.images_per_round / b)),
                             rounds=self.rounds, seed=self.seed, train_model=self.train_model,
-                            train_device=self.train_device)
+                            train_device=self.train_device, gil_seconds=self.gil_seconds)
                 for t, b in itertools.product(threads, self.batch_sizes)]
 
 
