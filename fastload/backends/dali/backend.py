@@ -53,8 +53,13 @@ def dali_decodes(store: Store) -> bool:
                and set(s.header.dtypes) <= _DALI_DTYPES and s.header.channels in (1, 3) for s in store.shards)
 
 
-def default_feed_workers() -> int:
-    """Feed processes: one per four cores, 1 to 4 (a record costs them tens of microseconds)."""
+def default_feed_workers(decodes: bool = False) -> int:
+    """Feed processes: one per four cores, 1 to 4 (a record costs them tens of microseconds); one
+    per two cores, 2 to 8, where they decode the records themselves (``.npy`` arrays, TIFFs DALI
+    cannot read: milliseconds each; 6-channel 512 px arrays on 2 cores, 2 workers instead of 1:
+    265 -> 317 img/s)."""
+    if decodes:
+        return max(2, min(8, default_workers() // 2))
     return max(1, min(4, default_workers() // 4))
 
 
@@ -133,7 +138,8 @@ class DaliBackend:
                             pixel_dtype=self.pixel_dtype, normalize=split_normalize(ops)[1])
         self.lowered: LoweredOps = lower_ops(ops, encoded=self.encoded, output=output, views=config.views,
                                              device="gpu" if config.device == "cuda" else "cpu")
-        self.feed_workers = feed_workers or default_feed_workers()
+        decodes = not self.encoded and not all(s.header.payload == "raw" for s in store.shards)
+        self.feed_workers = feed_workers or default_feed_workers(decodes)
         self.tail_stage = TailStage(tail=self.lowered.tail, seed=config.seed, output=output,
                                     threads=config.num_threads) if self.lowered.tail else None
         self._idle: list[DaliEngine] = []
