@@ -362,3 +362,18 @@ def test_op_lists_data_kinds_are_what_each_list_says(tiny_other_data):
     assert (gray.channels, gray.decode(0).dtype) == (1, np.uint16)
     assert (cells.channels, cells.decode(0).dtype, cells.decode(0).shape) == (6, np.uint16, (48, 48, 6))
     assert len(gray) == len(cells) == 24
+
+
+def test_gil_seconds_reach_every_configuration_and_the_table_shows_the_column():
+    """run.py --gil-seconds: issue 20's GIL target is read from run.py's table."""
+    grid = Grid(loaders=("torchvision", "fastload-dali-lmdb"), threads=(1, 2), batch_sizes=(8,), gil_seconds=1.5)
+    assert {c.gil_seconds for loader in grid.loaders for c in grid.configs(loader)} == {1.5}
+    row = {"loader": "fastload-dali-lmdb", "threads": 2, "batch_size": 8, "status": "ok", "images_per_s": 100.0,
+           "images_per_s_min": 90.0, "images_per_s_max": 110.0, "host_us_per_image": 20.0, "gil_us_per_image": 57.0}
+    table = report.format_table([row, {**row, "gil_us_per_image": None}])
+    header, _, first, second = table.splitlines()[:4]
+    assert "GIL us" in header and "57" in first.split() and "-" in second.split()
+    args = run._resolve(run.build_parser().parse_args(["--loaders", "torchvision", "--threads", "2",
+                                                       "--batch-sizes", "8", "--gil-seconds", "2"]))
+    alone, _ = run._grids(args)
+    assert alone is not None and alone.gil_seconds == 2.0
