@@ -47,10 +47,13 @@ class Normalize(Op):
 
     def apply(self, image: np.ndarray, params: Any) -> np.ndarray:
         mean, std = resolve_mean_std(self.mean, self.std, image.shape[2])
-        out = image.astype(np.float32)  # then in place: ((x / scale) - mean) / std, float32 as before
-        np.divide(out, np.float32(max_value(image.dtype)), out=out)
-        np.subtract(out, mean, out=out)
-        return np.divide(out, std, out=out)
+        scale = np.float32(max_value(image.dtype))
+        # (x - mean * scale) / (std * scale) in float32, in place: three passes, and the arithmetic of
+        # the output stage (fastload.output.BatchWriter) and of DALI's crop_mirror_normalize, so a
+        # Normalize mid-list gives what a trailing one gives
+        out = image.astype(np.float32)
+        np.subtract(out, mean * scale, out=out)
+        return np.divide(out, std * scale, out=out)
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         # In the middle of an op list: float32 HWC out. At the end, the lowering fuses
