@@ -456,7 +456,8 @@ def test_an_op_list_of_varying_sizes_stays_in_dali(small_lmdb):
     assert not loader._get_backend().lowered.host
 
 
-@pytest.mark.parametrize("name,mode,dtype", [("gray", "L", np.uint8), ("deep", "RGB", np.uint16)])
+@pytest.mark.parametrize("name,mode,dtype", [("gray", "L", np.uint8), ("deep", "RGB", np.uint16),
+                                             ("gray16", "L", np.uint16)])
 def test_sixteen_bit_and_gray_stores_run_on_the_host_with_the_torch_backends_pixels(tmp_path, name, mode, dtype):
     root = tmp_path / name / "x"
     root.mkdir(parents=True)
