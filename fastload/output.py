@@ -246,7 +246,7 @@ class BatchWriter:
             target[...] = xp.divide(xp.subtract(source, mean, dtype=np.float32), std)
 
 
-def write_samples(samples: Sequence[np.ndarray], spec: OutputSpec) -> torch.Tensor:
+def write_samples(samples: Sequence[np.ndarray], spec: OutputSpec, into: np.ndarray | None = None) -> torch.Tensor:
     """HWC NumPy samples of one shape and pixel type finished into a new CPU batch, one sample at a
     time (``BatchWriter``'s single pass per sample, the same arithmetic as ``finish_tensor``, bit
     for bit). In a DataLoader worker the batch is made in shared memory (``batch_tensor``).
@@ -254,10 +254,16 @@ def write_samples(samples: Sequence[np.ndarray], spec: OutputSpec) -> torch.Tens
     Why not stack, then ``finish_tensor``: torch's uint8-to-float32 kernels with a per-channel
     broadcast run at ~5 ns an element on one core (~0.9 ms a 224 px image, plus a stacking copy
     that turns the resize's channel planes back into HWC), NumPy's at a third of that; the torch
-    backend spent a third of its worker time there (benchmarks/RESULTS.md, 2026-12-04 evening)."""
+    backend spent a third of its worker time there (benchmarks/RESULTS.md, 2026-12-04 evening).
+
+    ``into``: an array of the batch's shape and dtype to fill instead (a reused shared block); the
+    samples must then come out at its size, or a ValueError says what they came out as."""
     height, width, channels = samples[0].shape
-    out = batch_tensor(spec.shape(len(samples), height, width, channels), OUTPUT_DTYPES[spec.dtype],
-                       torch.device("cpu"))
+    shape = spec.shape(len(samples), height, width, channels)
+    if into is not None and (into.shape != shape or into.dtype != NP_DTYPES[spec.dtype]):
+        raise ValueError(f"the batch came out {shape} {spec.dtype}, its shared block is {into.shape} {into.dtype}")
+    out = torch.from_numpy(into) if into is not None else batch_tensor(shape, OUTPUT_DTYPES[spec.dtype],
+                                                                       torch.device("cpu"))
     writer = BatchWriter(np, out.device, len(samples), spec)
     # into: the writer fills ``out``'s memory, so the shared storage (not a NumPy view's) is returned
     writer.reserve(height, width, channels, np.dtype(samples[0].dtype), into=out.numpy())

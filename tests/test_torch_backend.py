@@ -46,3 +46,59 @@ def test_a_worker_makes_its_batch_in_shared_memory_and_the_main_process_in_its_o
     assert worker.tolist() == [True, True, True]
     main = batch_tensor((2, 3, 8, 8), torch.float32, torch.device("cpu"))
     assert not main.is_shared()
+
+
+# --- reused shared-memory batches (backends/torch/slots.py) ------------------------------------
+def test_a_shared_block_is_handed_out_again_only_once_nothing_refers_to_it():
+    import multiprocessing
+
+    from fastload.backends.torch.slots import BatchSlots
+
+    slots = BatchSlots(3, (4, 2, 2), torch.float32)
+    first, second = slots.take(), slots.take()
+    assert (first, second) == (0, 1)  # in flight until the batch comes back
+    held = slots.batch(first, 3)
+    view = slots.batch(second, 4)[1:2].permute(0, 2, 1)  # a view keeps its block too
+    assert held.shape == (3, 2, 2) and slots.take() == 2 and slots.take() == -1
+    del held
+    assert slots.take() == 0 and slots.take() == -1
+    del view
+    slots.reset()  # a new pass: nothing in flight
+    assert [slots.take() for _ in range(4)] == [0, 1, 2, -1]
+    # spawned workers get the same shared memory, not a copy (torch's reducer shares the tensors)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        pool.apply(_fill_block, (slots, 1))
+    assert torch.equal(slots.batch(1, 4), torch.full((4, 2, 2), 7.0))
+
+
+def _fill_block(slots, slot):
+    slots.target(slot, 4)[...] = 7.0
+
+
+def test_batches_from_reused_blocks_stay_intact_while_held_and_equal_the_one_process_batches(small_lmdb):
+    """Workers write into reused shared blocks: a batch (or a view of it) the caller keeps is never
+    written over, and every batch is the one a loader without workers makes."""
+    import fastload
+
+    kwargs = dict(batch_size=4, augment="train", image_size=24, backend="torch", device="cpu", seed=3, shuffle=True)
+    loader = fastload.Loader(small_lmdb, num_threads=2, **kwargs)
+    reference = fastload.Loader(small_lmdb, num_threads=0, **kwargs)
+    held, views, copies, pointers = [], [], [], set()
+    for epoch in range(2):  # many more batches than blocks
+        loader.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        for k, ((images, labels), (ref, ref_labels)) in enumerate(zip(loader, reference)):
+            assert torch.equal(images, ref) and torch.equal(labels, ref_labels)
+            copies.append(images.clone())
+            pointers.add(images.data_ptr())
+            held.append(images if k % 2 else None)
+            views.append(images[1:3].permute(0, 2, 3, 1) if k % 3 == 0 else None)
+    blocks = {t.data_ptr() for t in loader._get_backend()._all[0].sampler.slots._tensors}
+    assert pointers & blocks  # the blocks were in use
+    for batch, view, copy in zip(held, views, copies):
+        if batch is not None:
+            assert torch.equal(batch, copy)
+        if view is not None:
+            assert torch.equal(view, copy[1:3].permute(0, 2, 3, 1))
+    loader.close()

@@ -21,28 +21,37 @@ from ...errors import FastloadError, WorkerDiedError
 from ...ops import Op
 from ...ops.base import sample_rng
 from ...ops.custom import run_numpy
-from ...output import OutputSpec, finish_tensor, split_normalize, to_channels, write_samples
+from ...output import (
+    OUTPUT_DTYPES,
+    OutputSpec,
+    finish_tensor,
+    split_normalize,
+    to_channels,
+    write_samples,
+)
 from ...pixels import pixel_dtype, to_pixel_dtype
 from ...stats import StageClock
 from ...tta import apply_view, split_for_views
 from ...workers.failures import error_report, rebuild_error
 from ..base import BackendConfig
+from .slots import BatchSlots
 
 __all__ = ["TorchBackend"]
 
-BatchKey = tuple[int, tuple[int, ...]]  # (epoch, record indices)
+BatchKey = tuple[int, tuple[int, ...], int]  # (epoch, record indices, shared block or -1)
 
 
 class _BatchDataset(Dataset):
     """Maps a batch key to a stacked batch. Holds the store by path (it pickles as its path)."""
 
     def __init__(self, store: Any, ops: list[Op], config: BackendConfig, crop: Any = None,
-                 finish: OutputSpec | None = None) -> None:
+                 finish: OutputSpec | None = None, slots: BatchSlots | None = None) -> None:
         self.store = store
         self.ops = ops
         self.config = config
         self.crop = crop  # with test-time views: the final crop, cut per view
         self.finish = finish  # CPU output: finished here, off the training thread
+        self.slots = slots  # CPU output of one known shape: written into reused shared memory
         self.pixel = pixel_dtype(store)  # a store mixing 8- and 16-bit images is read as 16-bit
 
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
@@ -72,8 +81,10 @@ class _BatchDataset(Dataset):
         except FastloadError as exc:
             return None, error_report(exc), (0.0, 0.0)
 
-    def _batch(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
-        epoch, indices = key
+    def _batch(self, key: BatchKey) -> tuple[torch.Tensor | int, torch.Tensor, tuple[float, float]]:
+        """The batch's images (or the number of the shared block they were written into), labels,
+        and the seconds of its two stages."""
+        epoch, indices, slot = key
         started = time.perf_counter()  # the stall meter's stages (fastload.stats), timed in the worker
         images = self._augment(epoch, indices)
         shapes = {im.shape for im in images}
@@ -83,6 +94,10 @@ class _BatchDataset(Dataset):
         labels = torch.as_tensor(self.store.labels[np.asarray(indices)], dtype=torch.int64)
         if self.finish is not None and not self.config.views:  # CPU output: one pass per sample
             augmented = time.perf_counter()
+            block = self.slots.target(slot, len(images)) if slot >= 0 and self.slots is not None else None
+            if block is not None and block.shape == self.finish.shape(len(images), *images[0].shape):
+                write_samples(images, self.finish, into=block)
+                return slot, labels, (augmented - started, time.perf_counter() - augmented)
             return write_samples(images, self.finish), labels, (augmented - started, time.perf_counter() - augmented)
         batch = np.stack(images)
         if batch.dtype == np.uint16:  # torch has limited uint16 support: carry as int32
@@ -94,13 +109,19 @@ class _BatchDataset(Dataset):
 
 
 class _EpochSampler(Sampler):
-    """Yields the current epoch's batch keys; re-armed by the backend before each epoch."""
+    """Yields the current pass's batch keys, each with a free shared block to write into (-1:
+    none); re-armed by the backend before each pass. The DataLoader asks for each key as it sends
+    the task, in the training process."""
 
-    def __init__(self) -> None:
-        self.keys: list[BatchKey] = []
+    def __init__(self, slots: BatchSlots | None = None) -> None:
+        self.keys: list[tuple[int, tuple[int, ...]]] = []
+        self.slots = slots
 
     def __iter__(self) -> Iterator[BatchKey]:
-        return iter(self.keys)
+        if self.slots is not None:  # runs at the first task: the previous pass's tasks are done
+            self.slots.reset()
+        for epoch, indices in self.keys:
+            yield epoch, indices, self.slots.take() if self.slots is not None else -1
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -134,6 +155,8 @@ class _TorchPass:
         if images is None:  # a worker's fastload error (see _BatchDataset.__getitem__)
             self.close()
             raise rebuild_error(labels, "a torch-backend DataLoader worker")
+        if isinstance(images, int):  # written into a shared block (see BatchSlots)
+            images = self._loader.sampler.slots.batch(images, len(labels))
         self._left -= 1
         if self._left == 0:  # the plan is done: the loader may serve the next pass at once
             self.close()
@@ -174,12 +197,27 @@ class TorchBackend:
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []
 
+    def _slots(self, workers: int) -> BatchSlots | None:
+        """Reused shared-memory batches, where workers finish CPU batches of one size known ahead
+        (the op list ends in a fixed size; no test-time views; not pinned, which would copy)."""
+        if workers == 0 or self.device.type != "cpu" or self.pin_memory or self.config.views:
+            return None
+        sizes = [(1, 1), (2, 3)]
+        for op in self.sample_ops:
+            sizes = [op.output_size(*size) if size is not None else None for size in sizes]
+        if sizes[0] is None or sizes[0] != sizes[1]:
+            return None
+        shape = self.output.shape(self.config.batch_size, *sizes[0])
+        # every task in flight, plus a few batches the caller still holds
+        return BatchSlots(workers * self.config.prefetch + 3, shape, OUTPUT_DTYPES[self.output.dtype])
+
     def _new_loader(self) -> DataLoader:
         workers = max(0, self.config.num_threads)
+        slots = self._slots(workers)
         loader = DataLoader(
             _BatchDataset(self.store, self.sample_ops, self.config, self.crop,
-                          self.output if self.device.type == "cpu" else None), batch_size=None,
-            sampler=_EpochSampler(), num_workers=workers, persistent_workers=workers > 0,
+                          self.output if self.device.type == "cpu" else None, slots), batch_size=None,
+            sampler=_EpochSampler(slots), num_workers=workers, persistent_workers=workers > 0,
             prefetch_factor=self.config.prefetch if workers > 0 else None, pin_memory=self.pin_memory,
         )
         self._all.append(loader)
