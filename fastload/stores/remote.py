@@ -28,6 +28,7 @@ from .format import StoreHeader
 from .metadata import MetadataColumn
 from .registry import Match, StoreFormat
 from .sharded import ShardedStore
+from .source import HeaderFacts
 from .urls import REMOTE_SCHEMES, filesystem, join
 
 __all__ = ["INDEX_NAME", "RemoteStore", "Prefetcher", "remote_format", "start_prefetch", "default_cache_dir",
@@ -67,8 +68,10 @@ def read_index(fs: Any, url: str) -> dict[str, Any]:
     return data
 
 
-class _RemoteShard:
-    """One shard as the index describes it; records are read from its cached local copy."""
+class _RemoteShard(HeaderFacts):
+    """One shard as the index describes it; records are read from its cached local copy. Not a
+    ``RecordSource``: its labels and shapes come from the index, where a source would read its
+    table (a download); what the header answers it shares with every source (``HeaderFacts``)."""
 
     def __init__(self, store: RemoteStore, number: int, info: dict[str, Any]) -> None:
         self._store, self.number = store, number
@@ -79,20 +82,9 @@ class _RemoteShard:
         if len(self._labels) != self.header.count:
             raise StoreFormatError(self.path, f"the index lists {len(self._labels)} labels for {self.header.count} records")
 
-    def __len__(self) -> int:
-        return self.header.count
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.header.classes)
-
     @property
     def labels(self) -> np.ndarray:
         return self._labels
-
-    @property
-    def channels(self) -> int:
-        return self.header.channels
 
     @property
     def metadata_columns(self) -> tuple[MetadataColumn, ...]:

@@ -20,10 +20,28 @@ from ..errors import CorruptRecordError
 from .format import StoreHeader
 from .metadata import MetadataColumn
 
-__all__ = ["RecordSource"]
+__all__ = ["HeaderFacts", "RecordSource"]
 
 
-class RecordSource(ABC):
+class HeaderFacts:
+    """What a store's header answers alone: its count, classes and channels (no record read,
+    and for a shard in object storage no download)."""
+
+    header: StoreHeader
+
+    def __len__(self) -> int:
+        return self.header.count
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.header.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.header.channels
+
+
+class RecordSource(HeaderFacts, ABC):
     """Records by index: count, labels, classes, per-record shapes and sizes, bytes, arrays.
 
     Attributes:
@@ -68,21 +86,10 @@ class RecordSource(ABC):
         again: its shards' paths, no options (a store at a URL adds its cache settings)."""
         return [s.path for s in self.shards], {}
 
-    def __len__(self) -> int:
-        return self.header.count
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.header.classes)
-
     @property
     def labels(self) -> np.ndarray:
         """int64 labels aligned with record indices (-1 for unlabelled records)."""
         return self.table.labels
-
-    @property
-    def channels(self) -> int:
-        return self.header.channels
 
     @property
     def paths(self) -> list[str]:
