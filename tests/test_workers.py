@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,3 +72,18 @@ def test_names():
         reference(lambda: 0)
     with pytest.raises(ValueError, match="module:qualname"):
         resolve("fastload.sources")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_a_worker_can_keep_the_memory_it_frees():
+    """Set in a process of its own: it is a process-wide setting, made only in fastload's workers."""
+    code = "from fastload.workers.memory import retain_freed_memory; raise SystemExit(0 if retain_freed_memory() else 1)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_torch_backend_workers_keep_freed_memory(small_lmdb):
+    import fastload
+    from fastload.backends.torch.backend import _init_worker
+
+    loader = fastload.Loader(small_lmdb, batch_size=4, backend="torch", device="cpu", num_threads=1)
+    assert loader._get_backend()._new_loader().worker_init_fn is _init_worker

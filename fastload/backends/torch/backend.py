@@ -33,6 +33,7 @@ from ...pixels import pixel_dtype, to_pixel_dtype
 from ...stats import StageClock
 from ...tta import apply_view, split_for_views
 from ...workers.failures import error_report, rebuild_error
+from ...workers.memory import retain_freed_memory
 from ..base import BackendConfig
 from .slots import BatchSlots
 
@@ -106,6 +107,12 @@ class _BatchDataset(Dataset):
         augmented = time.perf_counter()
         out = finish_tensor(out, self.finish) if self.finish is not None else out
         return out, labels, (augmented - started, time.perf_counter() - augmented)
+
+
+def _init_worker(worker_id: int) -> None:
+    """A worker keeps the memory it frees for its next sample (``workers.memory``). Nothing that
+    waits on threads here: a worker is forked from a process whose thread pools it did not copy."""
+    retain_freed_memory()
 
 
 class _EpochSampler(Sampler):
@@ -219,6 +226,7 @@ class TorchBackend:
                           self.output if self.device.type == "cpu" else None, slots), batch_size=None,
             sampler=_EpochSampler(slots), num_workers=workers, persistent_workers=workers > 0,
             prefetch_factor=self.config.prefetch if workers > 0 else None, pin_memory=self.pin_memory,
+            worker_init_fn=_init_worker,
         )
         self._all.append(loader)
         return loader
