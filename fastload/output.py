@@ -22,6 +22,7 @@ imports neither.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from .ops.custom import CustomOpError
 from .ops.normalize import Normalize, max_value, resolve_mean_std
 
 __all__ = ["LAYOUTS", "NP_DTYPES", "OUTPUT_DTYPES", "BatchWriter", "OutputSpec", "batch_tensor", "finish_sample",
-           "finish_tensor", "split_normalize", "to_channels", "write_samples"]
+           "finish_tensor", "split_normalize", "to_channels", "unreferenced", "write_samples"]
 
 OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -270,6 +271,13 @@ def write_samples(samples: Sequence[np.ndarray], spec: OutputSpec, into: np.ndar
     for index, sample in enumerate(samples):
         writer.put(index, sample, "output", f"sample {index}")
     return out
+
+
+def unreferenced(arrays: Sequence[np.ndarray], index: int) -> bool:
+    """Whether nothing but ``arrays`` refers to ``arrays[index]``, a reused output batch: every
+    tensor and view made of it with ``torch.from_numpy`` keeps the array referenced through their
+    shared storage, so an array referred to by the list alone may be written again."""
+    return sys.getrefcount(arrays[index]) == 2  # the list and getrefcount's argument
 
 
 def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

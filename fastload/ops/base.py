@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Op", "REGISTRY", "describe_sample", "register", "sample_rng"]
+__all__ = ["Op", "REGISTRY", "describe_sample", "fixed_output_size", "register", "sample_rng"]
 
 REGISTRY: dict[str, type[Op]] = {}
 
@@ -39,6 +39,15 @@ def describe_sample(entropy: Sequence[int] | None) -> str:
     if len(values) >= 3:
         return f"record {values[2]} (epoch {values[1]}, seed {values[0]})"
     return f"the sample seeded {values}"
+
+
+def fixed_output_size(ops: Sequence[Op]) -> tuple[int, int] | None:
+    """The one height and width ``ops`` make from any input size (what a batch of them needs),
+    or None when it depends on the input or is not known ahead (a custom op)."""
+    sizes: list[tuple[int, int] | None] = [(1, 1), (2, 3)]
+    for op in ops:
+        sizes = [op.output_size(*size) if size is not None else None for size in sizes]
+    return sizes[0] if sizes[0] is not None and sizes[0] == sizes[1] else None
 
 
 def register(cls: type[Op]) -> type[Op]:

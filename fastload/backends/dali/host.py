@@ -24,7 +24,6 @@ float32 batch, no second pool; it cost 43% of the preset's rate as a tail stage,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -32,10 +31,10 @@ import numpy as np
 import torch
 
 from ...ops import Normalize, Op, RandomResizedCrop
-from ...ops.base import describe_sample
+from ...ops.base import describe_sample, fixed_output_size
 from ...ops.custom import BatchOp, CustomOp
 from ...ops.geometry import resize_image
-from ...output import BatchWriter, OutputSpec
+from ...output import BatchWriter, OutputSpec, unreferenced
 from ...threads import LazyThreadPool, run_all, shares
 from .params import ParamLayout
 
@@ -65,13 +64,11 @@ def _plan(head: Sequence[Op], pixel_dtype: np.dtype) -> _Plan | None:
         return None
     if any(isinstance(op, CustomOp) for op in ops):
         return _Plan(ops, None, None)
-    sizes = [(1, 1), (2, 3)]
-    for op in ops:
-        sizes = [op.output_size(*size) if size is not None else None for size in sizes]
-    if sizes[0] is None or sizes[0] != sizes[1]:
+    size = fixed_output_size(ops)
+    if size is None:
         return None
     normalized = any(isinstance(op, Normalize) for op in ops)  # a Normalize mid-list makes float32
-    return _Plan(ops, sizes[0], np.dtype(np.float32) if normalized else np.dtype(pixel_dtype))
+    return _Plan(ops, size, np.dtype(np.float32) if normalized else np.dtype(pixel_dtype))
 
 
 PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
@@ -102,8 +99,7 @@ class _Buffers:
 
     A fresh 38 MB batch per step costs the iterating thread ~50 us per image in page faults and
     ``munmap`` (perf: 60% of its time). Each batch here is a NumPy array handed to torch with
-    ``torch.from_numpy``: every tensor and view of it keeps one reference to the array through
-    their shared storage, so an array whose only reference is this list is free to reuse.
+    ``torch.from_numpy``, reused once ``fastload.output.unreferenced``.
     """
 
     _KEEP = 4  # spare batches at most: a caller that keeps every batch gets new ones
@@ -112,9 +108,8 @@ class _Buffers:
         self._arrays: list[np.ndarray] = []
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        for array in self._arrays:
-            # references: this list, the loop variable, getrefcount's argument
-            if sys.getrefcount(array) == 3 and array.shape == shape and array.dtype == dtype:
+        for index, array in enumerate(self._arrays):
+            if array.shape == shape and array.dtype == dtype and unreferenced(self._arrays, index):
                 return array
         array = np.empty(shape, dtype)
         if len(self._arrays) < self._KEEP:

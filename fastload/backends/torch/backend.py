@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ...errors import FastloadError, WorkerDiedError
 from ...ops import Op
-from ...ops.base import sample_rng
+from ...ops.base import fixed_output_size, sample_rng
 from ...ops.custom import run_numpy
 from ...output import (
     OUTPUT_DTYPES,
@@ -209,12 +209,10 @@ class TorchBackend:
         (the op list ends in a fixed size; no test-time views; not pinned, which would copy)."""
         if workers == 0 or self.device.type != "cpu" or self.pin_memory or self.config.views:
             return None
-        sizes = [(1, 1), (2, 3)]
-        for op in self.sample_ops:
-            sizes = [op.output_size(*size) if size is not None else None for size in sizes]
-        if sizes[0] is None or sizes[0] != sizes[1]:
+        size = fixed_output_size(self.sample_ops)
+        if size is None:
             return None
-        shape = self.output.shape(self.config.batch_size, *sizes[0])
+        shape = self.output.shape(self.config.batch_size, *size)
         # every task in flight, plus a few batches the caller still holds
         return BatchSlots(workers * self.config.prefetch + 3, shape, OUTPUT_DTYPES[self.output.dtype])
 

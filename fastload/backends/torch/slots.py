@@ -6,7 +6,7 @@ process maps and, when the next batch replaces it, frees. For a 64 x 3 x 224 x 2
 previous batch dropped inside the loop, that is, in the user's own ``for`` statement), and the
 worker paid the page faults of 9,400 new pages per batch on its side. Here the training process
 makes a few blocks once, hands each task the number of a block no one uses (``take``: not in
-flight, and no tensor or view of it alive: every one keeps the block's NumPy array referenced),
+flight, and ``fastload.output.unreferenced``: no tensor or view of it alive),
 the worker writes the batch into it and returns only the number, and the training process hands
 out a view of the block. When every block is in use (a caller keeping many batches), a task gets
 no block and its worker makes a fresh one, as before.
@@ -14,11 +14,12 @@ no block and its worker makes a fresh one, as before.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
 import torch
+
+from ...output import unreferenced
 
 __all__ = ["BatchSlots"]
 
@@ -55,8 +56,7 @@ class BatchSlots:
     def take(self) -> int:
         """A free block's number for the next task, or -1 when every block is in use."""
         for slot in range(len(self._arrays)):
-            # references: this list and getrefcount's argument (a tensor or view of it adds one)
-            if slot not in self._in_flight and sys.getrefcount(self._arrays[slot]) == 2:
+            if slot not in self._in_flight and unreferenced(self._arrays, slot):
                 self._in_flight.add(slot)
                 return slot
         return -1
