@@ -7,7 +7,6 @@ value is loaded, and a pickled ``.npy`` is refused, never loaded.
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import numpy as np
 
@@ -92,9 +91,9 @@ def encode_npy(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _npy_header(data: bytes, path: str, order: bool = False) -> Any:
-    """Shape, dtype and data offset from a .npy header, without loading (or unpickling) it; with
-    ``order``, also whether the values are in Fortran order."""
+def _npy_header(data: bytes, path: str) -> tuple[tuple[int, ...], np.dtype, int, bool]:
+    """Shape, dtype, data offset and whether the values are in Fortran order, from a .npy header,
+    without loading (or unpickling) it."""
     f = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(f)
@@ -106,7 +105,7 @@ def _npy_header(data: bytes, path: str, order: bool = False) -> Any:
             raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
     except ValueError as exc:
         raise BadInputError(path, f"unreadable .npy header: {exc}") from None
-    return (tuple(shape), dtype, f.tell(), bool(fortran)) if order else (tuple(shape), dtype, f.tell())
+    return tuple(shape), dtype, f.tell(), bool(fortran)
 
 
 def claims(data: bytes, fmt: str, path: str) -> bool:
@@ -117,7 +116,7 @@ def claims(data: bytes, fmt: str, path: str) -> bool:
 def probe(data: bytes, fmt: str, path: str, max_pixels: int) -> ImageInfo:
     """The header facts of a .npy or array TIFF, read without loading a value."""
     if fmt == "npy":
-        shape, dtype, offset = _npy_header(data, path)
+        shape, dtype, offset, _ = _npy_header(data, path)
         _check_array_dtype(dtype, path)
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if len(data) - offset < expected:
@@ -143,7 +142,7 @@ def decode(data: bytes, fmt: str, path: str) -> np.ndarray:
 def _decode_npy(data: bytes, path: str) -> np.ndarray:
     """The values are viewed in place (``np.frombuffer``), not copied out first as ``np.load``
     does: ``_to_hwc`` makes the one copy the layout needs (a 3 MB record: ~1 ms less)."""
-    shape, dtype, offset, fortran = _npy_header(data, path, order=True)
+    shape, dtype, offset, fortran = _npy_header(data, path)
     _check_array_dtype(dtype, path)  # never an object array: nothing here unpickles
     count = int(np.prod(shape, dtype=np.int64))
     if len(data) - offset < count * dtype.itemsize:

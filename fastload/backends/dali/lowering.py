@@ -98,6 +98,11 @@ class LoweredOps:
         object.__setattr__(self, "needs_ids", not self.host and any(isinstance(op, CustomOp) for op in self.head))
 
 
+def _fuses(head: Sequence[Op], encoded: bool) -> bool:
+    """The decoder cuts ``head``'s first op (a random-resized crop's window): encoded records only."""
+    return bool(encoded and head and _declares(head[0], "decoder_roi"))
+
+
 def _tail_start(ops: Sequence[Op]) -> int:
     for i, op in enumerate(ops):
         if isinstance(op, CustomOp) and all(isinstance(o, (CustomOp, Normalize)) for o in ops[i:]):
@@ -135,16 +140,14 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Se
             raise ValueError("test-time views and custom ops at the end of the augment list cannot be "
                              "combined yet; move the custom ops before the final crop")
         head, crop, _ = split_for_views(ops, views)
-        fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
-        return LoweredOps(tuple(head), (), output, ParamLayout(head), fuse, 0, tuple(views), crop)
+        return LoweredOps(tuple(head), (), output, ParamLayout(head), _fuses(head, encoded), 0, tuple(views), crop)
     pixels = {"device": device, "pixel_dtype": output.pixel_dtype, "channels": output.channels}
-    fuse = bool(encoded and ops and _declares(ops[0], "decoder_roi"))
     if not any(isinstance(op, BatchOp) for op in ops) and host_finishes(ops, **pixels):
         # every op, per-sample custom ops included, in the host stage: one pass, no tail
-        return LoweredOps(tuple(ops), (), output, ParamLayout(ops), fuse, 0, host=True)
+        return LoweredOps(tuple(ops), (), output, ParamLayout(ops), _fuses(ops, encoded), 0, host=True)
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
-    fuse = bool(encoded and head and _declares(head[0], "decoder_roi"))
+    fuse = _fuses(head, encoded)
     if tail and not any(isinstance(op, CustomOp) for op in head) and host_finishes(head, **pixels) and \
             tail_input(head, output) is not None:
         # a batch op at the end: the tail stage runs the tail on the host stage's batch
