@@ -4,8 +4,8 @@ Why: a worker allocates and frees the same few arrays for every sample (a decode
 resized crop, a float32 copy, a custom op's result: 0.15-1 MB each). glibc hands such blocks back
 to the kernel when they are freed (``mmap``ped blocks, and the heap's top past the trim
 threshold), so the next sample's array is new memory again, and its first write takes a page
-fault per 4 KB. In a torch-backend worker that was ~10% of the time per sample for the train
-preset and ~20% with a float32 custom op after Normalize (2,104 -> 2,024 and 2,678 -> 2,310 us per
+fault per 4 KB. Keeping them cut a torch-backend worker's time per sample by ~4% for the train
+preset and ~14% with a float32 custom op after Normalize (2,104 -> 2,024 and 2,678 -> 2,310 us per
 image, one process, 2026-12-04). Raising the two thresholds keeps freed blocks in the process for
 the next sample. Only for processes fastload owns (DataLoader workers of the torch backend): it
 is a process-wide setting, never made in the training process.
