@@ -356,3 +356,18 @@ def test_signed_and_32_bit_array_stores_are_read_by_both_backends_alike(tmp_path
     assert all(b.shape == (2, 1, 24, 24) and torch.isfinite(b).all() for b in batches)
     if len(batches) == 2:
         assert torch.allclose(batches[0], batches[1], rtol=0.05, atol=0.05)  # the resamplers differ a little
+
+
+def test_npy_values_read_in_place_as_np_load_reads_them():
+    """Decoding views the values in the record (no np.load): the same arrays for C and Fortran
+    order, planes first or last, and a truncated record is refused by name, not read past its end."""
+    for array in (_sample(0), np.moveaxis(_sample(1), 2, 0), np.asfortranarray(np.moveaxis(_sample(2), 2, 0)),
+                  np.asfortranarray(_sample(3)), _sample(4).astype(">u2")):
+        data = _npy(array)
+        expected = np.load(io.BytesIO(data))
+        expected = np.moveaxis(expected, 0, -1) if expected.shape[0] == CHANNELS else expected
+        decoded = images.decode(data)
+        assert decoded.flags.c_contiguous and decoded.flags.writeable and decoded.dtype.isnative
+        assert np.array_equal(decoded, expected)
+    with pytest.raises(BadInputError, match=r"cannot load the .npy: truncated"):
+        images.decode(_npy(_sample(0))[:-4], "x.npy")
