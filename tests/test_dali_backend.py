@@ -476,3 +476,22 @@ def _write_png(path, pixels):
 
     image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels[..., ::-1]
     assert cv2.imwrite(str(path), image)
+
+
+def test_a_feed_worker_whose_loader_closed_ends_quietly(small_lmdb):
+    """A loader closed while a feed worker answers: the worker ends without a traceback (a
+    BrokenPipeError traceback used to end scripts that closed a loader mid-epoch)."""
+    import subprocess
+    import sys
+
+    from fastload.backends.dali.feed import FeedSpec
+    from fastload.workers.channel import send_message
+
+    spec = FeedSpec(paths=(small_lmdb,), mode="encoded", verify=True, seed=0, ops=())
+    worker = subprocess.Popen([sys.executable, "-m", "fastload.backends.dali.worker", "--slots", ""],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker.stdout.close()  # the loader is gone before the worker's first answer
+    send_message(worker.stdin.fileno(), spec.to_json())
+    worker.stdin.close()
+    assert worker.wait(60) == 0
+    assert worker.stderr.read() == b""

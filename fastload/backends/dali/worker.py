@@ -4,7 +4,7 @@ Started by ``FeedPool`` through ``fastload.workers`` (a fresh interpreter: never
 however CUDA or threads stand in the parent, and it never re-runs the user's ``__main__``). It
 reads requests on stdin, fills shared-memory slots (memfds inherited from the parent) and
 answers on stdout. It exits when its stdin closes, which is also what happens when the parent
-dies.
+dies, or quietly when its answer finds stdout closed (a loader closed while a batch was filling).
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         _fail(out, 0, -1, exc)
         return 1
-    write_all(out, RESPONSE.pack(READY, 0, -1, 0))
-    _serve(reader, fds, inp, out)
+    try:
+        write_all(out, RESPONSE.pack(READY, 0, -1, 0))
+        _serve(reader, fds, inp, out)
+    except BrokenPipeError:  # the loader closed (or died) while this worker answered: nobody to tell
+        pass
     return 0
 
 
