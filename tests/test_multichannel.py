@@ -371,3 +371,56 @@ def test_npy_values_read_in_place_as_np_load_reads_them():
         assert np.array_equal(decoded, expected)
     with pytest.raises(BadInputError, match=r"cannot load the .npy: truncated"):
         images.decode(_npy(_sample(0))[:-4], "x.npy")
+
+
+def test_a_window_of_an_array_is_decoded_as_the_whole_array_cut():
+    """``decode(window=)`` lays out only the window's values of a ``.npy`` (planes first or last, C
+    or Fortran order, big-endian) and cuts other codecs' images: the same values as cutting the
+    whole decode; a window outside the image is refused by name."""
+    window = (3, 5, 20, 17)
+    arrays = (_sample(0), np.moveaxis(_sample(1), 2, 0), np.asfortranarray(np.moveaxis(_sample(2), 2, 0)),
+              np.asfortranarray(_sample(3)), _sample(4).astype(">u2"))
+    for data in [_npy(array) for array in arrays] + [_tiff(np.moveaxis(_sample(5), 2, 0))]:
+        cut = images.decode(data, window=window)
+        assert cut.shape == (20, 17, CHANNELS) and cut.dtype.isnative
+        assert np.array_equal(cut, images.decode(data)[3:23, 5:22])
+    for outside in [(20, 0, 20, 17), (0, 0, 33, 1), (-1, 0, 4, 4)]:
+        with pytest.raises(BadInputError, match=r"x.npy.*does not lie inside the decoded 32x40 image"):
+            images.decode(_npy(_sample(0)), "x.npy", window=outside)
+
+
+@pytest.mark.parametrize("payload", ["encoded", "raw"])
+def test_a_store_decodes_a_window_of_a_record(tmp_path, payload):
+    for i in range(2):
+        write(str(tmp_path / "data" / "c" / f"{i}.npy"), _npy(np.moveaxis(_sample(i), 2, 0)))
+    _pack(tmp_path / "data", tmp_path / "s.lmdb", fastload.PackOptions(workers=1, progress=False, payload=payload))
+    store = fastload.open_store(str(tmp_path / "s.lmdb"))
+    assert np.array_equal(store.decode(1, (2, 4, 10, 12)), store.decode(1)[2:12, 4:16])
+    with pytest.raises(fastload.CorruptRecordError, match=r"record 1 .*does not lie inside"):
+        store.decode(1, (30, 0, 10, 10))
+
+
+def test_windowed_decodes_give_the_pixels_of_whole_ones(tmp_path):
+    """A leading random-resized crop decodes only its window of a .npy record (the DALI feed and the
+    torch backend): the same batches as a raw store's records, which are cut after a whole read."""
+    for i in range(6):
+        write(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.npy"), _npy(np.moveaxis(_sample(i, height=40), 2, 0)))
+    _pack(tmp_path / "data", tmp_path / "npy.lmdb")
+    _pack(tmp_path / "data", tmp_path / "raw.lmdb", fastload.PackOptions(workers=1, progress=False, payload="raw"))
+    augment = [fastload.ops.RandomResizedCrop(24), fastload.ops.Flip(horizontal=True, vertical=True)]
+    backends = ["torch"] + (["dali"] if dali_available() else [])
+    batches = {}
+    for store in ("npy", "raw"):
+        for backend in backends:
+            loader = fastload.Loader(str(tmp_path / f"{store}.lmdb"), batch_size=3, augment=augment, shuffle=True,
+                                     backend=backend, device="cpu", num_threads=1, output_dtype="uint8")
+            batches[store, backend] = torch.cat([x for x, _ in loader])
+        if dali_available():  # the DALI feed cuts the .npy records' windows; the host stage the raw ones'
+            from fastload.backends.dali.feed import feeds_windows
+
+            opened = fastload.open_store(str(tmp_path / f"{store}.lmdb"))
+            assert feeds_windows(opened, augment[0], host=True, encoded=False, dtype=np.dtype(np.uint16),
+                                 channels=CHANNELS) == (store == "npy")
+    reference = batches["raw", "torch"]
+    assert reference.shape == (6, CHANNELS, 24, 24)
+    assert all(torch.equal(b, reference) for b in batches.values())

@@ -203,8 +203,14 @@ class SixChannelStore:
     def read(self, index: int, verify: bool = True) -> bytes:
         return self.images[index].tobytes()
 
-    def decode(self, index: int) -> np.ndarray:
-        return self.images[index]
+    def decode(self, index: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        if window is None:
+            return self.images[index]
+        top, left, height, width = window
+        return self.images[index][top : top + height, left : left + width]
+
+    def record_shapes(self) -> np.ndarray:
+        return np.array([image.shape for image in self.images], np.int64)
 
 
 def test_loader_yields_16_bit_precision_after_augmentation(tmp_path):

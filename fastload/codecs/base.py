@@ -13,7 +13,11 @@ import numpy as np
 
 from ..errors import BadInputError
 
-__all__ = ["ImageInfo", "Magic", "Codec", "DEFAULT_MAX_PIXELS", "check_pixels"]
+__all__ = ["ImageInfo", "Magic", "Codec", "Window", "DEFAULT_MAX_PIXELS", "check_pixels", "check_window",
+           "cut_window"]
+
+# (top, left, height, width) of the part of an image a caller wants (a random-resized crop's window)
+Window = tuple[int, int, int, int]
 
 # Pillow refuses headers above twice its MAX_IMAGE_PIXELS; we use the same bound by default.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
@@ -63,6 +67,8 @@ class Codec:
             (None: every input of its formats).
         sniff: a weaker test than magic bytes, tried only when no codec's magic matched (DICOM
             files without a preamble); None: magic bytes only.
+        decode_window: ``(data, format, path, window) -> the window of decode's array``, for a
+            codec that decodes a window for less than the whole image; None: decode, then cut.
     """
 
     name: str
@@ -72,8 +78,23 @@ class Codec:
     decode: Callable[[bytes, str, str], np.ndarray]
     claims: Callable[[bytes, str, str], bool] | None = None
     sniff: Callable[[bytes], bool] | None = None
+    decode_window: Callable[[bytes, str, str, Window], np.ndarray] | None = None
 
 
+def check_window(height: int, width: int, window: Window, path: str) -> None:
+    """Refuse a window that does not lie inside a ``height x width`` image (a record table that
+    disagrees with its record)."""
+    top, left, h, w = window
+    if top < 0 or left < 0 or h <= 0 or w <= 0 or top + h > height or left + w > width:
+        raise BadInputError(path, f"the window {h}x{w} at ({top}, {left}) does not lie inside the decoded "
+                                  f"{height}x{width} image (a record table that disagrees with its record)")
+
+
+def cut_window(image: np.ndarray, window: Window, path: str) -> np.ndarray:
+    """The ``window`` of an ``HxWxC`` array, as a view; BadInputError if it does not fit."""
+    check_window(image.shape[0], image.shape[1], window, path)
+    top, left, height, width = window
+    return image[top : top + height, left : left + width]
 def check_pixels(path: str, width: int, height: int, max_pixels: int) -> None:
     """Refuse a header that claims an empty image or more than ``max_pixels`` pixels."""
     if width <= 0 or height <= 0:

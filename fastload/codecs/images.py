@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from .arrays import ARRAY_DTYPES, MAX_CHANNELS, array_layout, encode_npy
-from .base import DEFAULT_MAX_PIXELS, Codec, ImageInfo
+from .base import DEFAULT_MAX_PIXELS, Codec, ImageInfo, Window, cut_window
 from .registry import CODECS, FALLBACK
 
 __all__ = ["ImageInfo", "DEFAULT_MAX_PIXELS", "MAX_CHANNELS", "ARRAY_DTYPES", "BadInputError",
@@ -80,12 +80,20 @@ def probe(data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXE
     return _codec_for(data, fmt, path).probe(data, fmt, path, max_pixels)
 
 
-def decode(data: bytes, path: str = "<bytes>") -> np.ndarray:
+def decode(data: bytes, path: str = "<bytes>", window: Window | None = None) -> np.ndarray:
     """Decode encoded bytes to an ``HxWxC`` array by the policy: C = 1 or 3, uint8 or uint16
-    for images; every channel, uint8, uint16 or float32 for arrays (.npy, array TIFFs)."""
+    for images; every channel, uint8, uint16 or float32 for arrays (.npy, array TIFFs).
+
+    ``window``: (top, left, height, width) of the decoded image to return (a random-resized
+    crop's): codecs that can decode less for it do (arrays); the others decode the whole image and
+    return the window's view."""
     fmt = sniff_format(data)
     codec = FALLBACK if fmt is None else _codec_for(data, fmt, path)
-    return codec.decode(data, fmt, path)
+    if window is None:
+        return codec.decode(data, fmt, path)
+    if codec.decode_window is not None:
+        return codec.decode_window(data, fmt, path, window)
+    return cut_window(codec.decode(data, fmt, path), window, path)
 
 
 def validate(

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Op", "REGISTRY", "describe_sample", "fixed_output_size", "register", "sample_rng"]
+__all__ = ["Op", "REGISTRY", "describe_sample", "fixed_output_size", "reads_window", "register",
+           "sample_rng"]
 
 REGISTRY: dict[str, type[Op]] = {}
 
@@ -48,6 +49,12 @@ def fixed_output_size(ops: Sequence[Op]) -> tuple[int, int] | None:
     for op in ops:
         sizes = [op.output_size(*size) if size is not None else None for size in sizes]
     return sizes[0] if sizes[0] is not None and sizes[0] == sizes[1] else None
+
+
+def reads_window(op: Op) -> bool:
+    """Whether ``op`` reads a drawn window of its image (``Op.window``): its input may then be
+    decoded as that window alone."""
+    return type(op).window is not Op.window
 
 
 def register(cls: type[Op]) -> type[Op]:
@@ -104,6 +111,16 @@ class Op:
         float32 parameters per sample (None when it has none).
         """
         raise NotImplementedError(f"{type(self).__name__} has no DALI implementation yet")
+
+    def window(self, params: Any) -> tuple[int, int, int, int] | None:
+        """The part of the image ``apply`` reads, from its drawn ``params``: ``(top, left, height,
+        width)``, or None when it reads the whole image. Ops that declare one let the image be
+        decoded as that window alone (``RecordSource.decode(window=)``), then ``after_window``."""
+        return None
+
+    def after_window(self, image: np.ndarray, params: Any) -> np.ndarray:
+        """What remains of ``apply`` once the image is cut to ``window(params)``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no window")
 
     def decoder_roi(self, params: Any) -> tuple[Any, Any] | None:
         """``(anchor, shape)`` int32 HW DataNodes of a crop the decoder can do while decoding

@@ -91,7 +91,13 @@ class RandomResizedCrop(Op):
 
     def apply(self, image: np.ndarray, params: tuple[int, int, int, int]) -> np.ndarray:
         y, x, h, w = params
-        return resize_image(image[y : y + h, x : x + w], *_pair(self.size))
+        return self.after_window(image[y : y + h, x : x + w], params)
+
+    def window(self, params: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return params
+
+    def after_window(self, image: np.ndarray, params: tuple[int, int, int, int]) -> np.ndarray:
+        return resize_image(image, *_pair(self.size))
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return _pair(self.size)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs import images
+from ..codecs.base import Window, cut_window
 from ..errors import CorruptRecordError, CorruptStoreError
 from .format import RecordTable, StoreHeader, checksum
 from .metadata import MetadataColumn, decode_column
@@ -230,14 +231,16 @@ class StoreReader(RecordSource):
         payload = self._as_array(index, data) if self.header.payload == "raw" else data
         return payload, int(self.table.labels[index])
 
-    def decode(self, index: int) -> np.ndarray:
-        """Record ``index`` as an ``HxWxC`` array (uint8, or uint16 for 16-bit sources)."""
+    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
+        """Record ``index`` as an ``HxWxC`` array (uint8, or uint16 for 16-bit sources); with a
+        ``window``, only that part (a raw record's: a view)."""
         index = self._check_index(index)
         data = self.read(index)
-        if self.header.payload == "raw":
-            return self._as_array(index, data)
         try:
-            return images.decode(data, path=f"{self.path}[{index}]")
+            if self.header.payload == "raw":
+                array = self._as_array(index, data)
+                return array if window is None else cut_window(array, window, self.path)
+            return images.decode(data, path=f"{self.path}[{index}]", window=window)
         except images.BadInputError as exc:
             raise self._corrupt(index, exc.reason) from None
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs import images
+from ..codecs.base import Window
 from ..errors import BadInputError
 from ..sources.base import Skipped, Source, display_path
 from .format import StoreHeader
@@ -140,9 +141,9 @@ class FileReader(RecordSource):
         with open(self._files[index], "rb") as f:
             return f.read()
 
-    def decode(self, index: int) -> np.ndarray:
-        """File ``index`` decoded; an error names its path."""
-        return images.decode(self.read(index), path=display_path(self._files[index]))
+    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
+        """File ``index`` decoded (its ``window`` only, if given); an error names its path."""
+        return images.decode(self.read(index), path=display_path(self._files[index]), window=window)
 
     def too_large(self, index: int, size: int, room: int) -> Exception:
         return BadInputError(self._files[index], f"is {size:,} bytes now, more than when the loader opened it: "

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs.base import Window
 from ..errors import RemoteShardError, StoreFormatError
 from .base import StoreReader
 from .cache import FetchPolicy, ShardCache, ShardEntry, parse_size
@@ -107,8 +108,8 @@ class _RemoteShard(HeaderFacts):
     def get(self, index: int) -> tuple[bytes | np.ndarray, int]:
         return self._reader().get(index)
 
-    def decode(self, index: int) -> np.ndarray:
-        return self._reader().decode(index)
+    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
+        return self._reader().decode(index, window)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_store", "entry", "header"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs.base import Window
 from ..errors import StoreFormatError
 from .base import StoreReader
 from .format import RecordTable, StoreHeader
@@ -157,9 +158,9 @@ class ShardedStore(RecordSource):
         shard, local = self._locate(index)
         return shard.get(local)
 
-    def decode(self, index: int) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
         shard, local = self._locate(index)
-        return shard.decode(local)
+        return shard.decode(local, window)
 
     def close(self) -> None:
         for shard in self.shards:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs.base import Window
 from ..errors import CorruptRecordError
 from .format import StoreHeader
 from .metadata import MetadataColumn
@@ -63,8 +64,9 @@ class RecordSource(HeaderFacts, ABC):
         """The stored bytes of record ``index``; its checksum checked unless ``verify=False``."""
 
     @abstractmethod
-    def decode(self, index: int) -> np.ndarray:
-        """Record ``index`` as an ``HxWxC`` array, by the decode policy (docs/FORMAT.md)."""
+    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
+        """Record ``index`` as an ``HxWxC`` array, by the decode policy (docs/FORMAT.md); with a
+        ``window`` (top, left, height, width), only that part of it (``codecs.images.decode``)."""
 
     def close(self) -> None:  # noqa: B027 - most sources hold no handle: nothing to release
         """Release open handles (a source reopens them when read again)."""

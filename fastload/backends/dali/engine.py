@@ -33,7 +33,16 @@ from ...stats import StageClock
 from ...stores import Store
 from ...stores.files import FileStore
 from ..base import BackendConfig
-from .feed import ALIGN, FeedSpec, dense_batch, record_nbytes, record_shapes, slot_layout
+from .feed import (
+    ALIGN,
+    SPAN,
+    FeedSpec,
+    dense_batch,
+    feeds_windows,
+    record_nbytes,
+    record_shapes,
+    slot_layout,
+)
 from .host import HostFinish, tail_input
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
@@ -97,10 +106,11 @@ def _aligned(sizes: np.ndarray) -> np.ndarray:
     return -(-sizes // ALIGN) * ALIGN
 
 
-def _host_finish(lowered: LoweredOps, encoded: bool, config: BackendConfig) -> HostFinish:
-    """The host finish of the head; with a tail, into the batch the tail stage takes from it."""
+def _host_finish(lowered: LoweredOps, whole: bool, config: BackendConfig) -> HostFinish:
+    """The host finish of the head (``whole``: the images come whole, it cuts the first op's
+    windows); with a tail, into the batch the tail stage takes from it."""
     output = tail_input(lowered.head, lowered.output) if lowered.tail else lowered.output
-    return HostFinish(lowered.head, lowered.params, cut=not encoded, threads=config.num_threads,
+    return HostFinish(lowered.head, lowered.params, cut=whole, threads=config.num_threads,
                       output=output, seed=config.seed)  # type: ignore[arg-type]
 
 
@@ -130,14 +140,17 @@ class DaliEngine:
         self.gpu = config.device == "cuda"
         self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
         self.ahead = max(2, 2 * feed_workers)
+        windows = bool(lowered.head) and feeds_windows(store, lowered.head[0], host=lowered.host, encoded=encoded,
+                                                       dtype=self.pixel_dtype, channels=config.channels)
         files = store.files  # image files read in place: the workers read them, not a store
         paths, options = store.reopen_args()  # how a worker opens the store itself
         spec = FeedSpec(paths=() if files else tuple(paths), options={} if files else options,
                         mode="encoded" if encoded else "arrays", verify=config.verify, seed=config.seed,
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
-                        files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else ())
+                        files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else (),
+                        windows=windows)
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
-        self.host = _host_finish(lowered, encoded, config) if lowered.host else None
+        self.host = _host_finish(lowered, not (encoded or windows), config) if lowered.host else None
         self.pipe = self._define()
         self.pipe.build()
         self.broken = False
@@ -205,20 +218,22 @@ class DaliEngine:
         count, k = len(batch), self.lowered.params.size
         view = self.pool.view(slot)
         params_at, data_at = slot_layout(count, k)
-        spans = np.frombuffer(view, np.int64, 2 * count, 0).reshape(count, 2)
+        spans = np.frombuffer(view, np.int64, SPAN * count, 0).reshape(count, SPAN)
         params = np.frombuffer(view, np.float32, count * k, params_at).reshape(count, k)
         data = np.frombuffer(view, np.uint8, len(view) - data_at, data_at)
         shapes = self.shapes[batch]
+        if not self.encoded:  # the arrays as the feed wrote them (windows: each its own size)
+            shapes = np.column_stack([spans[:, 2:4], shapes[:, 2]])
         if dense_batch("encoded" if self.encoded else "arrays", shapes):  # one contiguous block
-            size = int(spans[-1].sum())
+            size = int(spans[-1, :2].sum())
             dense = data[:size].view(self.pixel_dtype).reshape(count, *shapes[0].tolist())
             out: list[Any] = [TensorListCPU(dense, "HWC")]
         else:
             if self.encoded:
-                samples = [data[s : s + n] for s, n in spans.tolist()]
+                samples = [data[s : s + n] for s, n in spans[:, :2].tolist()]
             else:
                 samples = [data[s : s + n].view(self.pixel_dtype).reshape(shape)
-                           for (s, n), shape in zip(spans.tolist(), shapes.tolist())]
+                           for (s, n), shape in zip(spans[:, :2].tolist(), shapes.tolist())]
             out = [TensorListCPU([TensorCPU(x) for x in samples], "" if self.encoded else "HWC", contiguous=False)]
         if k:
             out.append(params)

@@ -3,14 +3,17 @@ and lay everything out in a shared-memory slot the DALI pipeline reads without a
 
 A slot holds, for ``n`` records::
 
-    spans    int64[n, 2]      payload i is bytes [start, start + length) of the data area
+    spans    int64[n, 4]      payload i is bytes [start, start + length) of the data area, an
+                              array payload height x width pixels (encoded: 0, 0)
     params   float32[n, k]    the per-sample augmentation parameters (ParamLayout)
     data     ...              the payloads back to back, each aligned to 64 bytes (arrays of one
                               shape: packed without gaps, one dense NxHxWxC block)
 
 Payloads are the stored encoded bytes (``mode="encoded"``: DALI decodes them) or decoded
 ``HxWxC`` arrays of one pixel type (``mode="arrays"``: raw stores, ``.npy`` records, images DALI's
-decoders cannot read, such as 6-channel TIFFs).
+decoders cannot read, such as 6-channel TIFFs). With ``windows``, an array record that is decoded
+here is decoded as the leading op's window alone (a random-resized crop's, drawn here): a 6-channel
+``.npy`` stack then lays out about half its values and the slot carries half the bytes.
 
 The spec travels to worker processes as JSON (no pickle); the op list as its config.
 """
@@ -23,15 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from ...ops.base import Op
+from ...ops.base import Op, reads_window
 from ...pixels import to_pixel_dtype
 from ...stores import Store, open_store
 from .params import ParamLayout
 
-__all__ = ["FeedSpec", "FeedReader", "slot_layout", "dense_batch", "ALIGN", "MODES"]
+__all__ = ["FeedSpec", "FeedReader", "slot_layout", "dense_batch", "feeds_windows", "stored_as_is", "ALIGN", "MODES",
+           "SPAN"]
 
 ALIGN = 64
 MODES = ("encoded", "arrays")
+SPAN = 4  # int64s per record in a slot's spans: start, length, height, width
 
 
 def _align(n: int) -> int:
@@ -40,7 +45,7 @@ def _align(n: int) -> int:
 
 def slot_layout(count: int, param_size: int) -> tuple[int, int]:
     """``(params_offset, data_offset)`` in a slot for ``count`` records."""
-    params_at = _align(16 * count)
+    params_at = _align(8 * SPAN * count)
     return params_at, _align(params_at + 4 * count * param_size)
 
 
@@ -60,6 +65,8 @@ class FeedSpec:
         channels: "arrays" mode: 1-channel images are repeated to this many channels.
         files: image files read in place (a FileStore) instead of a store at ``paths``.
         shapes: with ``files``: each file's height, width, channels after the decode policy.
+        windows: "arrays" mode: records decoded here are decoded as the first op's window (see
+            ``feeds_windows``).
     """
 
     paths: tuple[str, ...]
@@ -72,6 +79,7 @@ class FeedSpec:
     files: tuple[str, ...] = ()
     shapes: tuple[tuple[int, int, int], ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    windows: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode("utf-8")
@@ -108,58 +116,78 @@ class FeedReader:
         else:
             self.store = store if store is not None else open_store(list(spec.paths), **spec.options)
             self.shapes = record_shapes(self.store)
-        self.layout = ParamLayout(spec.build_ops())
+        ops = spec.build_ops()
+        self.layout = ParamLayout(ops)
         self.dtype = np.dtype(spec.pixel_dtype)
-        self.raw_as_is = spec.mode == "arrays" and self._raw_as_is()
+        self.raw_as_is = spec.mode == "arrays" and stored_as_is(self.store, self.dtype, spec.channels)
+        self.window_op = ops[0] if spec.windows and not self.raw_as_is else None
 
-    def _raw_as_is(self) -> bool:
-        shards = self.store.shards
-        if not all(s.header.payload == "raw" for s in shards):
-            return False
-        return ({np.dtype(d) for s in shards for d in s.header.dtypes} == {self.dtype}
-                and bool((self.shapes[:, 2] == self.spec.channels).all()))
-
-    def _array(self, index: int) -> np.ndarray:
-        if self.store.header.payload == "raw":
-            image, _ = self.store.get(index)
-        else:
-            image = self.store.decode(index)
-        image = np.asarray(image)
+    def _array(self, index: int, window: tuple[int, int, int, int] | None) -> np.ndarray:
+        image = np.asarray(self.store.decode(index, window))
         if image.ndim == 2:
             image = image[:, :, None]
         if image.shape[2] == 1 and self.spec.channels > 1:
             image = np.repeat(image, self.spec.channels, axis=2)
         return to_pixel_dtype(image, self.dtype)
 
-    def _write(self, index: int, out: np.ndarray) -> int:
-        """Record ``index``'s payload into ``out``; its size in bytes."""
+    def _write(self, index: int, out: np.ndarray, window: tuple[int, int, int, int] | None,
+               span: np.ndarray) -> None:
+        """Record ``index``'s payload (its ``window`` only, if given) into ``out``; its size in
+        bytes and an array's height and width into ``span[1:]``."""
         if self.spec.mode == "encoded" or self.raw_as_is:
             # records whose stored bytes are already the payload are read straight into the slot
-            return self.store.read_into(index, memoryview(out), self.spec.verify)
-        if self.spec.mode == "encoded":
-            payload = np.frombuffer(self.store.read(index, self.spec.verify), np.uint8)
-        else:
-            payload = self._array(index).reshape(-1).view(np.uint8)
+            size = self.store.read_into(index, memoryview(out), self.spec.verify)
+            span[1:] = size, *(self.shapes[index][:2] if self.raw_as_is else (0, 0))
+            return
+        array = self._array(index, window)
+        payload = array.reshape(-1).view(np.uint8)
         if payload.size > out.size:
             raise self.store.too_large(index, payload.size, out.size)
         out[: payload.size] = payload
-        return payload.size
+        span[1:] = payload.size, *array.shape[:2]
 
     def fill(self, slot: memoryview, epoch: int, indices: np.ndarray) -> int:
         """Write the batch ``indices`` of ``epoch`` into ``slot``; return the bytes used."""
         count = len(indices)
         params_at, data_at = slot_layout(count, self.layout.size)
-        spans = np.frombuffer(slot, np.int64, 2 * count, 0).reshape(count, 2)
-        params = np.frombuffer(slot, np.float32, count * self.layout.size, params_at)
-        params[:] = self.layout.draw_batch(self.spec.seed, epoch, indices, self.shapes[indices]).ravel()
+        spans = np.frombuffer(slot, np.int64, SPAN * count, 0).reshape(count, SPAN)
+        params = np.frombuffer(slot, np.float32, count * self.layout.size, params_at).reshape(count, self.layout.size)
+        params[:] = self.layout.draw_batch(self.spec.seed, epoch, indices, self.shapes[indices])
         data = np.frombuffer(slot, np.uint8, len(slot) - data_at, data_at)
-        dense = dense_batch(self.spec.mode, self.shapes[indices])
+        windows = self._windows(params)
+        # arrays of one shape travel as one dense block (windows: each its own size)
+        dense = windows is None and dense_batch(self.spec.mode, self.shapes[indices])
         position = 0
         for row, index in enumerate(indices):
-            size = self._write(int(index), data[position:])
-            spans[row] = position, size
-            position += size if dense else _align(size)
+            spans[row, 0] = position
+            self._write(int(index), data[position:], None if windows is None else windows[row], spans[row])
+            position += int(spans[row, 1]) if dense else _align(int(spans[row, 1]))
         return data_at + position
+
+    def _windows(self, params: np.ndarray) -> list[tuple[int, int, int, int]] | None:
+        """The first op's window of each record (drawn in ``params``), where records are decoded
+        as their windows."""
+        op = self.window_op
+        if op is None:
+            return None
+        return [op.window(op.decode(row[: op.param_count])) for row in params]
+
+
+def stored_as_is(store: Store, dtype: np.dtype, channels: int) -> bool:
+    """Whether every record's stored bytes are the array the feed hands DALI (a raw store of
+    ``dtype`` pixels and ``channels`` channels): they are read straight into the slot, whole."""
+    shards = store.shards
+    if not all(s.header.payload == "raw" for s in shards):
+        return False
+    return ({np.dtype(d) for s in shards for d in s.header.dtypes} == {np.dtype(dtype)}
+            and bool((record_shapes(store)[:, 2] == channels).all()))
+
+
+def feeds_windows(store: Store, first: Op, *, host: bool, encoded: bool, dtype: np.dtype, channels: int) -> bool:
+    """Whether the feed decodes array records as ``first``'s window (``FeedSpec.windows``): for
+    the host stage (which then takes windows, as from DALI's decoder), when ``first`` reads one
+    and the records are decoded here (not read into the slot as they are stored)."""
+    return host and not encoded and reads_window(first) and not stored_as_is(store, dtype, channels)
 
 
 def dense_batch(mode: str, shapes: np.ndarray) -> bool:

@@ -30,10 +30,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ...ops import Normalize, Op, RandomResizedCrop
-from ...ops.base import describe_sample, fixed_output_size
+from ...ops import Normalize, Op
+from ...ops.base import describe_sample, fixed_output_size, reads_window
 from ...ops.custom import BatchOp, CustomOp
-from ...ops.geometry import resize_image
 from ...output import BatchWriter, OutputSpec, unreferenced
 from ...threads import LazyThreadPool, run_all, shares
 from .params import ParamLayout
@@ -127,8 +126,8 @@ class HostFinish:
     Args:
         head: the ops (see ``host_finishes``).
         params: where their drawn parameters sit in the per-sample vector.
-        cut: the images are whole (arrays): cut each random-resized crop's window here (encoded
-            images come decoded as their windows already).
+        cut: the images are whole (a raw store's arrays): cut the leading op's window here (other
+            images come as their windows already: decoded so, or cut by the feed).
         threads: the pool's threads (the loader's ``num_threads``).
         output: the batch to write (the loader's output, or with a tail the batch the tail takes:
             ``tail_input``); its ``normalize`` is applied after the ops.
@@ -142,10 +141,10 @@ class HostFinish:
         if plan is None:
             raise ValueError(f"the host stage cannot run {[type(op).__name__ for op in head]}")
         self._ops, self._size, self._dtype = plan
-        # a leading random-resized crop comes as its window (decoded) or is cut here (arrays)
-        self._crop = type(self._ops[0]) is RandomResizedCrop
-        self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops)
-                          if op.param_count and not (k == 0 and self._crop)]
+        # a leading window op (a random-resized crop) comes as its window (decoded, or cut by the
+        # feed) or is cut here (whole arrays)
+        self._crop = reads_window(self._ops[0])
+        self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops) if op.param_count]
         self._custom = {k: op._takes_rng() for k, op in enumerate(self._ops) if isinstance(op, CustomOp)}
         self.cut = cut and self._crop
         self.threads, self.output, self.seed = max(1, threads), output, seed
@@ -157,8 +156,7 @@ class HostFinish:
         """The finished batch from DALI's decoded images (a TensorListCPU of HWC images of the
         pixel type), the batch's parameter vectors, and (for custom ops) its epoch and records."""
         count = len(images)
-        batch = _Batch(images, params, params[:, :4].astype(np.int64) if self.cut else None, epoch,
-                       range(count) if records is None else [int(r) for r in records])
+        batch = _Batch(images, params, epoch, range(count) if records is None else [int(r) for r in records])
         first = None
         if self._size is None:  # a custom op decides the size and type: the first sample tells
             first = self._sample(0, batch)
@@ -176,14 +174,14 @@ class HostFinish:
         """Sample ``i`` through the ops: the torch backend's code, with the parameters the feed
         drew (``Op.decode`` of its vector), a custom op's generator seeded as the torch backend's."""
         image = np.asarray(batch.images[i])
-        if batch.windows is not None:
-            y, x, h, w = batch.windows[i]
-            image = image[y : y + h, x : x + w]
         row = batch.params[i]
         decoded = {k: op.decode(row[start : start + op.param_count]) for k, start, op in self._decoders}
         for k, op in enumerate(self._ops):
-            if k == 0 and self._crop:  # the window is cut: what is left of the crop is its resize
-                image = resize_image(image, *op.output_size(1, 1))
+            if k == 0 and self._crop:  # what is left of the op once its window is cut
+                if self.cut:
+                    y, x, h, w = op.window(decoded.get(k))
+                    image = image[y : y + h, x : x + w]
+                image = op.after_window(image, decoded.get(k))
             elif k in self._custom:
                 ids = (self.seed, batch.epoch, batch.records[i])
                 image = op.run(image, op.sample_rng(ids) if self._custom[k] else None,  # type: ignore[attr-defined]
@@ -225,6 +223,5 @@ class _Batch(NamedTuple):
 
     images: Any  # DALI's TensorListCPU of HWC images (or windows)
     params: np.ndarray  # the feed's per-sample parameter vectors
-    windows: np.ndarray | None  # (y, x, h, w) per sample, to cut from whole arrays
     epoch: int
     records: Sequence[int]

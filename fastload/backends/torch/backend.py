@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ...errors import FastloadError, WorkerDiedError
 from ...ops import Op
-from ...ops.base import fixed_output_size, sample_rng
+from ...ops.base import fixed_output_size, reads_window, sample_rng
 from ...ops.custom import run_numpy
 from ...output import (
     OUTPUT_DTYPES,
@@ -54,17 +54,32 @@ class _BatchDataset(Dataset):
         self.finish = finish  # CPU output: finished here, off the training thread
         self.slots = slots  # CPU output of one known shape: written into reused shared memory
         self.pixel = pixel_dtype(store)  # a store mixing 8- and 16-bit images is read as 16-bit
+        self._shapes: np.ndarray | None = None  # the records' sizes, read in the worker
 
     def __len__(self) -> int:  # keys come from the sampler; the length is not used
         return 0
 
-    def _decode(self, index: int) -> np.ndarray:
-        image = to_pixel_dtype(self.store.decode(index), self.pixel)
+    def _decode(self, index: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        image = to_pixel_dtype(self.store.decode(index, window), self.pixel)
         return to_channels(image, self.config.channels, f"{self.store.path}: record {index}")
+
+    def _windowed(self, op: Op, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Record ``index`` through ``op``, a window op (a random-resized crop), drawn from the
+        record's size in the store's table: only its window is decoded where the codec can (a
+        6-channel .npy stack: about half the interleave), then the rest of the op runs."""
+        if self._shapes is None:
+            self._shapes = self.store.record_shapes()  # here, in the worker: not pickled to it
+        height, width = (int(n) for n in self._shapes[index][:2])
+        params = op.draw(rng, height, width)
+        return op.after_window(self._decode(index, op.window(params)), params)
 
     def _augment(self, epoch: int, indices: tuple[int, ...]) -> list[np.ndarray]:
         rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
-        images = run_numpy(self.ops, [self._decode(i) for i in indices], rngs)
+        ops = self.ops
+        if ops and reads_window(ops[0]):  # the same draws in the same order as op.numpy's
+            images = run_numpy(ops[1:], [self._windowed(ops[0], i, r) for i, r in zip(indices, rngs)], rngs)
+        else:
+            images = run_numpy(ops, [self._decode(i) for i in indices], rngs)
         if not self.config.views:
             # no copy here: the output stage reads any strides (a resize's channel planes included)
             return [np.asarray(im) for im in images]
