@@ -107,9 +107,10 @@ class _Buffers:
         self._arrays: list[np.ndarray] = []
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        for index, array in enumerate(self._arrays):
-            if array.shape == shape and array.dtype == dtype and unreferenced(self._arrays, index):
-                return array
+        for index in range(len(self._arrays)):  # no loop variable: it would be one more reference
+            if unreferenced(self._arrays, index) and self._arrays[index].shape == shape \
+                    and self._arrays[index].dtype == dtype:
+                return self._arrays[index]
         array = np.empty(shape, dtype)
         if len(self._arrays) < self._KEEP:
             self._arrays.append(array)
