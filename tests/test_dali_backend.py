@@ -87,6 +87,12 @@ def test_raw_store_skips_decode_and_matches_encoded(small_folder, small_lmdb, tm
     encoded, _ = _batches(small_lmdb, "dali", augment="eval", image_size=32)
     decoded, _ = _batches(raw, "dali", augment="eval", image_size=32)
     assert torch.equal(encoded, decoded)
+    # arrays for the CPU host stage: no decode, no op for DALI, so no pipeline (it would only copy them)
+    loader = fastload.Loader(str(raw), backend="dali", device="cpu", num_threads=1, batch_size=8, image_size=32)
+    next(iter(loader))
+    engines = loader._get_backend()._engines
+    assert engines and all(e.pipe is None for e in engines)
+    loader.close()
 
 
 def test_custom_ops_match_torch_backend(small_lmdb):

@@ -6,6 +6,9 @@ a filled shared-memory slot back as zero-copy views (``no_copy=True``). Labels n
 the plan knows them. Outputs reach torch through DLPack, without a copy, on torch's current
 stream on the GPU.
 
+Arrays for the CPU host stage (a raw store, ``.npy`` records) leave DALI nothing to do: no
+pipeline is built, and the host stage reads them from the slot in place.
+
 A pass broken off early (a ``break``, a peek) is not rebuilt: when the next pass begins, its
 first batches go to the workers at once, the pipeline drains the few batches it had prefetched,
 resets, and goes on.
@@ -151,8 +154,13 @@ class DaliEngine:
                         windows=windows)
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
         self.host = _host_finish(lowered, not (encoded or windows), config) if lowered.host else None
-        self.pipe = self._define()
-        self.pipe.build()
+        # arrays for the CPU host stage: DALI has nothing to decode and no op to run, it would only copy
+        # them through (its threads' memmove: ~9% of the CPU on a 6-channel raw store, perf); the host
+        # stage takes them from the feed's slots instead, and no pipeline is built
+        self.bypass = self.host is not None and not encoded and not self.gpu
+        self.pipe = None if self.bypass else self._define()
+        if self.pipe is not None:
+            self.pipe.build()
         self.broken = False
         self.owner: Any = None  # a weak reference to the pass running on this engine
         self.clock = StageClock()  # the backend hands the Loader's (the stall meter, fastload.stats)
@@ -212,9 +220,9 @@ class DaliEngine:
             self._inflight.append(seq)
             self._submitted += 1
 
-    def _views(self, slot: int, batch: np.ndarray) -> tuple[Any, ...]:
-        from nvidia.dali.tensors import TensorCPU, TensorListCPU
-
+    def _payloads(self, slot: int, batch: np.ndarray) -> tuple[Any, np.ndarray]:
+        """The slot's payloads as NumPy views (one dense ``NxHxWxC`` array for arrays of one shape,
+        else a list of HWC arrays or of encoded bytes) and the ``(N, k)`` parameters."""
         count, k = len(batch), self.lowered.params.size
         view = self.pool.view(slot)
         params_at, data_at = slot_layout(count, k)
@@ -226,15 +234,22 @@ class DaliEngine:
             shapes = np.column_stack([spans[:, 2:4], shapes[:, 2]])
         if dense_batch("encoded" if self.encoded else "arrays", shapes):  # one contiguous block
             size = int(spans[-1, :2].sum())
-            dense = data[:size].view(self.pixel_dtype).reshape(count, *shapes[0].tolist())
-            out: list[Any] = [TensorListCPU(dense, "HWC")]
+            return data[:size].view(self.pixel_dtype).reshape(count, *shapes[0].tolist()), params
+        if self.encoded:
+            return [data[s : s + n] for s, n in spans[:, :2].tolist()], params
+        return [data[s : s + n].view(self.pixel_dtype).reshape(shape)
+                for (s, n), shape in zip(spans[:, :2].tolist(), shapes.tolist())], params
+
+    def _views(self, slot: int, batch: np.ndarray) -> tuple[Any, ...]:
+        """The external source's outputs for the batch in ``slot``: zero-copy views of it."""
+        from nvidia.dali.tensors import TensorCPU, TensorListCPU
+
+        payloads, params = self._payloads(slot, batch)
+        count, k = params.shape
+        if isinstance(payloads, np.ndarray):
+            out: list[Any] = [TensorListCPU(payloads, "HWC")]
         else:
-            if self.encoded:
-                samples = [data[s : s + n] for s, n in spans[:, :2].tolist()]
-            else:
-                samples = [data[s : s + n].view(self.pixel_dtype).reshape(shape)
-                           for (s, n), shape in zip(spans[:, :2].tolist(), shapes.tolist())]
-            out = [TensorListCPU([TensorCPU(x) for x in samples], "" if self.encoded else "HWC", contiguous=False)]
+            out = [TensorListCPU([TensorCPU(x) for x in payloads], "" if self.encoded else "HWC", contiguous=False)]
         if k:
             out.append(params)
         if self.lowered.needs_ids:
@@ -242,7 +257,8 @@ class DaliEngine:
             out.append(ids.astype(np.int64))
         return tuple(out)
 
-    def _source(self) -> tuple[Any, ...]:
+    def _take(self) -> tuple[int, int]:
+        """The next filled slot and its batch's position in the pass; StopIteration at its end."""
         if self._stopping or self._fed >= len(self._batches):
             raise StopIteration
         self._top_up()
@@ -253,7 +269,16 @@ class DaliEngine:
         self._fed += 1
         self._in_dali.append((position, slot))
         self._top_up()
+        return slot, position
+
+    def _source(self) -> tuple[Any, ...]:
+        slot, position = self._take()
         return self._views(slot, self._batches[position])
+
+    def _release(self, before: int) -> None:
+        """Give back the slots of the batches before position ``before``."""
+        while self._in_dali and self._in_dali[0][0] < before:
+            self.pool.release(self._in_dali.popleft()[1])
 
     # --- passes -------------------------------------------------------------------------------------
     def begin(self, batches: Sequence[np.ndarray], epoch: int) -> None:
@@ -264,7 +289,7 @@ class DaliEngine:
         held = self._in_dali
         self._arm(batches, epoch)
         self._top_up()
-        if self._dirty:
+        if self._dirty and self.pipe is not None:
             self._stopping = True
             try:
                 while True:
@@ -280,6 +305,8 @@ class DaliEngine:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch of the pass as ``(images, labels)`` torch tensors on the device."""
+        if self.pipe is None:
+            return self._next_from_slots()
         clock = self.clock
         fed_before, started = clock.seconds["feed"], time.perf_counter()
         try:
@@ -288,8 +315,7 @@ class DaliEngine:
         except StopIteration:
             self.pipe.reset()
             self._dirty = False
-            while self._in_dali:
-                self.pool.release(self._in_dali.popleft()[1])
+            self._release(len(self._batches))
             raise
         except FastloadError:
             self.broken = True
@@ -302,20 +328,12 @@ class DaliEngine:
         clock.add("decode_ops", max(0.0, time.perf_counter() - started - (clock.seconds["feed"] - fed_before)))
         position = self._out
         self._out += 1
-        while self._in_dali and self._in_dali[0][0] < position - _RELEASE_LAG + 1:
-            self.pool.release(self._in_dali.popleft()[1])
+        self._release(position - _RELEASE_LAG + 1)
         records = self._batches[position]
         labels = torch.from_numpy(self.labels[records])
         if self.host is not None:  # DALI decoded the images (or crop windows): the host finish does the rest
             params = np.asarray(outputs[1].as_tensor()) if len(outputs) > 1 else np.zeros((len(records), 0))
-            try:
-                with clock.span("host_finish"):
-                    return self.host(outputs[0], params, self._epoch, records), labels
-            except FastloadError:  # a custom op's error names the op and the record already
-                raise
-            except Exception as exc:  # an op that fails on a sample: name the batch, keep the cause
-                raise PipelineError(f"{self.store.path}: the CPU host stage failed on the batch of records "
-                                    f"{[int(i) for i in records]}: {type(exc).__name__}: {exc}") from exc
+            return self._on_host(outputs[0], params, records), labels
         if not outputs[0].is_dense_tensor():  # images that differ in size: only a tail can mend that
             if not self.lowered.tail:
                 self.broken = True
@@ -328,6 +346,33 @@ class DaliEngine:
         if self.gpu:
             labels = labels.to(self.device, non_blocking=True)
         return images, labels
+
+    def _next_from_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``next`` without a pipeline: the host stage runs on the slot's arrays in place."""
+        try:
+            slot, position = self._take()
+        except StopIteration:
+            self._dirty = False
+            self._release(len(self._batches))
+            raise
+        self._out += 1
+        records = self._batches[position]
+        images, params = self._payloads(slot, records)
+        try:
+            return self._on_host(images, params, records), torch.from_numpy(self.labels[records])
+        finally:
+            self._release(position + 1)  # the batch is written into the host stage's own memory
+
+    def _on_host(self, images: Any, params: np.ndarray, records: np.ndarray) -> torch.Tensor:
+        """The host stage's batch from ``images`` (DALI's output, or the slot's arrays)."""
+        try:
+            with self.clock.span("host_finish"):
+                return self.host(images, params, self._epoch, records)  # type: ignore[misc]
+        except FastloadError:  # a custom op's error names the op and the record already
+            raise
+        except Exception as exc:  # an op that fails on a sample: name the batch, keep the cause
+            raise PipelineError(f"{self.store.path}: the CPU host stage failed on the batch of records "
+                                f"{[int(i) for i in records]}: {type(exc).__name__}: {exc}") from exc
 
     def _failure(self, records: list[int], exc: BaseException) -> PipelineError:
         """The error for a batch DALI failed on. DALI's message names no sample, so the batch's
