@@ -102,9 +102,10 @@ def test_custom_ops_match_torch_backend(small_lmdb):
     np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-4)
 
 
-def test_corrupt_record_named_not_wrapped(small_folder, tmp_path):
+@pytest.mark.parametrize("payload", ["encoded", "raw"])  # raw: the host stage reads the feed's slots, no pipeline
+def test_corrupt_record_named_not_wrapped(small_folder, tmp_path, payload):
     out = str(tmp_path / "bad.lmdb")
-    fastload.pack(small_folder, out, options=fastload.PackOptions(workers=1, progress=False))
+    fastload.pack(small_folder, out, options=fastload.PackOptions(workers=1, progress=False, payload=payload))
     flip_byte_in_record(out, 4)
     loader = fastload.Loader(out, batch_size=4, augment="eval", image_size=16, backend="dali", device="cpu",
                              num_threads=1)
@@ -178,11 +179,16 @@ def test_two_live_iterators_are_independent(small_lmdb):
         assert torch.equal(ya, yb) and torch.equal(a, b)  # unshuffled: the same batches
 
 
-def test_killed_feed_worker_is_named(small_lmdb):
+@pytest.mark.parametrize("payload", ["encoded", "raw"])
+def test_killed_feed_worker_is_named(small_folder, small_lmdb, tmp_path, payload):
     import os
     import signal
 
-    loader = fastload.Loader(small_lmdb, batch_size=1, augment="eval", image_size=16, backend="dali",
+    store = small_lmdb
+    if payload == "raw":  # the host stage reads the feed's slots, no pipeline
+        store = str(tmp_path / "raw.lmdb")
+        fastload.pack(small_folder, store, options=fastload.PackOptions(workers=1, progress=False, payload="raw"))
+    loader = fastload.Loader(store, batch_size=1, augment="eval", image_size=16, backend="dali",
                              device="cpu", num_threads=1, prefetch=1)
     it = iter(loader)
     next(it)

@@ -355,6 +355,9 @@ class DaliEngine:
             self._dirty = False
             self._release(len(self._batches))
             raise
+        except BaseException:  # a feed worker's error (it names the record): as from a pipeline's run
+            self.broken = True
+            raise
         self._out += 1
         records = self._batches[position]
         images, params = self._payloads(slot, records)
