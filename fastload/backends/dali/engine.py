@@ -157,8 +157,8 @@ class DaliEngine:
         # arrays for the CPU host stage: DALI has nothing to decode and no op to run, it would only copy
         # them through (its threads' memmove: ~9% of the CPU on a 6-channel raw store, perf); the host
         # stage takes them from the feed's slots instead, and no pipeline is built
-        self.bypass = self.host is not None and not encoded and not self.gpu
-        self.pipe = None if self.bypass else self._define()
+        bypass = self.host is not None and not encoded and not self.gpu
+        self.pipe = None if bypass else self._define()
         if self.pipe is not None:
             self.pipe.build()
         self.broken = False
