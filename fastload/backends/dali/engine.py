@@ -110,8 +110,9 @@ def _aligned(sizes: np.ndarray) -> np.ndarray:
 
 
 def _host_finish(lowered: LoweredOps, whole: bool, config: BackendConfig) -> HostFinish:
-    """The host finish of the head (``whole``: the images come whole, it cuts the first op's
-    windows); with a tail, into the batch the tail stage takes from it."""
+    """The host finish of the head (``whole``: the images come whole, neither DALI's decoder nor
+    the feed cut the first op's window, so it does); with a tail, into the batch the tail stage
+    takes from it."""
     output = tail_input(lowered.head, lowered.output) if lowered.tail else lowered.output
     return HostFinish(lowered.head, lowered.params, cut=whole, threads=config.num_threads,
                       output=output, seed=config.seed)  # type: ignore[arg-type]
@@ -153,7 +154,7 @@ class DaliEngine:
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else (),
                         windows=windows)
         self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
-        self.host = _host_finish(lowered, not (encoded or windows), config) if lowered.host else None
+        self.host = _host_finish(lowered, not (lowered.fuse_decoder or windows), config) if lowered.host else None
         # arrays for the CPU host stage: DALI has nothing to decode and no op to run, it would only copy
         # them through (its threads' memmove: ~9% of the CPU on a 6-channel raw store, perf); the host
         # stage takes them from the feed's slots instead, and no pipeline is built
