@@ -178,10 +178,7 @@ class HostFinish:
         row = batch.params[i]
         decoded = {k: op.decode(row[start : start + op.param_count]) for k, start, op in self._decoders}
         for k, op in enumerate(self._ops):
-            if k == 0 and self._crop:  # what is left of the op once its window is cut
-                if self.cut:
-                    y, x, h, w = op.window(decoded.get(k))
-                    image = image[y : y + h, x : x + w]
+            if k == 0 and self._crop and not self.cut:  # its window came cut: what is left of the op
                 image = op.after_window(image, decoded.get(k))
             elif k in self._custom:
                 ids = (self.seed, batch.epoch, batch.records[i])

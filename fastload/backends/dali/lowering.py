@@ -33,7 +33,7 @@ import numpy as np
 
 from ...ops import Normalize, Op
 from ...ops.base import Op as _BaseOp
-from ...ops.custom import BatchOp, CustomOp
+from ...ops.custom import CustomOp
 from ...output import OutputSpec, split_normalize
 from ...tta import View, fixed_params, split_for_views
 from .host import host_finishes, tail_input
@@ -142,7 +142,7 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Se
         head, crop, _ = split_for_views(ops, views)
         return LoweredOps(tuple(head), (), output, ParamLayout(head), _fuses(head, encoded), 0, tuple(views), crop)
     pixels = {"device": device, "pixel_dtype": output.pixel_dtype, "channels": output.channels}
-    if not any(isinstance(op, BatchOp) for op in ops) and host_finishes(ops, **pixels):
+    if host_finishes(ops, **pixels):  # (a batch op needs the whole batch: not the host stage's)
         # every op, per-sample custom ops included, in the host stage: one pass, no tail
         return LoweredOps(tuple(ops), (), output, ParamLayout(ops), _fuses(ops, encoded), 0, host=True)
     cut = _tail_start(ops)
