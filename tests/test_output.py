@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
+import fastload
 from fastload import ops
 from fastload.output import (
     BatchWriter,
@@ -139,6 +142,51 @@ def test_the_host_stage_writes_into_a_batch_nobody_holds_and_never_into_a_kept_o
     third = batch(3)
     assert third.data_ptr() == address  # the dropped one is written again (it was kept alive, not freed)
     assert (kept == 1).all() and (third == 3).all()
+
+
+@fastload.op
+def _rows_from_first_pixel(x):  # the size comes from the pixels: samples of a batch may disagree
+    return x[: 4 + int(x[0, 0, 0]) % 2]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_host_stage_sizes_a_batch_from_a_custom_op_in_every_thread_and_names_a_sample_that_disagrees(threads):
+    """Where a custom op decides the size, each thread starts at once and the first sample done
+    sizes the batch (no first sample run alone while the other threads wait)."""
+    from fastload.backends.dali.host import HostFinish
+    from fastload.backends.dali.params import ParamLayout
+
+    head = [ops.CenterCrop(8), _rows_from_first_pixel]
+    spec = OutputSpec(dtype="uint8", layout="NHWC", channels=3, pixel_dtype="uint8")
+    host = HostFinish(head, ParamLayout(head), cut=False, threads=threads, output=spec)
+    params = np.zeros((4, 0), np.float32)
+    out = host([np.full((10, 12, 3), 2, np.uint8)] * 4, params)
+    assert out.shape == (4, 4, 8, 3) and (out == 2).all()
+    odd = [np.full((10, 12, 3), value, np.uint8) for value in (2, 2, 2, 3)]  # record 3 comes out 5 rows
+    with pytest.raises(ValueError, match=r"record 3 \(epoch 0, seed 0\) came out of the ops .* one size"):
+        host(odd, params)
+
+
+_BOTH_SHARES = threading.Barrier(2, timeout=60)
+
+
+@fastload.op
+def _met_by_both_shares(x):  # passes only when the two threads' samples run at the same time
+    _BOTH_SHARES.wait()
+    return x[:4]
+
+
+def test_the_host_stage_runs_a_size_deciding_custom_op_in_every_thread_at_once():
+    """A custom op that decides the size no longer makes the batch's first sample run alone on the
+    calling thread (1/64 of a batch serial: a quarter of 16 threads' time at batch 64)."""
+    from fastload.backends.dali.host import HostFinish
+    from fastload.backends.dali.params import ParamLayout
+
+    head = [ops.CenterCrop(8), _met_by_both_shares]
+    spec = OutputSpec(dtype="uint8", layout="NHWC", channels=3, pixel_dtype="uint8")
+    host = HostFinish(head, ParamLayout(head), cut=False, threads=2, output=spec)
+    out = host([np.full((10, 12, 3), 7, np.uint8)] * 2, np.zeros((2, 0), np.float32))
+    assert out.shape == (2, 4, 8, 3) and (out == 7).all()
 
 
 @pytest.mark.parametrize("view", ["whole", "rows", "columns", "channels"])

@@ -24,6 +24,7 @@ float32 batch, no second pool; it cost 43% of the preset's rate as a tail stage,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -42,7 +43,7 @@ __all__ = ["HostFinish", "host_finishes", "tail_input"]
 
 class _Plan(NamedTuple):
     """What the host stage runs: ``ops`` in order; ``size`` the output's height and width, None
-    when a custom op decides it (the batch's first sample then tells); ``dtype`` the samples'
+    when a custom op decides it (the first sample a thread finishes then tells); ``dtype`` the samples.
     type, None likewise."""
 
     ops: list[Op]
@@ -158,18 +159,16 @@ class HostFinish:
         pixel type), the batch's parameter vectors, and (for custom ops) its epoch and records."""
         count = len(images)
         batch = _Batch(images, params, epoch, range(count) if records is None else [int(r) for r in records])
-        first = None
-        if self._size is None:  # a custom op decides the size and type: the first sample tells
-            first = self._sample(0, batch)
-            (height, width, channels), dtype = first.shape, first.dtype
-        else:
-            (height, width), channels, dtype = self._size, self.output.channels, self._dtype
         out = BatchWriter(np, torch.device("cpu"), count, self.output)
-        shape = out.shape(height, width, channels)
-        out.reserve(height, width, channels, dtype, into=self._buffers.take(shape, np.dtype(out.dtype)))
-        run_all(self._pool.get(), [lambda s=share: self._share(s, batch, out, first if s.start == 0 else None)
+        if self._size is not None:
+            self._reserve(out, (*self._size, self.output.channels), self._dtype)
+        sizing = threading.Lock()  # a custom op decides the size: the first sample done sizes the batch
+        run_all(self._pool.get(), [lambda s=share: self._share(s, batch, out, sizing)
                                    for share in shares(range(count), self.threads) if len(share)])
         return out.tensor  # type: ignore[return-value]
+
+    def _reserve(self, out: BatchWriter, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        out.reserve(*shape, dtype, into=self._buffers.take(out.shape(*shape), np.dtype(out.dtype)))
 
     def _sample(self, i: int, batch: _Batch) -> np.ndarray:
         """Sample ``i`` through the ops: the torch backend's code, with the parameters the feed
@@ -188,10 +187,17 @@ class HostFinish:
                 image = op.apply(image, decoded.get(k))
         return image
 
-    def _share(self, indices: range, batch: _Batch, out: BatchWriter, first: np.ndarray | None) -> None:
+    def _share(self, indices: range, batch: _Batch, out: BatchWriter, sizing: threading.Lock) -> None:
         """One thread's part: each sample runs the ops into a staging block laid out as the output,
         then one vectorized write finishes them all (the output itself is the block when there is
-        nothing to finish: no Normalize, no cast)."""
+        nothing to finish: no Normalize, no cast). Where a custom op decides the size, the first
+        sample a thread finishes sizes the batch (every share starts at once: none waits for a
+        first sample run alone)."""
+        first = self._sample(indices.start, batch)
+        if self._size is None:
+            with sizing:
+                if out.array is None:
+                    self._reserve(out, first.shape, first.dtype)
         height, width, channels = out.sample_shape
         spec = self.output
         direct = spec.normalize is None and out.to_8_bit is None and np.dtype(out.dtype) == np.dtype(out.pixel_dtype)
@@ -201,10 +207,10 @@ class HostFinish:
             staging = np.empty(spec.shape(len(indices), height, width, channels), out.pixel_dtype)
         samples = staging.transpose(0, 2, 3, 1) if spec.nchw else staging  # an NHWC view of it
         for j, i in enumerate(indices):
-            image = first if (j == 0 and first is not None) else self._sample(i, batch)
+            image = first if j == 0 else self._sample(i, batch)
             if image.shape != (height, width, channels):
                 raise ValueError(f"{describe_sample((self.seed, batch.epoch, batch.records[i]))} came out of the ops "
-                                 f"{image.shape} while the batch's first came out {(height, width, channels)}; a batch "
+                                 f"{image.shape} while another of the batch came out {(height, width, channels)}; a batch "
                                  "needs one size: end the augment list with a fixed-size op (RandomResizedCrop, "
                                  "CenterCrop, Resize(size=...)) or make the custom op return one size")
             samples[j] = image
