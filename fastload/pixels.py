@@ -26,9 +26,10 @@ CV_MAX_CHANNELS = 4
 CV_TYPES = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64))
 
 
-def per_channel(ufunc: np.ufunc, image: np.ndarray, values: np.ndarray) -> np.ndarray:
+def per_channel(ufunc: np.ufunc, image: np.ndarray, values: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
     """``ufunc(image, values, out=image)`` with one value per channel of a channels-last
-    ``...xHxWxC`` ``image``; returns ``image``.
+    ``...xHxWxC`` ``image``; returns ``image``. ``row``: ``values`` tiled along a row (W x C), for a
+    caller that keeps it (``np.tile`` costs ~3 us a call).
 
     Why not broadcasting the ``C`` values: NumPy then runs its inner loop over one pixel's C
     values, ~4 ns an element: a 224 px RGB image took 200 us a pass, a 32-image NHWC batch 7.8 ms
@@ -37,9 +38,11 @@ def per_channel(ufunc: np.ufunc, image: np.ndarray, values: np.ndarray) -> np.nd
     width, channels = image.shape[-2:]
     if image.strides[-1] != image.itemsize or image.strides[-2] != channels * image.itemsize:
         return ufunc(image, values, out=image)
-    rows = np.lib.stride_tricks.as_strided(image, (*image.shape[:-2], width * channels),
-                                           (*image.strides[:-2], image.itemsize))
-    ufunc(rows, np.tile(np.asarray(values, image.dtype).ravel(), width), out=rows)
+    # a view (W and C are contiguous together, checked above), ~8x cheaper than as_strided
+    rows = image.reshape(*image.shape[:-2], width * channels)
+    if row is None:
+        row = np.tile(np.asarray(values, image.dtype).ravel(), width)
+    ufunc(rows, row, out=rows)
     return image
 
 

@@ -104,6 +104,48 @@ def test_channel_chunks_avoid_two_channel_groups(channels, groups):
         assert np.array_equal(out, view + 1)
 
 
+@pytest.mark.parametrize("layout", ["interleaved", "planar", "gray", "six"])
+def test_flip_gives_the_flipped_pixels_in_a_layout_numpy_runs_fast_on(layout):
+    """A horizontal flip of interleaved channels comes back contiguous (OpenCV's copy: NumPy ran
+    ~20x slower on the view); channel planes flip as a view (their rows stay NumPy's inner loop)."""
+    rgb = IMAGES["rgb8"]
+    image = {"interleaved": rgb, "planar": np.ascontiguousarray(rgb.transpose(2, 0, 1)).transpose(1, 2, 0),
+             "gray": IMAGES["gray16"], "six": IMAGES["six16"]}[layout]
+    flip = ops.Flip(vertical=True)
+    for horizontal, vertical in [(False, False), (True, False), (False, True), (True, True)]:
+        out = flip.apply(image, (horizontal, vertical))
+        expected = image[:, ::-1] if horizontal else image
+        assert np.array_equal(out, expected[::-1] if vertical else expected)
+        if horizontal and layout != "planar":
+            assert out.flags.c_contiguous
+        if layout == "planar":
+            assert np.shares_memory(out, image)
+
+
+def test_the_8_bit_resize_is_torchs_antialiased_bilinear_with_channels_interleaved():
+    """Into a channels-last tensor (the kernel's own layout, ~25% sooner than its planar result):
+    the same values as ``F.interpolate(antialias=True)``, as a C-contiguous HWC array."""
+    import torch
+
+    image = IMAGES["rgb8"][3:40, 5:51]
+    out = ops.geometry.resize_image(image, 20, 17)
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    expected = torch.nn.functional.interpolate(x, size=(20, 17), mode="bilinear", antialias=True)[0]
+    assert out.flags.c_contiguous and out.shape == (20, 17, 3)
+    assert np.array_equal(out, expected.permute(1, 2, 0).numpy())
+
+
+def test_one_normalize_gives_the_right_values_on_images_of_any_width_channels_and_type():
+    """Normalize keeps its scaled mean/std for the last shape and type it saw; each new one gets its own."""
+    normalize = ops.Normalize()
+    for image in (IMAGES["rgb8"], IMAGES["rgb8"][:, 3:], IMAGES["gray16"], IMAGES["rgb8"], IMAGES["six16"]):
+        mean, std = ops.normalize.resolve_mean_std(None, None, image.shape[2])
+        scale = np.float32(65535 if image.dtype == np.uint16 else 255)
+        expected = (image.astype(np.float32) - mean * scale) / (std * scale)
+        assert np.array_equal(normalize.apply(image, None), expected)
+    assert normalize == ops.Normalize() and normalize.to_config() == ops.Normalize().to_config()
+
+
 def test_rotate_quarter_turn_is_counter_clockwise():
     image = IMAGES["rgb8"][:33, :33]
     out = ops.Rotate(max_degrees=(90, 90)).numpy(image, np.random.default_rng(0))
