@@ -181,8 +181,7 @@ class HostFinish:
                 image = op.after_window(image, decoded.get(k))
             elif k in self._custom:
                 ids = (self.seed, batch.epoch, batch.records[i])
-                image = op.run(image, op.sample_rng(ids) if self._custom[k] else None,  # type: ignore[attr-defined]
-                               describe_sample(ids))
+                image = op.run(image, op.sample_rng(ids) if self._custom[k] else None, ids)  # type: ignore[attr-defined]
             else:
                 image = op.apply(image, decoded.get(k))
         return image
