@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 __all__ = ["pixel_dtype", "to_pixel_dtype", "max_value", "restore_dtype", "by_channel_chunks", "per_channel",
-           "CV_MAX_CHANNELS", "CV_TYPES"]
+           "CV_MAX_CHANNELS", "CV_MAX_MAT_CHANNELS", "CV_TYPES"]
 
 # Some OpenCV calls (warpAffine, remap, ...) take at most 4 channels, and warpAffine gives
 # wrong values for 2-channel images (measured with OpenCV 4.x/5.0: off by up to 2% of range).
 CV_MAX_CHANNELS = 4
+# The channels one of OpenCV's arrays can have at all (CV_CN_MAX).
+CV_MAX_MAT_CHANNELS = 512
 # The pixel types OpenCV's matrices hold (CV_8U .. CV_64F).
 CV_TYPES = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64))
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from ..pixels import by_channel_chunks
+from ..pixels import CV_MAX_MAT_CHANNELS, CV_TYPES, by_channel_chunks
 from .base import Op, register
 
 __all__ = ["RandomResizedCrop", "Resize", "CenterCrop", "Flip", "resize_image"]
@@ -201,6 +201,10 @@ class CenterCrop(Op):
         return {"crop": [th, tw], "crop_pos_x": 0.5, "crop_pos_y": 0.5, "out_of_bounds_policy": "pad"}
 
 
+def _cv_flips(image: np.ndarray) -> bool:
+    return image.dtype in CV_TYPES and image.shape[2] <= CV_MAX_MAT_CHANNELS
+
+
 @register
 @dataclass(frozen=True)
 class Flip(Op):
@@ -218,7 +222,7 @@ class Flip(Op):
 
     def apply(self, image: np.ndarray, params: tuple[bool, bool]) -> np.ndarray:
         horizontal, vertical = params
-        if horizontal and (image.shape[2] == 1 or image.strides[2] == image.itemsize):
+        if horizontal and (image.shape[2] == 1 or image.strides[2] == image.itemsize) and _cv_flips(image):
             # channels interleaved: OpenCV's copy, not the view image[:, ::-1], on which NumPy's inner
             # loop is one pixel's C values, so every NumPy pass after it (a Normalize's cast,
             # ColorJitter's arithmetic, a custom op) ran ~20x slower (224 px RGB: a cast 340 us

@@ -43,8 +43,8 @@ __all__ = ["HostFinish", "host_finishes", "tail_input"]
 
 class _Plan(NamedTuple):
     """What the host stage runs: ``ops`` in order; ``size`` the output's height and width, None
-    when a custom op decides it (the first sample a thread finishes then tells); ``dtype`` the samples.
-    type, None likewise."""
+    when a custom op decides it (the first sample a thread finishes then tells); ``dtype`` the
+    samples' type, None likewise."""
 
     ops: list[Op]
     size: tuple[int, int] | None
