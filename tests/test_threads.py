@@ -1,4 +1,4 @@
-"""fastload/threads.py: the lazily started pool and run_all, which the host finish and the batch
+"""fastload/threads.py: the lazily started pool, run_all and run_chunks, which the host stage and the batch
 stage hand their per-batch shares to."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from fastload.threads import LazyThreadPool, run_all
+from fastload.threads import LazyThreadPool, run_all, run_chunks
 
 
 def test_run_all_returns_once_every_task_has_run():
@@ -65,3 +65,45 @@ def test_shares_cut_a_range_into_contiguous_runs_that_cover_it_once():
     parts = shares(range(1, 12), 3)
     assert [list(p) for p in parts] == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert [len(p) for p in shares(range(2), 4)] == [0, 1, 0, 1]
+
+
+def test_run_chunks_lets_a_free_thread_take_the_next_chunk_while_another_is_held():
+    """A slow sample does not hold back the rest of its thread's fixed share: here the first item
+    waits until every other item is done, which only a free thread taking the next chunk allows
+    (fixed halves would leave items 1-3 behind item 0 on the held thread until the wait fails)."""
+    pool = LazyThreadPool(2, "test")
+    others_done, seen, lock = threading.Event(), [], threading.Lock()
+
+    def work(chunk: range) -> None:
+        for i in chunk:
+            if i == 0:
+                assert others_done.wait(timeout=30)
+            with lock:
+                seen.append(i)
+                if len(seen) == 7 and 0 not in seen:
+                    others_done.set()
+
+    run_chunks(pool.get(), 8, 2, work)
+    assert sorted(seen) == list(range(8)) and seen[-1] == 0
+    pool.close()
+
+
+@pytest.mark.parametrize("count,threads", [(0, 2), (1, 4), (5, 2), (64, 16), (64, 2)])
+def test_run_chunks_runs_every_item_once_and_raises_an_error_after(count, threads):
+    pool = LazyThreadPool(threads, "test")
+    seen, lock = [], threading.Lock()
+
+    def work(chunk: range) -> None:
+        with lock:
+            seen.extend(chunk)
+
+    run_chunks(pool.get(), count, threads, work)
+    assert sorted(seen) == list(range(count))
+    if count:
+        def failing(chunk: range) -> None:
+            if 0 in chunk:
+                raise ValueError("record 0 is not an image")
+
+        with pytest.raises(ValueError, match="record 0"):
+            run_chunks(pool.get(), count, threads, failing)
+    pool.close()

@@ -9,10 +9,11 @@ CPU rotate, colour and blur operators are slower still (2 cores, batch 64: Color
 flip + Rotate and GaussianBlur lists ran at 511, 435 and 574 img/s in DALI; RESULTS.md has the
 figures here). DALI still decodes, in its threads (only the crop window of a random-resized
 crop); this stage takes the decoded images as they come out (or cuts the windows from a raw
-store's arrays), each thread a contiguous share of the batch, runs the ops with the parameters
+store's arrays), each thread taking the batch's next few samples when free (``run_chunks``: samples
+differ in cost), runs the ops with the parameters
 the feed drew (``Op.decode`` of its vector), and writes the finished batch (layout, dtype,
 normalization) with the output stage's ``fastload.output.BatchWriter``. The thread that iterates the
-Loader only hands out the shares: O(threads) Python per batch.
+Loader only starts the threads: O(threads) Python per batch.
 
 The ops are the torch backend's own, so both backends compute the same pixels from the same
 decoded image, for 8- and 16-bit images of any channel count (gray, RGB, multi-channel arrays).
@@ -35,7 +36,7 @@ from ...ops import Normalize, Op
 from ...ops.base import describe_sample, fixed_output_size, reads_window
 from ...ops.custom import BatchOp, CustomOp
 from ...output import BatchWriter, OutputSpec, unreferenced
-from ...threads import LazyThreadPool, run_all, shares
+from ...threads import LazyThreadPool, run_chunks
 from .params import ParamLayout
 
 __all__ = ["HostFinish", "host_finishes", "tail_input"]
@@ -119,7 +120,7 @@ class _Buffers:
 
 
 def _init_thread() -> None:
-    torch.set_num_threads(1)  # per thread (OpenMP): each share runs on its own core
+    torch.set_num_threads(1)  # per thread (OpenMP): each thread runs on its own core
 
 
 class HostFinish:
@@ -163,8 +164,7 @@ class HostFinish:
         if self._size is not None:
             self._reserve(out, (*self._size, self.output.channels), self._dtype)
         sizing = threading.Lock()  # a custom op decides the size: the first sample done sizes the batch
-        run_all(self._pool.get(), [lambda s=share: self._share(s, batch, out, sizing)
-                                   for share in shares(range(count), self.threads) if len(share)])
+        run_chunks(self._pool.get(), count, self.threads, lambda chunk: self._chunk(chunk, batch, out, sizing))
         return out.tensor  # type: ignore[return-value]
 
     def _reserve(self, out: BatchWriter, shape: tuple[int, int, int], dtype: np.dtype) -> None:
@@ -186,11 +186,11 @@ class HostFinish:
                 image = op.apply(image, decoded.get(k))
         return image
 
-    def _share(self, indices: range, batch: _Batch, out: BatchWriter, sizing: threading.Lock) -> None:
-        """One thread's part: each sample runs the ops into a staging block laid out as the output,
+    def _chunk(self, indices: range, batch: _Batch, out: BatchWriter, sizing: threading.Lock) -> None:
+        """A few samples, in one thread: each sample runs the ops into a staging block laid out as the output,
         then one vectorized write finishes them all (the output itself is the block when there is
         nothing to finish: no Normalize, no cast). Where a custom op decides the size, the first
-        sample a thread finishes sizes the batch (every share starts at once: none waits for a
+        sample a thread finishes sizes the batch (every thread starts at once: none waits for a
         first sample run alone)."""
         first = self._sample(indices.start, batch)
         if self._size is None:
