@@ -49,18 +49,26 @@ def run_all(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], object]]) -> 
 
 
 def run_chunks(pool: ThreadPoolExecutor, count: int, threads: int, work: Callable[[range], object],
-               per_thread: int = 4) -> None:
+               cost: Callable[[], Sequence[float]] | None = None, per_thread: int = 4) -> None:
     """Run ``work`` on ``range(count)`` cut into contiguous chunks (about ``per_thread`` per thread,
     at least one item each), each of ``threads`` threads taking the next chunk when it is free; the
-    first exception is raised once all are done.
+    first exception is raised once all are done. ``cost`` (called only where chunks would hold one
+    or two items: many threads) estimates each item's cost: items then go one at a time, the
+    costliest first.
 
     Why not one fixed share per thread: samples differ in cost (a random-resized crop resizes
     windows of 8-100% of the image: 67-181 us a sample, p10-p90, in the train preset), so fixed shares
     of a 64-sample batch leave threads waiting for the slowest: busy 95% of the time at 2 threads,
     83% at 8, 73% at 16 (simulated from measured per-sample costs); chunks taken when free: 99%,
-    93% and 84% (one sample each at 16)."""
+    93% and 83%; one at a time, largest window first (the cost there correlates 0.92 with the
+    window's area): 97% at 8 threads, 94% at 16."""
     size = max(1, count // max(1, threads * per_thread))
-    chunks = iter([range(start, min(start + size, count)) for start in range(0, count, size)])
+    if cost is not None and size <= 2:
+        costs = cost()
+        chunks = iter([range(i, i + 1) for i in sorted(range(count), key=lambda i: -costs[i])])
+        size = 1
+    else:
+        chunks = iter([range(start, min(start + size, count)) for start in range(0, count, size)])
 
     def take() -> None:
         for chunk in chunks:  # the next chunk, whichever thread is free (next() holds the GIL)

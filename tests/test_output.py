@@ -190,6 +190,27 @@ def test_the_host_stage_runs_a_size_deciding_custom_op_in_every_thread_at_once()
     assert out.shape == (2, 4, 8, 3) and (out == 7).all()
 
 
+def test_the_host_stage_gives_the_same_batch_on_one_thread_and_on_many():
+    """Many threads take samples one at a time, the largest image first (run_chunks' cost order):
+    the batch is the one a single thread writes in order."""
+    from fastload.backends.dali.host import HostFinish
+    from fastload.backends.dali.params import ParamLayout
+
+    head = [ops.Resize(size=(6, 5)), ops.Flip()]
+    spec = OutputSpec(dtype="float32", layout="NCHW", channels=3, pixel_dtype="uint8", normalize=ops.Normalize())
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (8 + 3 * k % 11, 9 + 5 * k % 7, 3), dtype=np.uint8) for k in range(12)]
+    params = np.array([[k % 2, 0] for k in range(12)], np.float32)  # every other image flipped
+    batches = [HostFinish(head, ParamLayout(head), cut=False, threads=threads, output=spec)(images, params).clone()
+               for threads in (1, 8)]
+    assert torch.equal(batches[0], batches[1])
+    expected = np.stack([ops.Flip().apply(ops.Resize(size=(6, 5)).apply(x, None), (bool(k % 2), False))
+                         for k, x in enumerate(images)])
+    mean, std = ops.normalize.resolve_mean_std(None, None, 3)
+    expected = ((expected.astype(np.float32) - mean * np.float32(255)) / (std * np.float32(255))).transpose(0, 3, 1, 2)
+    assert np.array_equal(batches[1].numpy(), expected)
+
+
 @pytest.mark.parametrize("view", ["whole", "rows", "columns", "channels"])
 def test_per_channel_arithmetic_on_rows_gives_what_broadcasting_gives(view):
     """``pixels.per_channel`` runs a per-channel ufunc on rows of W x C values (10x faster than

@@ -107,3 +107,20 @@ def test_run_chunks_runs_every_item_once_and_raises_an_error_after(count, thread
         with pytest.raises(ValueError, match="record 0"):
             run_chunks(pool.get(), count, threads, failing)
     pool.close()
+
+
+def test_run_chunks_hands_out_the_costliest_items_first_when_threads_are_many():
+    """With one or two items a chunk (many threads), items go one at a time, costliest first (the
+    longest-first order that balances threads best); with few threads the cost is never asked."""
+    pool = LazyThreadPool(1, "test")  # one thread of the pool: the order items are taken in
+    seen = []
+    run_chunks(pool.get(), 5, 4, lambda chunk: seen.extend(chunk), cost=lambda: [1, 5, 3, 4, 2])
+    assert seen == [1, 3, 2, 4, 0]
+
+    def never() -> list[float]:
+        raise AssertionError("cost asked for at 2 threads")
+
+    seen.clear()
+    run_chunks(pool.get(), 64, 2, lambda chunk: seen.extend(chunk), cost=never)
+    assert seen == list(range(64))
+    pool.close()

@@ -164,7 +164,8 @@ class HostFinish:
         if self._size is not None:
             self._reserve(out, (*self._size, self.output.channels), self._dtype)
         sizing = threading.Lock()  # a custom op decides the size: the first sample done sizes the batch
-        run_chunks(self._pool.get(), count, self.threads, lambda chunk: self._chunk(chunk, batch, out, sizing))
+        run_chunks(self._pool.get(), count, self.threads, lambda chunk: self._chunk(chunk, batch, out, sizing),
+                   cost=lambda: _pixels(images))
         return out.tensor  # type: ignore[return-value]
 
     def _reserve(self, out: BatchWriter, shape: tuple[int, int, int], dtype: np.dtype) -> None:
@@ -219,6 +220,13 @@ class HostFinish:
     def close(self) -> None:
         """Let the pool's threads go."""
         self._pool.close()
+
+
+def _pixels(images: Any) -> list[int]:
+    """Each image's height x width (a sample's cost in the host stage follows it: its resize),
+    from DALI's TensorList (one call) or a list of arrays."""
+    shapes = images.shape() if callable(getattr(images, "shape", None)) else [np.shape(x) for x in images]
+    return [int(shape[0]) * int(shape[1]) for shape in shapes]
 
 
 class _Batch(NamedTuple):
