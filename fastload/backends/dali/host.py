@@ -188,11 +188,11 @@ class HostFinish:
         return image
 
     def _chunk(self, indices: range, batch: _Batch, out: BatchWriter, sizing: threading.Lock) -> None:
-        """A few samples, in one thread: each sample runs the ops into a staging block laid out as the output,
-        then one vectorized write finishes them all (the output itself is the block when there is
-        nothing to finish: no Normalize, no cast). Where a custom op decides the size, the first
-        sample a thread finishes sizes the batch (every thread starts at once: none waits for a
-        first sample run alone)."""
+        """A few samples, in one thread: each runs the ops into a staging block laid out as the
+        output, then one vectorized write finishes them all (the output itself is the block when
+        there is nothing to finish: no Normalize, no cast). Where a custom op decides the size, the
+        first sample a thread finishes sizes the batch (every thread starts at once: none waits for
+        a first sample run alone)."""
         first = self._sample(indices.start, batch)
         if self._size is None:
             with sizing:
