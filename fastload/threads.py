@@ -8,13 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["LazyThreadPool", "run_all", "run_chunks", "shares"]
-
-
-def shares(indices: range, parts: int) -> list[range]:
-    """``indices`` cut into ``parts`` contiguous runs of nearly equal length (some may be empty)."""
-    n = len(indices)
-    return [indices[n * k // parts:n * (k + 1) // parts] for k in range(parts)]
+__all__ = ["LazyThreadPool", "run_all", "run_chunks"]
 
 
 def run_all(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], object]]) -> None:

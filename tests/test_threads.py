@@ -59,14 +59,6 @@ def test_the_stage_raises_the_error_of_the_lowest_failing_sample():
     stage.close()
 
 
-def test_shares_cut_a_range_into_contiguous_runs_that_cover_it_once():
-    from fastload.threads import shares
-
-    parts = shares(range(1, 12), 3)
-    assert [list(p) for p in parts] == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    assert [len(p) for p in shares(range(2), 4)] == [0, 1, 0, 1]
-
-
 def test_run_chunks_lets_a_free_thread_take_the_next_chunk_while_another_is_held():
     """A slow sample does not hold back the rest of its thread's fixed share: here the first item
     waits until every other item is done, which only a free thread taking the next chunk allows

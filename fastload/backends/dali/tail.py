@@ -37,7 +37,7 @@ from ..._optional import require
 from ...ops import Normalize, Op
 from ...ops.custom import BatchOp, CustomOp, CustomOpError, describe_sample
 from ...output import BatchWriter, OutputSpec
-from ...threads import LazyThreadPool, run_all, shares
+from ...threads import LazyThreadPool, run_chunks
 
 __all__ = ["DeviceGenerator", "TailStage"]
 
@@ -98,8 +98,8 @@ class TailStage:
 
     def _map(self, fn: Callable[[int], Any], count: int, gpu: bool) -> list[Any]:
         """``[fn(0), ..., fn(count - 1)]``; on the CPU the rest on the thread pool once ``fn(0)``
-        is done here (it sizes the output), one contiguous share per thread (one task each, and
-        one wake-up of this thread: ``run_all``), the error of the lowest index raised."""
+        is done here (it sizes the output), each thread taking the next few when free
+        (``run_chunks``), the error of the lowest index raised."""
         if gpu or self.threads <= 1 or count <= 1:
             return [fn(i) for i in range(count)]
         results: list[Any] = [fn(0), *[None] * (count - 1)]
@@ -109,11 +109,11 @@ class TailStage:
             for i in indices:
                 try:
                     results[i] = fn(i)
-                except Exception as exc:  # the share stops; the lowest failing index is raised
+                except Exception as exc:  # the chunk stops; the lowest failing index is raised
                     failures[i] = exc
                     return
 
-        run_all(self._pool.get(), [lambda s=s: run_share(s) for s in shares(range(1, count), self.threads) if len(s)])
+        run_chunks(self._pool.get(), count - 1, self.threads, lambda chunk: run_share(range(chunk.start + 1, chunk.stop + 1)))
         if failures:
             raise failures[min(failures)]
         return results
