@@ -1,5 +1,7 @@
 """A thread pool started when first used, and again in a forked child (threads do not survive a
-fork: a pool inherited from the parent would wait forever)."""
+fork: a pool inherited from the parent would wait forever); the two ways work goes to it: a few
+tasks at once (``run_all``), or a batch's samples in chunks taken when a thread is free
+(``run_chunks``)."""
 
 from __future__ import annotations
 
