@@ -95,6 +95,8 @@ def cut_window(image: np.ndarray, window: Window, path: str) -> np.ndarray:
     check_window(image.shape[0], image.shape[1], window, path)
     top, left, height, width = window
     return image[top : top + height, left : left + width]
+
+
 def check_pixels(path: str, width: int, height: int, max_pixels: int) -> None:
     """Refuse a header that claims an empty image or more than ``max_pixels`` pixels."""
     if width <= 0 or height <= 0:
