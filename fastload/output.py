@@ -13,11 +13,13 @@ Normalize) says it, checked at construction; every path applies it with the kern
 * ``to_channels``: gray images brought to the loader's channel count before their ops (the
   torch backend, ``loader.dataset``; DALI's decoders and feed workers do it on their side).
 
-The arithmetic is the same everywhere: ``(x - mean * scale) / (std * scale)`` in float32, where
-``scale`` is 1 for float pixels, 255 for 8-bit ones and the pixel type's full scale otherwise
-(65535 for 16-bit images); uint8 output is not normalized, and 16-bit pixels are brought to it by
-the ranges (``x * 255 / 65535``, rounded). Backends and the batch stage import this module; it
-imports neither.
+The arithmetic is the same on every CPU path (and torch's on the GPU): ``(x - mean * scale) /
+(std * scale)`` as ``x * a + b``, one fused multiply-add in float32 with ``a``/``b`` from
+``fastload.ops.normalize.scale_shift``, where ``scale`` is 1 for float pixels, 255 for 8-bit ones
+and the pixel type's full scale otherwise (65535 for 16-bit images). (CuPy's writer, on the GPU,
+subtracts and divides: within 2e-7 of it. DALI's ``crop_mirror_normalize`` has its own.) uint8
+output is not normalized, and 16-bit pixels are brought to it by the ranges (``x * 255 / 65535``,
+rounded). Backends and the batch stage import this module; it imports neither.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import torch
 
 from .ops.base import Op
 from .ops.custom import CustomOpError
-from .ops.normalize import Normalize, max_value, resolve_mean_std
-from .pixels import per_channel
+from .ops.normalize import Normalize, max_value, resolve_mean_std, scale_shift
+from .pixels import affine_planes, planes_of, to_planes
 
 __all__ = ["LAYOUTS", "NP_DTYPES", "OUTPUT_DTYPES", "BatchWriter", "OutputSpec", "batch_tensor", "finish_sample",
            "finish_tensor", "split_normalize", "to_channels", "unreferenced", "write_samples"]
@@ -132,6 +134,11 @@ class OutputSpec:
         scale = self.scale(source_dtype)
         return mean * scale, std * scale
 
+    def scale_shift(self, channels: int, source_dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel float32 ``a``/``b`` of the normalize as ``x * a + b`` in ``source_dtype``
+        pixels (needs ``normalize``)."""
+        return scale_shift(*self.mean_std(channels, source_dtype))
+
     def to_8_bit(self, source_dtype: Any) -> float | None:
         """The factor that brings wider integer pixels to uint8 output by the ranges, else None."""
         if self.dtype != "uint8" or _kind(source_dtype) != "int" or self.max_value <= 255:
@@ -173,7 +180,8 @@ class BatchWriter:
         self.array: Any = None
         self.sample_shape: tuple[int, ...] = ()  # HxWxC of the samples, set by ``reserve``
         self.pixel_dtype: np.dtype | None = None  # the samples' type, set by ``reserve``
-        self._mean_std: tuple[Any, Any] | None = None
+        self._mean_std: tuple[Any, Any] | None = None  # CuPy's (x - mean) / std
+        self._scale_shift: tuple[np.ndarray, np.ndarray] | None = None  # NumPy's x * a + b
         self.to_8_bit: float | None = None  # 16 -> 8-bit factor, set by ``reserve``
 
     def _allocate(self, sample: Any) -> None:
@@ -200,6 +208,7 @@ class BatchWriter:
             mean, std = self.spec.mean_std(c, pixel_dtype)
             shape = (c, 1, 1) if self.nchw else (c,)
             self._mean_std = (self.xp.asarray(mean.reshape(shape)), self.xp.asarray(std.reshape(shape)))
+            self._scale_shift = self.spec.scale_shift(c, pixel_dtype)
         self.to_8_bit = self.spec.to_8_bit(pixel_dtype)
 
     def put(self, index: int, sample: Any, op: str, where: str) -> None:
@@ -225,27 +234,26 @@ class BatchWriter:
 
     def _write(self, target: Any, source: Any) -> None:
         xp = self.xp
-        if self.nchw:
-            source = xp.moveaxis(source, -1, -3)
         if self._mean_std is None:
             if self.to_8_bit is not None and target.dtype == np.uint8:  # 16 -> 8 bit by range, as DALI's
                 source = xp.rint(source * np.float32(self.to_8_bit))
-            target[...] = source
+            elif xp is np and self.nchw and source.dtype == target.dtype:
+                to_planes(source, target)
+                return
+            target[...] = xp.moveaxis(source, -1, -3) if self.nchw else source
+            return
+        if xp is np:  # one fused multiply-add per pixel, into the planes of the output (or of a float32 block)
+            planes = planes_of(source)
+            scale, shift = self._scale_shift
+            direct = self.nchw and target.dtype == np.float32
+            out = affine_planes(planes, scale, shift, target if direct else np.empty(planes.shape, np.float32))
+            if not direct:
+                target[...] = out if self.nchw else np.moveaxis(out, -3, -1)
             return
         mean, std = self._mean_std
-        # (x - mean) / std in float32, as finish_tensor computes it (bit for bit)
-        if target.dtype == np.float32 and xp is np:
-            # cast into the target first, then subtract in place: NumPy's mixed-type subtract
-            # (uint8 - float32 with a cast) runs buffered, ~1.4x slower on HWC samples (py-spy +
-            # timing, 2026-12-04); the same float32 values, bit for bit
-            target[...] = source
-            if self.nchw:  # (C, 1, 1): each channel's plane is the inner loop already
-                np.subtract(target, mean, out=target)
-                np.divide(target, std, out=target)
-            else:  # channels last: rows of W x C, not one pixel's C values (pixels.per_channel)
-                per_channel(np.subtract, target, mean)
-                per_channel(np.divide, target, std)
-        elif target.dtype == np.float32:
+        if self.nchw:
+            source = xp.moveaxis(source, -1, -3)
+        if target.dtype == np.float32:
             xp.subtract(source, mean, out=target, dtype=np.float32)
             xp.divide(target, std, out=target)
         else:
@@ -295,9 +303,9 @@ def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.devic
     return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
 
 
-def _torch_mean_std(spec: OutputSpec, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = spec.mean_std(images.shape[-1], images.dtype)
-    return torch.as_tensor(mean, device=images.device), torch.as_tensor(std, device=images.device)
+def _torch_scale_shift(spec: OutputSpec, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scale, shift = spec.scale_shift(images.shape[-1], images.dtype)
+    return torch.as_tensor(scale, device=images.device), torch.as_tensor(shift, device=images.device)
 
 
 def finish_tensor(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
@@ -307,8 +315,8 @@ def finish_tensor(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
     if spec.normalize is not None and images.ndim == 4 and spec.dtype == "float32":
         return _normalize_into(images, spec)
     if spec.normalize is not None:
-        m, s = _torch_mean_std(spec, images)
-        images = ((images.float() - m) / s).to(OUTPUT_DTYPES[spec.dtype])
+        scale, shift = _torch_scale_shift(spec, images)
+        images = torch.addcmul(shift, images.float(), scale).to(OUTPUT_DTYPES[spec.dtype])
     elif spec.to_8_bit(images.dtype) is not None:  # 16 -> 8 bit by range
         images = torch.round(images.float() * spec.to_8_bit(images.dtype)).to(torch.uint8)
     elif spec.dtype != "uint8" or images.dtype != torch.uint8:
@@ -321,25 +329,21 @@ def finish_tensor(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
 
 
 def _normalize_into(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
-    """float32 ``(x - mean) / std`` of a (B, H, W, C) batch written straight into the output
-    layout: two passes into one allocation, where normalize + permute + contiguous made four
-    passes and four 4-byte batches (py-spy: 33% of the torch backend's samples). In a DataLoader
-    worker the output is made in shared memory, as torch's own collate does: the batch then
-    crosses to the training process without the copy torch makes of private memory (13% of the
-    samples). The same float32 arithmetic as the four-pass form, bit for bit."""
-    m, s = _torch_mean_std(spec, images)
+    """float32 ``x * a + b`` (``torch.addcmul``: one fused multiply-add) of a (B, H, W, C) batch
+    written straight into the output layout: one pass into one allocation, where normalize +
+    permute + contiguous made four passes and four 4-byte batches (py-spy: 33% of the torch
+    backend's samples). In a DataLoader worker the output is made in shared memory, as torch's own
+    collate does: the batch then crosses to the training process without the copy torch makes of
+    private memory (13% of the samples)."""
+    scale, shift = _torch_scale_shift(spec, images)
     batch, height, width, channels = images.shape
     out = batch_tensor(spec.shape(batch, height, width, channels), torch.float32, images.device)
     view = out.permute(0, 2, 3, 1) if spec.nchw else out  # (B, H, W, C) over the output's memory
-    torch.sub(images, m, out=view)
-    view.div_(s)
+    torch.addcmul(shift, images, scale, out=view)
     return out
 
 
 def finish_sample(image: np.ndarray, spec: OutputSpec) -> torch.Tensor:
-    """One HWC image (of any pixel type) as one sample of the output: ``(C, H, W)`` or ``(H, W, C)``."""
-    if spec.normalize is not None:
-        mean, std = resolve_mean_std(spec.normalize.mean, spec.normalize.std, image.shape[2])
-        image = (image.astype(np.float32) / max_value(image.dtype) - mean) / std
-    out = torch.from_numpy(np.ascontiguousarray(image)).to(OUTPUT_DTYPES[spec.dtype])
-    return out.permute(2, 0, 1).contiguous() if spec.nchw else out
+    """One HWC image (of any pixel type) as one sample of the output: ``(C, H, W)`` or ``(H, W, C)``,
+    written as a batch's samples are (``write_samples``)."""
+    return write_samples([image], spec)[0]

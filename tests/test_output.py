@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from reference import normalized
 
 import fastload
 from fastload import ops
@@ -19,6 +20,7 @@ from fastload.output import (
     to_channels,
     write_samples,
 )
+from fastload.pixels import affine_planes, planes_of, to_planes
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -207,21 +209,40 @@ def test_the_host_stage_gives_the_same_batch_on_one_thread_and_on_many():
     expected = np.stack([ops.Flip().apply(ops.Resize(size=(6, 5)).apply(x, None), (bool(k % 2), False))
                          for k, x in enumerate(images)])
     mean, std = ops.normalize.resolve_mean_std(None, None, 3)
-    expected = ((expected.astype(np.float32) - mean * np.float32(255)) / (std * np.float32(255))).transpose(0, 3, 1, 2)
+    expected = normalized(expected, mean * np.float32(255), std * np.float32(255)).transpose(0, 3, 1, 2)
     assert np.array_equal(batches[1].numpy(), expected)
 
 
-@pytest.mark.parametrize("view", ["whole", "rows", "columns", "channels"])
-def test_per_channel_arithmetic_on_rows_gives_what_broadcasting_gives(view):
-    """``pixels.per_channel`` runs a per-channel ufunc on rows of W x C values (10x faster than
-    NumPy's broadcast over C, which Normalize and the NHWC output used): the same values, bit for
-    bit, on any view, contiguous or not."""
-    from fastload.pixels import per_channel
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "int64"])  # int64: no OpenCV type
+@pytest.mark.parametrize("channels", [1, 3, 6])
+def test_samples_go_into_channel_planes_of_a_batch_whatever_their_strides(dtype, channels):
+    rng = np.random.default_rng(channels)
+    samples = (rng.random((2, 7, 9, channels)) * 200).astype(dtype)
+    for read_next in (False, True):
+        batch = np.zeros((3, channels, 7, 9), dtype)
+        to_planes(samples, batch[1:], read_next=read_next)  # a slice of a batch, as the host stage stages
+        assert np.array_equal(batch[1:], samples.transpose(0, 3, 1, 2)) and not batch[0].any()
+    planar = np.ascontiguousarray(samples.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)  # planes seen HWC
+    for one in (samples[1], samples[1, ::-1], planar[1]):
+        assert np.array_equal(to_planes(one, np.empty((channels, 7, 9), dtype)), one.transpose(2, 0, 1))
+    assert np.shares_memory(planes_of(planar), planar)  # planes already: no copy
 
-    rng = np.random.default_rng(0)
-    batch = rng.random((3, 20, 30, 4), np.float32) * 255
-    image = {"whole": batch, "rows": batch[:, ::2], "columns": batch[:, :, ::3], "channels": batch[..., 1:]}[view]
-    values = rng.random(image.shape[-1], np.float32) * 100
-    expected = image / values
-    assert per_channel(np.divide, image, values) is image
-    assert np.array_equal(image, expected)
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+@pytest.mark.parametrize("size", [(6, 5), (16, 20)])  # under and over the 64-pixel rows OpenCV's vector loop takes
+def test_the_normalize_is_one_fused_multiply_add_on_every_path(dtype, size):
+    """NumPy's planes (OpenCV, or float64 where it would round twice) and torch's addcmul: the same bits."""
+    rng = np.random.default_rng(3)
+    full = 1.0 if dtype == "float32" else np.iinfo(dtype).max
+    images = (rng.random((4, *size, 3)) * full).astype(dtype)
+    mean, std = (np.float32(v) * np.float32(full) for v in (ops.normalize.IMAGENET_MEAN, ops.normalize.IMAGENET_STD))
+    scale, shift = ops.normalize.scale_shift(mean, std)
+    expected = normalized(images, mean, std)
+    batch = np.zeros((6, 3, *size), np.float32)
+    affine_planes(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), scale, shift, out=batch[1:5])
+    assert np.array_equal(batch[1:5], expected.transpose(0, 3, 1, 2)) and not batch[0].any() and not batch[5].any()
+    one = affine_planes(planes_of(images[2]), scale, shift, out=np.empty((3, *size), np.float32))
+    assert np.array_equal(one, expected[2].transpose(2, 0, 1))
+    carried = torch.from_numpy(images.astype(np.float32))  # exact: 8/16-bit pixels fit float32
+    assert np.array_equal(torch.addcmul(torch.from_numpy(shift), carried, torch.from_numpy(scale)).numpy(), expected)
+    np.testing.assert_allclose(expected, (images.astype(np.float64) - mean) / std, rtol=0, atol=1e-6)

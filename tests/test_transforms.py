@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from reference import normalized
 
 import fastload
 from fastload import ops, transforms
@@ -636,7 +637,7 @@ def test_stage_takes_images_of_different_sizes_when_the_tail_makes_them_one_size
     ref = ops.custom.run_numpy([jitter, crop_to_8, centre_batch],
                                [x.numpy() for x in images], [ops.base.sample_rng(1, 0, i) for i in range(3)])
     mean, std = np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255
-    expected = np.stack([(x.astype(np.float32) - mean) / std for x in ref]).transpose(0, 3, 1, 2)
+    expected = np.stack([normalized(x, mean, std) for x in ref]).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(out.numpy(), expected)
     bad = TailStage(tail=[jitter], seed=1, output=OutputSpec(layout="NHWC", dtype="uint8"), threads=threads)
     with pytest.raises(CustomOpError, match="'jitter' failed on record 1 .*one size"):

@@ -36,6 +36,7 @@ from ...ops import Normalize, Op
 from ...ops.base import describe_sample, fixed_output_size, reads_window
 from ...ops.custom import BatchOp, CustomOp
 from ...output import BatchWriter, OutputSpec, unreferenced
+from ...pixels import to_planes
 from ...threads import LazyThreadPool, run_chunks
 from .params import ParamLayout
 
@@ -205,7 +206,6 @@ class HostFinish:
             staging = out.array[indices.start : indices.stop]
         else:
             staging = np.empty(spec.shape(len(indices), height, width, channels), out.pixel_dtype)
-        samples = staging.transpose(0, 2, 3, 1) if spec.nchw else staging  # an NHWC view of it
         for j, i in enumerate(indices):
             image = first if j == 0 else self._sample(i, batch)
             if image.shape != (height, width, channels):
@@ -213,9 +213,12 @@ class HostFinish:
                                  f"{image.shape} while another of the batch came out {(height, width, channels)}; a batch "
                                  "needs one size: end the augment list with a fixed-size op (RandomResizedCrop, "
                                  "CenterCrop, Resize(size=...)) or make the custom op return one size")
-            samples[j] = image
+            if spec.nchw:  # interleaved samples into channel planes, in OpenCV (pixels.to_planes)
+                to_planes(image, staging[j])
+            else:
+                staging[j] = image
         if not direct:
-            out.put_range(indices.start, samples)
+            out.put_range(indices.start, staging.transpose(0, 2, 3, 1) if spec.nchw else staging)  # NHWC views
 
     def close(self) -> None:
         """Let the pool's threads go."""
