@@ -42,9 +42,9 @@ def to_planes(samples: np.ndarray, planes: np.ndarray, *, read_next: bool = Fals
     OpenCV cannot write in place (rows not contiguous), or types it lacks, go through NumPy."""
     if _splittable(samples, planes):
         cv2 = _cv2()
-        pairs = [i for c in range(samples.shape[-1]) for i in (c, c)]
         split = samples.dtype == np.uint8 and not read_next
-        for index in np.ndindex(*samples.shape[:-3]):
+        pairs = [] if split else [i for c in range(samples.shape[-1]) for i in (c, c)]
+        for index in np.ndindex(*samples.shape[:-3]) if samples.ndim > 3 else ((),):
             if split:
                 cv2.split(samples[index], list(planes[index]))
             else:

@@ -97,9 +97,9 @@ class Op:
         return ()
 
     def decode(self, values: Any) -> Any:
-        """``apply``'s parameters from ``encode``'s floats (the feed's vector): what the CPU's
-        host stage needs to run this op on DALI's output with the torch backend's code.
-        Ops that draw nothing have nothing to decode."""
+        """``apply``'s parameters from ``encode``'s floats (the feed's vector, as a list of
+        Python floats): what the CPU's host stage needs to run this op on DALI's output with the
+        torch backend's code. Ops that draw nothing have nothing to decode."""
         if self.param_count:
             raise NotImplementedError(f"{type(self).__name__} cannot decode its feed parameters")
         return None

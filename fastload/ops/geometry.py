@@ -115,8 +115,8 @@ class RandomResizedCrop(Op):
         return tuple(float(v) for v in params)
 
     def decode(self, values: Any) -> tuple[int, int, int, int]:
-        y, x, h, w = (int(v) for v in values)
-        return y, x, h, w
+        y, x, h, w = values
+        return int(y), int(x), int(h), int(w)
 
     def decoder_roi(self, params: Any) -> tuple[Any, Any]:
         from ._dali_util import as_int
