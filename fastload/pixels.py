@@ -44,14 +44,25 @@ def to_planes(samples: np.ndarray, planes: np.ndarray, *, read_next: bool = Fals
         cv2 = _cv2()
         split = samples.dtype == np.uint8 and not read_next
         pairs = [] if split else [i for c in range(samples.shape[-1]) for i in (c, c)]
-        for index in np.ndindex(*samples.shape[:-3]) if samples.ndim > 3 else ((),):
+        for source, targets in _blocks(samples, planes):
             if split:
-                cv2.split(samples[index], list(planes[index]))
+                cv2.split(source, targets)
             else:
-                cv2.mixChannels([samples[index]], list(planes[index]), pairs)
+                cv2.mixChannels([source], targets, pairs)
     else:
         planes[...] = np.moveaxis(samples, -1, -3)
     return planes
+
+
+def _blocks(samples: np.ndarray, planes: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """``(source, one target per channel)`` pairs for OpenCV: a batch whose samples and planes
+    lie whole goes in one call (a sample a row of H x W pixels: one call's Python a batch, not a
+    sample's, under the GIL in the host stage's threads), else a sample at a time."""
+    height, width, channels = samples.shape[-3:]
+    if samples.ndim in (3, 4) and samples.strides[-3] == samples.strides[-2] * width and _whole_planes(planes):
+        rows = planes.reshape(-1, channels, height * width)  # views: the planes were checked whole
+        return [(samples.reshape(-1, height * width, channels), [rows[:, c] for c in range(channels)])]
+    return [(samples[index], list(planes[index])) for index in np.ndindex(*samples.shape[:-3])]
 
 
 def planes_of(samples: np.ndarray) -> np.ndarray:

@@ -190,8 +190,10 @@ class HostFinish:
 
     def _chunk(self, indices: range, batch: _Batch, out: BatchWriter, sizing: threading.Lock) -> None:
         """A few samples, in one thread: each runs the ops into a staging block laid out as the
-        output, then one vectorized write finishes them all (the output itself is the block when
-        there is nothing to finish: no Normalize, no cast). Where a custom op decides the size, the
+        output (its channel planes for NCHW: OpenCV's split of a sample just made, ~1.3 us more
+        Python than a NumPy copy into an HWC block but 25-50 us less CPU than splitting the block
+        later), then one write finishes them all (normalize, cast); the output itself is the block
+        when there is nothing to finish (no Normalize, no cast). Where a custom op decides the size, the
         first sample a thread finishes sizes the batch (every thread starts at once: none waits for
         a first sample run alone)."""
         first = self._sample(indices.start, batch)
@@ -213,7 +215,7 @@ class HostFinish:
                                  f"{image.shape} while another of the batch came out {(height, width, channels)}; a batch "
                                  "needs one size: end the augment list with a fixed-size op (RandomResizedCrop, "
                                  "CenterCrop, Resize(size=...)) or make the custom op return one size")
-            if spec.nchw:  # interleaved samples into channel planes, in OpenCV (pixels.to_planes)
+            if spec.nchw:  # each sample into its planes while it is in the cache (pixels.to_planes)
                 to_planes(image, staging[j])
             else:
                 staging[j] = image
