@@ -44,7 +44,7 @@ def to_planes(samples: np.ndarray, planes: np.ndarray, *, read_next: bool = Fals
         cv2 = _cv2()
         split = samples.dtype == np.uint8 and not read_next
         pairs = [] if split else [i for c in range(samples.shape[-1]) for i in (c, c)]
-        for source, targets in _blocks(samples, planes):
+        for source, targets in [(samples, list(planes))] if samples.ndim == 3 else _blocks(samples, planes):
             if split:
                 cv2.split(source, targets)
             else:
