@@ -4,8 +4,9 @@ One frozen ``OutputSpec`` (dtype, layout, channels, the source pixel type, the o
 Normalize) says it, checked at construction; every path applies it with the kernels here:
 
 * ``BatchWriter``: HWC samples (NumPy on the CPU, CuPy on the GPU) written into one
-  preallocated batch in the output layout and dtype, normalized on the way in one pass, from any
-  thread (NumPy's kernels release the GIL): the DALI backend's host stage and its tail;
+  preallocated batch in the output layout and dtype, normalized on the way (channel planes and one
+  fused multiply-add a pixel, in OpenCV's kernels, which release the GIL), from any thread: the
+  DALI backend's host stage and its tail, the torch backend's workers;
 * ``finish_tensor``: a stacked ``(B, [V,] H, W, C)`` torch batch finished with torch's kernels,
   in shared memory inside DataLoader workers: the torch backend, on the CPU or the GPU;
 * ``OutputSpec.dali_args``: what DALI's final ``crop_mirror_normalize`` is asked to do;
@@ -262,8 +263,8 @@ class BatchWriter:
 
 def write_samples(samples: Sequence[np.ndarray], spec: OutputSpec, into: np.ndarray | None = None) -> torch.Tensor:
     """HWC NumPy samples of one shape and pixel type finished into a new CPU batch, one sample at a
-    time (``BatchWriter``'s single pass per sample, the same arithmetic as ``finish_tensor``, bit
-    for bit). In a DataLoader worker the batch is made in shared memory (``batch_tensor``).
+    time (``BatchWriter``: the same bits as ``finish_tensor``). In a DataLoader worker the batch is
+    made in shared memory (``batch_tensor``).
 
     Why not stack, then ``finish_tensor``: torch's uint8-to-float32 kernels with a per-channel
     broadcast run at ~5 ns an element on one core (~0.9 ms a 224 px image, plus a stacking copy
