@@ -37,8 +37,8 @@ def to_planes(samples: np.ndarray, planes: np.ndarray, *, read_next: bool = Fals
     planes one element at a time (224 px RGB uint8: 40 us a sample, 6-channel uint16 85 us).
     OpenCV's ``mixChannels`` takes 30 and 72 us; its ``split`` 11-23 us for 8-bit samples, but
     what it writes reads back slowly (a pass over it right after: 95 us instead of 22), so it
-    serves where the planes are read later (a batch being staged: the host stage's per-sample
-    cost fell from 245 to 220 us with it, mixChannels' 8-bit results read at once). Planes
+    serves where the planes are read later (a batch being staged: the host stage took 220 us a
+    224 px sample with it, 245 with mixChannels), mixChannels where they are read at once. Planes
     OpenCV cannot write in place (rows not contiguous), or types it lacks, go through NumPy."""
     if _splittable(samples, planes):
         cv2 = _cv2()
@@ -57,7 +57,7 @@ def to_planes(samples: np.ndarray, planes: np.ndarray, *, read_next: bool = Fals
 def _blocks(samples: np.ndarray, planes: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
     """``(source, one target per channel)`` pairs for OpenCV: a batch whose samples and planes
     lie whole goes in one call (a sample a row of H x W pixels: one call's Python a batch, not a
-    sample's, under the GIL in the host stage's threads), else a sample at a time."""
+    sample's, as the writer finishes a block of interleaved samples), else a sample at a time."""
     height, width, channels = samples.shape[-3:]
     if samples.ndim in (3, 4) and samples.strides[-3] == samples.strides[-2] * width and _whole_planes(planes):
         rows = planes.reshape(-1, channels, height * width)  # views: the planes were checked whole
@@ -100,8 +100,9 @@ def affine_planes(planes: np.ndarray, scale: np.ndarray, shift: np.ndarray, out:
     """``out = planes * scale + shift`` with one ``scale``/``shift`` per channel plane (float32
     values), for ``CxHxW`` or ``NxCxHxW`` ``planes`` of any pixel type into float32 ``out`` of
     the same shape; returns ``out``. Each element is one fused multiply-add in float32 (a single
-    rounding), as ``torch.addcmul`` computes it on the CPU (AVX2/AVX-512, NEON) and the GPU: the
-    output stage's normalize, the same bits on every path.
+    rounding), as ``torch.addcmul`` computes it on the CPU (checked with AVX-512; OpenCV and torch
+    use the FMA instruction wherever the CPU has one): the output stage's normalize, the same bits
+    on every CPU path.
 
     Why: NumPy has no fused multiply-add, and the normalize it made of three passes (cast,
     subtract, divide) cost 71 us a 224 px RGB sample, ~10% of the DALI train preset's CPU time;

@@ -65,7 +65,7 @@ class Normalize(Op):
         # values against the per-channel values tiled along a row, in place on the float32 copy:
         # 32 us a 224 px RGB sample, where NumPy's cast, subtract and divide took 66
         out = image.astype(np.float32, order="C")
-        rows = torch.from_numpy(out).view(out.shape[0], -1)
+        rows = torch.from_numpy(out).view(out.shape[0], out.shape[1] * out.shape[2])
         torch.addcmul(torch.from_numpy(shift_row), rows, torch.from_numpy(scale_row), out=rows)
         return out
 

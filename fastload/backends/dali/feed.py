@@ -170,7 +170,7 @@ class FeedReader:
         op = self.window_op
         if op is None:
             return None
-        return [op.window(op.decode(row[: op.param_count])) for row in params]
+        return [op.window(op.decode(row[: op.param_count])) for row in params.tolist()]
 
 
 def stored_as_is(store: Store, dtype: np.dtype, channels: int) -> bool:
