@@ -205,11 +205,12 @@ class BatchWriter:
             self.tensor = torch.empty(self.shape(h, w, c), dtype=_TORCH_DTYPES[np.dtype(self.dtype)],
                                       device=self.device)
             self.array = self.tensor.numpy() if self.xp is np else self.xp.from_dlpack(self.tensor)
-        if self.spec.normalize is not None:
+        if self.spec.normalize is not None and self.xp is np:
+            self._scale_shift = self.spec.scale_shift(c, pixel_dtype)
+        elif self.spec.normalize is not None:
             mean, std = self.spec.mean_std(c, pixel_dtype)
             shape = (c, 1, 1) if self.nchw else (c,)
             self._mean_std = (self.xp.asarray(mean.reshape(shape)), self.xp.asarray(std.reshape(shape)))
-            self._scale_shift = self.spec.scale_shift(c, pixel_dtype)
         self.to_8_bit = self.spec.to_8_bit(pixel_dtype)
 
     def put(self, index: int, sample: Any, op: str, where: str) -> None:
@@ -235,7 +236,7 @@ class BatchWriter:
 
     def _write(self, target: Any, source: Any) -> None:
         xp = self.xp
-        if self._mean_std is None:
+        if self.spec.normalize is None:
             if self.to_8_bit is not None and target.dtype == np.uint8:  # 16 -> 8 bit by range, as DALI's
                 source = xp.rint(source * np.float32(self.to_8_bit))
             elif xp is np and self.nchw and source.dtype == target.dtype:
@@ -243,7 +244,8 @@ class BatchWriter:
                 return
             target[...] = xp.moveaxis(source, -1, -3) if self.nchw else source
             return
-        if xp is np:  # one fused multiply-add per pixel, into the planes of the output (or of a float32 block)
+        # NumPy: one fused multiply-add a pixel, into the planes of the output (or of a float32 block)
+        if self._scale_shift is not None:
             planes = planes_of(source)
             scale, shift = self._scale_shift
             direct = self.nchw and target.dtype == np.float32
@@ -251,7 +253,7 @@ class BatchWriter:
             if not direct:
                 target[...] = out if self.nchw else np.moveaxis(out, -3, -1)
             return
-        mean, std = self._mean_std
+        mean, std = self._mean_std  # CuPy
         if self.nchw:
             source = xp.moveaxis(source, -1, -3)
         if target.dtype == np.float32:
