@@ -114,6 +114,15 @@ def test_one_sample_is_finished_as_the_loader_finishes_it():
     np.testing.assert_allclose(out.numpy(), (image.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5, rtol=1e-6)
 
 
+def test_one_16_bit_sample_is_brought_to_uint8_output_by_the_ranges_as_a_batch_is():
+    image = np.array([[[0, 257, 65535], [128, 32896, 65534]]], np.uint16)  # 1x2x3
+    spec = OutputSpec(dtype="uint8", layout="NHWC", pixel_dtype="uint16")
+    out = finish_sample(image, spec)
+    assert out.dtype == torch.uint8 and out.shape == (1, 2, 3)
+    assert np.array_equal(out.numpy(), np.rint(image * (255 / 65535)).astype(np.uint8))  # not wrapped mod 256
+    assert torch.equal(out, write_samples([image], spec)[0])
+
+
 def test_gray_images_are_repeated_into_the_channels_and_other_counts_refused():
     gray = np.ones((2, 2, 1), np.uint8)
     assert to_channels(gray, 3, "record 0").shape == (2, 2, 3)
