@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from imagefiles import pixels
 from storefiles import flip_byte_in_record
 
 import fastload
@@ -24,17 +25,20 @@ def _batches(store, backend, device="cpu", **kw):
     return torch.cat(images).cpu(), torch.cat(labels).cpu()
 
 
-def _host_matches_torch_backend(store, reference=None, **kw):
+def _host_matches_torch_backend(store, reference=None, exact=False, **kw):
     """The DALI backend on the CPU runs ``kw``'s ops in the host stage and gives the torch
-    backend's batches (on ``reference``, default the same store); returns its lowered ops.
-    The decoders are both libjpeg-turbo: equal here; another build, or the float32 feed vector
-    rounding an angle or a factor, may move a grey level here and there."""
+    backend's batches (on ``reference``, default the same store); returns its lowered ops. Both
+    apply the same draws (``Op.as_fed``) with the same code: ``exact`` where no decoder is
+    involved (arrays); encoded images go through DALI's libjpeg-turbo and OpenCV's, equal here,
+    but another build may move a grey level here and there."""
     ref, ref_labels = _batches(reference or store, "torch", **kw)
     loader = fastload.Loader(store, backend="dali", device="cpu", num_threads=2, batch_size=8, **kw)
     out, labels = map(torch.cat, zip(*loader))
     lowered = loader._get_backend().lowered
     assert lowered.host
     assert torch.equal(labels, ref_labels) and out.dtype == ref.dtype and out.shape == ref.shape
+    if exact:
+        assert torch.equal(out, ref), (out.float() - ref.float()).abs().max()
     assert (out.float() - ref.float()).abs().mean().item() < 0.01
     return lowered
 
@@ -445,8 +449,7 @@ def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
 ], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop"])
 def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmdb, augment):
     """On the CPU, DALI decodes (only the crop window of a leading random-resized crop) and the
-    host stage runs the ops with the torch backend's code and the feed's draws: same pixels (the
-    float32 feed vector rounds an angle or a factor: a grey level here and there)."""
+    host stage runs the ops with the torch backend's code and the feed's draws: same pixels."""
     _host_matches_torch_backend(small_lmdb, augment=augment, image_size=24, shuffle=True, seed=4)
 
 
@@ -481,6 +484,45 @@ def test_sixteen_bit_and_gray_stores_run_on_the_host_with_the_torch_backends_pix
     augment = [ops.RandomResizedCrop(24), ops.Flip(horizontal=True, vertical=True), ops.Rotate(max_degrees=10),
                ops.Normalize()]
     _host_matches_torch_backend(out, augment=augment, image_size=24, shuffle=True, seed=2)
+
+
+@fastload.op
+def _dimmed(x):  # the op lists' cheap custom op
+    return x * 0.9
+
+
+@pytest.mark.parametrize("channels,dtype", [(3, np.float32), (1, np.float32), (6, np.uint16)],
+                         ids=["rgb-float32", "gray-float32", "6ch-uint16"])
+@pytest.mark.parametrize("augment", [
+    [ops.RandomResizedCrop(24), ops.Flip(), ops.Normalize()],
+    [ops.RandomResizedCrop(24), ops.Flip(), ops.ColorJitter(0.4, 0.4, 0.4, 0.1), ops.Normalize()],
+    [ops.RandomResizedCrop(24), ops.Flip(horizontal=True, vertical=True), ops.Rotate(max_degrees=15),
+     ops.Normalize()],
+    [ops.RandomResizedCrop(24), ops.Flip(), ops.GaussianBlur(sigma=(0.1, 2.0), p=0.5), ops.Normalize()],
+    [ops.RandomResizedCrop(24), ops.Flip(), ops.Normalize(), _dimmed],
+    [ops.Resize(shorter=28), ops.CenterCrop(24), ops.Normalize()],
+], ids=["preset", "colorjitter", "radiology", "blur", "custom", "eval"])
+def test_array_stores_of_every_pixel_type_run_on_the_host_with_the_torch_backends_batches(
+        tmp_path_factory, channels, dtype, augment):
+    """Arrays (.npy: float32 in 0..1, 6-channel uint16) take every op list in the host stage, as
+    8-bit images do (float32 went to DALI's CPU operators: half the torch backend's rate, other
+    pixels), and give the torch backend's batches bit for bit: no decoder differs, and both apply
+    the feed's float32 draws."""
+    import io
+
+    root = tmp_path_factory.mktemp("arrays")
+    for i in range(12):
+        image = pixels(36 + i % 5, 40, channels, seed=i, dtype=np.uint16)
+        image = image.reshape(*image.shape[:2], channels)
+        if dtype == np.float32:
+            image = (image / 65535).astype(np.float32)
+        buffer = io.BytesIO()
+        np.save(buffer, image)
+        (root / "d" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        (root / "d" / f"c{i % 2}" / f"{i}.npy").write_bytes(buffer.getvalue())
+    out = str(root / "arrays.lmdb")
+    fastload.pack(str(root / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
+    _host_matches_torch_backend(out, augment=augment, shuffle=True, seed=6, exact=True)
 
 
 def _write_png(path, pixels):

@@ -354,8 +354,8 @@ def test_signed_and_32_bit_array_stores_are_read_by_both_backends_alike(tmp_path
     batches = [next(iter(fastload.Loader(out, batch_size=2, augment="eval", image_size=24, backend=b,
                                           device="cpu")))[0] for b in backends]
     assert all(b.shape == (2, 1, 24, 24) and torch.isfinite(b).all() for b in batches)
-    if len(batches) == 2:
-        assert torch.allclose(batches[0], batches[1], rtol=0.05, atol=0.05)  # the resamplers differ a little
+    if len(batches) == 2:  # DALI's host stage runs the torch backend's code on float32 pixels
+        assert torch.equal(batches[0], batches[1])
 
 
 def test_npy_values_read_in_place_as_np_load_reads_them():

@@ -10,8 +10,8 @@ declare themselves (no type checks here):
   list's trailing Normalize, the layout and dtype, 16-to-8-bit);
 * every other op lowers itself (``op.dali``), reading its drawn parameters from the feed.
 
-On the CPU, an op list of built-in ops and per-sample custom ops on 8- or 16-bit images ends at the
-decoded images (only the crop windows for a leading random-resized crop) instead: every op runs in
+On the CPU, an op list of built-in ops and per-sample custom ops (any pixel type, any channels) ends at
+the decoded images (only the crop windows for a leading random-resized crop) instead: every op runs in
 the host stage (``fastload.backends.dali.host``) with the torch backend's code, several times
 faster than DALI's CPU operators, custom ops in the same per-sample loop (no extra pass over the
 batch); a batch op at the end runs in the tail stage on the host stage's batch.

@@ -70,7 +70,7 @@ class _BatchDataset(Dataset):
         if self._shapes is None:
             self._shapes = self.store.record_shapes()  # here, in the worker: not pickled to it
         height, width = (int(n) for n in self._shapes[index][:2])
-        params = op.draw(rng, height, width)
+        params = op.as_fed(op.draw(rng, height, width))
         return op.after_window(self._decode(index, op.window(params)), params)
 
     def _augment(self, epoch: int, indices: tuple[int, ...]) -> list[np.ndarray]:
