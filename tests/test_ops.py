@@ -170,6 +170,29 @@ def test_color_jitter_contrast_keeps_mean_and_brightness_scales():
     np.testing.assert_allclose(brighter, image * 1.5, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+@pytest.mark.parametrize("channels", [1, 3, 6])
+def test_color_jitter_is_its_formula_on_every_pixel_type(dtype, channels):
+    """OpenCV's one pass (every pixel type a store is read as) gives ``M (c b x + (1 - c) b
+    mean(x))`` worked out in float64: within one level for integers (saturated), 1e-6 for floats."""
+    from fastload.ops.color import hsv_matrix
+
+    jitter = ops.ColorJitter(0.4, 0.4, 0.4, 0.1)
+    top = 1.0 if dtype == np.float32 else np.iinfo(dtype).max
+    image = (smooth(40, 48, channels, np.float32).reshape(40, 48, channels) * top).astype(dtype)[:, ::-1]
+    for seed in range(4):
+        params = jitter.as_fed(jitter.draw(np.random.default_rng(seed), 40, 48))
+        out = jitter.apply(image, params)
+        x = image.astype(np.float64) * params.brightness
+        x = x.mean() + params.contrast * (x - x.mean())
+        if channels == 3:
+            x = x @ hsv_matrix(params.hue * 360.0, params.saturation).astype(np.float64).T
+        if dtype != np.float32:
+            x = np.clip(np.rint(x), np.iinfo(dtype).min, np.iinfo(dtype).max)
+        assert out.dtype == dtype and out.shape == image.shape
+        assert np.abs(out - x).max() <= (1e-6 if dtype == np.float32 else 1.0)
+
+
 def test_blur_probability_zero_is_identity():
     image = IMAGES["rgb8"]
     assert np.array_equal(ops.GaussianBlur(p=0.0).numpy(image, np.random.default_rng(0)), image)
