@@ -76,6 +76,8 @@ def synthesize_cells(rng: Any, label: int, spec: ArraySpec) -> Any:
         canvas = cv2.GaussianBlur(canvas, (0, 0), blur)
         signal = 0.05 + 0.1 * background + (0.8 if ch == 0 else 0.5) * canvas
         out[ch] = signal + rng.normal(0, 0.01, (side, side)).astype(np.float32) * np.sqrt(signal + 0.1)
+    if np.dtype(spec.dtype).kind == "f":  # float pixels in 0..1
+        return np.clip(out, 0, 1).astype(spec.dtype)
     top = np.iinfo(spec.dtype).max
     return np.clip(out * top, 0, top).astype(spec.dtype)
 

@@ -27,13 +27,18 @@ The lists (DESIGN.md section 5; "size" is ``--image-size``):
   horizontal and vertical flips, Normalize with 6 means/stds. torchvision: a Dataset doing
   ``np.load`` into a 6xHxW uint16 tensor, then the same v2 ops.
 
+* ``float32``: the same kind of samples with 3 channels as float32 in 0..1 (what a dataset already
+  scaled, or DICOM real values, looks like), 512x512 ``.npy`` files: RandomResizedCrop(size),
+  horizontal and vertical flips, Normalize with 3 means/stds. torchvision: ``np.load`` into a
+  3xHxW float32 tensor, then the same v2 ops.
+
 * ``gray16-raw``, ``ch6-raw``: the same files and ops, fastload reading a store packed with
   ``payload="raw"`` (decoded arrays: no PNG decode, no .npy relayout per read; larger stores), the
   torchvision side unchanged. This is what fastload offers for decode-bound 16-bit data: a 16-bit
   PNG of ~512 px takes ~5 ms to decode with OpenCV or PIL, most of a sample's cost on both sides.
 
 Every list but ``uint8`` ends in Normalize (or the custom op after it): float32 NCHW batches.
-``--images`` is the photo count; the gray16 and ch6 sets have ``--other-images`` samples (a
+``--images`` is the photo count; the gray16, ch6 and float32 sets have ``--other-images`` samples (a
 6x512x512 uint16 sample is 3 MB). A fastload loader that fails on a list is reported (``failed,
 left out``) and the others are measured.
 """
@@ -65,19 +70,22 @@ __all__ = ["BASELINES", "DATA_KINDS", "LISTS", "FileDataset", "fastload_ops", "m
            "scale", "torchvision_dataset", "torchvision_ops"]
 
 LISTS = ("preset", "colorjitter", "radiology", "blur", "custom", "eval", "uint8", "gray16", "gray16-raw", "ch6",
-         "ch6-raw")
-# The data each list runs on: generated photos (or --data), 16-bit gray PNGs, 6-channel arrays.
+         "ch6-raw", "float32")
+# The data each list runs on: generated photos (or --data), 16-bit gray PNGs, 6-channel arrays,
+# float32 RGB arrays.
 DATA_KINDS = {name: "photos" for name in LISTS} | {name: name.removesuffix("-raw") for name in LISTS if "16" in name
-                                                    or "ch6" in name}
+                                                    or "ch6" in name or "float" in name}
 # "-raw" lists: the same files and ops, fastload reading a store of decoded arrays (pack's
 # payload="raw": no decode per read) where the others hold the files' own bytes
 STORES = {name: "lmdb-raw" if name.endswith("-raw") else "lmdb" for name in LISTS}
-BASELINES = {"photos": "ImageFolder (PIL)", "gray16": "Dataset: cv2.imread uint16", "ch6": "Dataset: np.load uint16"}
+BASELINES = {"photos": "ImageFolder (PIL)", "gray16": "Dataset: cv2.imread uint16", "ch6": "Dataset: np.load uint16",
+             "float32": "Dataset: np.load float32"}
 BLUR_SIGMA, BLUR_P, BLUR_KERNEL = (0.1, 2.0), 0.5, 13
 # About the generated sets' own statistics (0..1 units); the figures only need to be the same
 # on both sides.
 GRAY_MEAN, GRAY_STD = (0.45,), (0.25,)
 CH6_MEAN, CH6_STD = (0.15, 0.16, 0.17, 0.2, 0.24, 0.22), (0.14, 0.12, 0.12, 0.14, 0.15, 0.12)
+F32_MEAN, F32_STD = CH6_MEAN[:3], CH6_STD[:3]
 LOADERS = ("torchvision", "fastload dali", "fastload torch")
 
 
@@ -111,12 +119,13 @@ def fastload_ops(name: str, size: int) -> list[Any]:
             "eval": [ops.Resize(shorter=_resize_side(size)), ops.CenterCrop(size), norm],
             "uint8": [crop, ops.Flip()],
             "gray16": [ops.RandomResizedCrop(_resize_side(size)), hv, ops.Normalize(mean=GRAY_MEAN, std=GRAY_STD)],
-            "ch6": [crop, hv, ops.Normalize(mean=CH6_MEAN, std=CH6_STD)]}[name]
+            "ch6": [crop, hv, ops.Normalize(mean=CH6_MEAN, std=CH6_STD)],
+            "float32": [crop, hv, ops.Normalize(mean=F32_MEAN, std=F32_STD)]}[name]
 
 
 def torchvision_ops(name: str, size: int) -> Any:
-    """The same list as torchvision v2 transforms on uint8 (uint16 for gray16 and ch6) tensors,
-    then float32 and Normalize (uint8: none)."""
+    """The same list as torchvision v2 transforms on uint8 (uint16 for gray16 and ch6, float32 for
+    float32) tensors, then float32 and Normalize (uint8: none)."""
     from torchvision.transforms import v2
 
     name = name.removesuffix("-raw")
@@ -128,8 +137,9 @@ def torchvision_ops(name: str, size: int) -> Any:
              "colorjitter": [v2.ColorJitter(0.4, 0.4, 0.4, 0.1)],
              "radiology": [v2.RandomVerticalFlip(), v2.RandomRotation(15)],
              "blur": [v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=BLUR_P)],
-             "gray16": [v2.RandomVerticalFlip()], "ch6": [v2.RandomVerticalFlip()]}[name]
-    mean, std = {"gray16": (GRAY_MEAN, GRAY_STD), "ch6": (CH6_MEAN, CH6_STD)}.get(name, (IMAGENET_MEAN, IMAGENET_STD))
+             "gray16": [v2.RandomVerticalFlip()], "ch6": [v2.RandomVerticalFlip()], "float32": [v2.RandomVerticalFlip()]}[name]
+    mean, std = {"gray16": (GRAY_MEAN, GRAY_STD), "ch6": (CH6_MEAN, CH6_STD),
+                 "float32": (F32_MEAN, F32_STD)}.get(name, (IMAGENET_MEAN, IMAGENET_STD))
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     tail = {"uint8": [], "custom": tail + [v2.Lambda(_scale)]}.get(name, tail)
     return v2.Compose(head + extra + tail)
@@ -272,6 +282,8 @@ def prepare(kind: str, work: str, images: int, folder: str | None = None) -> Ben
         return prepare_data(work, spec=spec, formats=("lmdb", "lmdb-raw"))
     if kind == "ch6":
         return prepare_data(work, spec=ArraySpec(10, per_class, side=512, channels=6), formats=("lmdb", "lmdb-raw"))
+    if kind == "float32":
+        return prepare_data(work, spec=ArraySpec(10, per_class, side=512, channels=3, dtype="float32"), formats=("lmdb",))
     raise ValueError(f"unknown data kind {kind!r}; known: {', '.join(BASELINES)}")
 
 
@@ -280,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     p.add_argument("--work", default="bench-data", help="generated photos and store (reused)")
     p.add_argument("--data", help="an ImageFolder tree to use instead of generated photos")
     p.add_argument("--images", type=int, default=1000, help="generated photos (10 classes)")
-    p.add_argument("--other-images", type=int, help="generated gray16 PNGs and ch6 arrays, each "
+    p.add_argument("--other-images", type=int, help="generated gray16 PNGs, ch6 and float32 arrays, each "
                    "(10 classes; default: --images, at most 200)")
     p.add_argument("--lists", default=",".join(LISTS), help=f"comma-separated subset of {', '.join(LISTS)}")
     p.add_argument("--threads", type=int, default=2)

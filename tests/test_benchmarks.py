@@ -323,14 +323,16 @@ def test_a_gpu_training_row_reports_gpu_memory(tiny_data):
 
 @pytest.fixture(scope="module")
 def tiny_other_data(tmp_path_factory) -> dict[str, BenchData]:
-    """The op lists' other data kinds, tiny: 16-bit gray PNGs and 6-channel uint16 arrays."""
+    """The op lists' other data kinds, tiny: 16-bit gray PNGs, 6-channel uint16 and RGB float32 arrays."""
     from dataclasses import replace
 
     work = str(tmp_path_factory.mktemp("bench-other"))
     gray = replace(sample_spec(2, 12, short_side=(48, 64)), image_format="png16")
     formats = ("lmdb", "lmdb-raw")  # the "-raw" lists read the decoded arrays
     return {"gray16": prepare_data(work, spec=gray, formats=formats),
-            "ch6": prepare_data(work, spec=data_module.ArraySpec(2, 12, side=48), formats=formats)}
+            "ch6": prepare_data(work, spec=data_module.ArraySpec(2, 12, side=48), formats=formats),
+            "float32": prepare_data(work, spec=data_module.ArraySpec(2, 12, side=48, channels=3, dtype="float32"),
+                                    formats=("lmdb",))}
 
 
 @pytest.mark.skipif(loaders.LOADERS["torchvision"].unavailable() is not None, reason="no torchvision")
@@ -351,6 +353,7 @@ def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data,
     outputs = {name: by["torchvision"]["output"] for name, by in results.items()}
     assert outputs["uint8"] == "8x3x32x32 uint8" and outputs["eval"] == "8x3x32x32 float32"
     assert outputs["gray16"] == "8x1x37x37 float32" and outputs["ch6"] == "8x6x32x32 float32"
+    assert outputs["float32"] == "8x3x32x32 float32"
     printed = op_lists.table(results)
     assert "| radiology | ImageFolder" in printed and "| ch6 | Dataset: np.load" in printed
 
@@ -361,7 +364,9 @@ def test_op_lists_data_kinds_are_what_each_list_says(tiny_other_data):
     gray, cells = (fastload.open_store(tiny_other_data[k].stores["lmdb"]) for k in ("gray16", "ch6"))
     assert (gray.channels, gray.decode(0).dtype) == (1, np.uint16)
     assert (cells.channels, cells.decode(0).dtype, cells.decode(0).shape) == (6, np.uint16, (48, 48, 6))
-    assert len(gray) == len(cells) == 24
+    floats = fastload.open_store(tiny_other_data["float32"].stores["lmdb"])
+    assert (floats.channels, floats.decode(0).dtype) == (3, np.float32) and 0 <= floats.decode(0).min()
+    assert len(gray) == len(cells) == len(floats) == 24
 
 
 def test_gil_seconds_reach_every_configuration_and_the_table_shows_the_column():
