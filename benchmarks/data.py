@@ -128,8 +128,9 @@ def _describe(spec: fastload.SampleSpec | ArraySpec | None, count: int, classes:
 
 def _folder_name(spec: fastload.SampleSpec | ArraySpec) -> str:
     """The generated folder's name; JPEG sets keep the name they always had (stores reused)."""
-    if isinstance(spec, ArraySpec):
-        return f"arrays-{spec.num_classes}x{spec.per_class}-{spec.channels}ch"
+    if isinstance(spec, ArraySpec):  # uint16 sets keep their names; other types are named
+        kind = "" if spec.dtype == "uint16" else f"-{spec.dtype}"
+        return f"arrays-{spec.num_classes}x{spec.per_class}-{spec.channels}ch{kind}"
     suffix = "" if spec.image_format == "jpeg" else f"-{spec.image_format}"
     return f"sample-{spec.num_classes}x{spec.per_class}{suffix}"
 
