@@ -123,7 +123,7 @@ class ColorJitter(Op):
         matrix = (hsv_matrix(params.hue * 360.0, params.saturation).astype(np.float64)
                   if params.saturation != 1.0 or params.hue != 0.0 else np.eye(3))
         shift = (1.0 - c) * mean * matrix.sum(axis=1)
-        return cv2.transform(image, np.hstack([(c * b) * matrix, shift[:, None]]).astype(np.float32))
+        return cv2.transform(values.reshape(image.shape), np.hstack([(c * b) * matrix, shift[:, None]]).astype(np.float32))
 
     def encode(self, params: JitterParams) -> tuple[float, ...]:
         return tuple(float(v) for v in params)

@@ -79,8 +79,8 @@ PIXEL_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.flo
 def host_finishes(head: Sequence[Op], *, device: str, pixel_dtype: np.dtype, channels: int) -> bool:
     """Whether the host stage runs ``head`` (the ops DALI would run): on the CPU, images of any
     pixel type a store is read as (``PIXEL_DTYPES``; float32 went to DALI's CPU operators at half
-    the torch backend's rate) and any channel count, and an op list it can run (see ``_plan``): every built-in op,
-    with the torch backend's own code, and per-sample custom ops."""
+    the torch backend's rate) and any channel count, and an op list it can run (see ``_plan``):
+    every built-in op, with the torch backend's own code, and per-sample custom ops."""
     if device != "cpu" or np.dtype(pixel_dtype) not in PIXEL_DTYPES or channels < 1:
         return False
     return _plan(head, pixel_dtype) is not None
