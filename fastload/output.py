@@ -141,10 +141,15 @@ class OutputSpec:
         return scale_shift(*self.mean_std(channels, source_dtype))
 
     def to_8_bit(self, source_dtype: Any) -> float | None:
-        """The factor that brings wider integer pixels to uint8 output by the ranges, else None."""
-        if self.dtype != "uint8" or _kind(source_dtype) != "int" or self.max_value <= 255:
+        """The factor that brings pixels to uint8 output by the ranges, then rounded: wider
+        integers by their full scale (16-bit: x / 257), floats' 0..1 by 255 (and clipped: a float
+        image may leave 0..1, and a plain cast made 0..1 all zeros); None where none is needed."""
+        if self.dtype != "uint8":
             return None
-        return 255.0 / self.max_value
+        kind = _kind(source_dtype)
+        if kind == "f":
+            return 255.0
+        return 255.0 / self.max_value if kind == "int" and self.max_value > 255 else None
 
     def dali_args(self) -> dict[str, Any]:
         """DALI ``crop_mirror_normalize`` arguments that make this output from the pixel type's
@@ -155,8 +160,8 @@ class OutputSpec:
             args.update(mean=mean.tolist(), std=std.tolist())
         elif self.dtype != "uint8":
             args.update(mean=[0.0] * self.channels, std=[1.0] * self.channels)  # a cast only
-        elif self.max_value > 255:  # 16-bit to uint8 by the ranges (x / 257, rounded), not clamped
-            args.update(scale=255.0 / self.max_value)
+        elif self.to_8_bit(self.pixel_dtype) is not None:  # by the ranges (16-bit: x / 257), rounded
+            args.update(scale=self.to_8_bit(self.pixel_dtype))  # DALI saturates what leaves 0..255
         return args
 
 
@@ -183,7 +188,7 @@ class BatchWriter:
         self.pixel_dtype: np.dtype | None = None  # the samples' type, set by ``reserve``
         self._mean_std: tuple[Any, Any] | None = None  # CuPy's (x - mean) / std
         self._scale_shift: tuple[np.ndarray, np.ndarray] | None = None  # NumPy's x * a + b
-        self.to_8_bit: float | None = None  # 16 -> 8-bit factor, set by ``reserve``
+        self.to_8_bit: float | None = None  # to-uint8 factor (``OutputSpec.to_8_bit``), set by ``reserve``
 
     def _allocate(self, sample: Any) -> None:
         self.reserve(*sample.shape, np.dtype(sample.dtype))
@@ -237,8 +242,11 @@ class BatchWriter:
     def _write(self, target: Any, source: Any) -> None:
         xp = self.xp
         if self.spec.normalize is None:
-            if self.to_8_bit is not None and target.dtype == np.uint8:  # 16 -> 8 bit by range, as DALI's
+            if self.to_8_bit is not None and target.dtype == np.uint8:  # by the ranges, as DALI's
+                floats = source.dtype.kind == "f"
                 source = xp.rint(source * np.float32(self.to_8_bit))
+                if floats:  # a float image may leave 0..1 (16-bit pixels cannot leave their range)
+                    source = xp.clip(source, 0, 255)
             elif xp is np and self.nchw and source.dtype == target.dtype:
                 to_planes(source, target)
                 return
@@ -320,8 +328,8 @@ def finish_tensor(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
     if spec.normalize is not None:
         scale, shift = _torch_scale_shift(spec, images)
         images = torch.addcmul(shift, images.float(), scale).to(OUTPUT_DTYPES[spec.dtype])
-    elif spec.to_8_bit(images.dtype) is not None:  # 16 -> 8 bit by range
-        images = torch.round(images.float() * spec.to_8_bit(images.dtype)).to(torch.uint8)
+    elif spec.to_8_bit(images.dtype) is not None:  # by the ranges, rounded (floats may leave 0..1)
+        images = torch.round(images.float() * spec.to_8_bit(images.dtype)).clamp_(0, 255).to(torch.uint8)
     elif spec.dtype != "uint8" or images.dtype != torch.uint8:
         images = images.to(OUTPUT_DTYPES[spec.dtype])
     if spec.nchw and images.ndim == 4:

@@ -337,6 +337,24 @@ def test_uint8_output_of_16_bit_images_is_scaled_by_the_ranges(tmp_path, backend
     np.testing.assert_array_equal(got, np.rint(image / 257.0).astype(np.uint8))
 
 
+@pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
+@pytest.mark.parametrize("tail", [False, True])
+def test_uint8_output_of_float_images_is_scaled_by_255_and_clipped(tmp_path, backend, tail):
+    """float32 pixels are 0..1: uint8 output is round(x * 255), clipped where a value left 0..1
+    (a plain cast made every pixel 0), in the host stage, the torch backend and the batch stage."""
+    image = pixels(24, 24, 3, seed=2, dtype=np.uint16).astype(np.float32) / 60000  # a little above 1 too
+    image[0, :4, 0] = (-0.2, 0.5 / 255, 1.5 / 255, 2.0)
+    write(str(tmp_path / "d" / "x" / "b.npy"), _npy(image))
+    out = str(tmp_path / "d.lmdb")
+    fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
+    augment = [fastload.ops.CenterCrop(24)] + ([_unchanged] if tail else [])
+    loader = fastload.Loader(out, batch_size=1, augment=augment, backend=backend, device="cpu",
+                             output_dtype="uint8", layout="NHWC")
+    got = next(iter(loader))[0][0].numpy()
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, np.clip(np.rint(image * np.float32(255)), 0, 255).astype(np.uint8))
+
+
 @pytest.mark.parametrize("dtype", ["int16", "int32", "uint32"])
 def test_signed_and_32_bit_array_stores_are_read_by_both_backends_alike(tmp_path, dtype):
     """int16 (Hounsfield units from DICOM) and 32-bit integer arrays: DALI knew only uint8,
