@@ -246,7 +246,7 @@ class Loader:
         labels: with a folder ``source``: a CSV naming its files (and labels), as
             ``fastload pack --labels``; rows keep the CSV's order.
         tta: test-time views ("identity", "hflip", "vflip", "five-crop", "ten-crop", or fixed
-            ops): batches are then ``(B, V, C, H, W)`` (fastload.tta).
+            ops; a list, or one of them): batches are then ``(B, V, C, H, W)`` (fastload.tta).
         return_index: yield ``(images, labels, indices)``: ``indices`` the batch's store record
             indices (int64, CPU), the same whatever the backend, rank, epoch or resume;
             ``loader.dataset.describe(indices)`` gives their paths, labels and metadata.
@@ -295,7 +295,7 @@ class Loader:
         prefetch_factor: int | None = None,
         generator: torch.Generator | None = None,
         labels: str | os.PathLike[str] | None = None,
-        tta: Sequence[str | Op] | None = None,
+        tta: Sequence[str | Op] | str | None = None,
         return_index: bool = False,
         log_every: int | None = None,
         loss_sampling: LossSampling | bool | None = None,

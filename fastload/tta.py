@@ -75,10 +75,11 @@ def fixed_params(op: Op) -> Any:
     return a
 
 
-def resolve_views(tta: Sequence[str | Op] | None) -> list[View]:
-    """The views of a ``tta=`` list (names and fixed ops), in order; [] for None."""
+def resolve_views(tta: Sequence[str | Op] | str | Op | None) -> list[View]:
+    """The views of a ``tta=`` list (names and fixed ops), in order; one name or op alone is a
+    list of one (``tta="ten-crop"``); [] for None."""
     views: list[View] = []
-    for entry in tta or ():
+    for entry in [tta] if isinstance(tta, (str, Op)) else tta or ():
         if isinstance(entry, Op):
             fixed_params(entry)
             views.append(View(op=entry, name=type(entry).__name__))

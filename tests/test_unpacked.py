@@ -122,6 +122,15 @@ def test_tta_views_agree_between_backends(test_folder):
         assert (dali[:, v] - ref[:, v]).abs().mean().item() < 0.1, v
 
 
+def test_one_tta_view_name_alone_is_a_list_of_one():
+    """``tta="ten-crop"`` (a name alone, as people write it) is ``["ten-crop"]``, not its letters."""
+    from fastload.tta import resolve_views
+
+    assert resolve_views("ten-crop") == resolve_views(["ten-crop"]) and len(resolve_views("ten-crop")) == 10
+    flip = ops.Flip(horizontal=True, p=1.0)
+    assert resolve_views(flip) == resolve_views([flip])
+
+
 def test_tta_needs_a_final_crop_and_fixed_ops(small_lmdb):
     with pytest.raises(ValueError, match="CenterCrop"):
         fastload.Loader(small_lmdb, augment=[ops.Resize(size=32)], tta=["five-crop"], backend="torch")
