@@ -10,8 +10,8 @@ cut at the view's position, and the view may mirror, flip or apply one fixed op 
     ten-crop    five-crop, then five-crop of the mirrored image (torchvision's TenCrop order)
     an op       a fixed op, e.g. Rotate(max_degrees=(10, 10)), before the final crop
 
-In DALI pipelines the views are branches of one graph (on the GPU where the pipeline runs); the
-torch backend computes them in its workers.
+In GPU DALI pipelines the views are branches of one graph; on the CPU the DALI backend's host
+stage cuts them with ``apply_view`` as the torch backend's workers do (the same pixels).
 """
 
 from __future__ import annotations

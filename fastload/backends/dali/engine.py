@@ -114,8 +114,8 @@ def _host_finish(lowered: LoweredOps, whole: bool, config: BackendConfig) -> Hos
     the feed cut the first op's window, so it does); with a tail, into the batch the tail stage
     takes from it."""
     output = tail_input(lowered.head, lowered.output) if lowered.tail else lowered.output
-    return HostFinish(lowered.head, lowered.params, cut=whole, threads=config.num_threads,
-                      output=output, seed=config.seed)  # type: ignore[arg-type]
+    return HostFinish(lowered.head, lowered.params, cut=whole, threads=config.num_threads, output=output,
+                      seed=config.seed, views=lowered.views, final_crop=lowered.final_crop)  # type: ignore[arg-type]
 
 
 class DaliEngine:

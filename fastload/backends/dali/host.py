@@ -16,7 +16,9 @@ normalization) with the output stage's ``fastload.output.BatchWriter``. The thre
 Loader only starts the threads: O(threads) Python per batch.
 
 The ops are the torch backend's own, so both backends compute the same pixels from the same
-decoded image, for 8- and 16-bit images of any channel count (gray, RGB, multi-channel arrays).
+decoded image, for every pixel type a store is read as and any channel count (gray, RGB,
+multi-channel arrays); test-time views too (``fastload.tta.apply_view`` on each sample: a batch of
+B samples and V views is written as B x V samples, then seen as ``(B, V, ...)``).
 Per-sample custom ops (``@fastload.op``) run in the same per-sample loop, wherever they sit in
 the list, each with the torch backend's generator for the sample (``[seed, epoch, record]``): a
 custom op after the preset costs its own work and nothing more (no second pass over a finished
@@ -38,6 +40,7 @@ from ...ops.custom import BatchOp, CustomOp
 from ...output import BatchWriter, OutputSpec, unreferenced
 from ...pixels import to_planes
 from ...threads import LazyThreadPool, run_chunks
+from ...tta import View, apply_view
 from .params import ParamLayout
 
 __all__ = ["HostFinish", "host_finishes", "tail_input"]
@@ -138,17 +141,21 @@ class HostFinish:
             ``tail_input``); its ``normalize`` is applied after the ops.
         seed: the loader's seed: a custom op's generator is seeded ``[seed, epoch, record]``, as
             in the torch backend.
+        views: test-time views of each sample (``fastload.tta``), cut around ``final_crop``
+            (the op list's last crop, not in ``head``): batches are then ``(B, V, ...)``.
     """
 
     def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int,
-                 output: OutputSpec, seed: int = 0) -> None:
-        plan = _plan(head, output.pixel_dtype)
+                 output: OutputSpec, seed: int = 0, views: Sequence[View] = (), final_crop: Op | None = None) -> None:
+        plan = _plan([*head, final_crop] if final_crop is not None else head, output.pixel_dtype)
         if plan is None:
             raise ValueError(f"the host stage cannot run {[type(op).__name__ for op in head]}")
-        self._ops, self._size, self._dtype = plan
+        _, self._size, self._dtype = plan
+        self._ops = list(head)
+        self._views, self._final_crop = tuple(views), final_crop
         # a leading window op (a random-resized crop) comes as its window (decoded, or cut by the
         # feed) or is cut here (whole arrays)
-        self._crop = reads_window(self._ops[0])
+        self._crop = bool(self._ops) and reads_window(self._ops[0])
         self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops) if op.param_count]
         self._custom = {k: op._takes_rng() for k, op in enumerate(self._ops) if isinstance(op, CustomOp)}
         self.cut = cut and self._crop
@@ -160,15 +167,16 @@ class HostFinish:
                  records: Sequence[int] | None = None) -> torch.Tensor:
         """The finished batch from DALI's decoded images (a TensorListCPU of HWC images of the
         pixel type), the batch's parameter vectors, and (for custom ops) its epoch and records."""
-        count = len(images)
+        count, per = len(images), max(1, len(self._views))
         batch = _Batch(images, params, epoch, range(count) if records is None else [int(r) for r in records])
-        out = BatchWriter(np, torch.device("cpu"), count, self.output)
+        out = BatchWriter(np, torch.device("cpu"), count * per, self.output)  # views: B x V samples
         if self._size is not None:
             self._reserve(out, (*self._size, self.output.channels), self._dtype)
         sizing = threading.Lock()  # a custom op decides the size: the first sample done sizes the batch
         run_chunks(self._pool.get(), count, self.threads, lambda chunk: self._chunk(chunk, batch, out, sizing),
                    cost=lambda: _pixels(images))
-        return out.tensor  # type: ignore[return-value]
+        tensor = out.tensor
+        return tensor.view(count, per, *tensor.shape[1:]) if self._views else tensor  # type: ignore[union-attr]
 
     def _reserve(self, out: BatchWriter, shape: tuple[int, int, int], dtype: np.dtype) -> None:
         out.reserve(*shape, dtype, into=self._buffers.take(out.shape(*shape), np.dtype(out.dtype)))
@@ -189,6 +197,12 @@ class HostFinish:
                 image = op.apply(image, decoded.get(k))
         return image
 
+    def _viewed(self, image: np.ndarray) -> list[np.ndarray]:
+        """The sample's test-time views (the sample alone without views)."""
+        if not self._views:
+            return [image]
+        return [apply_view(view, image, self._final_crop) for view in self._views]  # type: ignore[arg-type]
+
     def _chunk(self, indices: range, batch: _Batch, out: BatchWriter, sizing: threading.Lock) -> None:
         """A few samples, in one thread: each runs the ops into a staging block laid out as the
         output (its channel planes for NCHW: OpenCV's split of a sample just made, ~1.3 us more
@@ -197,31 +211,34 @@ class HostFinish:
         when there is nothing to finish (no Normalize, no cast). Where a custom op decides the size, the
         first sample a thread finishes sizes the batch (every thread starts at once: none waits for
         a first sample run alone)."""
-        first = self._sample(indices.start, batch)
+        first = self._viewed(self._sample(indices.start, batch))
         if self._size is None:
             with sizing:
                 if out.array is None:
-                    self._reserve(out, first.shape, first.dtype)
+                    self._reserve(out, first[0].shape, first[0].dtype)
         height, width, channels = out.sample_shape
         spec = self.output
         direct = spec.normalize is None and out.to_8_bit is None and np.dtype(out.dtype) == np.dtype(out.pixel_dtype)
+        per = len(first)  # samples written per sample: its views
+        start, stop = indices.start * per, indices.stop * per
         if direct:
-            staging = out.array[indices.start : indices.stop]
+            staging = out.array[start:stop]
         else:
-            staging = np.empty(spec.shape(len(indices), height, width, channels), out.pixel_dtype)
+            staging = np.empty(spec.shape(stop - start, height, width, channels), out.pixel_dtype)
         for j, i in enumerate(indices):
-            image = first if j == 0 else self._sample(i, batch)
-            if image.shape != (height, width, channels):
-                raise ValueError(f"{describe_sample((self.seed, batch.epoch, batch.records[i]))} came out of the ops "
-                                 f"{image.shape} while another of the batch came out {(height, width, channels)}; a batch "
-                                 "needs one size: end the augment list with a fixed-size op (RandomResizedCrop, "
-                                 "CenterCrop, Resize(size=...)) or make the custom op return one size")
-            if spec.nchw:  # each sample into its planes while it is in the cache (pixels.to_planes)
-                to_planes(image, staging[j])
-            else:
-                staging[j] = image
+            for v, image in enumerate(first if j == 0 else self._viewed(self._sample(i, batch))):
+                if image.shape != (height, width, channels):
+                    raise ValueError(f"{describe_sample((self.seed, batch.epoch, batch.records[i]))} came out of the "
+                                     f"ops {image.shape} while another of the batch came out {(height, width, channels)}; "
+                                     "a batch needs one size: end the augment list with a fixed-size op "
+                                     "(RandomResizedCrop, CenterCrop, Resize(size=...)) or make the custom op return "
+                                     "one size")
+                if spec.nchw:  # each sample into its planes while it is in the cache (pixels.to_planes)
+                    to_planes(image, staging[j * per + v])
+                else:
+                    staging[j * per + v] = image
         if not direct:
-            out.put_range(indices.start, staging.transpose(0, 2, 3, 1) if spec.nchw else staging)  # NHWC views
+            out.put_range(start, staging.transpose(0, 2, 3, 1) if spec.nchw else staging)  # NHWC views
 
     def close(self) -> None:
         """Let the pool's threads go."""

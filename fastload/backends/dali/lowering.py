@@ -140,7 +140,11 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Se
             raise ValueError("test-time views and custom ops at the end of the augment list cannot be "
                              "combined yet; move the custom ops before the final crop")
         head, crop, _ = split_for_views(ops, views)
-        return LoweredOps(tuple(head), (), output, ParamLayout(head), _fuses(head, encoded), 0, tuple(views), crop)
+        # on the CPU the host stage cuts the views as the torch backend does (apply_view)
+        host = host_finishes([*head, crop] if crop is not None else head, device=device,
+                             pixel_dtype=output.pixel_dtype, channels=output.channels)
+        return LoweredOps(tuple(head), (), output, ParamLayout(head), _fuses(head, encoded), 0, tuple(views), crop,
+                          host=host)
     pixels = {"device": device, "pixel_dtype": output.pixel_dtype, "channels": output.channels}
     if host_finishes(ops, **pixels):  # (a batch op needs the whole batch: not the host stage's)
         # every op, per-sample custom ops included, in the host stage: one pass, no tail
