@@ -407,6 +407,22 @@ def test_a_window_of_an_array_is_decoded_as_the_whole_array_cut():
             images.decode(_npy(_sample(0)), "x.npy", window=outside)
 
 
+def test_an_array_is_laid_out_into_the_buffer_it_is_given():
+    """``decode(into=)`` (the DALI feed's slot) lays a .npy's window, or the whole array, out at the
+    buffer's start: the values ``decode`` gives alone, for planes first or last, C or Fortran order,
+    big-endian; a buffer too small or misaligned for the type is left alone."""
+    arrays = (_sample(0), np.moveaxis(_sample(1), 2, 0), np.asfortranarray(np.moveaxis(_sample(2), 2, 0)),
+              _sample(4).astype(">u2"), np.moveaxis(_sample(5), 2, 0).astype(np.float32) / 65535)
+    for data in [_npy(array) for array in arrays]:
+        for window in (None, (3, 5, 20, 17)):
+            into = np.zeros(1 << 16, np.uint8)
+            got = images.decode(data, "x.npy", window, into=into)
+            assert got.ctypes.data == into.ctypes.data and got.flags.c_contiguous
+            assert np.array_equal(got, images.decode(data, "x.npy", window))
+        for unfit in (np.zeros(16, np.uint8), np.zeros(1 << 16, np.uint8)[1:]):
+            assert images.decode(data, "x.npy", into=unfit).ctypes.data != unfit.ctypes.data
+
+
 @pytest.mark.parametrize("payload", ["encoded", "raw"])
 def test_a_store_decodes_a_window_of_a_record(tmp_path, payload):
     for i in range(2):

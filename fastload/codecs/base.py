@@ -67,8 +67,10 @@ class Codec:
             (None: every input of its formats).
         sniff: a weaker test than magic bytes, tried only when no codec's magic matched (DICOM
             files without a preamble); None: magic bytes only.
-        decode_window: ``(data, format, path, window) -> the window of decode's array``, for a
-            codec that decodes a window for less than the whole image; None: decode, then cut.
+        decode_window: ``(data, format, path, window, into) -> the window of decode's array``
+            (``window`` None: the whole), for a codec that decodes a window for less than the whole
+            image; ``into``: None, or a flat uint8 buffer the result may be laid out at the start
+            of (a feed slot: no copy after); None: decode, then cut.
     """
 
     name: str
@@ -78,7 +80,7 @@ class Codec:
     decode: Callable[[bytes, str, str], np.ndarray]
     claims: Callable[[bytes, str, str], bool] | None = None
     sniff: Callable[[bytes], bool] | None = None
-    decode_window: Callable[[bytes, str, str, Window], np.ndarray] | None = None
+    decode_window: Callable[[bytes, str, str, Window | None, np.ndarray | None], np.ndarray] | None = None
 
 
 def check_window(height: int, width: int, window: Window, path: str) -> None:

@@ -80,19 +80,21 @@ def probe(data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXE
     return _codec_for(data, fmt, path).probe(data, fmt, path, max_pixels)
 
 
-def decode(data: bytes, path: str = "<bytes>", window: Window | None = None) -> np.ndarray:
+def decode(data: bytes, path: str = "<bytes>", window: Window | None = None, *,
+           into: np.ndarray | None = None) -> np.ndarray:
     """Decode encoded bytes to an ``HxWxC`` array by the policy: C = 1 or 3, uint8 or uint16
     for images; every channel, uint8, uint16 or float32 for arrays (.npy, array TIFFs).
 
     ``window``: (top, left, height, width) of the decoded image to return (a random-resized
     crop's): codecs that can decode less for it do (arrays); the others decode the whole image and
-    return the window's view."""
+    return the window's view. ``into``: a flat uint8 buffer the result may be laid out at the start
+    of, by codecs that can (arrays: the DALI feed's slot, one copy less); others ignore it."""
     fmt = sniff_format(data)
     codec = FALLBACK if fmt is None else _codec_for(data, fmt, path)
+    if codec.decode_window is not None and (window is not None or into is not None):
+        return codec.decode_window(data, fmt, path, window, into)
     if window is None:
         return codec.decode(data, fmt, path)
-    if codec.decode_window is not None:
-        return codec.decode_window(data, fmt, path, window)
     return cut_window(codec.decode(data, fmt, path), window, path)
 
 

@@ -231,16 +231,16 @@ class StoreReader(RecordSource):
         payload = self._as_array(index, data) if self.header.payload == "raw" else data
         return payload, int(self.table.labels[index])
 
-    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
         """Record ``index`` as an ``HxWxC`` array (uint8, or uint16 for 16-bit sources); with a
-        ``window``, only that part (a raw record's: a view)."""
+        ``window``, only that part (a raw record's: a view); ``into``: see ``codecs.images.decode``."""
         index = self._check_index(index)
         data = self.read(index)
         try:
             if self.header.payload == "raw":
                 array = self._as_array(index, data)
                 return array if window is None else cut_window(array, window, self.path)
-            return images.decode(data, path=f"{self.path}[{index}]", window=window)
+            return images.decode(data, path=f"{self.path}[{index}]", window=window, into=into)
         except images.BadInputError as exc:
             raise self._corrupt(index, exc.reason) from None
 

@@ -158,9 +158,9 @@ class ShardedStore(RecordSource):
         shard, local = self._locate(index)
         return shard.get(local)
 
-    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
         shard, local = self._locate(index)
-        return shard.decode(local, window)
+        return shard.decode(local, window, into=into)
 
     def close(self) -> None:
         for shard in self.shards:

@@ -64,9 +64,10 @@ class RecordSource(HeaderFacts, ABC):
         """The stored bytes of record ``index``; its checksum checked unless ``verify=False``."""
 
     @abstractmethod
-    def decode(self, index: int, window: Window | None = None) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
         """Record ``index`` as an ``HxWxC`` array, by the decode policy (docs/FORMAT.md); with a
-        ``window`` (top, left, height, width), only that part of it (``codecs.images.decode``)."""
+        ``window`` (top, left, height, width), only that part of it; ``into``: a flat uint8 buffer
+        the result may be laid out at the start of (``codecs.images.decode``)."""
 
     def close(self) -> None:  # noqa: B027 - most sources hold no handle: nothing to release
         """Release open handles (a source reopens them when read again)."""

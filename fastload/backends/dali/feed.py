@@ -122,8 +122,8 @@ class FeedReader:
         self.raw_as_is = spec.mode == "arrays" and stored_as_is(self.store, self.dtype, spec.channels)
         self.window_op = ops[0] if spec.windows and not self.raw_as_is else None
 
-    def _array(self, index: int, window: tuple[int, int, int, int] | None) -> np.ndarray:
-        image = np.asarray(self.store.decode(index, window))
+    def _array(self, index: int, window: tuple[int, int, int, int] | None, into: np.ndarray) -> np.ndarray:
+        image = np.asarray(self.store.decode(index, window, into=into))
         if image.ndim == 2:
             image = image[:, :, None]
         if image.shape[2] == 1 and self.spec.channels > 1:
@@ -139,11 +139,12 @@ class FeedReader:
             size = self.store.read_into(index, memoryview(out), self.spec.verify)
             span[1:] = size, *(self.shapes[index][:2] if self.raw_as_is else (0, 0))
             return
-        array = self._array(index, window)
+        array = self._array(index, window, out)
         payload = array.reshape(-1).view(np.uint8)
         if payload.size > out.size:
             raise self.store.too_large(index, payload.size, out.size)
-        out[: payload.size] = payload
+        if payload.ctypes.data != out.ctypes.data:  # not decoded in place (codecs that cannot, conversions)
+            out[: payload.size] = payload
         span[1:] = payload.size, *array.shape[:2]
 
     def fill(self, slot: memoryview, epoch: int, indices: np.ndarray) -> int:
