@@ -320,31 +320,26 @@ def _unchanged(x):
     return x
 
 
-@pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
-@pytest.mark.parametrize("tail", [False, True])
-def test_uint8_output_of_16_bit_images_is_scaled_by_the_ranges(tmp_path, backend, tail):
-    """Not wrapped (torch's cast) nor clamped (DALI's): round(x / 257), in DALI's pipeline, in
-    the torch backend and in the batch stage (a custom op at the end)."""
+def _sixteen_bit_png() -> tuple[str, bytes, np.ndarray]:
     image = pixels(24, 24, 3, seed=2, dtype=np.uint16)
-    write(str(tmp_path / "d" / "x" / "b.png"), png16(image))
-    out = str(tmp_path / "d.lmdb")
-    fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
-    augment = [fastload.ops.CenterCrop(24)] + ([_unchanged] if tail else [])
-    loader = fastload.Loader(out, batch_size=1, augment=augment, backend=backend, device="cpu",
-                             output_dtype="uint8", layout="NHWC")
-    got = next(iter(loader))[0][0].numpy()
-    assert got.dtype == np.uint8
-    np.testing.assert_array_equal(got, np.rint(image / 257.0).astype(np.uint8))
+    return "b.png", png16(image), np.rint(image / 257.0).astype(np.uint8)
 
 
-@pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
-@pytest.mark.parametrize("tail", [False, True])
-def test_uint8_output_of_float_images_is_scaled_by_255_and_clipped(tmp_path, backend, tail):
-    """float32 pixels are 0..1: uint8 output is round(x * 255), clipped where a value left 0..1
-    (a plain cast made every pixel 0), in the host stage, the torch backend and the batch stage."""
+def _float_npy() -> tuple[str, bytes, np.ndarray]:
     image = pixels(24, 24, 3, seed=2, dtype=np.uint16).astype(np.float32) / 60000  # a little above 1 too
     image[0, :4, 0] = (-0.2, 0.5 / 255, 1.5 / 255, 2.0)
-    write(str(tmp_path / "d" / "x" / "b.npy"), _npy(image))
+    return "b.npy", _npy(image), np.clip(np.rint(image * np.float32(255)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
+@pytest.mark.parametrize("tail", [False, True])
+@pytest.mark.parametrize("source", [_sixteen_bit_png, _float_npy], ids=["16-bit", "float"])
+def test_uint8_output_is_scaled_by_the_ranges(tmp_path, backend, tail, source):
+    """Not wrapped (torch's cast) nor clamped (DALI's): 16-bit images give round(x / 257), float
+    images (0..1) round(x * 255) clipped where a value left 0..1 (a plain cast made every pixel 0);
+    in DALI's pipeline or host stage, the torch backend and the batch stage (a custom op at the end)."""
+    name, data, expected = source()
+    write(str(tmp_path / "d" / "x" / name), data)
     out = str(tmp_path / "d.lmdb")
     fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
     augment = [fastload.ops.CenterCrop(24)] + ([_unchanged] if tail else [])
@@ -352,7 +347,7 @@ def test_uint8_output_of_float_images_is_scaled_by_255_and_clipped(tmp_path, bac
                              output_dtype="uint8", layout="NHWC")
     got = next(iter(loader))[0][0].numpy()
     assert got.dtype == np.uint8
-    np.testing.assert_array_equal(got, np.clip(np.rint(image * np.float32(255)), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("dtype", ["int16", "int32", "uint32"])
