@@ -1,5 +1,5 @@
-"""fastload/threads.py: the lazily started pool, run_all and run_chunks, which the host stage and the batch
-stage hand their per-batch shares to."""
+"""fastload/threads.py: the lazily started pool (threads woken through a pipe), run_all and
+run_chunks, which the host stage and the batch stage hand their per-batch shares to."""
 
 from __future__ import annotations
 
@@ -115,4 +115,43 @@ def test_run_chunks_hands_out_the_costliest_items_first_when_threads_are_many():
     seen.clear()
     run_chunks(pool.get(), 64, 2, lambda chunk: seen.extend(chunk), cost=never)
     assert seen == list(range(64))
+    pool.close()
+
+
+def test_a_pool_thread_outlives_a_failing_task_and_all_threads_end_on_close():
+    """A task that raises leaves its thread serving (``run_all`` hands the error to the caller);
+    ``close`` ends every thread once it has finished what it took, and a later ``get`` starts anew."""
+    pool = LazyThreadPool(2, "test-pipe")
+    with pytest.raises(ValueError, match="bad sample"):
+        run_all(pool.get(), [lambda: (_ for _ in ()).throw(ValueError("bad sample"))] * 3)
+    seen = []
+    run_all(pool.get(), [lambda k=k: seen.append(k) for k in range(5)])
+    assert sorted(seen) == list(range(5))
+    threads = [t for t in threading.enumerate() if t.name.startswith("test-pipe_")]
+    assert len(threads) == 2
+    pool.close()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    run_all(pool.get(), [lambda: seen.append("again")])
+    assert seen[-1] == "again"
+    pool.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_a_forked_child_gets_a_pool_of_its_own():
+    """Threads do not survive a fork: the child's ``get`` starts a pool whose threads run its tasks."""
+    import os
+
+    pool = LazyThreadPool(2, "test-fork")
+    run_all(pool.get(), [lambda: None])
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its own pool ran the task
+        ran = []
+        try:
+            run_all(pool.get(), [lambda: ran.append(1)])
+        finally:
+            os._exit(0 if ran == [1] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
     pool.close()
