@@ -70,8 +70,12 @@ def run_all(pool: PipePool, tasks: Sequence[Callable[[], object]]) -> None:
     module docstring), instead of once per task as waiting on each future does."""
     if not tasks:
         return
-    lock, left, errors = threading.Lock(), [len(tasks)], []
+    lock, left, errors, abandoned = threading.Lock(), [len(tasks)], [], [False]
     done, finished = os.pipe()
+
+    def close() -> None:
+        os.close(done)
+        os.close(finished)
 
     def run(task: Callable[[], object]) -> None:
         try:
@@ -79,19 +83,23 @@ def run_all(pool: PipePool, tasks: Sequence[Callable[[], object]]) -> None:
         except BaseException as exc:  # handed to the caller
             errors.append(exc)
         finally:
-            with lock:
+            with lock:  # the wake-up is written under the lock: the caller closes only after it
                 left[0] -= 1
-                last = left[0] == 0
-            if last:
-                os.write(finished, b"x")
+                if left[0] == 0 and abandoned[0]:  # the caller stopped waiting (an interrupt)
+                    close()
+                elif left[0] == 0:
+                    os.write(finished, b"x")
 
     try:
         for task in tasks:
             pool.submit(lambda task=task: run(task))
         os.read(done, 1)
     finally:
-        os.close(done)
-        os.close(finished)
+        with lock:  # closed here only once no task can write: a closed number may be reused
+            over = left[0] == 0
+            abandoned[0] = not over
+        if over:
+            close()
     if errors:
         raise errors[0]
 
