@@ -141,14 +141,16 @@ class OutputSpec:
         return scale_shift(*self.mean_std(channels, source_dtype))
 
     def to_8_bit(self, source_dtype: Any) -> float | None:
-        """The factor that brings pixels to uint8 output by the ranges, then rounded: wider
-        integers by their full scale (16-bit: x / 257), floats' 0..1 by 255 (and clipped: a float
-        image may leave 0..1, and a plain cast made 0..1 all zeros); None where none is needed."""
+        """The factor that brings ``source_dtype`` samples to uint8 output by the ranges, then
+        rounded: wider integers by their full scale (16-bit: x / 257); float samples are in the
+        store's pixel units (0..1 for a float store, 0..255 after an op made floats of 8-bit pixels,
+        0..65535 of 16-bit ones) and are clipped too (a float image may leave its range, and a
+        plain cast made a float store's 0..1 all zeros); None for uint8 samples."""
         if self.dtype != "uint8":
             return None
         kind = _kind(source_dtype)
         if kind == "f":
-            return 255.0
+            return 255.0 / self.max_value
         return 255.0 / self.max_value if kind == "int" and self.max_value > 255 else None
 
     def dali_args(self) -> dict[str, Any]:
@@ -245,7 +247,7 @@ class BatchWriter:
             if self.to_8_bit is not None and target.dtype == np.uint8:  # by the ranges, as DALI's
                 floats = source.dtype.kind == "f"
                 source = xp.rint(source * np.float32(self.to_8_bit))
-                if floats:  # a float image may leave 0..1 (16-bit pixels cannot leave their range)
+                if floats:  # a float image may leave its range (16-bit pixels cannot)
                     source = xp.clip(source, 0, 255)
             elif xp is np and self.nchw and source.dtype == target.dtype:
                 to_planes(source, target)
@@ -328,7 +330,7 @@ def finish_tensor(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
     if spec.normalize is not None:
         scale, shift = _torch_scale_shift(spec, images)
         images = torch.addcmul(shift, images.float(), scale).to(OUTPUT_DTYPES[spec.dtype])
-    elif spec.to_8_bit(images.dtype) is not None:  # by the ranges, rounded (floats may leave 0..1)
+    elif spec.to_8_bit(images.dtype) is not None:  # by the ranges, rounded (floats may leave theirs)
         images = torch.round(images.float() * spec.to_8_bit(images.dtype)).clamp_(0, 255).to(torch.uint8)
     elif spec.dtype != "uint8" or images.dtype != torch.uint8:
         images = images.to(OUTPUT_DTYPES[spec.dtype])

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from imagefiles import pixels, png16, write
+from imagefiles import encode, pixels, png16, write
 
 import fastload
 from fastload.cli import main
@@ -348,6 +348,25 @@ def test_uint8_output_is_scaled_by_the_ranges(tmp_path, backend, tail, source):
     got = next(iter(loader))[0][0].numpy()
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
+
+
+@fastload.op
+def _brighter(x):  # floats of 8-bit pixels, some past 255
+    return x * 1.3 - 10.25
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
+def test_uint8_output_of_floats_an_op_made_of_8_bit_pixels_is_rounded_and_saturated(tmp_path, backend):
+    """Floats in 8-bit units (a custom op's): rounded and clipped to 0..255, not truncated or wrapped
+    by a cast, nor scaled as a float store's 0..1 would be."""
+    image = pixels(24, 24, 3, seed=4)
+    write(str(tmp_path / "d" / "x" / "a.png"), encode(image, "PNG"))
+    out = str(tmp_path / "d.lmdb")
+    fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
+    loader = fastload.Loader(out, batch_size=1, augment=[fastload.ops.CenterCrop(24), _brighter], backend=backend,
+                             device="cpu", output_dtype="uint8", layout="NHWC")
+    got = next(iter(loader))[0][0].numpy()
+    np.testing.assert_array_equal(got, np.clip(np.rint(image * 1.3 - 10.25), 0, 255).astype(np.uint8))
 
 
 @pytest.mark.parametrize("dtype", ["int16", "int32", "uint32"])
