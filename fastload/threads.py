@@ -8,8 +8,8 @@ release the GIL around the system call. A ``queue``, ``Event`` or future wakes t
 while the waker holds the GIL: on busy cores the woken thread can preempt the waker right there,
 and the GIL stays held by a thread that does not run until the scheduler returns to it (py-spy
 ``--gil``: ``Condition.notify`` in ``Event.set``/``Future.set_result``, 5-29% of the host stage's
-GIL samples on 2 cores). With pipes the DALI train preset's GIL fell from 95-108 to 60-87 us per
-image at the same rate (2 cores, RESULTS 21).
+GIL samples on 2 cores). With pipes the DALI train preset's GIL fell from 99-106 to 80-95 us per
+image, eval's from 136-150 to 108-125, at the same or a slightly higher rate (2 cores, RESULTS 21).
 """
 
 from __future__ import annotations

@@ -102,6 +102,13 @@ def dicom(image: np.ndarray, bits_stored: int = 12) -> bytes:
     return buf.getvalue()
 
 
+def npy(array: np.ndarray, **params) -> bytes:
+    """``array`` as the bytes of a ``.npy`` file (``np.save``'s ``params``)."""
+    buf = io.BytesIO()
+    np.save(buf, array, **params)
+    return buf.getvalue()
+
+
 def write(path: str | bytes | os.PathLike, data: bytes) -> str | bytes:
     """Write ``data`` at ``path`` (str or bytes, parents created); return the path."""
     parent = os.path.dirname(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from imagefiles import pixels
+from imagefiles import npy, pixels, write
 from storefiles import flip_byte_in_record
 
 import fastload
@@ -508,21 +508,21 @@ def test_array_stores_of_every_pixel_type_run_on_the_host_with_the_torch_backend
     8-bit images do (float32 went to DALI's CPU operators: half the torch backend's rate, other
     pixels), and give the torch backend's batches bit for bit: no decoder differs, and both apply
     the feed's float32 draws."""
-    import io
+    images = [pixels(36 + i % 5, 40, channels, seed=i, dtype=np.uint16).reshape(36 + i % 5, 40, channels)
+              for i in range(12)]
+    if dtype == np.float32:
+        images = [(image / 65535).astype(np.float32) for image in images]
+    out = _array_store(tmp_path_factory.mktemp("arrays"), images)
+    _host_matches_torch_backend(out, augment=augment, shuffle=True, seed=6, exact=True)
 
-    root = tmp_path_factory.mktemp("arrays")
-    for i in range(12):
-        image = pixels(36 + i % 5, 40, channels, seed=i, dtype=np.uint16)
-        image = image.reshape(*image.shape[:2], channels)
-        if dtype == np.float32:
-            image = (image / 65535).astype(np.float32)
-        buffer = io.BytesIO()
-        np.save(buffer, image)
-        (root / "d" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-        (root / "d" / f"c{i % 2}" / f"{i}.npy").write_bytes(buffer.getvalue())
+
+def _array_store(root, images) -> str:
+    """An LMDB store of ``images`` as .npy files in two classes."""
+    for i, image in enumerate(images):
+        write(str(root / "d" / f"c{i % 2}" / f"{i}.npy"), npy(image))
     out = str(root / "arrays.lmdb")
     fastload.pack(str(root / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
-    _host_matches_torch_backend(out, augment=augment, shuffle=True, seed=6, exact=True)
+    return out
 
 
 @pytest.mark.parametrize("tta", [["identity", "hflip"], ["ten-crop"], ["vflip", ops.Rotate(max_degrees=(10, 10))]],
@@ -538,15 +538,8 @@ def test_test_time_views_run_on_the_host_with_the_torch_backends_batches(small_l
 
 
 def test_test_time_views_of_arrays_are_bit_equal_on_both_backends(tmp_path):
-    import io
-
-    for i in range(6):
-        buffer = io.BytesIO()
-        np.save(buffer, (pixels(30 + i, 36, 3, seed=i, dtype=np.uint16) / 65535).astype(np.float32))
-        (tmp_path / "d" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "d" / f"c{i % 2}" / f"{i}.npy").write_bytes(buffer.getvalue())
-    out = str(tmp_path / "a.lmdb")
-    fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
+    out = _array_store(tmp_path, [(pixels(30 + i, 36, 3, seed=i, dtype=np.uint16) / 65535).astype(np.float32)
+                                  for i in range(6)])
     _host_matches_torch_backend(out, augment="eval", image_size=24, tta=["ten-crop", "vflip"], exact=True)
 
 

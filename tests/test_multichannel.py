@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from imagefiles import encode, pixels, png16, write
+from imagefiles import encode, npy, pixels, png16, write
 
 import fastload
 from fastload.cli import main
@@ -21,12 +21,6 @@ from fastload.sources import CsvColumns, scan_csv
 
 CHANNELS = 6
 QUIET = fastload.PackOptions(workers=1, progress=False)
-
-
-def _npy(array: np.ndarray, **params) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, **params)
-    return buf.getvalue()
 
 
 def _tiff(array: np.ndarray, **params) -> bytes:
@@ -70,9 +64,9 @@ def test_array_layouts_that_cannot_be_told_are_refused(shape):
 
 def test_npy_folder_packs_every_channel_exactly(tmp_path):
     arrays = [_sample(i, height=24 + 8 * i) for i in range(3)]
-    write(str(tmp_path / "data" / "a" / "0_hwc.npy"), _npy(arrays[0]))
-    write(str(tmp_path / "data" / "a" / "1_chw.npy"), _npy(np.moveaxis(arrays[1], -1, 0).copy()))
-    write(str(tmp_path / "data" / "b" / "big_endian.npy"), _npy(arrays[2].astype(">u2")))
+    write(str(tmp_path / "data" / "a" / "0_hwc.npy"), npy(arrays[0]))
+    write(str(tmp_path / "data" / "a" / "1_chw.npy"), npy(np.moveaxis(arrays[1], -1, 0).copy()))
+    write(str(tmp_path / "data" / "b" / "big_endian.npy"), npy(arrays[2].astype(">u2")))
     summary = _pack(tmp_path / "data", tmp_path / "s.lmdb")
     assert summary.packed == 3 and not summary.skipped
     store = fastload.open_store(str(tmp_path / "s.lmdb"))
@@ -108,8 +102,8 @@ def test_tiff_folder_packs_every_channel_exactly(tmp_path, params, layout):
 
 def test_float32_arrays_keep_their_values(tmp_path):
     array = _sample(0).astype(np.float32) / 65535
-    write(str(tmp_path / "data" / "x.npy"), _npy(array))
-    write(str(tmp_path / "data" / "nan.npy"), _npy(np.full((24, 24, 6), np.nan, np.float32)))
+    write(str(tmp_path / "data" / "x.npy"), npy(array))
+    write(str(tmp_path / "data" / "nan.npy"), npy(np.full((24, 24, 6), np.nan, np.float32)))
     summary = _pack(tmp_path / "data", tmp_path / "s.lmdb")
     assert [s.reason for s in summary.skipped] == ["float pixels include NaN or infinity"]
     store = fastload.open_store(str(tmp_path / "s.lmdb"))
@@ -129,9 +123,9 @@ class _Trap:
 
 def test_pickled_npy_is_refused_and_never_unpickled(tmp_path):
     marker = str(tmp_path / "unpickled")
-    data = _npy(np.array([_Trap(marker)], dtype=object), allow_pickle=True)
+    data = npy(np.array([_Trap(marker)], dtype=object), allow_pickle=True)
     write(str(tmp_path / "data" / "evil.npy"), data)
-    write(str(tmp_path / "data" / "good.npy"), _npy(_sample(0)))
+    write(str(tmp_path / "data" / "good.npy"), npy(_sample(0)))
     summary = _pack(tmp_path / "data", tmp_path / "s.lmdb")
     assert summary.packed == 1
     [skipped] = summary.skipped
@@ -142,17 +136,17 @@ def test_pickled_npy_is_refused_and_never_unpickled(tmp_path):
 
 
 def test_npy_header_checked_before_loading(tmp_path):
-    data = _npy(_sample(0))
+    data = npy(_sample(0))
     with pytest.raises(BadInputError, match="more than the limit"):
         images.probe(data, "x.npy", max_pixels=100)
     with pytest.raises(BadInputError, match="truncated .npy"):
         images.probe(data[:-4], "x.npy")
     with pytest.raises(BadInputError, match="unsupported array dtype int64"):  # int16 is kept (DICOM HU)
-        images.probe(_npy(np.zeros((24, 24), np.int64)), "x.npy")
+        images.probe(npy(np.zeros((24, 24), np.int64)), "x.npy")
 
 
-def test_max_side_reencodes_arrays_as_npy(tmp_path):
-    write(str(tmp_path / "data" / "x.npy"), _npy(_sample(0, height=48)))
+def test_max_side_reencodes_arrays_asnpy(tmp_path):
+    write(str(tmp_path / "data" / "x.npy"), npy(_sample(0, height=48)))
     fastload.pack(str(tmp_path / "data"), str(tmp_path / "s.lmdb"),
                   options=fastload.PackOptions(workers=1, progress=False, max_side=20))
     store = fastload.open_store(str(tmp_path / "s.lmdb"))
@@ -236,7 +230,7 @@ def test_mismatched_channel_files_are_skipped_with_the_file_named(tmp_path):
 
 def test_torch_loader_yields_six_channel_16bit_batches(tmp_path):
     for i in range(4):
-        write(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.npy"), _npy(_sample(i, height=40)))
+        write(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.npy"), npy(_sample(i, height=40)))
     _pack(tmp_path / "data", tmp_path / "s.lmdb")
     augment = [fastload.ops.RandomResizedCrop(32), fastload.ops.Flip(),
                fastload.ops.Normalize(mean=(0.5,) * CHANNELS, std=(0.25,) * CHANNELS)]
@@ -255,7 +249,7 @@ def test_torch_loader_yields_six_channel_16bit_batches(tmp_path):
 def test_dali_backend_reads_array_stores_like_the_torch_backend(tmp_path, kind):
     for i in range(6):
         sample = _sample(i, height=40)
-        data = _npy(sample) if kind == "npy" else _tiff(np.moveaxis(sample, 2, 0))
+        data = npy(sample) if kind == "npy" else _tiff(np.moveaxis(sample, 2, 0))
         write(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.{kind if kind == 'npy' else 'tif'}"), data)
     _pack(tmp_path / "data", tmp_path / "s.lmdb")
     augment = [fastload.ops.RandomResizedCrop(24), fastload.ops.Flip(horizontal=True, vertical=True),
@@ -328,7 +322,7 @@ def _sixteen_bit_png() -> tuple[str, bytes, np.ndarray]:
 def _float_npy() -> tuple[str, bytes, np.ndarray]:
     image = pixels(24, 24, 3, seed=2, dtype=np.uint16).astype(np.float32) / 60000  # a little above 1 too
     image[0, :4, 0] = (-0.2, 0.5 / 255, 1.5 / 255, 2.0)
-    return "b.npy", _npy(image), np.clip(np.rint(image * np.float32(255)), 0, 255).astype(np.uint8)
+    return "b.npy", npy(image), np.clip(np.rint(image * np.float32(255)), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("backend", ["torch"] + (["dali"] if dali_available() else []))
@@ -395,14 +389,14 @@ def test_npy_values_read_in_place_as_np_load_reads_them():
     order, planes first or last, and a truncated record is refused by name, not read past its end."""
     for array in (_sample(0), np.moveaxis(_sample(1), 2, 0), np.asfortranarray(np.moveaxis(_sample(2), 2, 0)),
                   np.asfortranarray(_sample(3)), _sample(4).astype(">u2")):
-        data = _npy(array)
+        data = npy(array)
         expected = np.load(io.BytesIO(data))
         expected = np.moveaxis(expected, 0, -1) if expected.shape[0] == CHANNELS else expected
         decoded = images.decode(data)
         assert decoded.flags.c_contiguous and decoded.flags.writeable and decoded.dtype.isnative
         assert np.array_equal(decoded, expected)
     with pytest.raises(BadInputError, match=r"cannot load the .npy: truncated"):
-        images.decode(_npy(_sample(0))[:-4], "x.npy")
+        images.decode(npy(_sample(0))[:-4], "x.npy")
 
 
 def test_a_window_of_an_array_is_decoded_as_the_whole_array_cut():
@@ -412,13 +406,13 @@ def test_a_window_of_an_array_is_decoded_as_the_whole_array_cut():
     window = (3, 5, 20, 17)
     arrays = (_sample(0), np.moveaxis(_sample(1), 2, 0), np.asfortranarray(np.moveaxis(_sample(2), 2, 0)),
               np.asfortranarray(_sample(3)), _sample(4).astype(">u2"))
-    for data in [_npy(array) for array in arrays] + [_tiff(np.moveaxis(_sample(5), 2, 0))]:
+    for data in [npy(array) for array in arrays] + [_tiff(np.moveaxis(_sample(5), 2, 0))]:
         cut = images.decode(data, window=window)
         assert cut.shape == (20, 17, CHANNELS) and cut.dtype.isnative
         assert np.array_equal(cut, images.decode(data)[3:23, 5:22])
     for outside in [(20, 0, 20, 17), (0, 0, 33, 1), (-1, 0, 4, 4)]:
         with pytest.raises(BadInputError, match=r"x.npy.*does not lie inside the decoded 32x40 image"):
-            images.decode(_npy(_sample(0)), "x.npy", window=outside)
+            images.decode(npy(_sample(0)), "x.npy", window=outside)
 
 
 def test_an_array_is_laid_out_into_the_buffer_it_is_given():
@@ -427,7 +421,7 @@ def test_an_array_is_laid_out_into_the_buffer_it_is_given():
     big-endian; a buffer too small or misaligned for the type is left alone."""
     arrays = (_sample(0), np.moveaxis(_sample(1), 2, 0), np.asfortranarray(np.moveaxis(_sample(2), 2, 0)),
               _sample(4).astype(">u2"), np.moveaxis(_sample(5), 2, 0).astype(np.float32) / 65535)
-    for data in [_npy(array) for array in arrays]:
+    for data in [npy(array) for array in arrays]:
         for window in (None, (3, 5, 20, 17)):
             into = np.zeros(1 << 16, np.uint8)
             got = images.decode(data, "x.npy", window, into=into)
@@ -440,7 +434,7 @@ def test_an_array_is_laid_out_into_the_buffer_it_is_given():
 @pytest.mark.parametrize("payload", ["encoded", "raw"])
 def test_a_store_decodes_a_window_of_a_record(tmp_path, payload):
     for i in range(2):
-        write(str(tmp_path / "data" / "c" / f"{i}.npy"), _npy(np.moveaxis(_sample(i), 2, 0)))
+        write(str(tmp_path / "data" / "c" / f"{i}.npy"), npy(np.moveaxis(_sample(i), 2, 0)))
     _pack(tmp_path / "data", tmp_path / "s.lmdb", fastload.PackOptions(workers=1, progress=False, payload=payload))
     store = fastload.open_store(str(tmp_path / "s.lmdb"))
     assert np.array_equal(store.decode(1, (2, 4, 10, 12)), store.decode(1)[2:12, 4:16])
@@ -452,7 +446,7 @@ def test_windowed_decodes_give_the_pixels_of_whole_ones(tmp_path):
     """A leading random-resized crop decodes only its window of a .npy record (the DALI feed and the
     torch backend): the same batches as a raw store's records, which are cut after a whole read."""
     for i in range(6):
-        write(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.npy"), _npy(np.moveaxis(_sample(i, height=40), 2, 0)))
+        write(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.npy"), npy(np.moveaxis(_sample(i, height=40), 2, 0)))
     _pack(tmp_path / "data", tmp_path / "npy.lmdb")
     _pack(tmp_path / "data", tmp_path / "raw.lmdb", fastload.PackOptions(workers=1, progress=False, payload="raw"))
     augment = [fastload.ops.RandomResizedCrop(24), fastload.ops.Flip(horizontal=True, vertical=True)]
