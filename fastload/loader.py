@@ -48,7 +48,7 @@ from .stats import LoaderStats, StallMeter
 from .steering import LossSteering
 from .stores import REGISTRY, Store, open_store
 from .stores.files import FileStore
-from .stores.remote import shard_sizes_for_shuffle, start_prefetch
+from .stores.remote import RemoteStore, shard_sizes_for_shuffle, start_prefetch
 from .stores.urls import is_url
 from .transforms.base import bind_transforms
 from .transforms.stage import BatchStage
@@ -130,7 +130,7 @@ class _Pass:
         self.started = True
         self.records = [loader._records_of(b) for b in self.batches]
         self._prefetch = start_prefetch(loader.store, self.records)  # remote stores: shards ahead of need
-        self._stream = loader._get_backend().open_pass(self.records, self.epoch)
+        self._stream = loader._get_backend().open_pass(self.records, self.epoch, following=loader._following())
 
     @property
     def position(self) -> int:
@@ -417,6 +417,17 @@ class Loader:
     def _next_pass(self) -> tuple[int, int]:
         """(epoch, first batch) of the pass that ``iter()`` starts now."""
         return self._epochs.next_pass()
+
+    def _following(self) -> Callable[[int], list[np.ndarray]] | None:
+        """The batches of a later epoch from its start (the passes a backend may start on as one
+        ends), from fastload's own plan only: a user's sampler is not run ahead of time, and loss
+        steering or a remote store's shard window plan each epoch as it begins."""
+        if self._steering is not None or not isinstance(self.plan, EpochPlan) or isinstance(self.store, RemoteStore):
+            return None
+        return self._epoch_records
+
+    def _epoch_records(self, epoch: int) -> list[np.ndarray]:
+        return [self._records_of(b) for b in self.plan.batches(epoch)]
 
     def _upcoming_batches(self) -> list[np.ndarray]:
         return [self._records_of(b) for b in self._epochs.planned_batches(*self._next_pass())[0]]

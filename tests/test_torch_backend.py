@@ -135,3 +135,48 @@ def test_custom_ops_use_the_reused_blocks_or_fall_back_when_they_change_the_size
     blocks = {t.data_ptr() for t in loader._get_backend()._all[0].sampler.slots._tensors}
     assert bool(pointers & blocks) == (size == 24)
     loader.close()
+
+
+def _passes(loader, plan) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Drive ``loader`` through ``plan``: ("epoch", n) takes n batches of a pass (None: all of it),
+    ("set_epoch", e) moves it; returns each pass's batches."""
+    out = []
+    for what, n in plan:
+        if what == "set_epoch":
+            loader.set_epoch(n)
+            continue
+        batches = []
+        for images, labels in loader:
+            batches.append((images.clone(), labels.clone()))
+            if n is not None and len(batches) == n:
+                break
+        out.append(batches)
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [4, 8, 16])  # 6 batches an epoch, 3, 2: guesses one and two epochs ahead
+def test_workers_go_on_into_the_next_epoch_and_every_pass_gets_its_own_batches(small_lmdb, batch_size):
+    """As a pass ends, the workers go on into the epochs expected next (a DataLoader idles at each
+    epoch's end: 3-batch epochs ran at 71% of a long epoch's rate): the tasks for the next epoch
+    are sent before it begins, and every pass, the expected ones and the others (a break mid-epoch,
+    ``set_epoch`` elsewhere, the same epoch again), gets the batches a loader without workers gives."""
+    import fastload
+
+    kwargs = dict(batch_size=batch_size, augment="train", image_size=24, backend="torch", device="cpu", seed=3,
+                  shuffle=True)
+    loader = fastload.Loader(small_lmdb, num_threads=2, **kwargs)
+    reference = fastload.Loader(small_lmdb, num_threads=0, **kwargs)
+    first = _passes(loader, [("epoch", None)])
+    backend = loader._get_backend()
+    data_loader = backend._all[0]
+    assert data_loader._iterator._send_idx > len(first[0])  # the next epoch's tasks went out as it ended
+    plan = [("epoch", None), ("epoch", None), ("epoch", 1), ("epoch", None), ("set_epoch", 7), ("epoch", None),
+            ("epoch", 2), ("epoch", None), ("epoch", None)]
+    got = first + _passes(loader, plan)
+    expected = _passes(reference, [("epoch", None)] + plan)
+    assert [len(p) for p in got] == [len(p) for p in expected]
+    for mine, theirs in zip(got, expected):
+        for (images, labels), (ref, ref_labels) in zip(mine, theirs):
+            assert torch.equal(images, ref) and torch.equal(labels, ref_labels)
+    assert len(backend._all) == 1  # one DataLoader, its workers kept
+    loader.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,10 +71,13 @@ class Backend(Protocol):
     #: replaces it with its stall meter's right after building the backend)
     clock: Any
 
-    def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> BatchStream:
+    def open_pass(self, batches: Sequence[np.ndarray], epoch: int,
+                  following: Callable[[int], Sequence[np.ndarray]] | None = None) -> BatchStream:
         """Start a pass over ``batches`` (record indices, in order) of ``epoch``: ``epoch``, the
         config's seed and each record index seed the random augmentations. A batch may be
-        shorter than ``batch_size`` (the last one of an epoch)."""
+        shorter than ``batch_size`` (the last one of an epoch). ``following(e)``: the batches of a
+        later epoch ``e`` from its start, the passes expected next (a guess: a backend may start
+        on them as this pass ends; the next pass may be another)."""
         ...
 
     def close(self) -> None:

@@ -10,8 +10,9 @@ uint16) and are normalized on the output device, as timm's fast collate + prefet
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from .slots import BatchSlots
 __all__ = ["TorchBackend"]
 
 BatchKey = tuple[int, tuple[int, ...], int]  # (epoch, record indices, shared block or -1)
+PassKeys = list[tuple[int, tuple[int, ...]]]  # one pass's batches: (epoch, record indices) each
 
 
 class _BatchDataset(Dataset):
@@ -124,6 +126,10 @@ class _BatchDataset(Dataset):
         return out, labels, (augmented - started, time.perf_counter() - augmented)
 
 
+def _pass_keys(batches: Sequence[np.ndarray], epoch: int) -> PassKeys:
+    return [(epoch, tuple(int(i) for i in batch)) for batch in batches]
+
+
 def _init_worker(worker_id: int) -> None:
     """A worker keeps the memory it frees for its next sample (``workers.memory``). Nothing that
     waits on threads here: a worker is forked from a process whose thread pools it did not copy."""
@@ -131,31 +137,47 @@ def _init_worker(worker_id: int) -> None:
 
 
 class _EpochSampler(Sampler):
-    """Yields the current pass's batch keys, each with a free shared block to write into (-1:
-    none); re-armed by the backend before each pass. The DataLoader asks for each key as it sends
-    the task, in the training process."""
+    """Yields the batch keys of the passes queued (``queue``: the pass just opened, then the ones
+    guessed to follow it), each with a free shared block to write into (-1: none). The backend
+    re-arms the queue before each pass that resets the workers, and adds guesses as passes open;
+    the DataLoader asks for each key as it sends the task, in the training process. ``ended``:
+    the queue ran dry (keys added after that are never asked for)."""
 
     def __init__(self, slots: BatchSlots | None = None) -> None:
-        self.keys: list[tuple[int, tuple[int, ...]]] = []
+        self.queue: deque[PassKeys] = deque()
         self.slots = slots
+        self.ended = False
 
     def __iter__(self) -> Iterator[BatchKey]:
+        self.ended = False
         if self.slots is not None:  # runs at the first task: the previous pass's tasks are done
             self.slots.reset()
-        for epoch, indices in self.keys:
-            yield epoch, indices, self.slots.take() if self.slots is not None else -1
+        while self.queue:
+            for epoch, indices in self.queue.popleft():
+                yield epoch, indices, self.slots.take() if self.slots is not None else -1
+        self.ended = True
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return sum(len(keys) for keys in self.queue)
+
+
+class _RunningOn(NamedTuple):
+    """A DataLoader iterator whose pass ended while its workers went on into the passes guessed to
+    follow (``guesses``, in order, already in its sampler's queue)."""
+
+    iterator: Iterator[Any]
+    guesses: deque[PassKeys]
 
 
 class _TorchPass:
     """One pass on one DataLoader (its workers persist between passes)."""
 
-    def __init__(self, backend: TorchBackend, loader: DataLoader, keys: list[BatchKey]) -> None:
+    def __init__(self, backend: TorchBackend, loader: DataLoader, iterator: Iterator[Any], batches: int,
+                 guesses: deque[PassKeys]) -> None:
         self._backend, self._loader = backend, loader
-        self._iter: Iterator[Any] | None = iter(loader)
-        self._left = len(keys)
+        self._iter: Iterator[Any] | None = iterator
+        self._left = batches
+        self._guesses = guesses  # the passes its workers go on into once this one is sent
 
     def __iter__(self) -> _TorchPass:
         return self
@@ -189,8 +211,10 @@ class _TorchPass:
 
     def close(self) -> None:
         if self._iter is not None:
+            # a pass that ended (not one broken off) leaves its workers going on into the guesses
+            running = _RunningOn(self._iter, self._guesses) if self._left == 0 and self._guesses else None
             self._iter = None
-            self._backend._give_back(self._loader)
+            self._backend._give_back(self._loader, running)
 
 
 class TorchBackend:
@@ -198,6 +222,15 @@ class TorchBackend:
 
     Each pass takes a DataLoader (with its persistent workers) from a small pool, so several
     iterators can run at once, each with its own workers, as with a non-persistent DataLoader.
+
+    Its workers do not wait at the end of a pass: the passes the Loader expects next (``following``:
+    the next epochs from their start) are queued after it, and the workers go on into them as the
+    pass's last batches are made. A DataLoader idles at each epoch's end (its last batches are made
+    by some workers while the others wait, then it resets them all) for about one batch per worker:
+    a 200-image epoch of 64-image batches ran at 268 img/s where a 1,000-image one ran at 376 (16-bit
+    PNGs, 2 workers). The next pass goes on with the workers' results if it is the one expected;
+    otherwise (``set_epoch`` elsewhere, a resume) the DataLoader resets them, dropping at most the
+    tasks in flight.
     """
 
     def __init__(self, store: Any, ops: Sequence[Op], config: BackendConfig, pin_memory: bool = False) -> None:
@@ -218,6 +251,7 @@ class TorchBackend:
         self.clock = StageClock()  # the Loader hands its stall meter's clock (fastload.stats)
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []
+        self._running: dict[int, _RunningOn] = {}  # by id of an idle DataLoader whose workers went on
 
     def _slots(self, workers: int) -> BatchSlots | None:
         """Reused shared-memory batches, where workers finish CPU batches of one size known ahead
@@ -246,15 +280,46 @@ class TorchBackend:
         self._all.append(loader)
         return loader
 
-    def _give_back(self, loader: DataLoader) -> None:
+    def _give_back(self, loader: DataLoader, running: _RunningOn | None = None) -> None:
+        if running is not None:
+            self._running[id(loader)] = running
         self._idle.append(loader)
 
-    def open_pass(self, batches: Sequence[np.ndarray], epoch: int) -> _TorchPass:
-        """Start a pass over ``batches`` (record indices) of ``epoch``."""
+    def open_pass(self, batches: Sequence[np.ndarray], epoch: int,
+                  following: Callable[[int], Sequence[np.ndarray]] | None = None) -> _TorchPass:
+        """Start a pass over ``batches`` (record indices) of ``epoch``; ``following(e)``: the
+        batches of a later epoch ``e`` from its start, for the workers to go on into (a guess)."""
         loader = self._idle.pop() if self._idle else self._new_loader()
-        keys = [(epoch, tuple(int(i) for i in batch)) for batch in batches]
-        loader.sampler.keys = keys
-        return _TorchPass(self, loader, keys)
+        keys = _pass_keys(batches, epoch)
+        sampler: _EpochSampler = loader.sampler  # type: ignore[assignment]
+        running = self._running.pop(id(loader), None)
+        iterator: Iterator[Any] | None = None
+        if running is not None and running.guesses[0] == keys:  # its workers are on this pass already
+            iterator, guesses = running.iterator, running.guesses
+            guesses.popleft()
+        else:
+            sampler.queue, sampler.ended, guesses = deque([keys]), False, deque()
+        if loader.num_workers > 0 and following is not None and not sampler.ended:  # (ended: never asked)
+            self._guess(sampler, guesses, following, epoch, loader.num_workers * self.config.prefetch)
+        if iterator is None:  # the DataLoader resets its workers (dropping tasks for a guess) and starts
+            iterator = iter(loader)
+        return _TorchPass(self, loader, iterator, len(keys), guesses)
+
+    @staticmethod
+    def _guess(sampler: _EpochSampler, guesses: deque[PassKeys], following: Callable[[int], Sequence[np.ndarray]],
+               epoch: int, depth: int) -> None:
+        """Queue the passes expected after ``epoch``'s until more batches are queued after it than
+        the DataLoader keeps in flight (``depth``; one more, so its sampler never runs dry first)."""
+        ahead = sum(len(keys) for keys in guesses)
+        later = epoch + len(guesses)
+        while ahead <= depth:
+            later += 1
+            keys = _pass_keys(following(later), later)
+            if not keys:
+                return
+            sampler.queue.append(keys)
+            guesses.append(keys)
+            ahead += len(keys)
 
     def _finish(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device.type == "cpu":  # finished in the worker
@@ -266,6 +331,7 @@ class TorchBackend:
             return finish_tensor(images, self.output), labels
 
     def close(self) -> None:
+        self._running = {}
         for loader in self._all:
             iterator = getattr(loader, "_iterator", None)
             if iterator is not None and hasattr(iterator, "_shutdown_workers"):
