@@ -208,6 +208,10 @@ def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threa
     torchvision (with its range; None where torchvision failed), and its batches' shape and dtype.
 
     ``data`` maps each data kind the lists need (``DATA_KINDS``) to its folder and LMDB store.
+    Each turn first takes, untimed, the batches a loader made while the others ran: a DataLoader
+    keeps 2 (``prefetch_factor``) per worker in flight, so ``2 x threads`` (with 2 of them, 2 of a
+    turn's 8 timed batches were made beforehand, a bias that grew with how far a loader prefetches:
+    up to an epoch's end for a DataLoader, on through it for fastload's torch backend).
     A loader that fails to build or to give its first batches is printed (``failed, left out``)
     and missing from its list's results.
     """
@@ -233,7 +237,7 @@ def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threa
     keys = list(streams)
     for r in range(rounds):
         for key in keys if r % 2 == 0 else keys[::-1]:
-            m = timed_round(streams[key], batches, flush=2, settle=settle)
+            m = timed_round(streams[key], batches, flush=2 * threads, settle=settle)
             rates[key].append(m["images"] / m["seconds"])
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n}/{who} {rates[(n, who)][-1]:.0f}" for n, who in keys),
               flush=True)
