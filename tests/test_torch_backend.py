@@ -174,6 +174,7 @@ def test_workers_go_on_into_the_next_epoch_and_every_pass_gets_its_own_batches(s
             ("epoch", 2), ("epoch", None), ("epoch", None)]
     got = first + _passes(loader, plan)
     expected = _passes(reference, [("epoch", None)] + plan)
+    assert backend._running[id(data_loader)].guesses[0][0][0] == 7  # pinned: the guesses repeat the epoch
     assert [len(p) for p in got] == [len(p) for p in expected]
     for mine, theirs in zip(got, expected):
         for (images, labels), (ref, ref_labels) in zip(mine, theirs):

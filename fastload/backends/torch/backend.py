@@ -252,6 +252,7 @@ class TorchBackend:
         self._idle: list[DataLoader] = []
         self._all: list[DataLoader] = []
         self._running: dict[int, _RunningOn] = {}  # by id of an idle DataLoader whose workers went on
+        self._last_epoch: int | None = None  # the epoch of the pass opened last
 
     def _slots(self, workers: int) -> BatchSlots | None:
         """Reused shared-memory batches, where workers finish CPU batches of one size known ahead
@@ -291,6 +292,8 @@ class TorchBackend:
         batches of a later epoch ``e`` from its start, for the workers to go on into (a guess)."""
         loader = self._idle.pop() if self._idle else self._new_loader()
         keys = _pass_keys(batches, epoch)
+        # a Loader pinned to one epoch (set_epoch once) repeats it: the guesses then repeat it too
+        step, self._last_epoch = (0 if epoch == self._last_epoch else 1), epoch
         sampler: _EpochSampler = loader.sampler  # type: ignore[assignment]
         running = self._running.pop(id(loader), None)
         iterator: Iterator[Any] | None = None
@@ -300,20 +303,21 @@ class TorchBackend:
         else:
             sampler.queue, sampler.ended, guesses = deque([keys]), False, deque()
         if loader.num_workers > 0 and following is not None and not sampler.ended:  # (ended: never asked)
-            self._guess(sampler, guesses, following, epoch, loader.num_workers * self.config.prefetch)
+            self._guess(sampler, guesses, following, epoch, step, loader.num_workers * self.config.prefetch)
         if iterator is None:  # the DataLoader resets its workers (dropping tasks for a guess) and starts
             iterator = iter(loader)
         return _TorchPass(self, loader, iterator, len(keys), guesses)
 
     @staticmethod
     def _guess(sampler: _EpochSampler, guesses: deque[PassKeys], following: Callable[[int], Sequence[np.ndarray]],
-               epoch: int, depth: int) -> None:
-        """Queue the passes expected after ``epoch``'s until more batches are queued after it than
-        the DataLoader keeps in flight (``depth``; one more, so its sampler never runs dry first)."""
+               epoch: int, step: int, depth: int) -> None:
+        """Queue the passes expected after ``epoch``'s (each ``step`` epochs on: 1, or 0 for a
+        repeated epoch) until more batches are queued after it than the DataLoader keeps in flight
+        (``depth``; one more, so its sampler never runs dry first)."""
         ahead = sum(len(keys) for keys in guesses)
-        later = epoch + len(guesses)
+        later = guesses[-1][0][0] if guesses else epoch
         while ahead <= depth:
-            later += 1
+            later += step
             keys = _pass_keys(following(later), later)
             if not keys:
                 return
