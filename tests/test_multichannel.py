@@ -371,9 +371,7 @@ def test_signed_and_32_bit_array_stores_are_read_by_both_backends_alike(tmp_path
     y, x = np.mgrid[0:40, 0:48]
     for i in range(2):
         array = ((x + y + i) * (-30 if dtype == "int16" else 1000))[:, :, None].astype(dtype)
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        write(str(tmp_path / "d" / "x" / f"{i}.npy"), buffer.getvalue())
+        write(str(tmp_path / "d" / "x" / f"{i}.npy"), npy(array))
     out = str(tmp_path / "d.lmdb")
     fastload.pack(str(tmp_path / "d"), out, options=fastload.PackOptions(workers=1, progress=False))
     backends = ["torch"] + (["dali"] if dali_available() else [])
