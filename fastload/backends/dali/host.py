@@ -168,7 +168,7 @@ class HostFinish:
         """The finished batch from DALI's decoded images (a TensorListCPU of HWC images of the
         pixel type), the batch's parameter vectors, and (for custom ops) its epoch and records."""
         count, per = len(images), max(1, len(self._views))
-        batch = _Batch(images, params, epoch, range(count) if records is None else [int(r) for r in records])
+        batch = _Batch(images, self._decode(params), epoch, range(count) if records is None else [int(r) for r in records])
         out = BatchWriter(np, torch.device("cpu"), count * per, self.output)  # views: B x V samples
         if self._size is not None:
             self._reserve(out, (*self._size, self.output.channels), self._dtype)
@@ -181,20 +181,28 @@ class HostFinish:
     def _reserve(self, out: BatchWriter, shape: tuple[int, int, int], dtype: np.dtype) -> None:
         out.reserve(*shape, dtype, into=self._buffers.take(out.shape(*shape), np.dtype(out.dtype)))
 
+    def _decode(self, params: np.ndarray) -> list[list[Any] | None]:
+        """Each op's parameters for every sample of the batch (None for an op without any): the
+        feed's vectors decoded (``Op.decode``), an op's column of the batch turned into Python
+        floats at once (~0.1 us an element to decode, NumPy scalars ~1)."""
+        decoded: list[list[Any] | None] = [None] * len(self._ops)
+        for k, start, op in self._decoders:
+            decoded[k] = [op.decode(values) for values in params[:, start : start + op.param_count].tolist()]
+        return decoded
+
     def _sample(self, i: int, batch: _Batch) -> np.ndarray:
         """Sample ``i`` through the ops: the torch backend's code, with the parameters the feed
-        drew (``Op.decode`` of its vector), a custom op's generator seeded as the torch backend's."""
+        drew, a custom op's generator seeded as the torch backend's."""
         image = np.asarray(batch.images[i])
-        row = batch.params[i].tolist()  # Python floats: ~0.1 us an element to decode, NumPy scalars ~1
-        decoded = {k: op.decode(row[start : start + op.param_count]) for k, start, op in self._decoders}
         for k, op in enumerate(self._ops):
+            drawn = batch.params[k]
             if k == 0 and self._crop and not self.cut:  # its window came cut: what is left of the op
-                image = op.after_window(image, decoded.get(k))
+                image = op.after_window(image, None if drawn is None else drawn[i])
             elif k in self._custom:
                 ids = (self.seed, batch.epoch, batch.records[i])
                 image = op.run(image, op.sample_rng(ids) if self._custom[k] else None, ids)  # type: ignore[attr-defined]
             else:
-                image = op.apply(image, decoded.get(k))
+                image = op.apply(image, None if drawn is None else drawn[i])
         return image
 
     def _viewed(self, image: np.ndarray) -> list[np.ndarray]:
@@ -256,6 +264,6 @@ class _Batch(NamedTuple):
     """One batch's inputs to the host stage."""
 
     images: Any  # DALI's TensorListCPU of HWC images (or windows)
-    params: np.ndarray  # the feed's per-sample parameter vectors
+    params: list[list[Any] | None]  # each op's decoded parameters for every sample (None: it has none)
     epoch: int
     records: Sequence[int]
