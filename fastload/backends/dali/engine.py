@@ -50,6 +50,7 @@ from .host import HostFinish, tail_input
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
 from .pool import FeedPool
+from .share import thread_names, threads_cpu_clock
 
 __all__ = ["DaliEngine", "PipelineError", "UnknownSize"]
 
@@ -153,15 +154,26 @@ class DaliEngine:
                         ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else (),
                         windows=windows)
-        self.pool = FeedPool(spec, feed_workers, config.prefetch + 1 + _RELEASE_LAG + self.ahead, store.path)
         self.host = _host_finish(lowered, not (lowered.fuse_decoder or windows), config) if lowered.host else None
         # arrays for the CPU host stage: DALI has nothing to decode and no op to run, it would only copy
         # them through (its threads' memmove: ~9% of the CPU on a 6-channel raw store, perf); the host
         # stage takes them from the feed's slots instead, and no pipeline is built
         bypass = self.host is not None and not encoded and not self.gpu
+        # a host stage after DALI takes each batch on the share of its threads that its share of the
+        # CPU needs (fastload.backends.dali.share): one batch more in DALI's queue keeps DALI's threads
+        # decoding while a batch waits for it (2 cores, one host thread: eval list 976 img/s at depth
+        # 2, 1111 at 3; train preset 1489 and 1514; RESULTS.md section 23)
+        shared = self.host is not None and not bypass
+        self.depth = max(1, config.prefetch) + shared
+        self.pool = FeedPool(spec, feed_workers, self.depth + 1 + _RELEASE_LAG + self.ahead, store.path)
         self.pipe = None if bypass else self._define()
         if self.pipe is not None:
+            before = thread_names() if shared else {}
             self.pipe.build()
+            if shared:  # DALI's threads: those its build started
+                dali = [tid for tid, name in thread_names().items() if tid not in before and name.startswith("[DALI]")]
+                if dali:
+                    self.host.share_with(threads_cpu_clock(dali))  # type: ignore[union-attr]
         self.broken = False
         self.owner: Any = None  # a weak reference to the pass running on this engine
         self.clock = StageClock()  # the backend hands the Loader's (the stall meter, fastload.stats)
@@ -185,10 +197,11 @@ class DaliEngine:
         # no layout given to the source: DALI would then check every sample's shape against it on
         # every batch, in Python; the tensor lists the callback makes carry their layout themselves
         layouts = None
+        depth = self.depth
 
         @pipeline_def(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
                       device_id=cfg.device_id if self.gpu else None, seed=cfg.seed, exec_dynamic=True,
-                      prefetch_queue_depth=max(1, cfg.prefetch))
+                      prefetch_queue_depth=depth)
         def pipeline():
             outputs = fn.external_source(source=source, num_outputs=len(dtypes), batch=True, no_copy=True,
                                          dtype=dtypes, layout=layouts)

@@ -28,7 +28,7 @@ float32 batch, no second pool; it cost 43% of the preset's rate as a tail stage,
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,6 +42,7 @@ from ...pixels import to_planes
 from ...threads import LazyThreadPool, run_chunks
 from ...tta import View, apply_view
 from .params import ParamLayout
+from .share import ThreadShare, threads_cpu_clock
 
 __all__ = ["HostFinish", "host_finishes", "tail_input"]
 
@@ -124,10 +125,6 @@ class _Buffers:
         return array
 
 
-def _init_thread() -> None:
-    torch.set_num_threads(1)  # per thread (OpenMP): each thread runs on its own core
-
-
 class HostFinish:
     """Run the head's ops on DALI's decoded images (or a raw store's arrays) into the output batch.
 
@@ -160,8 +157,19 @@ class HostFinish:
         self._custom = {k: op._takes_rng() for k, op in enumerate(self._ops) if isinstance(op, CustomOp)}
         self.cut = cut and self._crop
         self.threads, self.output, self.seed = max(1, threads), output, seed
-        self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=_init_thread)
+        self._tids: list[int] = []  # the pool's threads, as the OS knows them (started lazily)
+        self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=self._thread_started)
         self._buffers = _Buffers()
+        self.share = ThreadShare(self.threads)
+
+    def _thread_started(self) -> None:
+        torch.set_num_threads(1)  # per thread (OpenMP): each thread runs on its own core
+        self._tids.append(threading.get_native_id())
+
+    def share_with(self, others: Callable[[], float | None]) -> None:
+        """Give each batch only the threads its share of the CPU needs against the threads whose
+        CPU seconds ``others`` clocks (DALI's: ``fastload.backends.dali.share``)."""
+        self.share = ThreadShare(self.threads, threads_cpu_clock(self._tids), others)
 
     def __call__(self, images: Any, params: np.ndarray, epoch: int = 0,
                  records: Sequence[int] | None = None) -> torch.Tensor:
@@ -173,8 +181,9 @@ class HostFinish:
         if self._size is not None:
             self._reserve(out, (*self._size, self.output.channels), self._dtype)
         sizing = threading.Lock()  # a custom op decides the size: the first sample done sizes the batch
-        run_chunks(self._pool.get(), count, self.threads, lambda chunk: self._chunk(chunk, batch, out, sizing),
+        run_chunks(self._pool.get(), count, self.share.active, lambda chunk: self._chunk(chunk, batch, out, sizing),
                    cost=lambda: _pixels(images))
+        self.share.batch_done()
         tensor = out.tensor
         return tensor.view(count, per, *tensor.shape[1:]) if self._views else tensor  # type: ignore[union-attr]
 
