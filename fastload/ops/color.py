@@ -24,12 +24,37 @@ _YIQ2RGB = np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.107, 1
 _OPENCV_TYPES = frozenset(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32))
 
 
+# Hue and saturation keep Y and turn and scale the I/Q plane: the RGB matrix is
+# KEEP_Y + s cos(h) SCALE_IQ + s sin(h) TURN_IQ, three fixed parts
+_HSV_PARTS = np.stack([np.outer(_YIQ2RGB[:, 0], _RGB2YIQ[0]), _YIQ2RGB[:, 1:] @ _RGB2YIQ[1:],
+                       _YIQ2RGB[:, 1:] @ np.array([[0.0, 1.0], [-1.0, 0.0]]) @ _RGB2YIQ[1:]])
+
+
+def _hsv_weights(hue_degrees: float, saturation: float) -> tuple[float, float, float]:
+    """The weights of the three ``_HSV_PARTS`` in the hue/saturation matrix."""
+    h = math.radians(hue_degrees)
+    return 1.0, saturation * math.cos(h), saturation * math.sin(h)
+
+
 def hsv_matrix(hue_degrees: float, saturation: float) -> np.ndarray:
     """The 3x3 RGB->RGB matrix that rotates hue by ``hue_degrees`` and scales saturation."""
-    h = math.radians(hue_degrees)
-    rotate = np.array([[1, 0, 0], [0, math.cos(h), math.sin(h)], [0, -math.sin(h), math.cos(h)]])
-    scale = np.diag([1.0, saturation, saturation])
-    return (_YIQ2RGB @ rotate @ scale @ _RGB2YIQ).astype(np.float32)
+    return np.tensordot(_hsv_weights(hue_degrees, saturation), _HSV_PARTS, 1).astype(np.float32)
+
+
+def _affine_parts(parts: np.ndarray) -> np.ndarray:
+    """Each 3x3 part ``P`` as two 3x4 affine maps: ``[P | 0]`` (the pixel term) and ``[0 | P 1]``
+    (the shift term: its row sums), stacked as 2k x 12."""
+    zeros = np.zeros((*parts.shape[:2], 1))
+    pixel = np.concatenate([parts, zeros], axis=2)
+    shift = np.concatenate([np.zeros_like(parts), parts.sum(axis=2, keepdims=True)], axis=2)
+    return np.concatenate([pixel, shift]).reshape(2 * len(parts), 12)
+
+
+# ColorJitter's 3x4 map as one dot product of weights and these rows (per sample: ~2 us of NumPy
+# under the GIL, where composing the matrix took ~8): brightness and contrast alone, or with hue
+# and saturation (YIQ's matrices are rounded to three places: their product is not the identity)
+_JITTER_ROWS = _affine_parts(np.eye(3)[None])
+_HSV_JITTER_ROWS = _affine_parts(_HSV_PARTS)
 
 
 def _factor_range(value: float | tuple[float, float], name: str, center: float, bounds: tuple[float, float]) -> tuple[float, float]:
@@ -120,10 +145,16 @@ class ColorJitter(Op):
         mean = b * cv2.mean(values)[0] if c != 1.0 else 0.0  # over all channels
         if channels != 3:  # brightness and contrast only: every value alike
             return cv2.addWeighted(values, c * b, values, 0.0, (1.0 - c) * mean).reshape(image.shape)
-        matrix = (hsv_matrix(params.hue * 360.0, params.saturation).astype(np.float64)
-                  if params.saturation != 1.0 or params.hue != 0.0 else np.eye(3))
-        shift = (1.0 - c) * mean * matrix.sum(axis=1)
-        return cv2.transform(values.reshape(image.shape), np.hstack([(c * b) * matrix, shift[:, None]]).astype(np.float32))
+        # M (c b x) + (1 - c) b mean M 1: the pixel term's weights, then the shift term's
+        pixel, shift = c * b, (1.0 - c) * mean
+        if params.saturation != 1.0 or params.hue != 0.0:
+            weights = _hsv_weights(params.hue * 360.0, params.saturation)
+            rows = _HSV_JITTER_ROWS
+            coefficients = [pixel * w for w in weights] + [shift * w for w in weights]
+        else:
+            rows, coefficients = _JITTER_ROWS, [pixel, shift]
+        matrix = np.dot(coefficients, rows).reshape(3, 4).astype(np.float32)
+        return cv2.transform(values.reshape(image.shape), matrix)
 
     def encode(self, params: JitterParams) -> tuple[float, ...]:
         return tuple(float(v) for v in params)
