@@ -133,3 +133,30 @@ def test_a_host_stage_on_fewer_threads_gives_the_same_batches(small_lmdb, monkey
     alone, active = run()
     assert len(active) > WINDOW + 1 and active[:WINDOW] == [2] * WINDOW and set(active[WINDOW:]) == {1}
     assert torch.equal(alone, everyone)
+
+
+def test_the_host_stage_is_collected_while_its_threads_wait():
+    """Its threads know only the list of their ids: a stage nobody holds frees its output batches."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from fastload.backends.dali.host import HostFinish
+    from fastload.backends.dali.params import ParamLayout
+    from fastload.output import OutputSpec
+
+    head = [ops.RandomResizedCrop(8), ops.Flip()]
+    layout = ParamLayout(head)
+    host = HostFinish(head, layout, cut=False, threads=2,
+                      output=OutputSpec(dtype="float32", layout="NCHW", channels=3, pixel_dtype="uint8"))
+    images = [np.full((12, 14, 3), i, np.uint8) for i in range(4)]
+    batch = host(images, np.stack([layout.draw(0, 0, i, 12, 14) for i in range(4)]))
+    assert batch.shape == (4, 3, 8, 8) and len(host._tids) >= 1
+    pool, stage = host._pool, weakref.ref(host)
+    del host, batch
+    gc.collect()
+    try:
+        assert stage() is None
+    finally:
+        pool.close()

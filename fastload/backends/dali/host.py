@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -125,6 +126,11 @@ class _Buffers:
         return array
 
 
+def _thread_started(tids: list[int]) -> None:
+    torch.set_num_threads(1)  # per thread (OpenMP): each thread runs on its own core
+    tids.append(threading.get_native_id())
+
+
 class HostFinish:
     """Run the head's ops on DALI's decoded images (or a raw store's arrays) into the output batch.
 
@@ -158,13 +164,10 @@ class HostFinish:
         self.cut = cut and self._crop
         self.threads, self.output, self.seed = max(1, threads), output, seed
         self._tids: list[int] = []  # the pool's threads, as the OS knows them (started lazily)
-        self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=self._thread_started)
+        # the list, not the stage, goes to the threads: they must not keep its output batches alive
+        self._pool = LazyThreadPool(self.threads, "fastload-host", initializer=partial(_thread_started, self._tids))
         self._buffers = _Buffers()
         self.share = ThreadShare(self.threads)
-
-    def _thread_started(self) -> None:
-        torch.set_num_threads(1)  # per thread (OpenMP): each thread runs on its own core
-        self._tids.append(threading.get_native_id())
 
     def share_with(self, others: Callable[[], float | None]) -> None:
         """Give each batch only the threads its share of the CPU needs against the threads whose
