@@ -107,6 +107,44 @@ def test_the_cpu_clock_of_another_thread_agrees_with_its_own():
     assert threads_cpu_clock([-1])() is None  # no such thread: nothing to read
 
 
+def _named_thread(name: bytes, cpu_seconds: float, parked: threading.Event) -> tuple[threading.Thread, dict]:
+    """A thread that names itself (the OS's name: Python 3.11 sets none), runs ``cpu_seconds`` of
+    CPU, notes its own CPU clock, then waits on ``parked``."""
+    import ctypes
+
+    seen: dict = {}
+    done = threading.Event()
+
+    def run() -> None:
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+        total = 0
+        while time.thread_time() < cpu_seconds:
+            total += sum(range(1000))
+        seen["own"] = time.thread_time()
+        done.set()
+        parked.wait()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    done.wait()
+    return thread, seen
+
+
+@proc
+def test_the_clock_of_new_threads_counts_those_with_the_name_started_after_the_snapshot():
+    parked = threading.Event()
+    early, _ = _named_thread(b"[X]early", 0.01, parked)
+    clock = share.new_threads_clock(thread_names(), "[X]")
+    try:
+        other, _ = _named_thread(b"other", 0.02, parked)
+        late, seen = _named_thread(b"[X]late", 0.03, parked)
+        assert clock() == pytest.approx(seen["own"], abs=0.005)  # the late one alone
+    finally:
+        parked.set()
+        for thread in (early, other, late):
+            thread.join()
+
+
 @proc
 @pytest.mark.skipif(not dali_available(), reason="DALI not installed")
 def test_a_host_stage_on_fewer_threads_gives_the_same_batches(small_lmdb, monkeypatch):

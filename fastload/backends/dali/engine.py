@@ -50,7 +50,7 @@ from .host import HostFinish, tail_input
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
 from .pool import FeedPool
-from .share import thread_names, threads_cpu_clock
+from .share import new_threads_clock, thread_names
 
 __all__ = ["DaliEngine", "PipelineError", "UnknownSize"]
 
@@ -166,14 +166,12 @@ class DaliEngine:
         shared = self.host is not None and not bypass
         self.depth = max(1, config.prefetch) + shared
         self.pool = FeedPool(spec, feed_workers, self.depth + 1 + _RELEASE_LAG + self.ahead, store.path)
+        before = thread_names() if shared else {}
         self.pipe = None if bypass else self._define()
         if self.pipe is not None:
-            before = thread_names() if shared else {}
             self.pipe.build()
-            if shared:  # DALI's threads: those its build started
-                dali = [tid for tid, name in thread_names().items() if tid not in before and name.startswith("[DALI]")]
-                if dali:
-                    self.host.share_with(threads_cpu_clock(dali))  # type: ignore[union-attr]
+        if shared:  # against DALI's threads: those this pipeline starts
+            self.host.share_with(new_threads_clock(before, "[DALI]"))  # type: ignore[union-attr]
         self.broken = False
         self.owner: Any = None  # a weak reference to the pass running on this engine
         self.clock = StageClock()  # the backend hands the Loader's (the stall meter, fastload.stats)

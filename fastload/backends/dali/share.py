@@ -18,16 +18,18 @@ it right there, on the way out of the call, while it holds the GIL: two calls a 
 GIL held per image by ~25 us on 2 cores (ColorJitter list, one host thread, 105 -> 130 us).
 Reading another thread's ``schedstat`` updates nothing.
 
-DALI's threads are those its pipeline's ``build`` starts (named ``[DALI]...``), told apart from
-another pipeline's by being new then. Where ``/proc`` is not there, every thread takes a batch.
+DALI's threads are those named ``[DALI]...`` that its pipeline started (new since just before it was
+defined, looked for once it has run a batch; a pipeline built meanwhile counts too, its threads idle
+while this one runs). Where ``/proc`` is not there, every thread takes a
+batch.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-__all__ = ["ThreadShare", "thread_names", "threads_cpu_clock", "threads_for"]
+__all__ = ["ThreadShare", "new_threads_clock", "thread_names", "threads_cpu_clock", "threads_for"]
 
 MARGIN = 1.2  # threads beyond the measured share: the host stage's cost varies from batch to batch
 WINDOW = 8  # batches per estimate
@@ -65,6 +67,22 @@ def threads_cpu_clock(tids: Sequence[int]) -> Clock:
             except (OSError, ValueError, IndexError):
                 continue
         return total / 1e9 if read else None
+
+    return seconds
+
+
+def new_threads_clock(before: Iterable[int], prefix: str) -> Clock:
+    """A clock of the CPU seconds of the threads named ``prefix...`` that are not in ``before``,
+    looked for at its first reading: a DALI pipeline starts some threads when it is built, others
+    when it first runs (with one thread, its executor does the work: it was not there after the
+    build)."""
+    known, found = set(before), []
+    clock = threads_cpu_clock(found)
+
+    def seconds() -> float | None:
+        if not found:
+            found.extend(tid for tid, name in thread_names().items() if tid not in known and name.startswith(prefix))
+        return clock()
 
     return seconds
 
