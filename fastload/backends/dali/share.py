@@ -6,7 +6,7 @@ most op lists kept more threads runnable than there were cores, and a thread the
 while it holds the GIL holds it until it runs again: every other thread that needs the GIL waits
 that long. The train preset's host stage is ~25% of the CPU per image (a 224 px resize against a
 JPEG decode): one host thread kept up with two of DALI's on 2 cores, and the GIL held per image
-fell by a quarter (RESULTS.md section 23). A fixed count would starve op lists that cost more than
+fell from ~90 to ~73 us (``benchmarks/run.py``, LMDB; RESULTS.md section 23). A fixed count would starve op lists that cost more than
 the decode, and many-core machines. So the split is measured, every ``WINDOW`` batches: the CPU
 time of the host stage's threads against that of DALI's threads over the same batches (both from
 ``/proc/self/task/<id>/schedstat``: the process's whole CPU time would also count a training step
@@ -20,8 +20,7 @@ Reading another thread's ``schedstat`` updates nothing.
 
 DALI's threads are those named ``[DALI]...`` that its pipeline started (new since just before it was
 defined, looked for once it has run a batch; a pipeline built meanwhile counts too, its threads idle
-while this one runs). Where ``/proc`` is not there, every thread takes a
-batch.
+while this one runs). Where ``/proc`` is not there, every thread takes a batch.
 """
 
 from __future__ import annotations
