@@ -69,6 +69,9 @@ class BenchConfig:
         train_device: where the model trains ("cuda" or "cpu"; batches are moved there).
         gil_seconds: after the timed rounds, sample the GIL with py-spy for this long while
             drawing batches (``benchmarks.gil``); 0 skips it.
+        host_margin: the CPU host stage's thread-share margin for this row
+            (``fastload.backends.dali.share.MARGIN``): a large value gives every batch all the
+            host threads, as before the share was measured; None keeps the library's.
     """
 
     loader: str
@@ -82,6 +85,7 @@ class BenchConfig:
     train_model: str | None = None
     train_device: str = "cpu"
     gil_seconds: float = 0.0
+    host_margin: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch_size", "image_size", "batches_per_round", "rounds"):
@@ -101,7 +105,8 @@ class BenchConfig:
 
     def label(self) -> str:
         train = f" training {self.train_model} on {self.train_device}" if self.train_model else ""
-        return f"{self.loader} threads={self.threads} batch={self.batch_size}{train}"
+        margin = f" host margin {self.host_margin:g}" if self.host_margin is not None else ""
+        return f"{self.loader} threads={self.threads} batch={self.batch_size}{train}{margin}"
 
 
 def dumps(config: BenchConfig, data: BenchData) -> str:

@@ -67,6 +67,7 @@ __all__ = ["FULL", "SMOKE", "STEPS", "Plan", "main"]
 
 STEPS = ("env", "gpu-tests", "data", "ceiling", "loaders", "restart", "custom-ops", "training",
          "tune", "cpu-only", "op-lists", "suite")
+EVERY_THREAD = 100.0  # a host-stage share margin that gives every batch all the host threads
 CUSTOM_OPS = ("train", "+ 255 - x @op at the end", "+ 255 - x @batch_op", "+ add_noise @op",
               "+ add_noise @op(vectorized=True)", MIX)
 
@@ -379,8 +380,11 @@ def step_loaders(check: Check) -> str:
 
 
 def step_cpu_only(check: Check) -> str:
+    """The loaders with CUDA hidden; then the LMDB store with its host stage on every thread
+    (``host_margin``), against the measured share of threads (``fastload.backends.dali.share``)."""
     names = _names(check, ("lmdb", "hdf5", "lmdb-raw"), "cpu")
     configs = [_config(check, name, check.plan.main_batch, gil=True) for name in names]
+    configs.append(_config(check, names[1], check.plan.main_batch, gil=True, host_margin=EVERY_THREAD))
     rows = _rows(check, check.report.setdefault("cpu_only", []), configs,
                  env={"CUDA_VISIBLE_DEVICES": ""})
     return f"{sum(r.get('status') == 'ok' for r in rows)}/{len(rows)} rows measured, CUDA hidden"

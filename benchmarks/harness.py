@@ -332,6 +332,22 @@ def _cudnn_autotune(config: BenchConfig) -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
+@contextlib.contextmanager
+def _host_margin(config: BenchConfig) -> Iterator[None]:
+    """The row's host-stage share margin (``BenchConfig.host_margin``), put back afterwards: rows
+    measured in one process (``--no-isolate``, tests) do not inherit it."""
+    if config.host_margin is None:
+        yield
+        return
+    from fastload.backends.dali import share
+
+    before, share.MARGIN = share.MARGIN, config.host_margin
+    try:
+        yield
+    finally:
+        share.MARGIN = before
+
+
 def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
     """Measure ``config`` in this process; returns the result row (status "ok").
 
@@ -344,7 +360,7 @@ def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
     sync_device = config.train_device if config.train_model else spec.device
     rss_before = psutil.Process().memory_info().rss
     gpu = GpuMemory() if _uses_cuda(config) else None
-    with ResourceMonitor(gpu=gpu) as monitor, _cudnn_autotune(config):
+    with ResourceMonitor(gpu=gpu) as monitor, _cudnn_autotune(config), _host_margin(config):
         start = time.perf_counter()
         loader = spec.build(data, config)
         batches = endless_batches(loader)
@@ -371,6 +387,8 @@ def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:
                batches_per_epoch=_length(loader), **_gpu_memory(gpu, monitor))
     if config.train_model:
         row.update(train_model=config.train_model, train_device=config.train_device)
+    if config.host_margin is not None:
+        row.update(host_margin=config.host_margin)
     return row
 
 

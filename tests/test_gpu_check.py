@@ -28,9 +28,12 @@ def test_smoke_run_measures_every_step_and_writes_its_report(tmp_path):
     skipped = {n for n, s in steps.items() if s["status"] == "skipped"}
     assert skipped == (set() if cuda else {"gpu-tests", "ceiling"})
     for key in ("loaders", "cpu_only"):  # every loader measured: readers.file and three stores
-        rows = report[key]
-        assert [r["status"] for r in rows] == ["ok"] * 4, rows
+        rows = report[key]  # (CUDA hidden: then the LMDB store's host stage on every thread)
+        assert [r["status"] for r in rows] == ["ok"] * (4 if key == "loaders" else 5), rows
         assert all(r["images_per_s"] > 0 and r["first_batch_s"] > 0 for r in rows)
+    every = report["cpu_only"][-1]
+    assert every["loader"] == "fastload-dali-lmdb" and every["host_margin"] == gpu_check.EVERY_THREAD
+    assert any("on every thread" in t["target"] for t in report["targets"])
     assert report["restart"]["engines_built"] == 1
     assert set(report["custom_ops"]["results"]) == set(gpu_check.CUSTOM_OPS)
     training = report["training"]["resnet18"]["summary"]["fastload_best"]
