@@ -229,7 +229,8 @@ class Loader:
             gathered when the store was packed.
         output_dtype: "float32", "float16" or "uint8" (uint8 is not normalized).
         layout: "NCHW" or "NHWC".
-        prefetch: batches prepared ahead.
+        prefetch: batches prepared ahead (DALI on the CPU with the host stage decodes one more:
+            the host stage takes each batch on the share of the threads its ops need).
         verify: check each record's checksum when read.
         rank, world_size: shard for distributed training; default from torch.distributed.
         hw_decoder_load: on the GPU, the share (0..1) of JPEG decoding given to the hardware
