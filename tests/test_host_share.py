@@ -76,46 +76,16 @@ def test_without_both_clocks_every_thread_takes_every_batch():
     assert share_.active == 4
 
 
-@proc
-def test_the_cpu_clock_of_another_thread_agrees_with_its_own():
-    """``/proc/self/task/<id>/schedstat`` (read from here) against ``time.thread_time()`` (read by
-    the thread itself, then parked on an event, so neither moves in between)."""
-    started, measured, leave = threading.Event(), threading.Event(), threading.Event()
-    seen: dict[str, float] = {}
-
-    def burn() -> None:
-        seen["tid"] = threading.get_native_id()
-        started.set()
-        total = 0
-        while time.thread_time() < 0.05:  # 50 ms of CPU, however long that takes
-            total += sum(range(1000))
-        seen["own"] = time.thread_time()
-        measured.set()
-        leave.wait()
-
-    thread = threading.Thread(target=burn, name="fastload-test-burn")
-    thread.start()
-    started.wait()
-    measured.wait()
-    clock = threads_cpu_clock([int(seen["tid"])])
-    try:
-        assert int(seen["tid"]) in thread_names()
-        assert clock() == pytest.approx(seen["own"], abs=0.005)
-    finally:
-        leave.set()
-        thread.join()
-    assert threads_cpu_clock([-1])() is None  # no such thread: nothing to read
-
-
 def _named_thread(name: bytes, cpu_seconds: float, parked: threading.Event) -> tuple[threading.Thread, dict]:
     """A thread that names itself (the OS's name: Python 3.11 sets none), runs ``cpu_seconds`` of
-    CPU, notes its own CPU clock, then waits on ``parked``."""
+    CPU, notes its id and its own CPU clock, then waits on ``parked``."""
     import ctypes
 
     seen: dict = {}
     done = threading.Event()
 
     def run() -> None:
+        seen["tid"] = threading.get_native_id()
         ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
         total = 0
         while time.thread_time() < cpu_seconds:
@@ -128,6 +98,22 @@ def _named_thread(name: bytes, cpu_seconds: float, parked: threading.Event) -> t
     thread.start()
     done.wait()
     return thread, seen
+
+
+@proc
+def test_the_cpu_clock_of_another_thread_agrees_with_its_own():
+    """``/proc/self/task/<id>/schedstat`` (read from here) against ``time.thread_time()`` (read by
+    the thread itself, then parked on an event, so neither moves in between)."""
+    parked = threading.Event()
+    thread, seen = _named_thread(b"fl-test-burn", 0.05, parked)  # 50 ms of CPU, however long that takes
+    clock = threads_cpu_clock([seen["tid"]])
+    try:
+        assert seen["tid"] in thread_names()
+        assert clock() == pytest.approx(seen["own"], abs=0.005)
+    finally:
+        parked.set()
+        thread.join()
+    assert threads_cpu_clock([-1])() is None  # no such thread: nothing to read
 
 
 @proc

@@ -6,11 +6,12 @@ most op lists kept more threads runnable than there were cores, and a thread the
 while it holds the GIL holds it until it runs again: every other thread that needs the GIL waits
 that long. The train preset's host stage is ~25% of the CPU per image (a 224 px resize against a
 JPEG decode): one host thread kept up with two of DALI's on 2 cores, and the GIL held per image
-fell from ~90 to ~73 us (``benchmarks/run.py``, LMDB; RESULTS.md section 23). A fixed count would starve op lists that cost more than
-the decode, and many-core machines. So the split is measured, every ``WINDOW`` batches: the CPU
-time of the host stage's threads against that of DALI's threads over the same batches (both from
-``/proc/self/task/<id>/schedstat``: the process's whole CPU time would also count a training step
-on the CPU), and each batch goes to ``round(threads x share x MARGIN)`` threads, at least one.
+fell from ~90 to ~73 us (``benchmarks/run.py``, LMDB; RESULTS.md section 23). A fixed count would
+starve op lists that cost more than the decode, and many-core machines. So the split is measured,
+every ``WINDOW`` batches: the CPU time of the host stage's threads against that of DALI's threads
+over the same batches (both from ``/proc/self/task/<id>/schedstat``: the process's whole CPU time
+would also count a training step on the CPU), and each batch goes to ``round(threads x share x
+MARGIN)`` threads, at least one.
 
 Why ``/proc`` and not ``time.thread_time()`` around each chunk: that system call updates the
 scheduler's account of the calling thread, and where its time slice is spent the scheduler stops
