@@ -455,12 +455,10 @@ def test_windowed_decodes_give_the_pixels_of_whole_ones(tmp_path):
             loader = fastload.Loader(str(tmp_path / f"{store}.lmdb"), batch_size=3, augment=augment, shuffle=True,
                                      backend=backend, device="cpu", num_threads=1, output_dtype="uint8")
             batches[store, backend] = torch.cat([x for x, _ in loader])
-        if dali_available():  # the DALI feed cuts the .npy records' windows; the host stage the raw ones'
+        if dali_available():  # the DALI feed lays out both stores' records as their windows
             from fastload.backends.dali.feed import feeds_windows
 
-            opened = fastload.open_store(str(tmp_path / f"{store}.lmdb"))
-            assert feeds_windows(opened, augment[0], host=True, encoded=False, dtype=np.dtype(np.uint16),
-                                 channels=CHANNELS) == (store == "npy")
+            assert feeds_windows(augment[0], host=True, encoded=False)
     reference = batches["raw", "torch"]
     assert reference.shape == (6, CHANNELS, 24, 24)
     assert all(torch.equal(b, reference) for b in batches.values())

@@ -145,8 +145,7 @@ class DaliEngine:
         self.gpu = config.device == "cuda"
         self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
         self.ahead = max(2, 2 * feed_workers)
-        windows = bool(lowered.head) and feeds_windows(store, lowered.head[0], host=lowered.host, encoded=encoded,
-                                                       dtype=self.pixel_dtype, channels=config.channels)
+        windows = bool(lowered.head) and feeds_windows(lowered.head[0], host=lowered.host, encoded=encoded)
         files = store.files  # image files read in place: the workers read them, not a store
         paths, options = store.reopen_args()  # how a worker opens the store itself
         spec = FeedSpec(paths=() if files else tuple(paths), options={} if files else options,

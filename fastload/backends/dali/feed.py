@@ -11,9 +11,11 @@ A slot holds, for ``n`` records::
 
 Payloads are the stored encoded bytes (``mode="encoded"``: DALI decodes them) or decoded
 ``HxWxC`` arrays of one pixel type (``mode="arrays"``: raw stores, ``.npy`` records, images DALI's
-decoders cannot read, such as 6-channel TIFFs). With ``windows``, an array record that is decoded
-here is decoded as the leading op's window alone (a random-resized crop's, drawn here): a 6-channel
-``.npy`` stack then lays out about half its values and the slot carries half the bytes.
+decoders cannot read, such as 6-channel TIFFs). With ``windows``, an array record is laid out as the
+leading op's window alone (a random-resized crop's, drawn here): a 6-channel ``.npy`` stack is
+decoded so and lays out about half its values, a raw record is read whole and its window copied;
+the slot carries about half the bytes and the host stage, in the Loader's process, gets windows
+it resizes as they are (a raw record's window cut there was a strided view, copied under the GIL).
 
 The spec travels to worker processes as JSON (no pickle); the op list as its config.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ...codecs.base import cut_window
 from ...ops.base import Op, reads_window
 from ...pixels import to_pixel_dtype
 from ...stores import Store, open_store
@@ -120,7 +123,8 @@ class FeedReader:
         self.layout = ParamLayout(ops)
         self.dtype = np.dtype(spec.pixel_dtype)
         self.raw_as_is = spec.mode == "arrays" and stored_as_is(self.store, self.dtype, spec.channels)
-        self.window_op = ops[0] if spec.windows and not self.raw_as_is else None
+        self.window_op = ops[0] if spec.windows else None
+        self._record = np.empty(0, np.uint8)  # a raw record read whole, for its window
 
     def _array(self, index: int, window: tuple[int, int, int, int] | None, into: np.ndarray) -> np.ndarray:
         image = np.asarray(self.store.decode(index, window, into=into))
@@ -134,18 +138,30 @@ class FeedReader:
                span: np.ndarray) -> None:
         """Record ``index``'s payload (its ``window`` only, if given) into ``out``; its size in
         bytes and an array's height and width into ``span[1:]``."""
-        if self.spec.mode == "encoded" or self.raw_as_is:
+        if self.spec.mode == "encoded" or (self.raw_as_is and window is None):
             # records whose stored bytes are already the payload are read straight into the slot
             size = self.store.read_into(index, memoryview(out), self.spec.verify)
             span[1:] = size, *(self.shapes[index][:2] if self.raw_as_is else (0, 0))
             return
-        array = self._array(index, window, out)
-        payload = array.reshape(-1).view(np.uint8)
-        if payload.size > out.size:
-            raise self.store.too_large(index, payload.size, out.size)
-        if payload.ctypes.data != out.ctypes.data:  # not decoded in place (codecs that cannot, conversions)
-            out[: payload.size] = payload
-        span[1:] = payload.size, *array.shape[:2]
+        array = self._raw_window(index, window) if self.raw_as_is else self._array(index, window, out)
+        if array.nbytes > out.size:
+            raise self.store.too_large(index, array.nbytes, out.size)
+        if array.ctypes.data != out.ctypes.data:  # not decoded in place (windows, codecs that cannot, conversions)
+            np.copyto(out[: array.nbytes].view(array.dtype).reshape(array.shape), array)
+        span[1:] = array.nbytes, *array.shape[:2]
+
+    def _raw_window(self, index: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The ``window`` of raw record ``index``: a view of the record, read whole (and checked)
+        into a buffer this reader keeps."""
+        height, width, channels = self.shapes[index].tolist()
+        nbytes = height * width * channels * self.dtype.itemsize
+        if self._record.size < nbytes:
+            self._record = np.empty(nbytes, np.uint8)
+        size = self.store.read_into(index, memoryview(self._record), self.spec.verify)
+        if size != nbytes:
+            raise self.store.too_large(index, size, nbytes)
+        array = self._record[:nbytes].view(self.dtype).reshape(height, width, channels)
+        return cut_window(array, window, f"{self.store.path}[{index}]")
 
     def fill(self, slot: memoryview, epoch: int, indices: np.ndarray) -> int:
         """Write the batch ``indices`` of ``epoch`` into ``slot``; return the bytes used."""
@@ -184,11 +200,10 @@ def stored_as_is(store: Store, dtype: np.dtype, channels: int) -> bool:
             and bool((record_shapes(store)[:, 2] == channels).all()))
 
 
-def feeds_windows(store: Store, first: Op, *, host: bool, encoded: bool, dtype: np.dtype, channels: int) -> bool:
-    """Whether the feed decodes array records as ``first``'s window (``FeedSpec.windows``): for
-    the host stage (which then takes windows, as from DALI's decoder), when ``first`` reads one
-    and the records are decoded here (not read into the slot as they are stored)."""
-    return host and not encoded and reads_window(first) and not stored_as_is(store, dtype, channels)
+def feeds_windows(first: Op, *, host: bool, encoded: bool) -> bool:
+    """Whether the feed lays out array records as ``first``'s window (``FeedSpec.windows``): for
+    the host stage (which then takes windows, as from DALI's decoder), when ``first`` reads one."""
+    return host and not encoded and reads_window(first)
 
 
 def dense_batch(mode: str, shapes: np.ndarray) -> bool:
