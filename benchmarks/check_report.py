@@ -161,7 +161,7 @@ def _other_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         shared = by.get(every["loader"])
         if shared:
             out.append(_target(f"CUDA hidden: {every['loader']}, host stage on its measured share of the threads "
-                               "vs on every thread",
+                               "and DALI's threads in the background vs on every thread, DALI's at normal priority",
                                f"{shared['images_per_s']:.0f} vs {every['images_per_s']:.0f} img/s, GIL "
                                f"{_num(shared.get('gil_us_per_image'))} vs {_num(every.get('gil_us_per_image'))} us/img",
                                None))
@@ -202,7 +202,7 @@ def _loader_table(rows: list[dict[str, Any]] | None, ceiling: dict[str, Any] | N
             continue
         c = gpu_ceiling_for(ceiling, r["batch_size"])
         base = by.get((dali, r["batch_size"]))
-        lines.append([r["loader"] + (" (host stage on every thread)" if r.get("host_margin") is not None else ""),
+        lines.append([r["loader"] + (" (host stage as before sharing the CPU)" if r.get("host_margin") is not None else ""),
                       str(r["batch_size"]), f"{r['images_per_s']:.0f}",
                       f"{r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}",
                       percent(r["images_per_s"] / c) if c else "-",

@@ -71,7 +71,9 @@ class BenchConfig:
             drawing batches (``benchmarks.gil``); 0 skips it.
         host_margin: the CPU host stage's thread-share margin for this row
             (``fastload.backends.dali.share.MARGIN``): a large value gives every batch all the
-            host threads, as before the share was measured; None keeps the library's.
+            host threads, as before the share was measured; set, it also leaves DALI's threads at
+            the process's priority (``share.DALI_NICE`` 0): the host stage as it was before it
+            shared the CPU. None keeps the library's.
     """
 
     loader: str

@@ -380,8 +380,9 @@ def step_loaders(check: Check) -> str:
 
 
 def step_cpu_only(check: Check) -> str:
-    """The loaders with CUDA hidden; then the LMDB store with its host stage on every thread
-    (``host_margin``), against the measured share of threads (``fastload.backends.dali.share``)."""
+    """The loaders with CUDA hidden; then the LMDB store with its host stage on every thread and
+    DALI's threads at normal priority (``host_margin``), against the measured share of threads and
+    DALI's threads in the background (``fastload.backends.dali.share``)."""
     names = _names(check, ("lmdb", "hdf5", "lmdb-raw"), "cpu")
     configs = [_config(check, name, check.plan.main_batch, gil=True) for name in names]
     configs.append(_config(check, names[1], check.plan.main_batch, gil=True, host_margin=EVERY_THREAD))

@@ -334,18 +334,20 @@ def _cudnn_autotune(config: BenchConfig) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _host_margin(config: BenchConfig) -> Iterator[None]:
-    """The row's host-stage share margin (``BenchConfig.host_margin``), put back afterwards: rows
-    measured in one process (``--no-isolate``, tests) do not inherit it."""
+    """The row's host-stage share margin (``BenchConfig.host_margin``; DALI's threads then at the
+    process's priority), put back afterwards: rows measured in one process (``--no-isolate``,
+    tests) do not inherit it."""
     if config.host_margin is None:
         yield
         return
     from fastload.backends.dali import share
 
-    before, share.MARGIN = share.MARGIN, config.host_margin
+    before = share.MARGIN, share.DALI_NICE
+    share.MARGIN, share.DALI_NICE = config.host_margin, 0
     try:
         yield
     finally:
-        share.MARGIN = before
+        share.MARGIN, share.DALI_NICE = before
 
 
 def measure(config: BenchConfig, data: BenchData) -> dict[str, Any]:

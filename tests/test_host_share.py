@@ -1,6 +1,6 @@
 """The host stage's share of the threads (fastload/backends/dali/share.py): the arithmetic, the
-clocks it reads (against the thread's own CPU clock), and a DALI CPU loader that gives each batch
-fewer threads with the same pixels."""
+clocks it reads (against the thread's own CPU clock), DALI's threads as background work, and a DALI
+CPU loader that gives each batch fewer threads with the same pixels."""
 
 from __future__ import annotations
 
@@ -131,14 +131,38 @@ def test_the_clock_of_new_threads_counts_those_with_the_name_started_after_the_s
             thread.join()
 
 
+linux_scheduling = pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="no per-thread scheduling calls")
+
+
+@proc
+@linux_scheduling
+def test_background_threads_run_as_batch_work_a_few_steps_nicer():
+    parked = threading.Event()
+    quiet, seen_quiet = _named_thread(b"fl-test-quiet", 0.0, parked)
+    left, seen_left = _named_thread(b"fl-test-left", 0.0, parked)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        share.background([seen_quiet["tid"], -1])  # a thread that is gone is passed over
+        assert os.sched_getscheduler(seen_quiet["tid"]) == os.SCHED_BATCH
+        assert os.getpriority(os.PRIO_PROCESS, seen_quiet["tid"]) == min(19, base + share.DALI_NICE)
+        share.background([seen_left["tid"]], nice=0)  # 0: left as it is
+        assert os.sched_getscheduler(seen_left["tid"]) == os.sched_getscheduler(0)
+        assert os.getpriority(os.PRIO_PROCESS, seen_left["tid"]) == base
+    finally:
+        parked.set()
+        quiet.join()
+        left.join()
+
+
 @proc
 @pytest.mark.skipif(not dali_available(), reason="DALI not installed")
 def test_a_host_stage_on_fewer_threads_gives_the_same_batches(small_lmdb, monkeypatch):
-    """The CPU host stage clocks DALI's own threads, and a batch taken by one of its threads is the
-    batch all of them make."""
+    """The CPU host stage clocks DALI's own threads (and runs them as background work), and a batch
+    taken by one of its threads is the batch all of them make."""
     augment = [ops.RandomResizedCrop(24), ops.Flip(), ops.ColorJitter(0.4, 0.4, 0.4, 0.1), ops.Normalize()]
 
     def run() -> tuple[torch.Tensor, list[int]]:
+        before = thread_names()
         loader = fastload.Loader(small_lmdb, augment=augment, backend="dali", device="cpu", num_threads=2,
                                  batch_size=2, seed=3, shuffle=True)
         batches, active = [], []
@@ -147,6 +171,9 @@ def test_a_host_stage_on_fewer_threads_gives_the_same_batches(small_lmdb, monkey
             active.append(loader._get_backend()._engines[0].host.share.active)
         host = loader._get_backend()._engines[0].host
         assert host.share._clocks is not None and host.share._clocks[1]() > 0  # DALI's threads ran
+        if hasattr(os, "sched_getscheduler"):  # and ran as background work
+            dali = [tid for tid, name in thread_names().items() if tid not in before and name.startswith("[DALI]")]
+            assert dali and all(os.sched_getscheduler(tid) == os.SCHED_BATCH for tid in dali)
         loader.close()
         return torch.cat(batches), active
 

@@ -50,7 +50,7 @@ from .host import HostFinish, tail_input
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
 from .pool import FeedPool
-from .share import new_threads_clock, thread_names
+from .share import background, new_threads_clock, thread_names
 
 __all__ = ["DaliEngine", "PipelineError", "UnknownSize"]
 
@@ -169,8 +169,8 @@ class DaliEngine:
         self.pipe = None if bypass else self._define()
         if self.pipe is not None:
             self.pipe.build()
-        if shared:  # against DALI's threads: those this pipeline starts
-            self.host.share_with(new_threads_clock(before, "[DALI]"))  # type: ignore[union-attr]
+        if shared:  # against DALI's threads (those this pipeline starts), which run as background work
+            self.host.share_with(new_threads_clock(before, "[DALI]", on_found=background))  # type: ignore[union-attr]
         self.broken = False
         self.owner: Any = None  # a weak reference to the pass running on this engine
         self.clock = StageClock()  # the backend hands the Loader's (the stall meter, fastload.stats)
