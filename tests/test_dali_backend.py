@@ -107,11 +107,12 @@ def test_custom_ops_match_torch_backend(small_lmdb):
 
 
 @pytest.mark.parametrize("payload", ["encoded", "raw"])  # raw: the host stage reads the feed's slots, no pipeline
-def test_corrupt_record_named_not_wrapped(small_folder, tmp_path, payload):
+@pytest.mark.parametrize("augment", ["eval", "train"])  # train: the feed lays out a raw record's crop window alone
+def test_corrupt_record_named_not_wrapped(small_folder, tmp_path, payload, augment):
     out = str(tmp_path / "bad.lmdb")
     fastload.pack(small_folder, out, options=fastload.PackOptions(workers=1, progress=False, payload=payload))
     flip_byte_in_record(out, 4)
-    loader = fastload.Loader(out, batch_size=4, augment="eval", image_size=16, backend="dali", device="cpu",
+    loader = fastload.Loader(out, batch_size=4, augment=augment, image_size=16, backend="dali", device="cpu",
                              num_threads=1)
     with pytest.raises(fastload.CorruptRecordError, match="record 4"):
         list(loader)
