@@ -568,3 +568,23 @@ def test_a_feed_worker_whose_loader_closed_ends_quietly(small_lmdb):
     worker.stdin.close()
     assert worker.wait(60) == 0
     assert worker.stderr.read() == b""
+
+
+def test_the_feed_lays_out_a_raw_records_window_alone(small_folder, tmp_path):
+    """A raw record read whole, its crop window copied into the slot (the host stage resizes it as
+    it comes); a window that does not fit the record names the record."""
+    from fastload.backends.dali.feed import FeedReader, FeedSpec
+
+    store = str(tmp_path / "raw.lmdb")
+    fastload.pack(small_folder, store, options=fastload.PackOptions(payload="raw", workers=1, progress=False))
+    crop = ops.RandomResizedCrop(8)
+    reader = FeedReader(FeedSpec(paths=(store,), mode="arrays", verify=True, seed=0, ops=(crop.to_config(),),
+                                 windows=True))
+    assert reader.raw_as_is and reader.window_op is not None
+    whole = np.asarray(fastload.open_store(store).decode(2))
+    out, span = np.zeros(whole.nbytes, np.uint8), np.zeros(4, np.int64)
+    reader._write(2, out, (3, 5, 7, 9), span)
+    assert span[1:].tolist() == [7 * 9 * whole.shape[2], 7, 9]
+    np.testing.assert_array_equal(out[: span[1]].reshape(7, 9, whole.shape[2]), whole[3:10, 5:14])
+    with pytest.raises(fastload.CorruptRecordError, match="record 2"):
+        reader._write(2, out, (0, 0, whole.shape[0] + 1, 4), span)

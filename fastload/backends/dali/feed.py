@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ...codecs.base import cut_window
+from ...errors import BadInputError, CorruptRecordError
 from ...ops.base import Op, reads_window
 from ...pixels import to_pixel_dtype
 from ...stores import Store, open_store
@@ -159,9 +160,13 @@ class FeedReader:
             self._record = np.empty(nbytes, np.uint8)
         size = self.store.read_into(index, memoryview(self._record), self.spec.verify)
         if size != nbytes:
-            raise self.store.too_large(index, size, nbytes)
+            raise CorruptRecordError(self.store.path, index, None, f"its stored size ({size:,} bytes) is not that of a "
+                                     f"{height}x{width}x{channels} {self.dtype.name} array ({nbytes:,})")
         array = self._record[:nbytes].view(self.dtype).reshape(height, width, channels)
-        return cut_window(array, window, f"{self.store.path}[{index}]")
+        try:
+            return cut_window(array, window, f"{self.store.path}[{index}]")
+        except BadInputError as exc:
+            raise CorruptRecordError(self.store.path, index, None, exc.reason) from None
 
     def fill(self, slot: memoryview, epoch: int, indices: np.ndarray) -> int:
         """Write the batch ``indices`` of ``epoch`` into ``slot``; return the bytes used."""
