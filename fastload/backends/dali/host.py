@@ -8,8 +8,8 @@ antialiased bilinear resize (the same triangle filter as DALI's and Pillow's) ta
 CPU rotate, colour and blur operators are slower still (2 cores, batch 64: ColorJitter, vertical
 flip + Rotate and GaussianBlur lists ran at 511, 435 and 574 img/s in DALI; RESULTS.md has the
 figures here). DALI still decodes, in its threads (only the crop window of a random-resized
-crop); this stage takes the decoded images as they come out (or cuts the windows from a raw
-store's arrays), each thread taking the batch's next few samples when free (``run_chunks``: samples
+crop); this stage takes the decoded images as they come out (or array records from the feed's
+slots, laid out as their windows), each thread taking the batch's next few samples when free (``run_chunks``: samples
 differ in cost), runs the ops with the parameters
 the feed drew (``Op.decode`` of its vector), and writes the finished batch (layout, dtype,
 normalization) with the output stage's ``fastload.output.BatchWriter``. The thread that iterates the
@@ -137,8 +137,9 @@ class HostFinish:
     Args:
         head: the ops (see ``host_finishes``).
         params: where their drawn parameters sit in the per-sample vector.
-        cut: the images are whole (a raw store's arrays): cut the leading op's window here (other
-            images come as their windows already: decoded so, or cut by the feed).
+        cut: the images come whole (neither DALI's decoder nor the feed cut the leading op's
+            window): cut it here. Today's window op, a random-resized crop, comes cut: decoded as
+            its window, or laid out so by the feed (array records, raw ones included).
         threads: the pool's threads (the loader's ``num_threads``).
         output: the batch to write (the loader's output, or with a tail the batch the tail takes:
             ``tail_input``); its ``normalize`` is applied after the ops.
@@ -157,7 +158,7 @@ class HostFinish:
         self._ops = list(head)
         self._views, self._final_crop = tuple(views), final_crop
         # a leading window op (a random-resized crop) comes as its window (decoded, or cut by the
-        # feed) or is cut here (whole arrays)
+        # feed) or is cut here (images that come whole)
         self._crop = bool(self._ops) and reads_window(self._ops[0])
         self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops) if op.param_count]
         self._custom = {k: op._takes_rng() for k, op in enumerate(self._ops) if isinstance(op, CustomOp)}
