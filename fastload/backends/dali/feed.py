@@ -15,7 +15,7 @@ decoders cannot read, such as 6-channel TIFFs). With ``windows``, an array recor
 leading op's window alone (a random-resized crop's, drawn here): a 6-channel ``.npy`` stack is
 decoded so and lays out about half its values, a raw record is read whole and its window copied;
 the slot carries about half the bytes and the host stage, in the Loader's process, gets windows
-it resizes as they are (a raw record's window cut there was a strided view, copied under the GIL).
+it resizes as they are (a raw record's window cut there was a strided view, copied there first).
 
 The spec travels to worker processes as JSON (no pickle); the op list as its config.
 """
