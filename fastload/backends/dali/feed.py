@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from ...codecs.base import cut_window
-from ...errors import BadInputError, CorruptRecordError
 from ...ops.base import Op, reads_window
 from ...pixels import to_pixel_dtype
 from ...stores import Store, open_store
@@ -125,7 +123,6 @@ class FeedReader:
         self.dtype = np.dtype(spec.pixel_dtype)
         self.raw_as_is = spec.mode == "arrays" and stored_as_is(self.store, self.dtype, spec.channels)
         self.window_op = ops[0] if spec.windows else None
-        self._record = np.empty(0, np.uint8)  # a raw record read whole, for its window
 
     def _array(self, index: int, window: tuple[int, int, int, int] | None, into: np.ndarray) -> np.ndarray:
         image = np.asarray(self.store.decode(index, window, into=into))
@@ -144,29 +141,12 @@ class FeedReader:
             size = self.store.read_into(index, memoryview(out), self.spec.verify)
             span[1:] = size, *(self.shapes[index][:2] if self.raw_as_is else (0, 0))
             return
-        array = self._raw_window(index, window) if self.raw_as_is else self._array(index, window, out)
+        array = self._array(index, window, out)
         if array.nbytes > out.size:
             raise self.store.too_large(index, array.nbytes, out.size)
         if array.ctypes.data != out.ctypes.data:  # not decoded in place (windows, codecs that cannot, conversions)
             np.copyto(out[: array.nbytes].view(array.dtype).reshape(array.shape), array)
         span[1:] = array.nbytes, *array.shape[:2]
-
-    def _raw_window(self, index: int, window: tuple[int, int, int, int]) -> np.ndarray:
-        """The ``window`` of raw record ``index``: a view of the record, read whole (and checked)
-        into a buffer this reader keeps."""
-        height, width, channels = self.shapes[index].tolist()
-        nbytes = height * width * channels * self.dtype.itemsize
-        if self._record.size < nbytes:
-            self._record = np.empty(nbytes, np.uint8)
-        size = self.store.read_into(index, memoryview(self._record), self.spec.verify)
-        if size != nbytes:
-            raise CorruptRecordError(self.store.path, index, None, f"its stored size ({size:,} bytes) is not that of a "
-                                     f"{height}x{width}x{channels} {self.dtype.name} array ({nbytes:,})")
-        array = self._record[:nbytes].view(self.dtype).reshape(height, width, channels)
-        try:
-            return cut_window(array, window, f"{self.store.path}[{index}]")
-        except BadInputError as exc:
-            raise CorruptRecordError(self.store.path, index, None, exc.reason) from None
 
     def fill(self, slot: memoryview, epoch: int, indices: np.ndarray) -> int:
         """Write the batch ``indices`` of ``epoch`` into ``slot``; return the bytes used."""
