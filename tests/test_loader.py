@@ -270,3 +270,19 @@ def test_killed_worker_raises_instead_of_hanging(small_lmdb):
     with pytest.raises((fastload.WorkerDiedError, RuntimeError), match="killed|died"):
         for _ in it:
             pass
+
+
+@pytest.mark.parametrize("backend", ["dali", "torch"])
+@pytest.mark.parametrize("augment", ["eval", "train"])  # train: a raw record's crop window, from Store.decode(window)
+def test_verify_false_reads_records_whose_checksum_fails(small_folder, tmp_path, backend, augment):
+    """``verify=False`` skips the checksum on every read path: a raw record with one pixel changed
+    (still an array) is refused with ``verify=True`` and read without."""
+    if backend == "dali" and not dali_available():
+        pytest.skip("DALI not installed")
+    store = str(tmp_path / "raw.lmdb")
+    fastload.pack(small_folder, store, options=fastload.PackOptions(payload="raw", workers=1, progress=False))
+    flip_byte_in_record(store, 4)
+    kw = dict(batch_size=4, augment=augment, image_size=16, backend=backend, device="cpu", num_threads=1)
+    with pytest.raises(fastload.CorruptRecordError, match="record 4"):
+        list(fastload.Loader(store, **kw))
+    assert sum(len(labels) for _, labels in fastload.Loader(store, verify=False, **kw)) == 24

@@ -280,7 +280,7 @@ class SixChannelStore:
     def read(self, index: int, verify: bool = True) -> bytes:
         return self.images[index].tobytes()
 
-    def decode(self, index: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    def decode(self, index: int, window: tuple[int, int, int, int] | None = None, *, verify: bool = True) -> np.ndarray:
         if window is None:
             return self.images[index]
         top, left, height, width = window

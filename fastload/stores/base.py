@@ -231,11 +231,13 @@ class StoreReader(RecordSource):
         payload = self._as_array(index, data) if self.header.payload == "raw" else data
         return payload, int(self.table.labels[index])
 
-    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None,
+               verify: bool = True) -> np.ndarray:
         """Record ``index`` as an ``HxWxC`` array (uint8, or uint16 for 16-bit sources); with a
-        ``window``, only that part (a raw record's: a view); ``into``: see ``codecs.images.decode``."""
+        ``window``, only that part (a raw record's: a view); ``into``: see ``codecs.images.decode``;
+        the checksum checked unless ``verify=False``."""
         index = self._check_index(index)
-        data = self.read(index)
+        data = self.read(index, verify)
         try:
             if self.header.payload == "raw":
                 array = self._as_array(index, data)

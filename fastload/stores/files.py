@@ -141,9 +141,10 @@ class FileReader(RecordSource):
         with open(self._files[index], "rb") as f:
             return f.read()
 
-    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None,
+               verify: bool = True) -> np.ndarray:
         """File ``index`` decoded (its ``window`` only, if given); an error names its path."""
-        return images.decode(self.read(index), path=display_path(self._files[index]), window=window, into=into)
+        return images.decode(self.read(index, verify), path=display_path(self._files[index]), window=window, into=into)
 
     def too_large(self, index: int, size: int, room: int) -> Exception:
         return BadInputError(self._files[index], f"is {size:,} bytes now, more than when the loader opened it: "

@@ -108,8 +108,9 @@ class _RemoteShard(HeaderFacts):
     def get(self, index: int) -> tuple[bytes | np.ndarray, int]:
         return self._reader().get(index)
 
-    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
-        return self._reader().decode(index, window, into=into)
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None,
+               verify: bool = True) -> np.ndarray:
+        return self._reader().decode(index, window, into=into, verify=verify)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_store", "entry", "header"):

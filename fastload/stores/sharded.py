@@ -158,9 +158,10 @@ class ShardedStore(RecordSource):
         shard, local = self._locate(index)
         return shard.get(local)
 
-    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None,
+               verify: bool = True) -> np.ndarray:
         shard, local = self._locate(index)
-        return shard.decode(local, window, into=into)
+        return shard.decode(local, window, into=into, verify=verify)
 
     def close(self) -> None:
         for shard in self.shards:

@@ -64,10 +64,12 @@ class RecordSource(HeaderFacts, ABC):
         """The stored bytes of record ``index``; its checksum checked unless ``verify=False``."""
 
     @abstractmethod
-    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, index: int, window: Window | None = None, *, into: np.ndarray | None = None,
+               verify: bool = True) -> np.ndarray:
         """Record ``index`` as an ``HxWxC`` array, by the decode policy (docs/FORMAT.md); with a
         ``window`` (top, left, height, width), only that part of it; ``into``: a flat uint8 buffer
-        the result may be laid out at the start of (``codecs.images.decode``)."""
+        the result may be laid out at the start of (``codecs.images.decode``); its checksum
+        checked unless ``verify=False``, as ``read``."""
 
     def close(self) -> None:  # noqa: B027 - most sources hold no handle: nothing to release
         """Release open handles (a source reopens them when read again)."""

@@ -125,7 +125,7 @@ class FeedReader:
         self.window_op = ops[0] if spec.windows else None
 
     def _array(self, index: int, window: tuple[int, int, int, int] | None, into: np.ndarray) -> np.ndarray:
-        image = np.asarray(self.store.decode(index, window, into=into))
+        image = np.asarray(self.store.decode(index, window, into=into, verify=self.spec.verify))
         if image.ndim == 2:
             image = image[:, :, None]
         if image.shape[2] == 1 and self.spec.channels > 1:

@@ -62,7 +62,7 @@ class _BatchDataset(Dataset):
         return 0
 
     def _decode(self, index: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-        image = to_pixel_dtype(self.store.decode(index, window), self.pixel)
+        image = to_pixel_dtype(self.store.decode(index, window, verify=self.config.verify), self.pixel)
         return to_channels(image, self.config.channels, f"{self.store.path}: record {index}")
 
     def _windowed(self, op: Op, index: int, rng: np.random.Generator) -> np.ndarray:
