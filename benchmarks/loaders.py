@@ -417,5 +417,7 @@ def _register_fastload(fmt: str, backend: str, device: str) -> None:
 for _backend, _device in (("torch", "cpu"), ("dali", "cpu"), ("dali", "cuda")):
     for _fmt in ("lmdb", "hdf5"):
         _register_fastload(_fmt, _backend, _device)
-    if _backend == "dali":  # decoded-pixel store: the same crop, resize and normalize, no decode
+    # decoded-pixel store: the same crop, resize and normalize, no decode (on the CPU both backends:
+    # DALI has nothing to decode there, and which backend serves such a store best is measured)
+    if _backend == "dali" or _device == "cpu":
         _register_fastload("lmdb-raw", _backend, _device)

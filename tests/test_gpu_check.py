@@ -28,12 +28,14 @@ def test_smoke_run_measures_every_step_and_writes_its_report(tmp_path):
     skipped = {n for n, s in steps.items() if s["status"] == "skipped"}
     assert skipped == (set() if cuda else {"gpu-tests", "ceiling"})
     for key in ("loaders", "cpu_only"):  # every loader measured: readers.file and three stores
-        rows = report[key]  # (CUDA hidden: then the LMDB store's host stage on every thread)
-        assert [r["status"] for r in rows] == ["ok"] * (4 if key == "loaders" else 5), rows
+        rows = report[key]  # (CUDA hidden: then the LMDB store's host stage on every thread, the raw
+        assert [r["status"] for r in rows] == ["ok"] * (4 if key == "loaders" else 6), rows  # store on torch)
         assert all(r["images_per_s"] > 0 and r["first_batch_s"] > 0 for r in rows)
-    every = report["cpu_only"][-1]
+    every, torch_raw = report["cpu_only"][-2:]
     assert every["loader"] == "fastload-dali-lmdb" and every["host_margin"] == gpu_check.EVERY_THREAD
+    assert torch_raw["loader"] == "fastload-torch-lmdb-raw"
     assert any("on every thread" in t["target"] for t in report["targets"])
+    assert any("raw store on the torch backend" in t["target"] for t in report["targets"])
     assert report["restart"]["engines_built"] == 1
     assert set(report["custom_ops"]["results"]) == set(gpu_check.CUSTOM_OPS)
     training = report["training"]["resnet18"]["summary"]["fastload_best"]
@@ -115,6 +117,16 @@ def test_targets_hold_each_store_to_the_ceiling_of_its_batch_size():
     assert met["GIL <= 60 us/img (cuda)"] is False  # raw: 70
     assert met["first batch after a broken-off pass < 0.3 s"] is True
     assert "**no**" in check_report.markdown({**report, "steps": {}, "targets": check_report.targets(report)})
+
+
+def test_cpu_only_targets_pair_the_raw_store_on_both_backends():
+    """CUDA hidden, the raw store on the torch backend is reported beside the DALI backend's row."""
+    report = {"meta": {"device": "cpu", "threads": 16},
+              "cpu_only": [_row("dali-file", 256, 4000), _row("fastload-dali-lmdb-raw", 256, 9000, gil_us_per_image=50.0),
+                           _row("fastload-torch-lmdb-raw", 256, 11000, gil_us_per_image=8.0)]}
+    by = {t["target"]: t for t in check_report.targets(report)}
+    pair = by["CUDA hidden: the raw store on the torch backend vs the DALI backend"]
+    assert pair["met"] is None and pair["measured"] == "11000 vs 9000 img/s, GIL 8 vs 50 us/img"
 
 
 def test_raw_samples_are_summed_over_stacks():
