@@ -166,7 +166,7 @@ def _other_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                                f"{_num(shared.get('gil_us_per_image'))} vs {_num(every.get('gil_us_per_image'))} us/img",
                                None))
     torch_raw, dali_raw = by.get("fastload-torch-lmdb-raw"), by.get(names["lmdb-raw"])
-    if torch_raw and dali_raw:  # which backend should serve a store DALI decodes nothing of (RESULTS 25)
+    if torch_raw and dali_raw:  # auto's choice for a store DALI decodes nothing of, on the CPU (RESULTS 25)
         out.append(_target("CUDA hidden: the raw store on the torch backend vs the DALI backend",
                            f"{torch_raw['images_per_s']:.0f} vs {dali_raw['images_per_s']:.0f} img/s, GIL "
                            f"{_num(torch_raw.get('gil_us_per_image'))} vs {_num(dali_raw.get('gil_us_per_image'))} "

@@ -385,8 +385,8 @@ def step_cpu_only(check: Check) -> str:
     DALI's threads at normal priority (``host_margin``), against the measured share of threads and
     DALI's threads in the background (``fastload.backends.dali.share``); then the raw store on the
     torch backend, against the DALI backend's row (DALI decodes nothing there: its host stage runs
-    the ops on threads of the Loader's process, the torch backend in worker processes; on 2 cores
-    the rates were within 5% at a fifth of the GIL, RESULTS 25: which should serve such stores)."""
+    the ops on threads of the Loader's process, the torch backend in worker processes, which
+    ``backend="auto"`` takes on the CPU for such stores: 2 cores, RESULTS 25; here, on every core)."""
     names = _names(check, ("lmdb", "hdf5", "lmdb-raw"), "cpu")
     configs = [_config(check, name, check.plan.main_batch, gil=True) for name in names]
     configs.append(_config(check, names[1], check.plan.main_batch, gil=True, host_margin=EVERY_THREAD))

@@ -222,7 +222,9 @@ class Loader:
             epochs, resume and sharding over them.
         weights: per-record sampling weights (drawn with replacement); overrides ``sampler``.
         num_samples: samples per epoch when sampling by weights (default: the store's size).
-        backend: "dali", "torch", or "auto" (DALI when installed).
+        backend: "dali", "torch", or "auto": DALI when installed, except on the CPU for a store
+            DALI decodes nothing of (raw, ``.npy``, TIFF), which the torch backend's worker
+            processes serve faster (``fastload.backends.factory.resolve_backend``).
         device: "cuda", "cpu", or "auto" (CUDA when available).
         num_threads: DALI threads or torch worker processes (default: ``num_workers``, else all cores).
         mean, std: normalization in 0..1 units; default ImageNet's; "store" uses the statistics
@@ -332,7 +334,7 @@ class Loader:
         self._meter = StallMeter(self.rank, log_every=log_every)
         self._steering = LossSteering.build(loss_sampling, self.plan, len(self.store), self.records)
         self.device = resolve_device(device)
-        self.backend_name = resolve_backend(backend)
+        self.backend_name = resolve_backend(backend, device=self.device, store=self.store, ops=self.ops)
         if num_threads is None:
             num_threads = num_workers if num_workers is not None else default_workers()
         self.num_workers, self.pin_memory = num_threads, bool(pin_memory)

@@ -23,6 +23,11 @@ BACKENDS = ["torch"] + (["dali"] if dali_available() else [])
 N = 53  # not a multiple of any batch size used below
 
 
+@fastload.batch_op
+def _as_is(images):
+    return images
+
+
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("tagged") / "data"
@@ -286,3 +291,21 @@ def test_verify_false_reads_records_whose_checksum_fails(small_folder, tmp_path,
     with pytest.raises(fastload.CorruptRecordError, match="record 4"):
         list(fastload.Loader(store, **kw))
     assert sum(len(labels) for _, labels in fastload.Loader(store, verify=False, **kw)) == 24
+
+
+@pytest.mark.skipif(not dali_available(), reason="DALI not installed")
+def test_auto_takes_dali_where_it_has_work_of_its_own(small_lmdb, small_folder, tmp_path):
+    """``backend="auto"``: DALI for a store its decoders read, on the GPU and for a batch op; the
+    torch backend on the CPU for a store DALI decodes nothing of (its ops run in worker processes)."""
+    from fastload.backends.factory import resolve_backend
+
+    raw = str(tmp_path / "raw.lmdb")
+    fastload.pack(small_folder, raw, options=fastload.PackOptions(payload="raw", workers=1, progress=False))
+    assert fastload.Loader(small_lmdb, batch_size=4, device="cpu").backend_name == "dali"
+    assert fastload.Loader(raw, batch_size=4, device="cpu").backend_name == "torch"
+    assert fastload.Loader(raw, batch_size=4, device="cpu", backend="dali").backend_name == "dali"
+    store = fastload.open_store(raw)
+    assert resolve_backend("auto", device="cuda", store=store) == "dali"  # the GPU's ops, even without a decode
+    # a batch op: the DALI backend hands it whole batches (the torch backend, batches of one)
+    assert resolve_backend("auto", device="cpu", store=store, ops=[_as_is.with_args()]) == "dali"
+    assert resolve_backend("auto", device="cpu", store=store, ops=[ops.CenterCrop(8)]) == "torch"

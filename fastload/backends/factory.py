@@ -1,7 +1,7 @@
 """Which backend and device a Loader runs on, and the backend object that does the work.
 
-``backend="auto"`` takes DALI when it imports, else the PyTorch backend; ``device="auto"`` takes
-CUDA when torch sees a device. The backends' modules are imported only when one is made: the
+``backend="auto"`` takes DALI when it imports and has work of its own (see ``resolve_backend``),
+else the PyTorch backend; ``device="auto"`` takes CUDA when torch sees a device. The backends' modules are imported only when one is made: the
 DALI one pulls in DALI (an optional extra), which a torch-backend Loader must not need.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .._optional import available, require
-from ..ops import Op
+from ..ops import BatchOp, Op
 from .base import Backend, BackendConfig
 
 __all__ = ["BACKENDS", "dali_available", "make_backend", "resolve_backend", "resolve_device"]
@@ -37,12 +37,30 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_backend(backend: str) -> str:
-    """"dali" or "torch" for the Loader's ``backend=`` argument."""
+def resolve_backend(backend: str, *, device: str | None = None, store: Any = None, ops: Sequence[Op] = ()) -> str:
+    """"dali" or "torch" for the Loader's ``backend=`` argument (``device`` resolved, ``store``
+    opened, ``ops`` resolved).
+
+    ``"auto"`` takes DALI when it imports and has work of its own: any work on the GPU, decoding
+    the records on the CPU (its decoders read the store: ``dali_decodes``), or a ``@batch_op``
+    (which the DALI backend hands whole batches; the torch backend, batches of one). Otherwise the
+    torch backend. Why: on the CPU, a store DALI decodes nothing of (raw arrays, ``.npy``, TIFF)
+    leaves the DALI backend only the ops, which it runs on threads of the Loader's process, where
+    the torch backend runs the same ops in worker processes. 2 cores, 6-channel 512 px samples (700
+    of them), the op lists' ch6 list: 690-697 against 643-652 img/s from ``.npy``, 776-780 against
+    677-681 from a raw store; raw 3-channel within 5%; the GIL per image 5-30x lower (4-16 against
+    41-189 us), which is what decides how far it scales (benchmarks/RESULTS.md section 25).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "dali" if dali_available() else "torch"
+        if not dali_available():
+            return "torch"
+        if device == "cpu" and store is not None and not any(isinstance(op, BatchOp) for op in ops):
+            from .dali.backend import dali_decodes  # DALI itself is not imported by this
+
+            return "dali" if dali_decodes(store) else "torch"
+        return "dali"
     if backend == "dali":
         require("nvidia.dali", "cuda13", "backend='dali'", package="nvidia-dali")
     return backend
