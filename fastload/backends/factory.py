@@ -1,8 +1,9 @@
 """Which backend and device a Loader runs on, and the backend object that does the work.
 
 ``backend="auto"`` takes DALI when it imports and has work of its own (see ``resolve_backend``),
-else the PyTorch backend; ``device="auto"`` takes CUDA when torch sees a device. The backends' modules are imported only when one is made: the
-DALI one pulls in DALI (an optional extra), which a torch-backend Loader must not need.
+else the PyTorch backend; ``device="auto"`` takes CUDA when torch sees a device. The backends'
+modules are imported only when one is made: the DALI one pulls in DALI (an optional extra), which
+a torch-backend Loader must not need.
 """
 
 from __future__ import annotations
