@@ -2,8 +2,9 @@
 
 ``backend="auto"`` takes DALI when it imports and has work of its own (see ``resolve_backend``),
 else the PyTorch backend; ``device="auto"`` takes CUDA when torch sees a device. The backends'
-modules are imported only when one is made: the DALI one pulls in DALI (an optional extra), which
-a torch-backend Loader must not need.
+modules are imported only when one is made (and the DALI one's store check where ``auto`` decides
+on the CPU with DALI installed): the DALI backend pulls in DALI (an optional extra), which a
+torch-backend Loader must not need.
 """
 
 from __future__ import annotations
