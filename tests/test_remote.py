@@ -184,10 +184,14 @@ def test_dali_backend_reads_a_remote_store(server, tmp_path):
     loader = fastload.Loader(url, batch_size=4, augment=[ops.CenterCrop(8)], output_dtype="uint8", layout="NHWC",
                              shuffle=True, seed=5, backend="dali", device="cpu", num_threads=1, feed_workers=2,
                              cache_dir=cache, cache_limit=limit)
+    # backend="auto" decides from the shards' headers in the index: JPEGs, DALI's to decode
+    auto = fastload.Loader(url, batch_size=4, device="cpu", cache_dir=cache, cache_limit=limit)
     try:
+        assert auto.backend_name == "dali"
         assert loader.backend_name == "dali" and loader.plan.shard_sizes is not None
         assert sorted(_tags(loader)) == list(range(N))
     finally:
+        auto.close()
         loader.close()
 
 
