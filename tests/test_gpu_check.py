@@ -27,9 +27,11 @@ def test_smoke_run_measures_every_step_and_writes_its_report(tmp_path):
     cuda = report["meta"]["device"] == "cuda"
     skipped = {n for n, s in steps.items() if s["status"] == "skipped"}
     assert skipped == (set() if cuda else {"gpu-tests", "ceiling"})
-    for key in ("loaders", "cpu_only"):  # every loader measured: readers.file and three stores
-        rows = report[key]  # (CUDA hidden: then the LMDB store's host stage on every thread, the raw
-        assert [r["status"] for r in rows] == ["ok"] * (4 if key == "loaders" else 6), rows  # store on torch)
+    # every loader measured: readers.file and three stores (CUDA hidden: then the LMDB store's host
+    # stage on every thread, and the raw store on the torch backend)
+    for key in ("loaders", "cpu_only"):
+        rows = report[key]
+        assert [r["status"] for r in rows] == ["ok"] * (4 if key == "loaders" else 6), rows
         assert all(r["images_per_s"] > 0 and r["first_batch_s"] > 0 for r in rows)
     every, torch_raw = report["cpu_only"][-2:]
     assert every["loader"] == "fastload-dali-lmdb" and every["host_margin"] == gpu_check.EVERY_THREAD

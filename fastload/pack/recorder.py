@@ -85,10 +85,9 @@ class Recorder:
         """The records stored as 16-bit PNG, and the bytes they would take decoded (``--store
         raw``): their inflate (zlib, ~5 ms a 512 px image on one core with any decoder) is what
         reading them costs, whatever the loader does after it."""
-        slow = {(self.encoding_names.index("png"), self.dtype_names.index("uint16"))} \
-            if "png" in self.encoding_names and "uint16" in self.dtype_names else set()
-        picked = [shape for shape, code in zip(self.shapes, zip(self.encodings, self.dtypes)) if code in slow]
-        return len(picked), sum(2 * h * w * c for h, w, c in picked)
+        png16 = [(h, w, c) for (h, w, c), encoding, dtype in zip(self.shapes, self.encodings, self.dtypes)
+                 if self.encoding_names[encoding] == "png" and self.dtype_names[dtype] == "uint16"]
+        return len(png16), sum(2 * h * w * c for h, w, c in png16)
 
     def table(self) -> RecordTable:
         n = len(self.labels)
