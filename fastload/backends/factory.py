@@ -69,12 +69,12 @@ def resolve_backend(backend: str, *, device: str | None = None, store: Any = Non
 
 
 def make_backend(name: str, store: Any, ops: Sequence[Op], config: BackendConfig, *,
-                 feed_workers: int | None, pin_memory: bool) -> Backend:
+                 feed_workers: int | None, pin_memory: bool, host_workers: int = 0) -> Backend:
     """The backend ``name`` ("dali" or "torch") over ``store``, running ``ops``."""
     if name == "dali":
         from .dali.backend import DaliBackend  # imports DALI: only when a DALI backend is made
 
-        return DaliBackend(store, ops, config, feed_workers=feed_workers)
+        return DaliBackend(store, ops, config, feed_workers=feed_workers, host_workers=host_workers)
     from .torch.backend import TorchBackend
 
     return TorchBackend(store, ops, config, pin_memory=pin_memory)

@@ -126,10 +126,12 @@ class DaliBackend:
         ops: the loader's op list.
         config: the backend settings.
         feed_workers: feed processes per engine (default: one per four cores, 1 to 4).
+        host_workers: on the CPU, processes that run the host stage's ops (0: threads;
+            ``fastload.backends.dali.host_pool``).
     """
 
     def __init__(self, store: Store, ops: Sequence[Op], config: BackendConfig,
-                 feed_workers: int | None = None) -> None:
+                 feed_workers: int | None = None, host_workers: int = 0) -> None:
         _dali()
         self.store, self.config = store, config
         self.encoded = dali_decodes(store)
@@ -140,6 +142,7 @@ class DaliBackend:
                                              device="gpu" if config.device == "cuda" else "cpu")
         decodes = not self.encoded and not all(s.header.payload == "raw" for s in store.shards)
         self.feed_workers = feed_workers or default_feed_workers(decodes)
+        self.host_workers = host_workers
         self.tail_stage = TailStage(tail=self.lowered.tail, seed=config.seed, output=output,
                                     threads=config.num_threads) if self.lowered.tail else None
         self._idle: list[DaliEngine] = []
@@ -170,7 +173,8 @@ class DaliBackend:
                     engine.clock = self.clock
                     return engine
         engine = DaliEngine(self.store, self.lowered, self.config, encoded=self.encoded,
-                            pixel_dtype=self.pixel_dtype, feed_workers=self.feed_workers)
+                            pixel_dtype=self.pixel_dtype, feed_workers=self.feed_workers,
+                            host_workers=self.host_workers)
         engine.clock = self.clock
         self._engines.append(engine)
         return engine

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import FastloadError
+from ...errors import FastloadError, WorkerDiedError, WorkerError
 from ...ops.base import Op
 from ...ops.custom import CustomOp
 from ...stats import StageClock
@@ -47,6 +47,7 @@ from .feed import (
     slot_layout,
 )
 from .host import HostFinish, tail_input
+from .host_pool import host_pool
 from .lowering import LoweredOps, LoweringContext, build_graph
 from .params import UnknownSize
 from .pool import FeedPool
@@ -129,10 +130,11 @@ class DaliEngine:
         encoded: records reach DALI encoded (else as decoded arrays).
         pixel_dtype: the images' pixel type.
         feed_workers: feed processes.
+        host_workers: processes that run the host stage (0: its threads).
     """
 
     def __init__(self, store: Store, lowered: LoweredOps, config: BackendConfig, *, encoded: bool,
-                 pixel_dtype: np.dtype, feed_workers: int) -> None:
+                 pixel_dtype: np.dtype, feed_workers: int, host_workers: int = 0) -> None:
         self.store, self.lowered, self.config = store, lowered, config
         self.encoded, self.pixel_dtype = encoded, np.dtype(pixel_dtype)
         self.labels = np.asarray(store.labels, np.int64)
@@ -154,6 +156,8 @@ class DaliEngine:
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else (),
                         windows=windows)
         self.host = _host_finish(lowered, not (lowered.fuse_decoder or windows), config) if lowered.host else None
+        if self.host is not None and host_workers:
+            self.host = host_pool(self.host, host_workers, config.batch_size, store.path)
         # arrays for the CPU host stage: DALI has nothing to decode and no op to run, it would only copy
         # them through (its threads' memmove: ~9% of the CPU on a 6-channel raw store, perf); the host
         # stage takes them from the feed's slots instead, and no pipeline is built
@@ -382,8 +386,14 @@ class DaliEngine:
         try:
             with self.clock.span("host_finish"):
                 return self.host(images, params, self._epoch, records)  # type: ignore[misc]
-        except FastloadError:  # a custom op's error names the op and the record already
+        except WorkerDiedError:  # a host worker died: its pool cannot go on
+            self.broken = True
             raise
+        except FastloadError as exc:  # a custom op's error names the op and the record already
+            if not isinstance(exc, WorkerError):  # (a library's error from a host worker does not)
+                raise
+            raise PipelineError(f"{self.store.path}: the CPU host stage failed on the batch of records "
+                                f"{[int(i) for i in records]}: {exc}") from exc
         except Exception as exc:  # an op that fails on a sample: name the batch, keep the cause
             raise PipelineError(f"{self.store.path}: the CPU host stage failed on the batch of records "
                                 f"{[int(i) for i in records]}: {type(exc).__name__}: {exc}") from exc

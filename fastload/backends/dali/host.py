@@ -170,6 +170,28 @@ class HostFinish:
         self._buffers = _Buffers()
         self.share = ThreadShare(self.threads)
 
+    @property
+    def ops(self) -> list[Op]:
+        return list(self._ops)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The output's height and width (None: a custom op decides it)."""
+        return self._size
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The samples' type after the ops (None: a custom op decides it)."""
+        return self._dtype
+
+    @property
+    def views(self) -> tuple[View, ...]:
+        return self._views
+
+    @property
+    def final_crop(self) -> Op | None:
+        return self._final_crop
+
     def share_with(self, others: Callable[[], float | None]) -> None:
         """Give each batch only the threads its share of the CPU needs against the threads whose
         CPU seconds ``others`` clocks (DALI's: ``fastload.backends.dali.share``)."""

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-__all__ = ["ThreadShare", "background", "new_threads_clock", "thread_names", "threads_cpu_clock", "threads_for"]
+__all__ = ["ThreadShare", "background", "new_threads_clock", "processes_cpu_clock", "thread_names", "threads_cpu_clock", "threads_for"]
 
 MARGIN = 1.2  # threads beyond the measured share: the host stage's cost varies from batch to batch
 WINDOW = 8  # batches per estimate
@@ -67,11 +68,15 @@ def threads_cpu_clock(tids: Sequence[int]) -> Clock:
     """A clock of the CPU seconds that the threads ``tids`` have run (read at each call: the list
     may grow; threads that ended count no more); None where none of them can be read."""
 
+    return _schedstat_clock(tids, "/proc/self/task/{}/schedstat")
+
+
+def _schedstat_clock(items: Sequence[Any], pattern: str = "{}") -> Clock:
     def seconds() -> float | None:
         total, read = 0, False
-        for tid in list(tids):
+        for item in list(items):
             try:
-                with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
+                with open(pattern.format(item), "rb") as stat:
                     total += int(stat.read().split(maxsplit=1)[0])  # nanoseconds on a CPU
                 read = True
             except (OSError, ValueError, IndexError):
@@ -79,6 +84,12 @@ def threads_cpu_clock(tids: Sequence[int]) -> Clock:
         return total / 1e9 if read else None
 
     return seconds
+
+
+def processes_cpu_clock(pids: Sequence[int]) -> Clock:
+    """A clock of the CPU seconds that the single-threaded processes ``pids`` have run (their main
+    threads' ``schedstat``); None where none of them can be read."""
+    return _schedstat_clock([f"/proc/{pid}/schedstat" for pid in pids])
 
 
 def new_threads_clock(before: Iterable[int], prefix: str,

@@ -1,0 +1,334 @@
+"""The host stage in worker processes: each batch's ops run in processes of their own, not on
+threads of the Loader's process.
+
+Why: on threads, every op of every sample holds the Loader's process's GIL a little (the torch
+resize call's argument parsing, the split into planes, the loop itself: ~20 us a sample
+uncontended on 2 cores, ~40 where every core also decodes), and one GIL caps the whole loader
+however many cores it has (``benchmarks/run.py``'s GIL column). In processes each holds its own:
+the Loader's process only copies DALI's decoded images into shared memory (one copy a sample,
+which releases the GIL) and hands out chunks of the batch; the processes run the same code as the
+threads (``HostFinish``, built from the same op list in each process) and write the finished
+samples into an output batch in shared memory that becomes the Loader's tensor without a copy.
+
+Shared memory is anonymous memfds, inherited by the workers (``fastload.workers``: fresh
+interpreters, JSON messages, a dead worker named at once). One input slot (the batch in flight)
+and a few output slots, each reused once nothing refers to its batch; a caller that keeps every
+batch gets copies from a spare slot.
+
+Where it applies (``portable``): every op a built-in or a custom op importable by name, and a
+fixed output size (a custom op that decides the size needs the first sample's shape before the
+batch is laid out), no test-time views. Elsewhere, and without memfds, the threads serve.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import select
+import struct
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import WorkerDiedError
+from ...ops import Normalize, Op
+from ...output import NP_DTYPES, OutputSpec, unreferenced
+from ...threads import LazyThreadPool, run_chunks
+from ...workers.channel import read_exact, read_message, send_message, write_all
+from ...workers.failures import rebuild_error
+from ...workers.process import WorkerProcess, spawn, stop
+from .host import HostFinish
+from .share import ThreadShare, processes_cpu_clock
+
+__all__ = ["HostPool", "HostSpec", "REQUEST", "RESPONSE", "host_pool", "input_layout"]
+
+REQUEST = struct.Struct("<IIQQIIIqq")  # in slot, out slot, in capacity, out capacity, count, start, stop, epoch, batch seq
+RESPONSE = struct.Struct("<IIq")  # status, chunk start, batch seq
+OK, FAILED, READY = 0, 1, 2
+ALIGN = 64
+SPAN = 4  # int64s per sample in an input slot: byte offset, height, width, channels
+_GROW = 1 << 20
+_START_TIMEOUT_S = 120.0
+_WORKER_MODULE = "fastload.backends.dali.host_worker"
+_KEEP = 4  # output slots handed out as batches; one more is the spare
+_ADVICE = "start a new pass over the Loader to restart the host stage"
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def input_layout(count: int, params: int) -> tuple[int, int, int]:
+    """``(params_at, records_at, data_at)`` in an input slot of ``count`` samples: spans
+    ``int64[count, 4]`` at 0, parameters ``float32[count, params]``, records ``int64[count]``, then
+    the samples' pixels, each aligned to 64 bytes."""
+    params_at = _align(8 * SPAN * count)
+    records_at = _align(params_at + 4 * count * params)
+    return params_at, records_at, _align(records_at + 8 * count)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """What a host worker builds its ``HostFinish`` from, as plain JSON-able values."""
+
+    ops: tuple[dict[str, Any], ...]
+    cut: bool
+    output: dict[str, Any]
+    seed: int
+
+    @classmethod
+    def of(cls, finish: HostFinish) -> HostSpec | None:
+        """The spec of ``finish``; None where workers cannot run it (see the module docstring)."""
+        if finish.size is None or finish.views or finish.final_crop is not None:
+            return None
+        try:
+            ops = tuple(op.to_config() for op in finish.ops)
+        except (TypeError, ValueError):  # a custom op defined where no worker can import it
+            return None
+        out = finish.output
+        output = {"dtype": out.dtype, "layout": out.layout, "channels": int(out.channels),
+                  "pixel_dtype": np.dtype(out.pixel_dtype).name,
+                  "normalize": None if out.normalize is None else out.normalize.to_config()}
+        return cls(ops, bool(finish.cut), output, int(finish.seed))
+
+    def to_json(self) -> bytes:
+        return json.dumps({"ops": list(self.ops), "cut": self.cut, "output": self.output, "seed": self.seed}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> HostSpec:
+        data = json.loads(raw)
+        return cls(tuple(data["ops"]), bool(data["cut"]), data["output"], int(data["seed"]))
+
+    def build(self) -> HostFinish:
+        from ...ops.config import from_config
+        from .params import ParamLayout
+
+        ops: list[Op] = from_config(list(self.ops))
+        fields = dict(self.output)
+        norm = fields.pop("normalize")
+        output = OutputSpec(**fields, normalize=None if norm is None else from_config([norm])[0])  # type: ignore[arg-type]
+        assert output.normalize is None or isinstance(output.normalize, Normalize)
+        return HostFinish(ops, ParamLayout(ops), cut=self.cut, threads=1, output=output, seed=self.seed)
+
+
+class _Slot:
+    """A memfd the workers inherit, mapped here on demand."""
+
+    def __init__(self, name: str) -> None:
+        self.fd = os.memfd_create(name, 0)
+        self.capacity = 0
+        self.map: mmap.mmap | None = None
+
+    def reserve(self, size: int) -> None:
+        if size > self.capacity:
+            self.capacity = -(-max(size, int(self.capacity * 1.25)) // _GROW) * _GROW
+            os.ftruncate(self.fd, self.capacity)
+            self.map = mmap.mmap(self.fd, self.capacity)  # arrays of the old map keep it alive
+
+
+def _shutdown(owner: int, workers: list[WorkerProcess], slots: list[_Slot]) -> None:
+    if os.getpid() != owner:
+        return
+    stop(workers)
+    for slot in slots:
+        try:
+            os.close(slot.fd)
+        except OSError:
+            pass
+
+
+def host_pool(finish: HostFinish, workers: int, batch_size: int, name: str) -> HostFinish | HostPool:
+    """``finish`` run by ``workers`` processes where they can run it (``HostSpec.of``; Linux's
+    memfds), else ``finish`` itself (its threads)."""
+    spec = HostSpec.of(finish)
+    if spec is None or workers < 1 or not hasattr(os, "memfd_create"):
+        return finish
+    return HostPool(finish, spec, workers, batch_size, name)
+
+
+class HostPool:
+    """``workers`` host processes running ``finish``'s ops into shared-memory batches; called as
+    ``HostFinish`` is.
+
+    Args:
+        finish: the host stage as the threads would run it (the workers build its twin from
+            ``spec``).
+        spec: ``HostSpec.of(finish)``.
+        workers: processes to start.
+        batch_size: samples a batch at most (sizes the output slots).
+        name: how errors name the data (the store's path).
+    """
+
+    def __init__(self, finish: HostFinish, spec: HostSpec, workers: int, batch_size: int, name: str,
+                 copiers: int = 2) -> None:
+        assert finish.size is not None and finish.dtype is not None  # HostSpec.of
+        self.threads, self.output, self.cut, self.seed = max(1, workers), finish.output, finish.cut, finish.seed
+        self._size = finish.size
+        self._in = _Slot("fastload-host-in")
+        self._outs = [_Slot(f"fastload-host-out-{i}") for i in range(_KEEP + 1)]
+        itemsize = np.dtype(NP_DTYPES[self.output.dtype]).itemsize
+        for slot in self._outs:
+            slot.reserve(int(np.prod(self._shape(batch_size))) * itemsize)
+        self._arrays = [self._out_array(slot, batch_size) for slot in self._outs]
+        self._workers: list[WorkerProcess] = []
+        slots = [self._in, *self._outs]
+        self._finalizer = weakref.finalize(self, _shutdown, os.getpid(), self._workers, slots)
+        fds = [slot.fd for slot in slots]
+        for index in range(self.threads):
+            self._workers.append(spawn(_WORKER_MODULE, ["--slots", ",".join(map(str, fds))], pass_fds=fds,
+                                       name=f"fastload host worker {index} (pid {{pid}}) for {name}"))
+        raw = spec.to_json()
+        for worker in self._workers:
+            try:
+                send_message(worker.inp, raw)
+            except BrokenPipeError:
+                raise worker.died("starting", _ADVICE) from None
+        for worker in self._workers:
+            self._await_ready(worker)
+        self._seq = 0
+        self.share = ThreadShare(self.threads)
+        self._copiers = LazyThreadPool(copiers, "fastload-host-copy")
+
+    def _shape(self, count: int) -> tuple[int, ...]:
+        return self.output.shape(count, *self._size, self.output.channels)
+
+    def _out_array(self, slot: _Slot, count: int) -> np.ndarray:
+        shape = self._shape(count)
+        assert slot.map is not None
+        return np.frombuffer(slot.map, NP_DTYPES[self.output.dtype], int(np.prod(shape))).reshape(shape)
+
+    def _await_ready(self, worker: WorkerProcess) -> None:
+        ready, _, _ = select.select([worker.out], [], [], _START_TIMEOUT_S)
+        if not ready:
+            raise WorkerDiedError(f"{worker.name} did not start within {_START_TIMEOUT_S:.0f} s")
+        status = self._read(worker, "starting")
+        if status == FAILED:
+            raise self._failure(worker, "starting")
+        if status != READY:
+            raise WorkerDiedError(f"{worker.name} answered {status} instead of ready")
+
+    def share_with(self, others: Callable[[], float | None]) -> None:
+        """As ``HostFinish.share_with``: the workers' CPU seconds against ``others``'."""
+        self.share = ThreadShare(self.threads, processes_cpu_clock(self.pids), others)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers]
+
+    def close(self) -> None:
+        """Stop the workers and free the shared memory (also done when the pool is collected)."""
+        self._finalizer()
+        self._copiers.close()
+
+    # --- a batch ------------------------------------------------------------------------------
+    def __call__(self, images: Any, params: np.ndarray, epoch: int = 0,
+                 records: Sequence[int] | None = None) -> torch.Tensor:
+        """As ``HostFinish.__call__``: the finished batch, its ops run in the workers."""
+        count = len(images)
+        self._seq += 1
+        self._fill_input(images, params, np.arange(count) if records is None else np.asarray(records, np.int64))
+        out = self._free_output()
+        self._run(count, out, epoch, self._pixels)
+        self.share.batch_done()
+        if out == _KEEP:
+            return torch.from_numpy(self._arrays[out][:count].copy())
+        # the whole slot's array to torch, then the batch's part: every tensor made of it refers to
+        # that array (a NumPy slice of it would refer to the map instead: ``unreferenced`` needs it)
+        return torch.from_numpy(self._arrays[out])[:count]
+
+    def _fill_input(self, images: Any, params: np.ndarray, records: np.ndarray) -> None:
+        """The batch into the input slot: its samples' spans, parameters, records and pixels (one
+        copy a sample: NumPy releases the GIL while it copies)."""
+        count = len(records)
+        k = params.shape[1] if params.ndim == 2 else 0
+        arrays = [np.asarray(images[i]) for i in range(count)]
+        params_at, records_at, data_at = input_layout(count, k)
+        sizes = np.array([_align(a.nbytes) for a in arrays], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._in.reserve(data_at + int(sizes.sum()))
+        buf = self._in.map
+        assert buf is not None
+        spans = np.frombuffer(buf, np.int64, SPAN * count, 0).reshape(count, SPAN)
+        spans[:, 0] = offsets
+        spans[:, 1:] = [a.shape if a.ndim == 3 else (*a.shape, 1) for a in arrays]
+        self._pixels = spans[:, 1] * spans[:, 2]
+        if k:
+            np.frombuffer(buf, np.float32, count * k, params_at)[:] = params.reshape(-1)
+        np.frombuffer(buf, np.int64, count, records_at)[:] = records
+        data = np.frombuffer(buf, np.uint8, len(buf) - data_at, data_at)
+        starts = offsets.tolist()
+
+        def copy(chunk: range) -> None:
+            for i in chunk:
+                a = arrays[i]
+                data[starts[i] : starts[i] + a.nbytes].view(a.dtype).reshape(a.shape)[...] = a
+
+        run_chunks(self._copiers.get(), count, self._copiers.threads, copy, per_thread=1)
+
+    def _free_output(self) -> int:
+        """An output slot nothing refers to (its batch is handed out as it is), else the spare
+        (its batch is handed out as a copy: the caller keeps every batch)."""
+        for index in range(_KEEP):
+            if unreferenced(self._arrays, index):
+                return index
+        return _KEEP
+
+    def _run(self, count: int, out: int, epoch: int, pixels: np.ndarray) -> None:
+        """Run the batch on the active workers: two chunks each, cut where the pixels to process
+        (their cost) add up to equal shares, all sent at once (a worker never waits for its second
+        chunk; a batch costs two messages a worker each way); the first error is raised once every
+        chunk has been answered (none is left writing into a slot)."""
+        workers = self._workers[: max(1, min(self.threads, self.share.active))]
+        busy = [0] * len(workers)
+        for j, chunk in enumerate(_even_chunks(pixels, 2 * len(workers))):
+            worker = workers[j % len(workers)]
+            try:
+                write_all(worker.inp, REQUEST.pack(0, out + 1, self._in.capacity, self._outs[out].capacity, count,
+                                                   chunk.start, chunk.stop, epoch, self._seq))
+            except BrokenPipeError:
+                raise worker.died(f"running the ops of a batch's samples {chunk.start}-{chunk.stop - 1}",
+                                  _ADVICE) from None
+            busy[j % len(workers)] += 1
+        by_fd = {w.out: i for i, w in enumerate(workers)}
+        error: Exception | None = None
+        while any(busy):
+            ready, _, _ = select.select([workers[i].out for i in range(len(workers)) if busy[i]], [], [])
+            for fd in ready:
+                index = by_fd[fd]
+                status = self._read(workers[index], "running the ops of a batch")
+                busy[index] -= 1
+                if status == FAILED:
+                    failure = self._failure(workers[index], "running the ops of a batch")  # read, always
+                    error = error or failure
+                elif status != OK:
+                    raise WorkerDiedError(f"{workers[index].name} sent an unknown status {status}")
+        if error is not None:
+            raise error
+
+    def _read(self, worker: WorkerProcess, doing: str) -> int:
+        head = read_exact(worker.out, RESPONSE.size)
+        if head is None:
+            raise worker.died(doing, _ADVICE)
+        return RESPONSE.unpack(head)[0]
+
+    def _failure(self, worker: WorkerProcess, doing: str) -> Exception:
+        ok, report = read_message(worker.out)
+        if not ok:
+            return worker.died(doing, _ADVICE)
+        return rebuild_error(report, f"{worker.name} {doing}")
+
+
+def _even_chunks(costs: np.ndarray, parts: int) -> list[range]:
+    """``range(len(costs))`` cut into at most ``parts`` contiguous, non-empty chunks of about
+    equal total cost."""
+    total = np.cumsum(costs, dtype=np.float64)
+    if not len(total):
+        return []
+    cuts = np.searchsorted(total, total[-1] * np.arange(1, parts) / parts, side="right")
+    bounds = sorted({0, *cuts.tolist(), len(costs)})
+    return [range(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]

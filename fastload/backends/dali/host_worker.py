@@ -1,0 +1,133 @@
+"""A host worker process: ``python -m fastload.backends.dali.host_worker --slots FD,FD,...``.
+
+Started by ``HostPool`` through ``fastload.workers`` (a fresh interpreter). It builds the host
+stage from the spec it reads first (``HostSpec``: the op list's config, the output), then for each
+request runs the ops of a chunk of the batch in the input slot and writes the finished samples
+into the output slot (both memfds inherited from the parent), and answers. One thread: the
+processes are the parallelism (OpenCV and torch at one thread each). It exits when its stdin
+closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from ...workers.channel import read_exact, read_message, send_message, write_all
+from ...workers.failures import error_report
+from ...workers.process import worker_stdio
+
+__all__ = ["main"]
+
+
+class _Maps:
+    """The slots, mapped once each (again when the parent grew one)."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds, self.maps = fds, [None] * len(fds)  # type: list[int], list[mmap.mmap | None]
+
+    def get(self, slot: int, capacity: int) -> mmap.mmap:
+        current = self.maps[slot]
+        if current is None or len(current) < capacity:
+            current = self.maps[slot] = mmap.mmap(self.fds[slot], capacity)
+        return current
+
+
+class _Server:
+    def __init__(self, finish: Any, fds: list[int]) -> None:
+        from ...output import BatchWriter
+        from .host import _Batch
+        from .host_pool import REQUEST, SPAN, input_layout
+
+        self.finish, self.maps = finish, _Maps(fds)
+        self._writer, self._batch_type, self._request = BatchWriter, _Batch, REQUEST
+        self._span, self._layout = SPAN, input_layout
+        self._seq: int | None = None
+        self._batch: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self, seq: int, slot: int, capacity: int, count: int, epoch: int) -> Any:
+        """The batch ``seq`` in the input slot (read once for all its chunks)."""
+        if seq == self._seq:
+            return self._batch
+        buf = self.maps.get(slot, capacity)
+        k = sum(op.param_count for op in self.finish.ops)
+        params_at, records_at, data_at = self._layout(count, k)
+        spans = np.frombuffer(buf, np.int64, self._span * count, 0).reshape(count, self._span)
+        params = np.frombuffer(buf, np.float32, count * k, params_at).reshape(count, k)
+        records = np.frombuffer(buf, np.int64, count, records_at).tolist()
+        data = np.frombuffer(buf, np.uint8, capacity - data_at, data_at)
+        dtype = np.dtype(self.finish.output.pixel_dtype)
+        images = []
+        for start, h, w, c in spans.tolist():
+            images.append(data[start : start + h * w * c * dtype.itemsize].view(dtype).reshape(h, w, c))
+        self._seq, self._batch = seq, self._batch_type(images, self.finish._decode(params), epoch, records)
+        return self._batch
+
+    def run(self, head: bytes) -> tuple[int, int]:
+        in_slot, out_slot, in_cap, out_cap, count, start, stop, epoch, seq = self._request.unpack(head)
+        batch = self._load(seq, in_slot, in_cap, count, epoch)
+        finish = self.finish
+        out = self._writer(np, __import__("torch").device("cpu"), count, finish.output)
+        height, width = finish.size
+        shape = out.shape(height, width, finish.output.channels)
+        array = np.frombuffer(self.maps.get(out_slot, out_cap), out.dtype, int(np.prod(shape))).reshape(shape)
+        out.reserve(height, width, finish.output.channels, finish.dtype, into=array)
+        finish._chunk(range(start, stop), batch, out, self._lock)
+        return start, seq
+
+
+def _serve(server: _Server, inp: int, out: int) -> None:
+    from .host_pool import FAILED, OK, REQUEST, RESPONSE
+
+    while True:
+        head = read_exact(inp, REQUEST.size)
+        if head is None:
+            return
+        try:
+            start, seq = server.run(head)
+        except Exception as exc:
+            fields = REQUEST.unpack(head)
+            write_all(out, RESPONSE.pack(FAILED, fields[5], fields[8]))
+            send_message(out, error_report(exc))
+        else:
+            write_all(out, RESPONSE.pack(OK, start, seq))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fastload host worker (started by fastload.Loader)")
+    parser.add_argument("--slots", required=True, help="comma-separated shared-memory fds")
+    args = parser.parse_args(argv)
+    inp, out = worker_stdio(die_with_parent=True)
+    fds = [int(v) for v in args.slots.split(",") if v]
+    ok, raw = read_message(inp)
+    if not ok:
+        return 0
+    from .host_pool import FAILED, READY, RESPONSE, HostSpec
+
+    try:
+        import cv2
+        import torch
+
+        cv2.setNumThreads(1)  # one thread a process: the processes are the parallelism
+        torch.set_num_threads(1)
+        server = _Server(HostSpec.from_json(raw).build(), fds)
+    except Exception as exc:
+        write_all(out, RESPONSE.pack(FAILED, 0, -1))
+        send_message(out, error_report(exc))
+        return 1
+    try:
+        write_all(out, RESPONSE.pack(READY, 0, -1))
+        _serve(server, inp, out)
+    except BrokenPipeError:  # the loader closed while this worker answered: nobody to tell
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
