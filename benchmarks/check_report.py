@@ -171,6 +171,12 @@ def _other_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                            f"{torch_raw['images_per_s']:.0f} vs {dali_raw['images_per_s']:.0f} img/s, GIL "
                            f"{_num(torch_raw.get('gil_us_per_image'))} vs {_num(dali_raw.get('gil_us_per_image'))} "
                            "us/img", None))
+    procs, threads = by.get("fastload-dali-lmdb-procs"), by.get(names["lmdb"])
+    if procs and threads:  # the host stage in processes (host_workers) vs on threads (RESULTS 26)
+        out.append(_target("CUDA hidden: the LMDB store's host stage in processes vs on threads",
+                           f"{procs['images_per_s']:.0f} vs {threads['images_per_s']:.0f} img/s, GIL "
+                           f"{_num(procs.get('gil_us_per_image'))} vs {_num(threads.get('gil_us_per_image'))} "
+                           "us/img", None))
     if names["dali"] in by:
         for store in STORES:
             if names[store] in by:

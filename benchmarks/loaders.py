@@ -391,7 +391,8 @@ def build_webdataset(data: BenchData, config: BenchConfig) -> Iterable:
 # --- fastload -----------------------------------------------------------------------------
 
 
-def _fastload(data: BenchData, config: BenchConfig, fmt: str, backend: str, device: str) -> Any:
+def _fastload(data: BenchData, config: BenchConfig, fmt: str, backend: str, device: str,
+              host_workers: int = 0) -> Any:
     import fastload
 
     # Pinned batches where a CPU loader feeds a GPU model, as for the DataLoaders.
@@ -399,7 +400,7 @@ def _fastload(data: BenchData, config: BenchConfig, fmt: str, backend: str, devi
     return fastload.Loader(
         data.stores[fmt], batch_size=config.batch_size, augment="train",
         image_size=config.image_size, shuffle=True, seed=config.seed, drop_last=True,
-        backend=backend, device=device, num_threads=config.threads, **pinned)
+        backend=backend, device=device, num_threads=config.threads, host_workers=host_workers, **pinned)
 
 
 def _register_fastload(fmt: str, backend: str, device: str) -> None:
@@ -421,3 +422,10 @@ for _backend, _device in (("torch", "cpu"), ("dali", "cpu"), ("dali", "cuda")):
     # DALI has nothing to decode there, and which backend serves such a store best is measured)
     if _backend == "dali" or _device == "cpu":
         _register_fastload("lmdb-raw", _backend, _device)
+
+
+@register("fastload-dali-lmdb-procs", source="lmdb", family="fastload-dali", needs=("fastload.Loader", "dali", "fastload.dali"),
+          description="fastload.Loader(backend='dali', host_workers=threads) on the lmdb store, CPU: the host "
+                      "stage's ops in processes")
+def _fastload_host_processes(data: BenchData, config: BenchConfig) -> Iterable:
+    return _fastload(data, config, "lmdb", "dali", "cpu", host_workers=config.threads)

@@ -28,16 +28,17 @@ def test_smoke_run_measures_every_step_and_writes_its_report(tmp_path):
     skipped = {n for n, s in steps.items() if s["status"] == "skipped"}
     assert skipped == (set() if cuda else {"gpu-tests", "ceiling"})
     # every loader measured: readers.file and three stores (CUDA hidden: then the LMDB store's host
-    # stage on every thread, and the raw store on the torch backend)
+    # stage on every thread, the raw store on the torch backend, the LMDB store's host stage in processes)
     for key in ("loaders", "cpu_only"):
         rows = report[key]
-        assert [r["status"] for r in rows] == ["ok"] * (4 if key == "loaders" else 6), rows
+        assert [r["status"] for r in rows] == ["ok"] * (4 if key == "loaders" else 7), rows
         assert all(r["images_per_s"] > 0 and r["first_batch_s"] > 0 for r in rows)
-    every, torch_raw = report["cpu_only"][-2:]
+    every, torch_raw, procs = report["cpu_only"][-3:]
     assert every["loader"] == "fastload-dali-lmdb" and every["host_margin"] == gpu_check.EVERY_THREAD
-    assert torch_raw["loader"] == "fastload-torch-lmdb-raw"
+    assert torch_raw["loader"] == "fastload-torch-lmdb-raw" and procs["loader"] == "fastload-dali-lmdb-procs"
     assert any("on every thread" in t["target"] for t in report["targets"])
     assert any("raw store on the torch backend" in t["target"] for t in report["targets"])
+    assert any("host stage in processes" in t["target"] for t in report["targets"])
     assert report["restart"]["engines_built"] == 1
     assert set(report["custom_ops"]["results"]) == set(gpu_check.CUSTOM_OPS)
     training = report["training"]["resnet18"]["summary"]["fastload_best"]
@@ -129,6 +130,15 @@ def test_cpu_only_targets_pair_the_raw_store_on_both_backends():
     by = {t["target"]: t for t in check_report.targets(report)}
     pair = by["CUDA hidden: the raw store on the torch backend vs the DALI backend"]
     assert pair["met"] is None and pair["measured"] == "11000 vs 9000 img/s, GIL 8 vs 50 us/img"
+
+
+def test_cpu_only_targets_pair_the_host_stage_in_processes_with_its_threads():
+    report = {"meta": {"device": "cpu", "threads": 16},
+              "cpu_only": [_row("fastload-dali-lmdb", 256, 9000, gil_us_per_image=60.0),
+                           _row("fastload-dali-lmdb-procs", 256, 10000, gil_us_per_image=25.0)]}
+    by = {t["target"]: t for t in check_report.targets(report)}
+    pair = by["CUDA hidden: the LMDB store's host stage in processes vs on threads"]
+    assert pair["met"] is None and pair["measured"] == "10000 vs 9000 img/s, GIL 25 vs 60 us/img"
 
 
 def test_raw_samples_are_summed_over_stacks():
