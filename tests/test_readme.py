@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_readme_python_block_runs(quick_start, tmp_path, index):
     for name in ("data", "data.lmdb"):
         os.symlink(os.path.join(quick_start, name), tmp_path / name)
     script = tmp_path / f"block{index}.py"
-    script.write_text(BLOCKS[index], encoding="utf-8")
+    script.write_text(textwrap.dedent(BLOCKS[index]), encoding="utf-8")  # a block in a list is indented
     before = _repository_state()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
