@@ -126,10 +126,25 @@ def _darker(x):
     return x * 0.9
 
 
+@fastload.op
+def _corner(x):  # a custom op that decides the size: the host stage learns it from a first sample
+    return x[:20, :18]
+
+
+@pytest.mark.parametrize("augment", [[*PRESET[:2], _darker, ops.Normalize()], [*PRESET[:2], _corner]],
+                         ids=["darker", "corner"])
+def test_custom_ops_a_worker_can_import_run_in_the_workers(small_lmdb, augment):
+    _same_batches(small_lmdb, augment=augment)
+
+
 def test_what_processes_cannot_run_stays_on_threads(small_lmdb):
-    """A custom op (the output size is known only from a first sample) and test-time views stay on
+    """A custom op no worker can import (defined inside a function) and test-time views stay on
     the threads, with host_workers or without."""
-    for kw in ({"augment": [*PRESET[:2], _darker, ops.Normalize()]}, {"augment": "eval", "tta": "hflip"}):
+    @fastload.op
+    def local(x):
+        return x
+
+    for kw in ({"augment": [*PRESET[:2], local, ops.Normalize()]}, {"augment": "eval", "tta": "hflip"}):
         loader = _loader(small_lmdb, 2, **kw)
         assert sum(len(images) for images, _ in loader) == 24
         assert isinstance(_host(loader), HostFinish)

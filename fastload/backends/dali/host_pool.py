@@ -15,9 +15,12 @@ interpreters, JSON messages, a dead worker named at once). One input slot (the b
 and a few output slots, each reused once nothing refers to its batch; a caller that keeps every
 batch gets copies from a spare slot.
 
-Where it applies (``portable``): every op a built-in or a custom op importable by name, and a
-fixed output size (a custom op that decides the size needs the first sample's shape before the
-batch is laid out), no test-time views. Elsewhere, and without memfds, the threads serve.
+Where it applies (``HostSpec.of``): every op list the threads run, per-sample custom ops
+included where a worker can import them (by ``module:qualname``, from the parent's ``sys.path``;
+not from the script being run, ``__main__``, which a worker would have to run again, nor from
+inside a function); where a custom op decides the output's size, the batch's first sample is run
+through the ops here first (one sample a batch) to lay the batch out. Test-time views, functions
+no worker can import, and machines without memfds stay on the threads.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import mmap
 import os
 import select
 import struct
+import sys
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,17 +41,21 @@ import torch
 
 from ...errors import WorkerDiedError
 from ...ops import Normalize, Op
+from ...ops.base import describe_sample
+from ...ops.custom import CustomOp
 from ...output import NP_DTYPES, OutputSpec, unreferenced
 from ...threads import LazyThreadPool, run_chunks
 from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import rebuild_error
 from ...workers.process import WorkerProcess, spawn, stop
-from .host import HostFinish
+from .host import HostFinish, _Batch
 from .share import ThreadShare, processes_cpu_clock
 
 __all__ = ["HostPool", "HostSpec", "REQUEST", "RESPONSE", "host_pool", "input_layout"]
 
-REQUEST = struct.Struct("<IIQQIIIqq")  # in slot, out slot, in capacity, out capacity, count, start, stop, epoch, batch seq
+# in slot, out slot, in capacity, out capacity, count, start, stop, epoch, batch seq, then the
+# samples' height, width, channels and type after the ops (NumPy's dtype.str)
+REQUEST = struct.Struct("<IIQQIIIqqIII4s")
 RESPONSE = struct.Struct("<IIq")  # status, chunk start, batch seq
 OK, FAILED, READY = 0, 1, 2
 ALIGN = 64
@@ -80,34 +88,40 @@ class HostSpec:
     cut: bool
     output: dict[str, Any]
     seed: int
+    path: tuple[str, ...] = ()  # the parent's sys.path: where a custom op's module is found
 
     @classmethod
     def of(cls, finish: HostFinish) -> HostSpec | None:
         """The spec of ``finish``; None where workers cannot run it (see the module docstring)."""
-        if finish.size is None or finish.views or finish.final_crop is not None:
+        if finish.views or finish.final_crop is not None:
             return None
+        if any(isinstance(op, CustomOp) and op.function.startswith("__main__:") for op in finish.ops):
+            return None  # a worker would have to run the user's script to import it
         try:
             ops = tuple(op.to_config() for op in finish.ops)
-        except (TypeError, ValueError):  # a custom op defined where no worker can import it
+        except (TypeError, ValueError):  # a custom op defined inside a function: no worker can import it
             return None
         out = finish.output
         output = {"dtype": out.dtype, "layout": out.layout, "channels": int(out.channels),
                   "pixel_dtype": np.dtype(out.pixel_dtype).name,
                   "normalize": None if out.normalize is None else out.normalize.to_config()}
-        return cls(ops, bool(finish.cut), output, int(finish.seed))
+        return cls(ops, bool(finish.cut), output, int(finish.seed), tuple(p for p in sys.path if isinstance(p, str)))
 
     def to_json(self) -> bytes:
-        return json.dumps({"ops": list(self.ops), "cut": self.cut, "output": self.output, "seed": self.seed}).encode()
+        return json.dumps({"ops": list(self.ops), "cut": self.cut, "output": self.output, "seed": self.seed,
+                           "path": list(self.path)}).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> HostSpec:
         data = json.loads(raw)
-        return cls(tuple(data["ops"]), bool(data["cut"]), data["output"], int(data["seed"]))
+        return cls(tuple(data["ops"]), bool(data["cut"]), data["output"], int(data["seed"]), tuple(data["path"]))
 
     def build(self) -> HostFinish:
+        """The host stage, in a worker (custom ops' modules imported from the parent's path)."""
         from ...ops.config import from_config
         from .params import ParamLayout
 
+        sys.path[:] = [*self.path, *(p for p in sys.path if p not in self.path)]
         ops: list[Op] = from_config(list(self.ops))
         fields = dict(self.output)
         norm = fields.pop("normalize")
@@ -166,15 +180,11 @@ class HostPool:
 
     def __init__(self, finish: HostFinish, spec: HostSpec, workers: int, batch_size: int, name: str,
                  copiers: int = 2) -> None:
-        assert finish.size is not None and finish.dtype is not None  # HostSpec.of
         self.threads, self.output, self.cut, self.seed = max(1, workers), finish.output, finish.cut, finish.seed
-        self._size = finish.size
+        self._finish, self._batch_size = finish, batch_size
         self._in = _Slot("fastload-host-in")
         self._outs = [_Slot(f"fastload-host-out-{i}") for i in range(_KEEP + 1)]
-        itemsize = np.dtype(NP_DTYPES[self.output.dtype]).itemsize
-        for slot in self._outs:
-            slot.reserve(int(np.prod(self._shape(batch_size))) * itemsize)
-        self._arrays = [self._out_array(slot, batch_size) for slot in self._outs]
+        self._arrays = [np.empty(0, NP_DTYPES[self.output.dtype]) for _ in self._outs]  # sized by the first batch
         self._workers: list[WorkerProcess] = []
         slots = [self._in, *self._outs]
         self._finalizer = weakref.finalize(self, _shutdown, os.getpid(), self._workers, slots)
@@ -194,13 +204,30 @@ class HostPool:
         self.share = ThreadShare(self.threads)
         self._copiers = LazyThreadPool(copiers, "fastload-host-copy")
 
-    def _shape(self, count: int) -> tuple[int, ...]:
-        return self.output.shape(count, *self._size, self.output.channels)
+    def _sample_form(self, images: Any, params: np.ndarray, epoch: int, records: np.ndarray) -> tuple[int, int, int, np.dtype]:
+        """The samples' height, width, channels and type after the ops: the list's, or where a
+        custom op decides them, those of the batch's first sample run through the ops here (one
+        sample a batch in this process: the workers need the batch's layout before they start)."""
+        finish = self._finish
+        if finish.size is not None and finish.dtype is not None:
+            return (*finish.size, self.output.channels, np.dtype(finish.dtype))
+        first = finish._sample(0, _Batch(images, finish._decode(params[:1]), epoch, records[:1].tolist()))
+        if first.ndim != 3:
+            raise ValueError(f"{describe_sample((self.seed, epoch, int(records[0])))} came out of the ops with shape "
+                             f"{first.shape}; the host stage takes height x width x channels images")
+        return (*first.shape, first.dtype)  # type: ignore[return-value]
 
-    def _out_array(self, slot: _Slot, count: int) -> np.ndarray:
-        shape = self._shape(count)
-        assert slot.map is not None
-        return np.frombuffer(slot.map, NP_DTYPES[self.output.dtype], int(np.prod(shape))).reshape(shape)
+    def _output(self, index: int, form: tuple[int, int, int, np.dtype]) -> np.ndarray:
+        """Output slot ``index`` as a whole batch of samples of ``form`` (laid out anew, and the
+        slot grown, where the form changed: the slot is free)."""
+        height, width, channels, _ = form
+        shape = self.output.shape(self._batch_size, height, width, channels)
+        if self._arrays[index].shape != shape:
+            slot, dtype = self._outs[index], np.dtype(NP_DTYPES[self.output.dtype])
+            slot.reserve(int(np.prod(shape)) * dtype.itemsize)
+            assert slot.map is not None
+            self._arrays[index] = np.frombuffer(slot.map, dtype, int(np.prod(shape))).reshape(shape)
+        return self._arrays[index]
 
     def _await_ready(self, worker: WorkerProcess) -> None:
         ready, _, _ = select.select([worker.out], [], [], _START_TIMEOUT_S)
@@ -230,16 +257,19 @@ class HostPool:
                  records: Sequence[int] | None = None) -> torch.Tensor:
         """As ``HostFinish.__call__``: the finished batch, its ops run in the workers."""
         count = len(images)
+        records = np.arange(count) if records is None else np.asarray(records, np.int64)
         self._seq += 1
-        self._fill_input(images, params, np.arange(count) if records is None else np.asarray(records, np.int64))
+        form = self._sample_form(images, params, epoch, records)
+        self._fill_input(images, params, records)
         out = self._free_output()
-        self._run(count, out, epoch, self._pixels)
+        array = self._output(out, form)
+        self._run(count, out, epoch, form)
         self.share.batch_done()
         if out == _KEEP:
-            return torch.from_numpy(self._arrays[out][:count].copy())
+            return torch.from_numpy(array[:count].copy())
         # the whole slot's array to torch, then the batch's part: every tensor made of it refers to
         # that array (a NumPy slice of it would refer to the map instead: ``unreferenced`` needs it)
-        return torch.from_numpy(self._arrays[out])[:count]
+        return torch.from_numpy(array)[:count]
 
     def _fill_input(self, images: Any, params: np.ndarray, records: np.ndarray) -> None:
         """The batch into the input slot: its samples' spans, parameters, records and pixels (one
@@ -278,18 +308,20 @@ class HostPool:
                 return index
         return _KEEP
 
-    def _run(self, count: int, out: int, epoch: int, pixels: np.ndarray) -> None:
+    def _run(self, count: int, out: int, epoch: int, form: tuple[int, int, int, np.dtype]) -> None:
         """Run the batch on the active workers: two chunks each, cut where the pixels to process
         (their cost) add up to equal shares, all sent at once (a worker never waits for its second
         chunk; a batch costs two messages a worker each way); the first error is raised once every
         chunk has been answered (none is left writing into a slot)."""
         workers = self._workers[: max(1, min(self.threads, self.share.active))]
         busy = [0] * len(workers)
-        for j, chunk in enumerate(_even_chunks(pixels, 2 * len(workers))):
+        height, width, channels, dtype = form
+        for j, chunk in enumerate(_even_chunks(self._pixels, 2 * len(workers))):
             worker = workers[j % len(workers)]
             try:
                 write_all(worker.inp, REQUEST.pack(0, out + 1, self._in.capacity, self._outs[out].capacity, count,
-                                                   chunk.start, chunk.stop, epoch, self._seq))
+                                                   chunk.start, chunk.stop, epoch, self._seq, height, width, channels,
+                                                   np.dtype(dtype).str.encode()))
             except BrokenPipeError:
                 raise worker.died(f"running the ops of a batch's samples {chunk.start}-{chunk.stop - 1}",
                                   _ADVICE) from None

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 import numpy as np
+import torch
 
 from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import error_report
@@ -47,6 +48,7 @@ class _Server:
         self.finish, self.maps = finish, _Maps(fds)
         self._writer, self._batch_type, self._request = BatchWriter, _Batch, REQUEST
         self._span, self._layout = SPAN, input_layout
+        self._cpu = torch.device("cpu")
         self._seq: int | None = None
         self._batch: Any = None
         self._lock = threading.Lock()
@@ -70,14 +72,14 @@ class _Server:
         return self._batch
 
     def run(self, head: bytes) -> tuple[int, int]:
-        in_slot, out_slot, in_cap, out_cap, count, start, stop, epoch, seq = self._request.unpack(head)
+        in_slot, out_slot, in_cap, out_cap, count, start, stop, epoch, seq, height, width, channels, kind = \
+            self._request.unpack(head)
         batch = self._load(seq, in_slot, in_cap, count, epoch)
         finish = self.finish
-        out = self._writer(np, __import__("torch").device("cpu"), count, finish.output)
-        height, width = finish.size
-        shape = out.shape(height, width, finish.output.channels)
+        out = self._writer(np, self._cpu, count, finish.output)
+        shape = out.shape(height, width, channels)
         array = np.frombuffer(self.maps.get(out_slot, out_cap), out.dtype, int(np.prod(shape))).reshape(shape)
-        out.reserve(height, width, finish.output.channels, finish.dtype, into=array)
+        out.reserve(height, width, channels, np.dtype(kind.rstrip(b"\0").decode()), into=array)
         finish._chunk(range(start, stop), batch, out, self._lock)
         return start, seq
 
