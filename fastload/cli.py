@@ -279,6 +279,9 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hw-decoder-loads", type=_float_list, metavar="LOADS",
                    help="GPU only: hw_decoder_load values to try, 0..1 (default "
                         "0,0.3,0.5,0.65,0.8,0.9,1); skipped when the Loader runs on the CPU")
+    p.add_argument("--host-workers", type=_int_list, metavar="COUNTS",
+                   help="CPU with DALI: host stage processes to try besides threads (default: the best "
+                        "thread count); skipped when the ops run on the GPU")
     p.add_argument("--model", help="a torchvision model (e.g. resnet18) trained on every batch: "
                                    "tune for training images/s, not the loader alone")
     p.add_argument("--backend", default="auto", choices=["auto", "dali", "torch"],
@@ -299,7 +302,7 @@ def _run_tune(args: argparse.Namespace) -> int:
           f"rounds{loop})")
     result = tune(args.store, threads=args.threads, batch_sizes=args.batch_sizes,
                   prefetch=args.prefetch, hw_decoder_loads=args.hw_decoder_loads,
-                  model=args.model, rounds=args.rounds, images_per_round=args.images_per_round,
+                  host_workers=args.host_workers, model=args.model, rounds=args.rounds, images_per_round=args.images_per_round,
                   backend=args.backend,
                   device=args.device, image_size=args.image_size,
                   progress=lambda trial: print(f"  {trial}", flush=True))

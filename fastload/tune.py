@@ -2,8 +2,10 @@
 
 A short coordinate search: measure the Loader's defaults, then sweep ``num_threads`` at the
 default batch size, on a GPU ``hw_decoder_load`` (DALI's split of JPEG decoding between the
-hardware decoder and nvJPEG's CUDA path) at the best thread count, then ``batch_size``, then
-``prefetch`` at the best of those. Every trial builds a Loader, draws warm-up batches, then
+hardware decoder and nvJPEG's CUDA path) at the best thread count, on the CPU with DALI
+``host_workers`` (the host stage's ops in that many processes instead of threads: which is faster
+depends on the cores and on what else holds the GIL, a model in the loop included), then
+``batch_size``, then ``prefetch`` at the best of those. Every trial builds a Loader, draws warm-up batches, then
 times a few rounds and keeps their median, so one slow round (another process waking up) does
 not decide the winner.
 
@@ -53,11 +55,12 @@ def _loader_parameters() -> Any:
     return inspect.signature(Loader).parameters
 
 
-def default_settings(*, gpu: bool = False) -> dict[str, Setting]:
+def default_settings(*, gpu: bool = False, host: bool = False) -> dict[str, Setting]:
     """What ``fastload.Loader`` uses when these are not given (read from its signature).
 
     Args:
         gpu: also give ``hw_decoder_load`` (as the number DALI uses for the Loader's None).
+        host: also give ``host_workers`` (0: the host stage on threads).
     """
     params = _loader_parameters()
     threads = params["num_threads"].default
@@ -67,6 +70,8 @@ def default_settings(*, gpu: bool = False) -> dict[str, Setting]:
     if gpu and "hw_decoder_load" in params:
         load = params["hw_decoder_load"].default
         settings["hw_decoder_load"] = DALI_HW_DECODER_LOAD if load is None else load
+    if host and "host_workers" in params:
+        settings["host_workers"] = params["host_workers"].default or 0
     return settings
 
 
@@ -315,13 +320,32 @@ def _gpu_skip_reason(loader_kwargs: dict[str, Any]) -> str | None:
     return None
 
 
+def _host_skip_reason(loader_kwargs: dict[str, Any]) -> str | None:
+    """Why ``host_workers`` cannot matter for these Loader arguments (None: it can: DALI's host
+    stage on the CPU)."""
+    device, backend = loader_kwargs.get("device", "auto"), loader_kwargs.get("backend", "auto")
+    if backend == "torch":
+        return "backend='torch' runs its ops in worker processes already"
+    if device == "cuda" or (device == "auto" and _gpu_skip_reason(loader_kwargs) is None):
+        return "the Loader runs on the GPU (its ops run in DALI there)"
+    import importlib.util
+
+    if importlib.util.find_spec("nvidia.dali") is None:
+        return "DALI is not installed (the torch backend serves)"
+    if "host_workers" not in _loader_parameters():
+        return "this fastload.Loader has no host_workers argument"
+    return None
+
+
 def tune(store: Any, *, threads: Sequence[int] | None = None,
          batch_sizes: Sequence[int] | None = None, prefetch: Sequence[int] | None = None,
-         hw_decoder_loads: Sequence[float] | None = None, model: str | None = None,
+         hw_decoder_loads: Sequence[float] | None = None, host_workers: Sequence[int] | None = None,
+         model: str | None = None,
          images_per_round: int = 640, rounds: int = 3, warmup_batches: int = 3,
          tolerance: float = 0.05, progress: Callable[[Trial], None] | None = None,
          make_loader: Callable[..., Any] | None = None, **loader_kwargs: Any) -> TuneResult:
-    """Search ``num_threads``, ``hw_decoder_load`` (GPU), ``batch_size``, then ``prefetch``.
+    """Search ``num_threads``, ``hw_decoder_load`` (GPU), ``host_workers`` (CPU, DALI),
+    ``batch_size``, then ``prefetch``.
 
     Args:
         store: a store path (or open store) as ``fastload.Loader`` takes it.
@@ -331,6 +355,9 @@ def tune(store: Any, *, threads: Sequence[int] | None = None,
         hw_decoder_loads: on a GPU, the shares of JPEG decoding given to the hardware decoder
             to try (default ``HW_DECODER_LOADS``). Not searched when the Loader runs on the
             CPU (``result.notes`` says why).
+        host_workers: on the CPU with DALI, host stage processes to try besides 0 (threads)
+            (default: the best thread count). Not searched where the ops do not run in the
+            host stage (``result.notes`` says why where counts were given), nor for ``[]``.
         model: a torchvision model name: train it on every batch (``TrainingStep``) and tune
             for training images/s. None tunes the loader alone.
         images_per_round, rounds, warmup_batches: how long each trial runs.
@@ -349,8 +376,11 @@ def tune(store: Any, *, threads: Sequence[int] | None = None,
     make_loader = make_loader or _loader_factory(store, loader_kwargs)
     (size, classes), cores = _store_facts(store), default_workers()
     gpu_reason = _gpu_skip_reason(loader_kwargs)
+    host_values = None if host_workers is None else [int(v) for v in host_workers if v]  # 0 is the default's
+    host_reason = _host_skip_reason(loader_kwargs) if host_values != [] else "none given"
     notes = [f"hw_decoder_load not searched: {gpu_reason}"] if gpu_reason else []
-    default = default_settings(gpu=gpu_reason is None)
+    notes += [f"host_workers not searched: {host_reason}"] if host_reason and host_values else []  # as asked
+    default = default_settings(gpu=gpu_reason is None, host=host_reason is None)
     if default["batch_size"] > size:
         raise ValueError(f"the store holds {size} records: fewer than one default batch "
                          f"of {default['batch_size']}, so there is nothing to time")
@@ -364,6 +394,8 @@ def tune(store: Any, *, threads: Sequence[int] | None = None,
                             _candidates(threads, [1, max(1, cores // 2), cores, 2 * cores]))
         if "hw_decoder_load" in default:
             best = search.sweep(best, "hw_decoder_load", _decoder_loads(hw_decoder_loads))
+        if "host_workers" in default:
+            best = search.sweep(best, "host_workers", _candidates(host_values, [int(best["num_threads"])]))
         best = search.sweep(best, "batch_size", _candidates(batch_sizes, [32, 64, 128, 256], size))
         best = search.sweep(best, "prefetch", _candidates(prefetch, [1, 2, 4]))
         result = _result(search, default, best, tolerance, loader_kwargs)

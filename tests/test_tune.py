@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
@@ -53,7 +54,7 @@ def test_finds_the_fastest_setting_and_reports_its_gain():
     make_loader, built = _simulate(lambda s: 4e-4 / (1 + (s["num_threads"] == 3))
                                    / (1 + (s["prefetch"] == 4)))
     result = tune.tune(FakeStore(), threads=[1, 3], batch_sizes=[defaults["batch_size"]],
-                       prefetch=[1, 4], make_loader=make_loader, **FAST)
+                       prefetch=[1, 4], host_workers=[], make_loader=make_loader, **FAST)
     assert result.best == {**defaults, "num_threads": 3, "prefetch": 4}
     assert not result.defaults_are_best and 2 < result.gain < 6
     assert all(loader.closed for loader in built)  # each trial's workers stopped before the next
@@ -68,7 +69,7 @@ def test_says_so_when_the_defaults_are_already_best():
     make_loader, _ = _simulate(lambda s: 2e-4)  # every setting equally fast
     result = tune.tune(FakeStore(), threads=[1, 2], batch_sizes=[32, 64], prefetch=[1, 2],
                        make_loader=make_loader, tolerance=0.5, **FAST)
-    assert result.defaults_are_best and result.best == tune.default_settings()
+    assert result.defaults_are_best and result.best == result.default
     assert "the defaults are kept" in str(result)
 
 
@@ -132,8 +133,27 @@ def test_gpu_only_settings_are_skipped_with_a_note_where_they_cannot_matter(wher
                        hw_decoder_loads=[0.0, 1.0], make_loader=make_loader, tolerance=0.5,
                        **where, **FAST)
     assert all("hw_decoder_load" not in t.settings for t in result.trials)
-    assert len(result.notes) == 1 and result.notes[0].startswith("hw_decoder_load not searched")
+    assert result.notes[0].startswith("hw_decoder_load not searched")
     assert set(result.best) <= _loader_keywords() and result.notes[0] in str(result)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="needs DALI")
+def test_on_the_cpu_with_dali_the_host_stage_in_processes_is_searched():
+    make_loader, _ = _simulate(lambda s: 4e-4 / (1 + (s["host_workers"] == 2)))
+    result = tune.tune(FakeStore(), threads=[2], batch_sizes=[64], prefetch=[2], make_loader=make_loader,
+                       device="cpu", **FAST)
+    assert result.default["host_workers"] == 0 and result.best["host_workers"] == 2 and result.gain > 1.5
+    assert {t.settings["host_workers"] for t in result.trials} == {0, 2}
+    assert "host_workers=2" in result.loader_call() and set(result.best) <= _loader_keywords()
+
+
+@pytest.mark.parametrize("where", [{"device": "cuda"}, {"device": "cpu", "backend": "torch"}])
+def test_host_workers_are_skipped_with_a_note_where_the_ops_run_elsewhere(where):
+    make_loader, _ = _simulate(lambda s: 1e-4)
+    result = tune.tune(FakeStore(), threads=[2], batch_sizes=[64], prefetch=[2], hw_decoder_loads=[0.5],
+                       host_workers=[2], make_loader=make_loader, tolerance=0.5, **where, **FAST)
+    assert all("host_workers" not in t.settings for t in result.trials)
+    assert any(note.startswith("host_workers not searched") for note in result.notes)
 
 
 def test_decoder_split_candidates_must_lie_between_0_and_1():
@@ -185,7 +205,7 @@ def test_with_a_model_in_the_loop_every_batch_is_trained_on():
     make_loader, _ = _simulate(lambda s: 0.0)
     # Only the defaults as candidates: one trial, enough to see the model in the loop.
     result = tune.tune(FakeStore(), threads=[defaults["num_threads"]],
-                       batch_sizes=[defaults["batch_size"]], prefetch=[defaults["prefetch"]],
+                       batch_sizes=[defaults["batch_size"]], prefetch=[defaults["prefetch"]], host_workers=[],
                        model="shufflenet_v2_x0_5", device="cpu", progress=steps.append,
                        make_loader=lambda **s: TensorLoader(0, s["batch_size"]), **FAST)
     assert result.model == "shufflenet_v2_x0_5" and result.default_images_per_s > 0 and len(steps) == 1
