@@ -183,8 +183,9 @@ def torchvision_dataset(name: str, folder: str, size: int) -> Any:
 
 
 def _loaders(name: str, folder: str, store: str, size: int, threads: int,
-             batch_size: int) -> dict[str, Callable[[], Any]]:
-    """Each loader of the list, to build (so one that fails to build is left out alone)."""
+             batch_size: int, host_workers: int = 0) -> dict[str, Callable[[], Any]]:
+    """Each loader of the list, to build (so one that fails to build is left out alone); with
+    ``host_workers``, also the DALI backend with its host stage in that many processes."""
     common = {"batch_size": batch_size, "shuffle": True, "drop_last": True}
     extra = {"output_dtype": "uint8", "layout": "NCHW"} if name == "uint8" else {}
     augment = fastload_ops(name, size)
@@ -194,16 +195,22 @@ def _loaders(name: str, folder: str, store: str, size: int, threads: int,
             torchvision_dataset(name, folder, size), num_workers=threads, persistent_workers=True,
             generator=torch.Generator().manual_seed(0), **common)
 
-    def fastload_loader(backend: str) -> Callable[[], Any]:
+    def fastload_loader(backend: str, processes: int = 0) -> Callable[[], Any]:
         return lambda: fastload.Loader(store, augment=augment, backend=backend, device="cpu",
-                                       num_threads=threads, seed=0, **common, **extra)
+                                       num_threads=threads, seed=0, host_workers=processes, **common, **extra)
 
-    return {"torchvision": torchvision, "fastload dali": fastload_loader("dali"),
-            "fastload torch": fastload_loader("torch")}
+    loaders = {"torchvision": torchvision, "fastload dali": fastload_loader("dali"),
+               "fastload torch": fastload_loader("torch")}
+    if host_workers:
+        loaders[HOST_PROCESSES] = fastload_loader("dali", host_workers)
+    return loaders
+
+
+HOST_PROCESSES = "fastload dali host_workers"
 
 
 def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threads: int, batch_size: int,
-            rounds: int, batches: int, settle: float = 1.0) -> dict[str, dict[str, Any]]:
+            rounds: int, batches: int, settle: float = 1.0, host_workers: int = 0) -> dict[str, dict[str, Any]]:
     """Per list and loader: median img/s over the rounds, the median of each round's ratio to
     torchvision (with its range; None where torchvision failed), and its batches' shape and dtype.
 
@@ -220,7 +227,7 @@ def measure(data: Mapping[str, BenchData], *, lists: list[str], size: int, threa
     for name in lists:
         kind = data[DATA_KINDS[name]]
         for loader, build in _loaders(name, kind.folder, kind.stores[STORES[name]], size, threads,
-                                      batch_size).items():
+                                      batch_size, host_workers).items():
             made = None
             try:
                 made = build()
@@ -259,12 +266,16 @@ def _describe_batch(images: Any) -> str:
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     """A markdown table: one row per list, "failed" where a loader was left out."""
-    lines = ["| op list | torchvision baseline | torchvision img/s | fastload DALI | ratio (range) | fastload torch "
-             "| ratio (range) |", "|---|---|---|---|---|---|---|"]
+    loaders = ["fastload dali", "fastload torch"]
+    head = "| op list | torchvision baseline | torchvision img/s | fastload DALI | ratio (range) | fastload torch | ratio (range) |"
+    if any(HOST_PROCESSES in by for by in results.values()):  # the --host-workers column
+        loaders.append(HOST_PROCESSES)
+        head += " DALI, host_workers | ratio (range) |"
+    lines = [head, "|---" * (3 + 2 * len(loaders)) + "|"]
     for name, by in results.items():
         tv = by.get("torchvision")
         cells = [BASELINES[DATA_KINDS[name]], f"{tv['images_per_s']:.0f}" if tv else "failed"]
-        for loader in ("fastload dali", "fastload torch"):
+        for loader in loaders:
             r = by.get(loader)
             if r is None:
                 cells += ["failed", "-"]
@@ -305,6 +316,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batches", type=int, default=8, help="timed batches per loader per round")
     p.add_argument("--settle", type=float, default=1.0, help="seconds after each turn for prefetching to end")
+    p.add_argument("--host-workers", type=int, default=0,
+                   help="also the DALI backend with its host stage in this many processes (a column more)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     lists = [n.strip() for n in args.lists.split(",") if n.strip()]
@@ -318,7 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
                              folder=args.data)
         print(f"{kind}: {data[kind].description}", flush=True)
     results = measure(data, lists=lists, size=args.image_size, threads=args.threads,
-                      batch_size=args.batch_size, rounds=args.rounds, batches=args.batches, settle=args.settle)
+                      batch_size=args.batch_size, rounds=args.rounds, batches=args.batches, settle=args.settle,
+                      host_workers=args.host_workers)
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:

@@ -358,6 +358,20 @@ def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data,
     assert "| radiology | ImageFolder" in printed and "| ch6 | Dataset: np.load" in printed
 
 
+@pytest.mark.skipif(loaders.LOADERS["fastload-dali-lmdb"].unavailable() is not None,
+                    reason=str(loaders.LOADERS["fastload-dali-lmdb"].unavailable()))
+def test_op_lists_add_a_column_for_the_host_stage_in_processes(tiny_data, capsys):
+    from benchmarks import op_lists
+
+    results = op_lists.measure({"photos": tiny_data}, lists=["radiology", "custom"], size=32, threads=1,
+                               batch_size=8, rounds=1, batches=1, settle=0.0, host_workers=1)
+    assert "failed" not in capsys.readouterr().out
+    for by in results.values():
+        assert by[op_lists.HOST_PROCESSES]["images_per_s"] > 0
+        assert by[op_lists.HOST_PROCESSES]["output"] == by["fastload dali"]["output"]
+    assert "DALI, host_workers | ratio (range) |" in op_lists.table(results).splitlines()[0]
+
+
 def test_op_lists_data_kinds_are_what_each_list_says(tiny_other_data):
     import fastload
 
