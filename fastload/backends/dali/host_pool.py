@@ -31,9 +31,11 @@ import os
 import select
 import struct
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,7 @@ from ...ops import Normalize, Op
 from ...ops.base import describe_sample
 from ...ops.custom import CustomOp
 from ...output import NP_DTYPES, OutputSpec, unreferenced
-from ...threads import LazyThreadPool, run_chunks
+from ...threads import LazyThreadPool, run_all
 from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import rebuild_error
 from ...workers.process import WorkerProcess, spawn, stop
@@ -260,10 +262,20 @@ class HostPool:
         records = np.arange(count) if records is None else np.asarray(records, np.int64)
         self._seq += 1
         form = self._sample_form(images, params, epoch, records)
-        self._fill_input(images, params, records)
         out = self._free_output()
         array = self._output(out, form)
-        self._run(count, out, epoch, form)
+        workers = self._workers[: max(1, min(self.threads, self.share.active))]
+        starts, pixels = self._lay_out(images, params, records)
+        chunks = _even_chunks(pixels, 2 * len(workers))
+        head = (0, out + 1, self._in.capacity, self._outs[out].capacity, count)
+        tail = (epoch, self._seq, *form[:3], np.dtype(form[3]).str.encode())
+        busy = [0] * len(workers)
+        try:
+            self._send(images, starts, chunks, workers, busy, head, tail)
+        finally:  # every chunk sent is answered before the slots are used again, even on an error
+            error = self._collect(workers, busy)
+        if error is not None:
+            raise error
         self.share.batch_done()
         if out == _KEEP:
             return torch.from_numpy(array[:count].copy())
@@ -271,61 +283,55 @@ class HostPool:
         # that array (a NumPy slice of it would refer to the map instead: ``unreferenced`` needs it)
         return torch.from_numpy(array)[:count]
 
-    def _fill_input(self, images: Any, params: np.ndarray, records: np.ndarray) -> None:
-        """The batch into the input slot: its samples' spans, parameters, records and pixels (one
-        copy a sample: NumPy releases the GIL while it copies)."""
+    def _lay_out(self, images: Any, params: np.ndarray, records: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """The batch's spans, parameters and records into the input slot (grown for its pixels);
+        returns where each sample's pixels go and each sample's pixel count (its cost)."""
         count = len(records)
         k = params.shape[1] if params.ndim == 2 else 0
-        arrays = [np.asarray(images[i]) for i in range(count)]
-        params_at, records_at, data_at = input_layout(count, k)
-        sizes = np.array([_align(a.nbytes) for a in arrays], np.int64)
+        shapes = np.array([(*shape, 1)[:3] for shape in _shapes(images)], np.int64).reshape(count, 3)
+        sizes = -(-shapes.prod(axis=1) * np.dtype(self.output.pixel_dtype).itemsize // ALIGN) * ALIGN
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        params_at, records_at, data_at = input_layout(count, k)
         self._in.reserve(data_at + int(sizes.sum()))
         buf = self._in.map
         assert buf is not None
         spans = np.frombuffer(buf, np.int64, SPAN * count, 0).reshape(count, SPAN)
-        spans[:, 0] = offsets
-        spans[:, 1:] = [a.shape if a.ndim == 3 else (*a.shape, 1) for a in arrays]
-        self._pixels = spans[:, 1] * spans[:, 2]
+        spans[:, 0], spans[:, 1:] = offsets, shapes
         if k:
             np.frombuffer(buf, np.float32, count * k, params_at)[:] = params.reshape(-1)
         np.frombuffer(buf, np.int64, count, records_at)[:] = records
-        data = np.frombuffer(buf, np.uint8, len(buf) - data_at, data_at)
-        starts = offsets.tolist()
+        self._data = np.frombuffer(buf, np.uint8, len(buf) - data_at, data_at)
+        return offsets.tolist(), shapes[:, 0] * shapes[:, 1]
 
-        def copy(chunk: range) -> None:
-            for i in chunk:
-                a = arrays[i]
-                data[starts[i] : starts[i] + a.nbytes].view(a.dtype).reshape(a.shape)[...] = a
+    def _send(self, images: Any, starts: list[int], chunks: list[range], workers: list[WorkerProcess],
+              busy: list[int], head: tuple[Any, ...], tail: tuple[Any, ...]) -> None:
+        """On the copy threads, each chunk's samples into the input slot (NumPy releases the GIL
+        while it copies), then the chunk to its worker: a worker starts as soon as its chunk is
+        there, and the Loader's thread only waits."""
+        data, lock, n, pixel = self._data, threading.Lock(), len(workers), np.dtype(self.output.pixel_dtype)
 
-        run_chunks(self._copiers.get(), count, self._copiers.threads, copy, per_thread=1)
+        def copy_and_send(mine: range) -> None:
+            for j in mine:
+                for i in chunks[j]:
+                    sample = np.asarray(images[i])
+                    if sample.dtype != pixel:  # laid out for the store's pixel type
+                        raise TypeError(f"the host stage takes {pixel} images, got {sample.dtype} (sample {i})")
+                    data[starts[i] : starts[i] + sample.nbytes].view(sample.dtype).reshape(sample.shape)[...] = sample
+                worker = workers[j % n]
+                try:
+                    write_all(worker.inp, REQUEST.pack(*head, chunks[j].start, chunks[j].stop, *tail))
+                except BrokenPipeError:
+                    raise worker.died(f"running the ops of a batch's samples {chunks[j].start}-{chunks[j].stop - 1}",
+                                      _ADVICE) from None
+                with lock:
+                    busy[j % n] += 1
 
-    def _free_output(self) -> int:
-        """An output slot nothing refers to (its batch is handed out as it is), else the spare
-        (its batch is handed out as a copy: the caller keeps every batch)."""
-        for index in range(_KEEP):
-            if unreferenced(self._arrays, index):
-                return index
-        return _KEEP
+        copiers = min(self._copiers.threads, len(chunks))  # each takes every copiers-th chunk: the first ones first
+        run_all(self._copiers.get(), [partial(copy_and_send, range(t, len(chunks), copiers)) for t in range(copiers)])
 
-    def _run(self, count: int, out: int, epoch: int, form: tuple[int, int, int, np.dtype]) -> None:
-        """Run the batch on the active workers: two chunks each, cut where the pixels to process
-        (their cost) add up to equal shares, all sent at once (a worker never waits for its second
-        chunk; a batch costs two messages a worker each way); the first error is raised once every
-        chunk has been answered (none is left writing into a slot)."""
-        workers = self._workers[: max(1, min(self.threads, self.share.active))]
-        busy = [0] * len(workers)
-        height, width, channels, dtype = form
-        for j, chunk in enumerate(_even_chunks(self._pixels, 2 * len(workers))):
-            worker = workers[j % len(workers)]
-            try:
-                write_all(worker.inp, REQUEST.pack(0, out + 1, self._in.capacity, self._outs[out].capacity, count,
-                                                   chunk.start, chunk.stop, epoch, self._seq, height, width, channels,
-                                                   np.dtype(dtype).str.encode()))
-            except BrokenPipeError:
-                raise worker.died(f"running the ops of a batch's samples {chunk.start}-{chunk.stop - 1}",
-                                  _ADVICE) from None
-            busy[j % len(workers)] += 1
+    def _collect(self, workers: list[WorkerProcess], busy: list[int]) -> Exception | None:
+        """Every answer to the chunks sent; the first error a worker reported (its report read
+        either way: the pipe stays in step)."""
         by_fd = {w.out: i for i, w in enumerate(workers)}
         error: Exception | None = None
         while any(busy):
@@ -335,12 +341,19 @@ class HostPool:
                 status = self._read(workers[index], "running the ops of a batch")
                 busy[index] -= 1
                 if status == FAILED:
-                    failure = self._failure(workers[index], "running the ops of a batch")  # read, always
+                    failure = self._failure(workers[index], "running the ops of a batch")
                     error = error or failure
                 elif status != OK:
                     raise WorkerDiedError(f"{workers[index].name} sent an unknown status {status}")
-        if error is not None:
-            raise error
+        return error
+
+    def _free_output(self) -> int:
+        """An output slot nothing refers to (its batch is handed out as it is), else the spare
+        (its batch is handed out as a copy: the caller keeps every batch)."""
+        for index in range(_KEEP):
+            if unreferenced(self._arrays, index):
+                return index
+        return _KEEP
 
     def _read(self, worker: WorkerProcess, doing: str) -> int:
         head = read_exact(worker.out, RESPONSE.size)
@@ -353,6 +366,11 @@ class HostPool:
         if not ok:
             return worker.died(doing, _ADVICE)
         return rebuild_error(report, f"{worker.name} {doing}")
+
+
+def _shapes(images: Any) -> list[tuple[int, ...]]:
+    """Each image's shape: from DALI's TensorList in one call, else from the arrays."""
+    return images.shape() if callable(getattr(images, "shape", None)) else [np.shape(x) for x in images]
 
 
 def _even_chunks(costs: np.ndarray, parts: int) -> list[range]:
