@@ -144,10 +144,19 @@ def test_what_processes_cannot_run_stays_on_threads(small_lmdb):
     def local(x):
         return x
 
-    for kw in ({"augment": [*PRESET[:2], local, ops.Normalize()]}, {"augment": "eval", "tta": "hflip"}):
+    for kw, why in (({"augment": [*PRESET[:2], local, ops.Normalize()]}, "defined inside a function"),
+                    ({"augment": "eval", "tta": "hflip"}, "test-time views")):
         loader = _loader(small_lmdb, 2, **kw)
-        assert sum(len(images) for images, _ in loader) == 24
+        with pytest.warns(UserWarning, match=f"host stage runs on threads instead: .*{why}"):
+            assert sum(len(images) for images, _ in loader) == 24
         assert isinstance(_host(loader), HostFinish)
+
+
+def test_host_workers_without_a_host_stage_say_they_have_no_effect(small_lmdb):
+    """An op list DALI's operators run (images of their own sizes, a tail evens them) has no host stage."""
+    with pytest.warns(UserWarning, match="host_workers=2 has no effect: DALI's operators run this op list"):
+        loader = _loader(small_lmdb, 2, augment=[ops.Resize(shorter=30), ops.Normalize()])
+        loader._get_backend()
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])

@@ -13,6 +13,7 @@ once) gets an engine of its own.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -143,6 +144,9 @@ class DaliBackend:
         decodes = not self.encoded and not all(s.header.payload == "raw" for s in store.shards)
         self.feed_workers = feed_workers or default_feed_workers(decodes)
         self.host_workers = host_workers
+        if host_workers and not self.lowered.host:
+            where = "on the GPU DALI runs the ops" if config.device == "cuda" else "DALI's operators run this op list"
+            warnings.warn(f"host_workers={host_workers} has no effect: {where} (there is no host stage)", stacklevel=2)
         self.tail_stage = TailStage(tail=self.lowered.tail, seed=config.seed, output=output,
                                     threads=config.num_threads) if self.lowered.tail else None
         self._idle: list[DaliEngine] = []

@@ -32,6 +32,7 @@ import select
 import struct
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,17 +93,27 @@ class HostSpec:
     seed: int
     path: tuple[str, ...] = ()  # the parent's sys.path: where a custom op's module is found
 
+    @staticmethod
+    def refusal(finish: HostFinish) -> str | None:
+        """Why workers cannot run ``finish`` (None: they can)."""
+        if finish.views or finish.final_crop is not None:
+            return "test-time views are cut on the threads"
+        for op in finish.ops:
+            if isinstance(op, CustomOp) and op.function.startswith("__main__:"):
+                return (f"custom op {op.function} is defined in the script being run, which a worker would have "
+                        "to run again to import it: define it in a module of your own")
+            try:
+                op.to_config()
+            except (TypeError, ValueError) as exc:  # a custom op defined inside a function
+                return str(exc)
+        return None
+
     @classmethod
     def of(cls, finish: HostFinish) -> HostSpec | None:
-        """The spec of ``finish``; None where workers cannot run it (see the module docstring)."""
-        if finish.views or finish.final_crop is not None:
+        """The spec of ``finish``; None where workers cannot run it (``refusal`` says why)."""
+        if cls.refusal(finish) is not None:
             return None
-        if any(isinstance(op, CustomOp) and op.function.startswith("__main__:") for op in finish.ops):
-            return None  # a worker would have to run the user's script to import it
-        try:
-            ops = tuple(op.to_config() for op in finish.ops)
-        except (TypeError, ValueError):  # a custom op defined inside a function: no worker can import it
-            return None
+        ops = tuple(op.to_config() for op in finish.ops)
         out = finish.output
         output = {"dtype": out.dtype, "layout": out.layout, "channels": int(out.channels),
                   "pixel_dtype": np.dtype(out.pixel_dtype).name,
@@ -160,11 +171,14 @@ def _shutdown(owner: int, workers: list[WorkerProcess], slots: list[_Slot]) -> N
 
 def host_pool(finish: HostFinish, workers: int, batch_size: int, name: str) -> HostFinish | HostPool:
     """``finish`` run by ``workers`` processes where they can run it (``HostSpec.of``; Linux's
-    memfds), else ``finish`` itself (its threads)."""
-    spec = HostSpec.of(finish)
-    if spec is None or workers < 1 or not hasattr(os, "memfd_create"):
+    memfds), else ``finish`` itself (its threads), with a warning that says why."""
+    reason = HostSpec.refusal(finish) or (None if hasattr(os, "memfd_create") else "no memfds on this system")
+    if workers < 1:
         return finish
-    return HostPool(finish, spec, workers, batch_size, name)
+    if reason is not None:
+        warnings.warn(f"host_workers={workers}: the host stage runs on threads instead: {reason}", stacklevel=2)
+        return finish
+    return HostPool(finish, HostSpec.of(finish), workers, batch_size, name)  # type: ignore[arg-type]
 
 
 class HostPool:
