@@ -6,8 +6,9 @@ the same class layouts).
 
 Modules: ``process`` (spawn, stop, death report), ``channel`` (bytes and messages on pipes),
 ``codec`` (values as JSON), ``failures`` (errors as JSON), ``names`` (``"module:qualname"``),
-``ordered`` (the ordered map of pack, inspect and sample; its worker is ``map_worker``). The
-DALI feed's pool (``fastload.backends.dali.pool``) runs on ``process`` and ``channel``.
+``ordered`` (the ordered map of pack, inspect and sample; its worker is ``map_worker``), ``slots``
+(shared-memory slots the workers inherit). The DALI feed's pool (``fastload.backends.dali.pool``)
+and the host stage's processes (``host_pool``) run on ``process``, ``channel`` and ``slots``.
 """
 
 from .channel import read_exact, read_message, send_message, write_all

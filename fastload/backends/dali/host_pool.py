@@ -26,7 +26,6 @@ no worker can import, and machines without memfds stay on the threads.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import select
 import struct
@@ -50,7 +49,8 @@ from ...output import NP_DTYPES, OutputSpec, unreferenced
 from ...threads import LazyThreadPool, run_all
 from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import rebuild_error
-from ...workers.process import WorkerProcess, spawn, stop
+from ...workers.process import WorkerProcess, spawn
+from ...workers.slots import Slot, close_slots
 from .host import HostFinish, _Batch
 from .share import ThreadShare, processes_cpu_clock
 
@@ -63,7 +63,6 @@ RESPONSE = struct.Struct("<IIq")  # status, chunk start, batch seq
 OK, FAILED, READY = 0, 1, 2
 ALIGN = 64
 SPAN = 4  # int64s per sample in an input slot: byte offset, height, width, channels
-_GROW = 1 << 20
 _START_TIMEOUT_S = 120.0
 _WORKER_MODULE = "fastload.backends.dali.host_worker"
 _KEEP = 4  # output slots handed out as batches; one more is the spare
@@ -143,32 +142,6 @@ class HostSpec:
         return HostFinish(ops, ParamLayout(ops), cut=self.cut, threads=1, output=output, seed=self.seed)
 
 
-class _Slot:
-    """A memfd the workers inherit, mapped here on demand."""
-
-    def __init__(self, name: str) -> None:
-        self.fd = os.memfd_create(name, 0)
-        self.capacity = 0
-        self.map: mmap.mmap | None = None
-
-    def reserve(self, size: int) -> None:
-        if size > self.capacity:
-            self.capacity = -(-max(size, int(self.capacity * 1.25)) // _GROW) * _GROW
-            os.ftruncate(self.fd, self.capacity)
-            self.map = mmap.mmap(self.fd, self.capacity)  # arrays of the old map keep it alive
-
-
-def _shutdown(owner: int, workers: list[WorkerProcess], slots: list[_Slot]) -> None:
-    if os.getpid() != owner:
-        return
-    stop(workers)
-    for slot in slots:
-        try:
-            os.close(slot.fd)
-        except OSError:
-            pass
-
-
 def host_pool(finish: HostFinish, workers: int, batch_size: int, name: str) -> HostFinish | HostPool:
     """``finish`` run by ``workers`` processes where they can run it (``HostSpec.of``; Linux's
     memfds), else ``finish`` itself (its threads), with a warning that says why."""
@@ -198,12 +171,12 @@ class HostPool:
                  copiers: int = 2) -> None:
         self.threads, self.output, self.cut, self.seed = max(1, workers), finish.output, finish.cut, finish.seed
         self._finish, self._batch_size = finish, batch_size
-        self._in = _Slot("fastload-host-in")
-        self._outs = [_Slot(f"fastload-host-out-{i}") for i in range(_KEEP + 1)]
+        self._in = Slot("fastload-host-in")
+        self._outs = [Slot(f"fastload-host-out-{i}") for i in range(_KEEP + 1)]
         self._arrays = [np.empty(0, NP_DTYPES[self.output.dtype]) for _ in self._outs]  # sized by the first batch
         self._workers: list[WorkerProcess] = []
         slots = [self._in, *self._outs]
-        self._finalizer = weakref.finalize(self, _shutdown, os.getpid(), self._workers, slots)
+        self._finalizer = weakref.finalize(self, close_slots, os.getpid(), self._workers, slots)
         fds = [slot.fd for slot in slots]
         for index in range(self.threads):
             self._workers.append(spawn(_WORKER_MODULE, ["--slots", ",".join(map(str, fds))], pass_fds=fds,
@@ -241,8 +214,7 @@ class HostPool:
         if self._arrays[index].shape != shape:
             slot, dtype = self._outs[index], np.dtype(NP_DTYPES[self.output.dtype])
             slot.reserve(int(np.prod(shape)) * dtype.itemsize)
-            assert slot.map is not None
-            self._arrays[index] = np.frombuffer(slot.map, dtype, int(np.prod(shape))).reshape(shape)
+            self._arrays[index] = np.frombuffer(slot.view(), dtype, int(np.prod(shape))).reshape(shape)
         return self._arrays[index]
 
     def _await_ready(self, worker: WorkerProcess) -> None:
@@ -307,8 +279,7 @@ class HostPool:
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         params_at, records_at, data_at = input_layout(count, k)
         self._in.reserve(data_at + int(sizes.sum()))
-        buf = self._in.map
-        assert buf is not None
+        buf = self._in.view()
         spans = np.frombuffer(buf, np.int64, SPAN * count, 0).reshape(count, SPAN)
         spans[:, 0], spans[:, 1:] = offsets, shapes
         if k:

@@ -10,8 +10,6 @@ closes.
 
 from __future__ import annotations
 
-import argparse
-import mmap
 import sys
 import threading
 from typing import Any
@@ -19,24 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...workers.channel import read_exact, read_message, send_message, write_all
+from ...workers.channel import read_exact, send_message, write_all
 from ...workers.failures import error_report
-from ...workers.process import worker_stdio
+from ...workers.memory import retain_freed_memory
+from ...workers.slots import SlotMaps, start_slot_worker
 
 __all__ = ["main"]
-
-
-class _Maps:
-    """The slots, mapped once each (again when the parent grew one)."""
-
-    def __init__(self, fds: list[int]) -> None:
-        self.fds, self.maps = fds, [None] * len(fds)  # type: list[int], list[mmap.mmap | None]
-
-    def get(self, slot: int, capacity: int) -> mmap.mmap:
-        current = self.maps[slot]
-        if current is None or len(current) < capacity:
-            current = self.maps[slot] = mmap.mmap(self.fds[slot], capacity)
-        return current
 
 
 class _Server:
@@ -45,7 +31,7 @@ class _Server:
         from .host import _Batch
         from .host_pool import REQUEST, SPAN, input_layout
 
-        self.finish, self.maps = finish, _Maps(fds)
+        self.finish, self.maps = finish, SlotMaps(fds)
         self._writer, self._batch_type, self._request = BatchWriter, _Batch, REQUEST
         self._span, self._layout = SPAN, input_layout
         self._cpu = torch.device("cpu")
@@ -102,14 +88,10 @@ def _serve(server: _Server, inp: int, out: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fastload host worker (started by fastload.Loader)")
-    parser.add_argument("--slots", required=True, help="comma-separated shared-memory fds")
-    args = parser.parse_args(argv)
-    inp, out = worker_stdio(die_with_parent=True)
-    fds = [int(v) for v in args.slots.split(",") if v]
-    ok, raw = read_message(inp)
-    if not ok:
+    started = start_slot_worker(argv, "fastload host worker (started by fastload.Loader)")
+    if started is None:
         return 0
+    inp, out, fds, raw = started
     from .host_pool import FAILED, READY, RESPONSE, HostSpec
 
     try:
@@ -118,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cv2.setNumThreads(1)  # one thread a process: the processes are the parallelism
         torch.set_num_threads(1)
+        retain_freed_memory()  # the same few arrays every sample: no page faults for them (workers.memory)
         server = _Server(HostSpec.from_json(raw).build(), fds)
     except Exception as exc:
         write_all(out, RESPONSE.pack(FAILED, 0, -1))

@@ -9,7 +9,6 @@ its pipe closes: never a hang.
 
 from __future__ import annotations
 
-import mmap
 import os
 import select
 import weakref
@@ -20,13 +19,13 @@ import numpy as np
 from ...errors import WorkerDiedError
 from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import rebuild_error
-from ...workers.process import WorkerProcess, spawn, stop
+from ...workers.process import WorkerProcess, spawn
+from ...workers.slots import Slot, close_slots
 from .feed import FeedSpec
 from .protocol import FAILED, OK, READY, REQUEST, RESPONSE
 
 __all__ = ["FeedPool"]
 
-_GROW = 1 << 20
 _START_TIMEOUT_S = 120.0
 _WORKER_MODULE = "fastload.backends.dali.worker"
 _ADVICE = "start a new pass over the Loader to restart the feed"
@@ -38,36 +37,6 @@ class _Worker:
     inp: int  # the worker's stdin (requests): process.inp, kept here for the per-batch path
     out: int  # the worker's stdout (responses)
     busy: dict[int, tuple[int, int]] = field(default_factory=dict)  # seq -> (epoch, first record)
-
-
-class _Slot:
-    def __init__(self, index: int) -> None:
-        self.fd = os.memfd_create(f"fastload-feed-{index}", 0)
-        self.capacity = 0
-        self.map: mmap.mmap | None = None
-
-    def reserve(self, size: int) -> int:
-        if size > self.capacity:
-            self.capacity = -(-max(size, int(self.capacity * 1.25)) // _GROW) * _GROW
-            os.ftruncate(self.fd, self.capacity)
-            self.map = None  # views of the old mapping keep it alive while DALI holds them
-        return self.capacity
-
-    def view(self) -> memoryview:
-        if self.map is None:
-            self.map = mmap.mmap(self.fd, self.capacity)
-        return memoryview(self.map)
-
-
-def _shutdown(owner: int, workers: list[_Worker], slots: list[_Slot]) -> None:
-    if os.getpid() != owner:  # a forked child: the workers are the parent's, not ours to stop
-        return
-    stop([worker.process for worker in workers])
-    for slot in slots:
-        try:
-            os.close(slot.fd)
-        except OSError:
-            pass
 
 
 class FeedPool:
@@ -82,17 +51,19 @@ class FeedPool:
 
     def __init__(self, spec: FeedSpec, workers: int, slots: int, name: str) -> None:
         self.name = name
-        self._slots = [_Slot(i) for i in range(slots)]
+        self._slots = [Slot(f"fastload-feed-{i}") for i in range(slots)]
         self._free = list(range(slots))
         self._done: dict[int, tuple[int, int]] = {}  # seq -> (slot, bytes used)
         self._discarded: set[int] = set()
         self._workers: list[_Worker] = []
-        self._finalizer = weakref.finalize(self, _shutdown, os.getpid(), self._workers, self._slots)
+        processes: list[WorkerProcess] = []  # filled as they start: the finalizer stops those there are
+        self._finalizer = weakref.finalize(self, close_slots, os.getpid(), processes, self._slots)
         fds = [slot.fd for slot in self._slots]
         for index in range(max(1, workers)):
             process = spawn(_WORKER_MODULE, ["--slots", ",".join(map(str, fds))], pass_fds=fds,
                             name=f"fastload feed worker {index} (pid {{pid}}) reading {name}")
             self._workers.append(_Worker(process, process.inp, process.out))
+            processes.append(process)
         spec_json = spec.to_json()
         for worker in self._workers:
             try:

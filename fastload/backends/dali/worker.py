@@ -9,15 +9,13 @@ dies, or quietly when its answer finds stdout closed (a loader closed while a ba
 
 from __future__ import annotations
 
-import argparse
-import mmap
 import sys
 
 import numpy as np
 
-from ...workers.channel import read_exact, read_message, send_message, write_all
+from ...workers.channel import read_exact, send_message, write_all
 from ...workers.failures import error_report
-from ...workers.process import worker_stdio
+from ...workers.slots import SlotMaps, start_slot_worker
 from .protocol import FAILED, OK, READY, REQUEST, RESPONSE
 
 __all__ = ["main"]
@@ -29,7 +27,7 @@ def _fail(out: int, slot: int, seq: int, exc: Exception) -> None:
 
 
 def _serve(reader: object, fds: list[int], inp: int, out: int) -> None:
-    maps: dict[int, mmap.mmap] = {}
+    maps = SlotMaps(fds)
     while True:
         head = read_exact(inp, REQUEST.size)
         if head is None:
@@ -39,9 +37,7 @@ def _serve(reader: object, fds: list[int], inp: int, out: int) -> None:
         if raw is None:
             return
         try:
-            if slot not in maps or len(maps[slot]) < capacity:
-                maps[slot] = mmap.mmap(fds[slot], capacity)
-            used = reader.fill(memoryview(maps[slot])[:capacity], epoch, np.frombuffer(raw, np.int64))  # type: ignore[attr-defined]
+            used = reader.fill(memoryview(maps.get(slot, capacity))[:capacity], epoch, np.frombuffer(raw, np.int64))  # type: ignore[attr-defined]
         except Exception as exc:
             _fail(out, slot, seq, exc)
         else:
@@ -49,14 +45,10 @@ def _serve(reader: object, fds: list[int], inp: int, out: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fastload feed worker (started by fastload.Loader)")
-    parser.add_argument("--slots", required=True, help="comma-separated shared-memory fds")
-    args = parser.parse_args(argv)
-    inp, out = worker_stdio(die_with_parent=True)
-    fds = [int(v) for v in args.slots.split(",") if v]
-    ok, spec_json = read_message(inp)
-    if not ok:
+    started = start_slot_worker(argv, "fastload feed worker (started by fastload.Loader)")
+    if started is None:
         return 0
+    inp, out, fds, spec_json = started
     try:
         from .feed import FeedReader, FeedSpec
 
