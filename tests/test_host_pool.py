@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from imagefiles import npy, pixels, png16, write
 
 import fastload
 from fastload import ops
@@ -16,7 +17,6 @@ from fastload.backends.dali.host import HostFinish
 from fastload.backends.dali.host_pool import HostPool, HostSpec, _even_chunks
 from fastload.backends.dali.params import ParamLayout
 from fastload.output import OutputSpec
-from imagefiles import npy, pixels, png16, write
 
 pytest.importorskip("nvidia.dali")
 
