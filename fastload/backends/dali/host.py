@@ -45,7 +45,7 @@ from ...tta import View, apply_view
 from .params import ParamLayout
 from .share import ThreadShare, threads_cpu_clock
 
-__all__ = ["HostFinish", "host_finishes", "tail_input"]
+__all__ = ["HostBatch", "HostFinish", "host_finishes", "tail_input"]
 
 
 class _Plan(NamedTuple):
@@ -202,12 +202,12 @@ class HostFinish:
         """The finished batch from DALI's decoded images (a TensorListCPU of HWC images of the
         pixel type), the batch's parameter vectors, and (for custom ops) its epoch and records."""
         count, per = len(images), max(1, len(self._views))
-        batch = _Batch(images, self._decode(params), epoch, range(count) if records is None else [int(r) for r in records])
+        batch = HostBatch(images, self.decode_params(params), epoch, range(count) if records is None else [int(r) for r in records])
         out = BatchWriter(np, torch.device("cpu"), count * per, self.output)  # views: B x V samples
         if self._size is not None:
             self._reserve(out, (*self._size, self.output.channels), self._dtype)
         sizing = threading.Lock()  # a custom op decides the size: the first sample done sizes the batch
-        run_chunks(self._pool.get(), count, self.share.active, lambda chunk: self._chunk(chunk, batch, out, sizing),
+        run_chunks(self._pool.get(), count, self.share.active, lambda chunk: self.run_chunk(chunk, batch, out, sizing),
                    cost=lambda: _pixels(images))
         self.share.batch_done()
         tensor = out.tensor
@@ -216,7 +216,7 @@ class HostFinish:
     def _reserve(self, out: BatchWriter, shape: tuple[int, int, int], dtype: np.dtype) -> None:
         out.reserve(*shape, dtype, into=self._buffers.take(out.shape(*shape), np.dtype(out.dtype)))
 
-    def _decode(self, params: np.ndarray) -> list[list[Any] | None]:
+    def decode_params(self, params: np.ndarray) -> list[list[Any] | None]:
         """Each op's parameters for every sample of the batch (None for an op without any): the
         feed's vectors decoded (``Op.decode``), an op's column of the batch turned into Python
         floats at once (~0.1 us an element to decode, NumPy scalars ~1)."""
@@ -225,7 +225,7 @@ class HostFinish:
             decoded[k] = [op.decode(values) for values in params[:, start : start + op.param_count].tolist()]
         return decoded
 
-    def _sample(self, i: int, batch: _Batch) -> np.ndarray:
+    def run_sample(self, i: int, batch: HostBatch) -> np.ndarray:
         """Sample ``i`` through the ops: the torch backend's code, with the parameters the feed
         drew, a custom op's generator seeded as the torch backend's."""
         image = np.asarray(batch.images[i])
@@ -246,7 +246,7 @@ class HostFinish:
             return [image]
         return [apply_view(view, image, self._final_crop) for view in self._views]  # type: ignore[arg-type]
 
-    def _chunk(self, indices: range, batch: _Batch, out: BatchWriter, sizing: threading.Lock) -> None:
+    def run_chunk(self, indices: range, batch: HostBatch, out: BatchWriter, sizing: threading.Lock) -> None:
         """A few samples, in one thread: each runs the ops into a staging block laid out as the
         output (its channel planes for NCHW: OpenCV's split of a sample just made, ~1.3 us more
         Python than a NumPy copy into an HWC block but 25-50 us less CPU than splitting the block
@@ -254,7 +254,7 @@ class HostFinish:
         when there is nothing to finish (no Normalize, no cast). Where a custom op decides the size, the
         first sample a thread finishes sizes the batch (every thread starts at once: none waits for
         a first sample run alone)."""
-        first = self._viewed(self._sample(indices.start, batch))
+        first = self._viewed(self.run_sample(indices.start, batch))
         if self._size is None:
             with sizing:
                 if out.array is None:
@@ -269,7 +269,7 @@ class HostFinish:
         else:
             staging = np.empty(spec.shape(stop - start, height, width, channels), out.pixel_dtype)
         for j, i in enumerate(indices):
-            for v, image in enumerate(first if j == 0 else self._viewed(self._sample(i, batch))):
+            for v, image in enumerate(first if j == 0 else self._viewed(self.run_sample(i, batch))):
                 if image.shape != (height, width, channels):
                     raise ValueError(f"{describe_sample((self.seed, batch.epoch, batch.records[i]))} came out of the "
                                      f"ops {image.shape} while another of the batch came out {(height, width, channels)}; "
@@ -295,7 +295,7 @@ def _pixels(images: Any) -> list[int]:
     return [int(shape[0]) * int(shape[1]) for shape in shapes]
 
 
-class _Batch(NamedTuple):
+class HostBatch(NamedTuple):
     """One batch's inputs to the host stage."""
 
     images: Any  # DALI's TensorListCPU of HWC images (or windows)

@@ -51,7 +51,7 @@ from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import rebuild_error
 from ...workers.process import WorkerProcess, spawn
 from ...workers.slots import Slot, close_slots
-from .host import HostFinish, _Batch
+from .host import HostBatch, HostFinish
 from .share import ThreadShare, processes_cpu_clock
 
 __all__ = ["HostPool", "HostSpec", "REQUEST", "RESPONSE", "host_pool", "input_layout"]
@@ -200,7 +200,7 @@ class HostPool:
         finish = self._finish
         if finish.size is not None and finish.dtype is not None:
             return (*finish.size, self.output.channels, np.dtype(finish.dtype))
-        first = finish._sample(0, _Batch(images, finish._decode(params[:1]), epoch, records[:1].tolist()))
+        first = finish.run_sample(0, HostBatch(images, finish.decode_params(params[:1]), epoch, records[:1].tolist()))
         if first.ndim != 3:
             raise ValueError(f"{describe_sample((self.seed, epoch, int(records[0])))} came out of the ops with shape "
                              f"{first.shape}; the host stage takes height x width x channels images")

@@ -17,23 +17,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...output import BatchWriter
 from ...workers.channel import read_exact, send_message, write_all
 from ...workers.failures import error_report
 from ...workers.memory import retain_freed_memory
 from ...workers.slots import SlotMaps, start_slot_worker
+from .host import HostBatch, HostFinish
+from .host_pool import FAILED, OK, READY, REQUEST, RESPONSE, SPAN, HostSpec, input_layout
 
 __all__ = ["main"]
 
 
 class _Server:
-    def __init__(self, finish: Any, fds: list[int]) -> None:
-        from ...output import BatchWriter
-        from .host import _Batch
-        from .host_pool import REQUEST, SPAN, input_layout
+    """Runs the chunks of the batches in the input slot into the output slots."""
 
+    def __init__(self, finish: HostFinish, fds: list[int]) -> None:
         self.finish, self.maps = finish, SlotMaps(fds)
-        self._writer, self._batch_type, self._request = BatchWriter, _Batch, REQUEST
-        self._span, self._layout = SPAN, input_layout
         self._cpu = torch.device("cpu")
         self._seq: int | None = None
         self._batch: Any = None
@@ -45,8 +44,8 @@ class _Server:
             return self._batch
         buf = self.maps.get(slot, capacity)
         k = sum(op.param_count for op in self.finish.ops)
-        params_at, records_at, data_at = self._layout(count, k)
-        spans = np.frombuffer(buf, np.int64, self._span * count, 0).reshape(count, self._span)
+        params_at, records_at, data_at = input_layout(count, k)
+        spans = np.frombuffer(buf, np.int64, SPAN * count, 0).reshape(count, SPAN)
         params = np.frombuffer(buf, np.float32, count * k, params_at).reshape(count, k)
         records = np.frombuffer(buf, np.int64, count, records_at).tolist()
         data = np.frombuffer(buf, np.uint8, capacity - data_at, data_at)
@@ -54,25 +53,23 @@ class _Server:
         images = []
         for start, h, w, c in spans.tolist():
             images.append(data[start : start + h * w * c * dtype.itemsize].view(dtype).reshape(h, w, c))
-        self._seq, self._batch = seq, self._batch_type(images, self.finish._decode(params), epoch, records)
+        self._seq, self._batch = seq, HostBatch(images, self.finish.decode_params(params), epoch, records)
         return self._batch
 
     def run(self, head: bytes) -> tuple[int, int]:
         in_slot, out_slot, in_cap, out_cap, count, start, stop, epoch, seq, height, width, channels, kind = \
-            self._request.unpack(head)
+            REQUEST.unpack(head)
         batch = self._load(seq, in_slot, in_cap, count, epoch)
         finish = self.finish
-        out = self._writer(np, self._cpu, count, finish.output)
+        out = BatchWriter(np, self._cpu, count, finish.output)
         shape = out.shape(height, width, channels)
         array = np.frombuffer(self.maps.get(out_slot, out_cap), out.dtype, int(np.prod(shape))).reshape(shape)
         out.reserve(height, width, channels, np.dtype(kind.rstrip(b"\0").decode()), into=array)
-        finish._chunk(range(start, stop), batch, out, self._lock)
+        finish.run_chunk(range(start, stop), batch, out, self._lock)
         return start, seq
 
 
 def _serve(server: _Server, inp: int, out: int) -> None:
-    from .host_pool import FAILED, OK, REQUEST, RESPONSE
-
     while True:
         head = read_exact(inp, REQUEST.size)
         if head is None:
@@ -92,11 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if started is None:
         return 0
     inp, out, fds, raw = started
-    from .host_pool import FAILED, READY, RESPONSE, HostSpec
-
     try:
         import cv2
-        import torch
 
         cv2.setNumThreads(1)  # one thread a process: the processes are the parallelism
         torch.set_num_threads(1)
