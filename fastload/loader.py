@@ -245,7 +245,7 @@ class Loader:
         host_workers: DALI backend on the CPU: processes that run the ops after DALI's decode
             (default 0: ``num_threads`` threads of this process run them). Processes hold this
             process's GIL 2-3x less per image, for one copy of each decoded image into shared
-            memory (2 cores: up to 8% fewer images a second) and ~300 MB a worker
+            memory (2 cores: up to ~11% fewer images a second) and ~300 MB a worker
             (``fastload.backends.dali.host_pool``; ``fastload tune`` compares both).
         num_workers, pin_memory, persistent_workers, prefetch_factor, generator: DataLoader's
             keywords: ``num_workers`` sets ``num_threads``, ``prefetch_factor`` sets ``prefetch``,
