@@ -96,6 +96,10 @@ class PackError(FastloadError, RuntimeError):
     """Packing failed as a whole (strict mode, disk full, nothing to pack)."""
 
 
+class SampleShapeError(FastloadError, ValueError):
+    """A sample came out of the augment ops in another shape or type than the rest of its batch."""
+
+
 class WorkerDiedError(FastloadError, RuntimeError):
     """A worker process died (killed, out of memory) instead of returning a result."""
 

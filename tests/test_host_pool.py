@@ -135,6 +135,29 @@ def test_custom_ops_a_worker_can_import_run_in_the_workers(small_lmdb, augment):
     _same_batches(small_lmdb, augment=augment)
 
 
+@fastload.op
+def _halve(x):
+    return x[: x.shape[0] // 2, : x.shape[1] // 2]
+
+
+def test_a_batch_that_comes_out_in_another_size_than_the_last_is_sized_again():
+    """Where a custom op decides the size, a batch is laid out as the last one came out; one that
+    comes out otherwise is sized from its first sample and run again, as the threads size each
+    batch; samples of two sizes in one batch fail on both, naming the record."""
+    finish = HostFinish([_halve], ParamLayout([_halve]), cut=False, threads=2, output=OutputSpec())
+    pool = HostPool(finish, HostSpec.of(finish), 2, 4, "test")
+    params = np.zeros((4, 0), np.float32)
+    for side in (12, 12, 16, 10):
+        images = [pixels(side, side, 3, seed=i) for i in range(4)]
+        batch = pool(images, params)
+        assert batch.shape == (4, 3, side // 2, side // 2) and torch.equal(batch, finish(images, params))
+    mixed = [pixels(10 + 2 * (i % 2), 10, 3, seed=i) for i in range(4)]
+    for stage in (finish, pool):
+        with pytest.raises(fastload.SampleShapeError, match=r"record \d .*\((5|6), 5, 3\) uint8 while .*\((6|5), 5, 3\)"):
+            stage(mixed, params)
+    pool.close()
+
+
 def test_what_processes_cannot_run_stays_on_threads(small_lmdb):
     """A custom op no worker can import (defined inside a function) and test-time views stay on
     the threads, with host_workers or without."""

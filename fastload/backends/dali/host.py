@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ...errors import SampleShapeError
 from ...ops import Normalize, Op
 from ...ops.base import describe_sample, fixed_output_size, reads_window
 from ...ops.custom import BatchOp, CustomOp
@@ -270,12 +271,13 @@ class HostFinish:
             staging = np.empty(spec.shape(stop - start, height, width, channels), out.pixel_dtype)
         for j, i in enumerate(indices):
             for v, image in enumerate(first if j == 0 else self._viewed(self.run_sample(i, batch))):
-                if image.shape != (height, width, channels):
-                    raise ValueError(f"{describe_sample((self.seed, batch.epoch, batch.records[i]))} came out of the "
-                                     f"ops {image.shape} while another of the batch came out {(height, width, channels)}; "
-                                     "a batch needs one size: end the augment list with a fixed-size op "
-                                     "(RandomResizedCrop, CenterCrop, Resize(size=...)) or make the custom op return "
-                                     "one size")
+                if image.shape != (height, width, channels) or (self._size is None and image.dtype != out.pixel_dtype):
+                    raise SampleShapeError(
+                        f"{describe_sample((self.seed, batch.epoch, batch.records[i]))} came out of the ops "
+                        f"{image.shape} {image.dtype} while another of the batch came out {(height, width, channels)} "
+                        f"{out.pixel_dtype}; a batch needs one size and type: end the augment list with a fixed-size "
+                        "op (RandomResizedCrop, CenterCrop, Resize(size=...)) or make the custom op return one size "
+                        "and type")
                 if spec.nchw:  # each sample into its planes while it is in the cache (pixels.to_planes)
                     to_planes(image, staging[j * per + v])
                 else:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import WorkerDiedError
+from ...errors import SampleShapeError, WorkerDiedError
 from ...ops import Normalize, Op
 from ...ops.base import describe_sample
 from ...ops.custom import CustomOp
@@ -171,6 +171,11 @@ class HostPool:
                  copiers: int = 2) -> None:
         self.threads, self.output, self.cut, self.seed = max(1, workers), finish.output, finish.cut, finish.seed
         self._finish, self._batch_size = finish, batch_size
+        # the samples' height, width, channels and type after the ops: the list's, or (a custom op
+        # decides them) the last batch's
+        self._form: tuple[int, int, int, np.dtype] | None = None
+        if finish.size is not None and finish.dtype is not None:
+            self._form = (*finish.size, int(self.output.channels), np.dtype(finish.dtype))
         self._in = Slot("fastload-host-in")
         self._outs = [Slot(f"fastload-host-out-{i}") for i in range(_KEEP + 1)]
         self._arrays = [np.empty(0, NP_DTYPES[self.output.dtype]) for _ in self._outs]  # sized by the first batch
@@ -193,13 +198,12 @@ class HostPool:
         self.share = ThreadShare(self.threads)
         self._copiers = LazyThreadPool(copiers, "fastload-host-copy")
 
-    def _sample_form(self, images: Any, params: np.ndarray, epoch: int, records: np.ndarray) -> tuple[int, int, int, np.dtype]:
-        """The samples' height, width, channels and type after the ops: the list's, or where a
-        custom op decides them, those of the batch's first sample run through the ops here (one
-        sample a batch in this process: the workers need the batch's layout before they start)."""
+    def _probe(self, images: Any, params: np.ndarray, epoch: int, records: np.ndarray) -> tuple[int, int, int, np.dtype]:
+        """The samples' height, width, channels and type after the ops where a custom op decides
+        them: those of the batch's first sample, run through the ops here (the workers need the
+        batch's layout before they start). Done for the first batch, then only for a batch that
+        does not come out as the one before (``SampleShapeError`` from a worker)."""
         finish = self._finish
-        if finish.size is not None and finish.dtype is not None:
-            return (*finish.size, self.output.channels, np.dtype(finish.dtype))
         first = finish.run_sample(0, HostBatch(images, finish.decode_params(params[:1]), epoch, records[:1].tolist()))
         if first.ndim != 3:
             raise ValueError(f"{describe_sample((self.seed, epoch, int(records[0])))} came out of the ops with shape "
@@ -247,13 +251,34 @@ class HostPool:
         count = len(images)
         records = np.arange(count) if records is None else np.asarray(records, np.int64)
         self._seq += 1
-        form = self._sample_form(images, params, epoch, records)
         out = self._free_output()
-        array = self._output(out, form)
         workers = self._workers[: max(1, min(self.threads, self.share.active))]
         starts, pixels = self._lay_out(images, params, records)
         chunks = _even_chunks(pixels, 2 * len(workers))
-        head = (0, out + 1, self._in.capacity, self._outs[out].capacity, count)
+        assumed = self._form is not None and self._finish.size is None  # a custom op sized the last batch
+        form = self._form or self._probe(images, params, epoch, records)
+        try:
+            array = self._run(images, starts, chunks, workers, out, epoch, form)
+        except SampleShapeError:
+            if not assumed:
+                raise
+            # this batch comes out in another form than the last: its first sample tells which (as on threads)
+            form = self._probe(images, params, epoch, records)
+            array = self._run(images, starts, chunks, workers, out, epoch, form)
+        self._form = form
+        self.share.batch_done()
+        if out == _KEEP:
+            return torch.from_numpy(array[:count].copy())
+        # the whole slot's array to torch, then the batch's part: every tensor made of it refers to
+        # that array (a NumPy slice of it would refer to the map instead: ``unreferenced`` needs it)
+        return torch.from_numpy(array)[:count]
+
+    def _run(self, images: Any, starts: list[int], chunks: list[range], workers: list[WorkerProcess], out: int,
+             epoch: int, form: tuple[int, int, int, np.dtype]) -> np.ndarray:
+        """The batch's chunks run on ``workers`` into output slot ``out`` laid out for samples of
+        ``form``; the first error a worker reported is raised once every chunk sent is answered."""
+        array = self._output(out, form)
+        head = (0, out + 1, self._in.capacity, self._outs[out].capacity, len(starts))
         tail = (epoch, self._seq, *form[:3], np.dtype(form[3]).str.encode())
         busy = [0] * len(workers)
         try:
@@ -262,12 +287,7 @@ class HostPool:
             error = self._collect(workers, busy)
         if error is not None:
             raise error
-        self.share.batch_done()
-        if out == _KEEP:
-            return torch.from_numpy(array[:count].copy())
-        # the whole slot's array to torch, then the batch's part: every tensor made of it refers to
-        # that array (a NumPy slice of it would refer to the map instead: ``unreferenced`` needs it)
-        return torch.from_numpy(array)[:count]
+        return array
 
     def _lay_out(self, images: Any, params: np.ndarray, records: np.ndarray) -> tuple[list[int], np.ndarray]:
         """The batch's spans, parameters and records into the input slot (grown for its pixels);
