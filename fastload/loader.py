@@ -19,6 +19,7 @@ batch stage runs the batch transforms on them on the device (fastload.transforms
 from __future__ import annotations
 
 import glob
+import numbers
 import os
 import warnings
 import weakref
@@ -362,7 +363,7 @@ class Loader:
             raise ValueError(f"{mixing[0]} mixes labels, but {self.store.path} has unlabelled records (label -1); "
                              "give indices= of labelled records, or leave label-mixing transforms out")
         self._feed_workers = feed_workers
-        if host_workers is not None and (isinstance(host_workers, bool) or int(host_workers) != host_workers
+        if host_workers is not None and (isinstance(host_workers, bool) or not isinstance(host_workers, numbers.Integral)
                                          or host_workers < 0):
             raise ValueError(f"host_workers must be a whole number >= 0 (0: the host stage on threads), "
                              f"got {host_workers!r}")

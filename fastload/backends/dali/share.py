@@ -39,7 +39,8 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["ThreadShare", "background", "new_threads_clock", "processes_cpu_clock", "thread_names", "threads_cpu_clock", "threads_for"]
+__all__ = ["ThreadShare", "background", "new_threads_clock", "processes_cpu_clock", "thread_names", "threads_cpu_clock",
+           "threads_for"]
 
 MARGIN = 1.2  # threads beyond the measured share: the host stage's cost varies from batch to batch
 WINDOW = 8  # batches per estimate
@@ -67,11 +68,12 @@ def thread_names() -> dict[int, str]:
 def threads_cpu_clock(tids: Sequence[int]) -> Clock:
     """A clock of the CPU seconds that the threads ``tids`` have run (read at each call: the list
     may grow; threads that ended count no more); None where none of them can be read."""
-
     return _schedstat_clock(tids, "/proc/self/task/{}/schedstat")
 
 
 def _schedstat_clock(items: Sequence[Any], pattern: str = "{}") -> Clock:
+    """The CPU seconds in the ``schedstat`` files ``pattern.format(item)`` of ``items``."""
+
     def seconds() -> float | None:
         total, read = 0, False
         for item in list(items):
