@@ -13,7 +13,8 @@ slots, laid out as their windows), each thread taking the batch's next few sampl
 differ in cost), runs the ops with the parameters
 the feed drew (``Op.decode`` of its vector), and writes the finished batch (layout, dtype,
 normalization) with the output stage's ``fastload.output.BatchWriter``. The thread that iterates the
-Loader only starts the threads: O(threads) Python per batch.
+Loader only starts the threads: O(threads) Python per batch. With ``Loader(host_workers=N)`` the
+same code runs in N worker processes instead (``host_pool``: each its own GIL).
 
 The ops are the torch backend's own, so both backends compute the same pixels from the same
 decoded image, for every pixel type a store is read as and any channel count (gray, RGB,
