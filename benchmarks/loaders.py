@@ -44,6 +44,8 @@ class LoaderSpec:
         description: one line for the report.
         training_only: a reference for ``--train`` (the synthetic data), not a loader to time
             alone; its batches are on the training device, whatever ``device`` says.
+        variant: another setting of a loader in the default run (measured when named with
+            ``--loaders``, and by ``gpu_check``), not a loader of its own.
     """
 
     name: str
@@ -54,6 +56,7 @@ class LoaderSpec:
     needs: tuple[str, ...]
     description: str
     training_only: bool = False
+    variant: bool = False
 
     @property
     def optional(self) -> bool:
@@ -75,22 +78,23 @@ LOADERS: dict[str, LoaderSpec] = {}
 
 
 def register(name: str, *, source: str, device: str = "cpu", family: str,
-             needs: tuple[str, ...] = (), description: str, training_only: bool = False) -> Callable:
+             needs: tuple[str, ...] = (), description: str, training_only: bool = False,
+             variant: bool = False) -> Callable:
     """Register ``build`` under ``name`` (the FFCV-benchmark style of a suite registry)."""
     def wrap(build: Callable[[BenchData, BenchConfig], Iterable]) -> Callable:
         needs_all = needs + (("cuda",) if device == "cuda" else ())
         LOADERS[name] = LoaderSpec(name, build, source, device, family, needs_all, description,
-                                   training_only)
+                                   training_only, variant)
         return build
     return wrap
 
 
 def default_loaders() -> list[str]:
     """Every CPU loader; GPU loaders where CUDA is present; optional peers where installed
-    (not the synthetic reference of ``--train``, which the suite adds itself)."""
+    (not the synthetic reference of ``--train``, which the suite adds itself, nor variants)."""
     names = []
     for spec in LOADERS.values():
-        if spec.training_only:
+        if spec.training_only or spec.variant:
             continue
         if spec.device == "cuda" and _no_cuda():
             continue
@@ -426,6 +430,6 @@ for _backend, _device in (("torch", "cpu"), ("dali", "cpu"), ("dali", "cuda")):
 
 @register("fastload-dali-lmdb-procs", source="lmdb", family="fastload-dali", needs=("fastload.Loader", "dali", "fastload.dali"),
           description="fastload.Loader(backend='dali', host_workers=threads) on the lmdb store, CPU: the host "
-                      "stage's ops in processes")
+                      "stage's ops in processes", variant=True)
 def _fastload_host_processes(data: BenchData, config: BenchConfig) -> Iterable:
     return _fastload(data, config, "lmdb", "dali", "cpu", host_workers=config.threads)

@@ -131,6 +131,7 @@ def test_the_synthetic_reference_only_runs_with_a_model():
     assert [c.threads for c in grid.configs("synthetic")] == [2]  # threads do not apply to it
     assert [c.threads for c in grid.configs("torchvision")] == [1, 2]
     assert "synthetic" not in loaders.default_loaders()
+    assert "fastload-dali-lmdb-procs" in loaders.LOADERS and "fastload-dali-lmdb-procs" not in loaders.default_loaders()
     with pytest.raises(SystemExit, match="reference of --train"):
         run.main(["--loaders", "synthetic"])
 
