@@ -13,13 +13,20 @@ import argparse
 import mmap
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from .channel import read_message
 from .process import WorkerProcess, stop, worker_stdio
 
-__all__ = ["Slot", "SlotMaps", "close_slots", "start_slot_worker"]
+__all__ = ["ALIGN", "Slot", "SlotMaps", "align", "close_slots", "start_slot_worker"]
 
 _GROW = 1 << 20
+ALIGN = 64  # bytes: where each part of a slot starts (a cache line; SIMD loads stay aligned)
+
+
+def align(n: Any) -> Any:
+    """``n`` bytes rounded up to a multiple of ``ALIGN`` (an int, or a NumPy array of them)."""
+    return -(-n // ALIGN) * ALIGN
 
 
 class Slot:

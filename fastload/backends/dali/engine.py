@@ -35,9 +35,9 @@ from ...ops.custom import CustomOp
 from ...stats import StageClock
 from ...stores import Store
 from ...stores.files import FileStore
+from ...workers.slots import align
 from ..base import BackendConfig
 from .feed import (
-    ALIGN,
     SPAN,
     FeedSpec,
     dense_batch,
@@ -107,10 +107,6 @@ def _feed_ops(head: Sequence[Op]) -> tuple[dict[str, Any], ...]:
     return tuple((UnknownSize() if isinstance(op, CustomOp) else op).to_config() for op in head)
 
 
-def _aligned(sizes: np.ndarray) -> np.ndarray:
-    return -(-sizes // ALIGN) * ALIGN
-
-
 def _host_finish(lowered: LoweredOps, whole: bool, config: BackendConfig) -> HostFinish:
     """The host finish of the head (``whole``: the images come whole, neither DALI's decoder nor
     the feed cut the first op's window, so it does); with a tail, into the batch the tail stage
@@ -140,10 +136,10 @@ class DaliEngine:
         self.labels = np.asarray(store.labels, np.int64)
         self.shapes = record_shapes(store)
         if encoded:
-            self.sizes = _aligned(record_nbytes(store))
+            self.sizes = align(record_nbytes(store))
         else:
             self.shapes[:, 2] = np.where(self.shapes[:, 2] == 1, config.channels, self.shapes[:, 2])
-            self.sizes = _aligned(self.shapes.prod(axis=1) * self.pixel_dtype.itemsize)
+            self.sizes = align(self.shapes.prod(axis=1) * self.pixel_dtype.itemsize)
         self.gpu = config.device == "cuda"
         self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
         self.ahead = max(2, 2 * feed_workers)

@@ -31,24 +31,20 @@ import numpy as np
 from ...ops.base import Op, reads_window
 from ...pixels import to_pixel_dtype
 from ...stores import Store, open_store
+from ...workers.slots import align
 from .params import ParamLayout
 
-__all__ = ["FeedSpec", "FeedReader", "slot_layout", "dense_batch", "feeds_windows", "stored_as_is", "ALIGN", "MODES",
+__all__ = ["FeedSpec", "FeedReader", "slot_layout", "dense_batch", "feeds_windows", "stored_as_is", "MODES",
            "SPAN"]
 
-ALIGN = 64
 MODES = ("encoded", "arrays")
 SPAN = 4  # int64s per record in a slot's spans: start, length, height, width
 
 
-def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
 def slot_layout(count: int, param_size: int) -> tuple[int, int]:
     """``(params_offset, data_offset)`` in a slot for ``count`` records."""
-    params_at = _align(8 * SPAN * count)
-    return params_at, _align(params_at + 4 * count * param_size)
+    params_at = align(8 * SPAN * count)
+    return params_at, align(params_at + 4 * count * param_size)
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,7 @@ class FeedReader:
         for row, index in enumerate(indices):
             spans[row, 0] = position
             self._write(int(index), data[position:], None if windows is None else windows[row], spans[row])
-            position += int(spans[row, 1]) if dense else _align(int(spans[row, 1]))
+            position += int(spans[row, 1]) if dense else align(int(spans[row, 1]))
         return data_at + position
 
     def _windows(self, params: np.ndarray) -> list[tuple[int, int, int, int]] | None:

@@ -50,7 +50,7 @@ from ...threads import LazyThreadPool, run_all
 from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import rebuild_error
 from ...workers.process import WorkerProcess, spawn
-from ...workers.slots import Slot, close_slots
+from ...workers.slots import Slot, align, close_slots
 from .host import HostBatch, HostFinish
 from .share import ThreadShare, processes_cpu_clock
 
@@ -61,7 +61,6 @@ __all__ = ["HostPool", "HostSpec", "REQUEST", "RESPONSE", "host_pool", "input_la
 REQUEST = struct.Struct("<IIQQIIIqqIII4s")
 RESPONSE = struct.Struct("<IIq")  # status, chunk start, batch seq
 OK, FAILED, READY = 0, 1, 2
-ALIGN = 64
 SPAN = 4  # int64s per sample in an input slot: byte offset, height, width, channels
 _START_TIMEOUT_S = 120.0
 _WORKER_MODULE = "fastload.backends.dali.host_worker"
@@ -69,17 +68,13 @@ _KEEP = 4  # output slots handed out as batches; one more is the spare
 _ADVICE = "start a new pass over the Loader to restart the host stage"
 
 
-def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
 def input_layout(count: int, params: int) -> tuple[int, int, int]:
     """``(params_at, records_at, data_at)`` in an input slot of ``count`` samples: spans
     ``int64[count, 4]`` at 0, parameters ``float32[count, params]``, records ``int64[count]``, then
     the samples' pixels, each aligned to 64 bytes."""
-    params_at = _align(8 * SPAN * count)
-    records_at = _align(params_at + 4 * count * params)
-    return params_at, records_at, _align(records_at + 8 * count)
+    params_at = align(8 * SPAN * count)
+    records_at = align(params_at + 4 * count * params)
+    return params_at, records_at, align(records_at + 8 * count)
 
 
 @dataclass(frozen=True)
@@ -295,7 +290,7 @@ class HostPool:
         count = len(records)
         k = params.shape[1] if params.ndim == 2 else 0
         shapes = np.array([(*shape, 1)[:3] for shape in _shapes(images)], np.int64).reshape(count, 3)
-        sizes = -(-shapes.prod(axis=1) * np.dtype(self.output.pixel_dtype).itemsize // ALIGN) * ALIGN
+        sizes = align(shapes.prod(axis=1) * np.dtype(self.output.pixel_dtype).itemsize)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         params_at, records_at, data_at = input_layout(count, k)
         self._in.reserve(data_at + int(sizes.sum()))
