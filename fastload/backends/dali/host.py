@@ -47,7 +47,7 @@ from ...tta import View, apply_view
 from .params import ParamLayout
 from .share import ThreadShare, threads_cpu_clock
 
-__all__ = ["HostBatch", "HostFinish", "host_finishes", "tail_input"]
+__all__ = ["HostBatch", "HostFinish", "host_finishes", "image_shapes", "tail_input"]
 
 
 class _Plan(NamedTuple):
@@ -291,11 +291,14 @@ class HostFinish:
         self._pool.close()
 
 
+def image_shapes(images: Any) -> list[tuple[int, ...]]:
+    """Each image's shape, from DALI's TensorList (one call) or from the arrays."""
+    return images.shape() if callable(getattr(images, "shape", None)) else [np.shape(x) for x in images]
+
+
 def _pixels(images: Any) -> list[int]:
-    """Each image's height x width (a sample's cost in the host stage follows it: its resize),
-    from DALI's TensorList (one call) or a list of arrays."""
-    shapes = images.shape() if callable(getattr(images, "shape", None)) else [np.shape(x) for x in images]
-    return [int(shape[0]) * int(shape[1]) for shape in shapes]
+    """Each image's height x width (a sample's cost in the host stage follows it: its resize)."""
+    return [int(shape[0]) * int(shape[1]) for shape in image_shapes(images)]
 
 
 class HostBatch(NamedTuple):

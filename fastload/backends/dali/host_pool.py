@@ -51,7 +51,7 @@ from ...workers.channel import read_exact, read_message, send_message, write_all
 from ...workers.failures import rebuild_error
 from ...workers.process import WorkerProcess, spawn
 from ...workers.slots import Slot, align, close_slots
-from .host import HostBatch, HostFinish
+from .host import HostBatch, HostFinish, image_shapes
 from .share import ThreadShare, processes_cpu_clock
 
 __all__ = ["HostPool", "HostSpec", "REQUEST", "RESPONSE", "host_pool", "input_layout"]
@@ -164,7 +164,7 @@ class HostPool:
 
     def __init__(self, finish: HostFinish, spec: HostSpec, workers: int, batch_size: int, name: str,
                  copiers: int = 2) -> None:
-        self.threads, self.output, self.cut, self.seed = max(1, workers), finish.output, finish.cut, finish.seed
+        self.threads, self.output, self.seed = max(1, workers), finish.output, finish.seed
         self._finish, self._batch_size = finish, batch_size
         # the samples' height, width, channels and type after the ops: the list's, or (a custom op
         # decides them) the last batch's
@@ -289,7 +289,7 @@ class HostPool:
         returns where each sample's pixels go and each sample's pixel count (its cost)."""
         count = len(records)
         k = params.shape[1] if params.ndim == 2 else 0
-        shapes = np.array([(*shape, 1)[:3] for shape in _shapes(images)], np.int64).reshape(count, 3)
+        shapes = np.array([(*shape, 1)[:3] for shape in image_shapes(images)], np.int64).reshape(count, 3)
         sizes = align(shapes.prod(axis=1) * np.dtype(self.output.pixel_dtype).itemsize)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         params_at, records_at, data_at = input_layout(count, k)
@@ -366,11 +366,6 @@ class HostPool:
         if not ok:
             return worker.died(doing, _ADVICE)
         return rebuild_error(report, f"{worker.name} {doing}")
-
-
-def _shapes(images: Any) -> list[tuple[int, ...]]:
-    """Each image's shape: from DALI's TensorList in one call, else from the arrays."""
-    return images.shape() if callable(getattr(images, "shape", None)) else [np.shape(x) for x in images]
 
 
 def _even_chunks(costs: np.ndarray, parts: int) -> list[range]:
