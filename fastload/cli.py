@@ -302,7 +302,8 @@ def _run_tune(args: argparse.Namespace) -> int:
           f"rounds{loop})")
     result = tune(args.store, threads=args.threads, batch_sizes=args.batch_sizes,
                   prefetch=args.prefetch, hw_decoder_loads=args.hw_decoder_loads,
-                  host_workers=args.host_workers, model=args.model, rounds=args.rounds, images_per_round=args.images_per_round,
+                  host_workers=args.host_workers, model=args.model, rounds=args.rounds,
+                  images_per_round=args.images_per_round,
                   backend=args.backend,
                   device=args.device, image_size=args.image_size,
                   progress=lambda trial: print(f"  {trial}", flush=True))

@@ -5,9 +5,9 @@ default batch size, on a GPU ``hw_decoder_load`` (DALI's split of JPEG decoding 
 hardware decoder and nvJPEG's CUDA path) at the best thread count, on the CPU with DALI
 ``host_workers`` (the host stage's ops in that many processes instead of threads: which is faster
 depends on the cores and on what else holds the GIL, a model in the loop included), then
-``batch_size``, then ``prefetch`` at the best of those. Every trial builds a Loader, draws warm-up batches, then
-times a few rounds and keeps their median, so one slow round (another process waking up) does
-not decide the winner.
+``batch_size``, then ``prefetch`` at the best of those. Every trial builds a Loader, draws
+warm-up batches, then times a few rounds and keeps their median, so one slow round (another
+process waking up) does not decide the winner.
 
 With ``model="resnet18"`` (any torchvision model name) every batch also goes through a
 training step of that model (``fastload.training.TrainingStep``), so the search finds what keeps the model
@@ -326,11 +326,13 @@ def _host_skip_reason(loader_kwargs: dict[str, Any]) -> str | None:
     device, backend = loader_kwargs.get("device", "auto"), loader_kwargs.get("backend", "auto")
     if backend == "torch":
         return "backend='torch' runs its ops in worker processes already"
-    if device == "cuda" or (device == "auto" and _gpu_skip_reason(loader_kwargs) is None):
-        return "the Loader runs on the GPU (its ops run in DALI there)"
-    import importlib.util
+    import torch
 
-    if importlib.util.find_spec("nvidia.dali") is None:
+    from .backends.factory import dali_available
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return "the Loader runs on the GPU (its ops run in DALI there)"
+    if not dali_available():
         return "DALI is not installed (the torch backend serves)"
     if "host_workers" not in _loader_parameters():
         return "this fastload.Loader has no host_workers argument"
