@@ -91,6 +91,12 @@ def _target(what: str, measured: str, ok: bool | None) -> dict[str, Any]:
     return {"target": what, "measured": measured, "met": ok}
 
 
+def _versus(what: str, left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    """A reported (not judged) pair of rows: "A vs B img/s, GIL a vs b us/img"."""
+    return _target(what, f"{left['images_per_s']:.0f} vs {right['images_per_s']:.0f} img/s, GIL "
+                         f"{_num(left.get('gil_us_per_image'))} vs {_num(right.get('gil_us_per_image'))} us/img", None)
+
+
 def _loader_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     names, rows = _names(report["meta"]["device"]), _by_loader_batch(report.get("loaders"))
     batches = sorted({b for _, b in rows})
@@ -160,23 +166,15 @@ def _other_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     for every in (r for r in measured if r.get("host_margin") is not None):
         shared = by.get(every["loader"])
         if shared:
-            out.append(_target(f"CUDA hidden: {every['loader']}, host stage on its measured share of the threads "
+            out.append(_versus(f"CUDA hidden: {every['loader']}, host stage on its measured share of the threads "
                                "and DALI's threads in the background vs on every thread, DALI's at normal priority",
-                               f"{shared['images_per_s']:.0f} vs {every['images_per_s']:.0f} img/s, GIL "
-                               f"{_num(shared.get('gil_us_per_image'))} vs {_num(every.get('gil_us_per_image'))} us/img",
-                               None))
+                               shared, every))
     torch_raw, dali_raw = by.get("fastload-torch-lmdb-raw"), by.get(names["lmdb-raw"])
     if torch_raw and dali_raw:  # auto's choice for a store DALI decodes nothing of, on the CPU (RESULTS 25)
-        out.append(_target("CUDA hidden: the raw store on the torch backend vs the DALI backend",
-                           f"{torch_raw['images_per_s']:.0f} vs {dali_raw['images_per_s']:.0f} img/s, GIL "
-                           f"{_num(torch_raw.get('gil_us_per_image'))} vs {_num(dali_raw.get('gil_us_per_image'))} "
-                           "us/img", None))
+        out.append(_versus("CUDA hidden: the raw store on the torch backend vs the DALI backend", torch_raw, dali_raw))
     procs, threads = by.get("fastload-dali-lmdb-procs"), by.get(names["lmdb"])
     if procs and threads:  # the host stage in processes (host_workers) vs on threads (RESULTS 26)
-        out.append(_target("CUDA hidden: the LMDB store's host stage in processes vs on threads",
-                           f"{procs['images_per_s']:.0f} vs {threads['images_per_s']:.0f} img/s, GIL "
-                           f"{_num(procs.get('gil_us_per_image'))} vs {_num(threads.get('gil_us_per_image'))} "
-                           "us/img", None))
+        out.append(_versus("CUDA hidden: the LMDB store's host stage in processes vs on threads", procs, threads))
     if names["dali"] in by:
         for store in STORES:
             if names[store] in by:
