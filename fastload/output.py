@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,10 @@ class OutputSpec:
     channels: int = 3
     pixel_dtype: Any = np.dtype(np.uint8)
     normalize: Normalize | None = None
+    # scale_shift's arrays by (channels, scale): worked out once, not for every batch (~45 us of
+    # Python under the GIL a batch in the host stage); read-only, shared by every batch
+    _scale_shifts: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in OUTPUT_DTYPES:
@@ -137,8 +141,14 @@ class OutputSpec:
 
     def scale_shift(self, channels: int, source_dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel float32 ``a``/``b`` of the normalize as ``x * a + b`` in ``source_dtype``
-        pixels (needs ``normalize``)."""
-        return scale_shift(*self.mean_std(channels, source_dtype))
+        pixels (needs ``normalize``); read-only arrays, the same for every call."""
+        key = (channels, self.scale(source_dtype))
+        if key not in self._scale_shifts:
+            pair = scale_shift(*self.mean_std(channels, source_dtype))
+            for array in pair:
+                array.setflags(write=False)
+            self._scale_shifts[key] = pair
+        return self._scale_shifts[key]
 
     def to_8_bit(self, source_dtype: Any) -> float | None:
         """The factor that brings ``source_dtype`` samples to uint8 output by the ranges, then
