@@ -15,7 +15,8 @@ The lists (DESIGN.md section 5; "size" is ``--image-size``):
   (sigma 0.1-2, p=0.5, kernel 13 in torchvision, which needs one; fastload's window follows the
   sigma); ``custom``: the preset + a trivial custom op after Normalize (``@fastload.op``
   ``x * 0.9``; torchvision: the same function in ``v2.Lambda``); ``eval``: Resize(shorter side
-  round(size x 256/224)), CenterCrop(size), Normalize; ``uint8``: the preset without Normalize,
+  round(size x 256/224)), CenterCrop(size), Normalize; ``resize-crop``: the older ImageNet recipe,
+  the same Resize, then RandomCrop(size), Flip, Normalize; ``uint8``: the preset without Normalize,
   ``output_dtype="uint8"`` (torchvision: uint8 tensors, no ToDtype);
 * ``gray16``: 16-bit grayscale PNGs of about 512 px (short side 448-576), in their own folder and
   store: RandomResizedCrop(round(size x 256/224)), horizontal and vertical flips, Normalize with
@@ -69,8 +70,8 @@ from fastload.training import endless_batches  # noqa: E402
 __all__ = ["BASELINES", "DATA_KINDS", "LISTS", "FileDataset", "fastload_ops", "main", "measure", "prepare",
            "scale", "torchvision_dataset", "torchvision_ops"]
 
-LISTS = ("preset", "colorjitter", "radiology", "blur", "custom", "eval", "uint8", "gray16", "gray16-raw", "ch6",
-         "ch6-raw", "float32")
+LISTS = ("preset", "colorjitter", "radiology", "blur", "custom", "eval", "resize-crop", "uint8", "gray16", "gray16-raw",
+         "ch6", "ch6-raw", "float32")
 # The data each list runs on: generated photos (or --data), 16-bit gray PNGs, 6-channel arrays,
 # float32 RGB arrays.
 DATA_KINDS = {name: "photos" for name in LISTS} | {name: name.removesuffix("-raw") for name in LISTS if "16" in name
@@ -117,6 +118,7 @@ def fastload_ops(name: str, size: int) -> list[Any]:
             "blur": [crop, ops.Flip(), ops.GaussianBlur(sigma=BLUR_SIGMA, p=BLUR_P), norm],
             "custom": [crop, ops.Flip(), norm, scale],
             "eval": [ops.Resize(shorter=_resize_side(size)), ops.CenterCrop(size), norm],
+            "resize-crop": [ops.Resize(shorter=_resize_side(size)), ops.RandomCrop(size), ops.Flip(), norm],
             "uint8": [crop, ops.Flip()],
             "gray16": [ops.RandomResizedCrop(_resize_side(size)), hv, ops.Normalize(mean=GRAY_MEAN, std=GRAY_STD)],
             "ch6": [crop, hv, ops.Normalize(mean=CH6_MEAN, std=CH6_STD)],
@@ -133,7 +135,10 @@ def torchvision_ops(name: str, size: int) -> Any:
     head = [v2.ToImage(), crop, v2.RandomHorizontalFlip()]
     if name == "eval":
         head = [v2.ToImage(), v2.Resize(_resize_side(size), antialias=True), v2.CenterCrop(size)]
-    extra = {"preset": [], "custom": [], "eval": [], "uint8": [],
+    if name == "resize-crop":
+        head = [v2.ToImage(), v2.Resize(_resize_side(size), antialias=True), v2.RandomCrop(size),
+                v2.RandomHorizontalFlip()]
+    extra = {"preset": [], "custom": [], "eval": [], "resize-crop": [], "uint8": [],
              "colorjitter": [v2.ColorJitter(0.4, 0.4, 0.4, 0.1)],
              "radiology": [v2.RandomVerticalFlip(), v2.RandomRotation(15)],
              "blur": [v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=BLUR_P)],

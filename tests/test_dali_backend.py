@@ -411,6 +411,20 @@ def test_custom_ops_run_on_the_host_with_the_torch_backends_pixels(small_lmdb, a
     assert not lowered.needs_ids  # nothing runs through fn.python_function
 
 
+def test_random_crop_in_dalis_own_operators_gives_the_torch_backends_pixels(small_lmdb):
+    """Where DALI's operators run the list (a batch op mid-list; every list on the GPU), a leading
+    RandomCrop's window is decoded and padded in DALI (``after_roi``: ``fn.slice`` with its fill)."""
+    augment = [ops.RandomCrop(40, padding=6, fill=128), _inverted_batch, ops.Flip(vertical=True), ops.Normalize()]
+    ref, ref_labels = _batches(small_lmdb, "torch", augment=augment, shuffle=True, seed=8)
+    loader = fastload.Loader(small_lmdb, backend="dali", device="cpu", num_threads=2, batch_size=8, augment=augment,
+                             shuffle=True, seed=8)
+    out, labels = map(torch.cat, zip(*loader))
+    lowered = loader._get_backend().lowered
+    assert not lowered.host and lowered.fuse_decoder
+    assert torch.equal(labels, ref_labels) and out.shape == ref.shape == (24, 3, 40, 40)
+    assert (out - ref).abs().mean().item() < 0.01
+
+
 def test_a_custom_op_that_breaks_on_the_host_names_itself_and_the_record(small_lmdb):
     loader = fastload.Loader(small_lmdb, batch_size=4, augment=[ops.RandomResizedCrop(24), _failing],
                              backend="dali", device="cpu", num_threads=2, seed=5)
@@ -447,7 +461,11 @@ def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
      ops.Normalize()],  # the radiology list
     [ops.RandomResizedCrop(24), ops.Flip(), ops.GaussianBlur(sigma=(0.1, 2.0), p=0.5), ops.Normalize()],
     [ops.Rotate(max_degrees=30), ops.CenterCrop(24), ops.ColorJitter(brightness=0.3)],  # no crop first, no Normalize
-], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop"])
+    [ops.RandomCrop(24, padding=4), ops.Flip(), ops.Normalize()],  # its window decoded, then padded
+    [ops.Resize(shorter=28), ops.RandomCrop(24), ops.Flip(), ops.Normalize()],
+    [ops.RandomCrop(100, padding=2, fill=128), ops.Flip(vertical=True)],  # larger than the images: padded
+], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop", "random-crop", "resize-random-crop",
+        "random-crop-padded"])
 def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmdb, augment):
     """On the CPU, DALI decodes (only the crop window of a leading random-resized crop) and the
     host stage runs the ops with the torch backend's code and the feed's draws: same pixels."""
@@ -502,7 +520,8 @@ def _dimmed(x):  # the op lists' cheap custom op
     [ops.RandomResizedCrop(24), ops.Flip(), ops.GaussianBlur(sigma=(0.1, 2.0), p=0.5), ops.Normalize()],
     [ops.RandomResizedCrop(24), ops.Flip(), ops.Normalize(), _dimmed],
     [ops.Resize(shorter=28), ops.CenterCrop(24), ops.Normalize()],
-], ids=["preset", "colorjitter", "radiology", "blur", "custom", "eval"])
+    [ops.RandomCrop(32, padding=4), ops.Flip(), ops.Normalize()],  # the feed lays out each window, then padded
+], ids=["preset", "colorjitter", "radiology", "blur", "custom", "eval", "random-crop"])
 def test_array_stores_of_every_pixel_type_run_on_the_host_with_the_torch_backends_batches(
         tmp_path_factory, channels, dtype, augment):
     """Arrays (.npy: float32 in 0..1, 6-channel uint16) take every op list in the host stage, as

@@ -42,6 +42,8 @@ BUILTIN = [
     ops.RandomResizedCrop(32, scale=(0.3, 1.0)),
     ops.Resize(shorter=40),
     ops.CenterCrop(32),
+    ops.RandomCrop(32, padding=4),
+    ops.RandomCrop((60, 40), padding=(2, 0), fill=7),  # taller than the images: padded as needed
     ops.Flip(horizontal=True, vertical=True, p=1.0),
     ops.Rotate(max_degrees=30),
     ops.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1),
@@ -210,9 +212,40 @@ def test_blur_probability_zero_is_identity():
     assert np.array_equal(ops.GaussianBlur(p=0.0).numpy(image, np.random.default_rng(0)), image)
 
 
+@pytest.mark.parametrize("op", [ops.RandomCrop(32, padding=4), ops.RandomCrop(24, padding=(3, 1, 5, 2), fill=9),
+                                ops.RandomCrop((60, 20), padding=(0, 2))], ids=["cifar", "sides", "pad-if-needed"])
+def test_random_crop_is_torchvisions_pad_then_crop(op):
+    """The drawn window, cut with its padding, is torchvision's ``pad`` then ``crop`` at the
+    drawn top-left of the padded image (pad_if_needed: both sides by what is missing, as there)."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    image = smooth(48, 56, 3, np.uint8)
+    th, tw = (op.size, op.size) if isinstance(op.size, int) else op.size
+    seen = set()
+    for seed in range(40):
+        params = op.draw(np.random.default_rng(seed), 48, 56)
+        top, left, height, width, above, before = params
+        assert 0 <= top and top + height <= 48 and 0 <= left and left + width <= 56 and height and width
+        sides = list(ops.geometry._sides(op.padding))
+        padded_h, padded_w = 48 + sides[1] + sides[3], 56 + sides[0] + sides[2]
+        if padded_h < th:  # torchvision's pad_if_needed
+            sides[1], sides[3] = sides[1] + th - padded_h, sides[3] + th - padded_h
+        if padded_w < tw:
+            sides[0], sides[2] = sides[0] + tw - padded_w, sides[2] + tw - padded_w
+        x = torch.from_numpy(image).permute(2, 0, 1)
+        want = F.crop(F.pad(x, sides, fill=op.fill), top - above + sides[1], left - before + sides[0], th, tw)
+        got = op.apply(image, params)
+        assert got.shape == (th, tw, 3) and np.array_equal(got, want.permute(1, 2, 0).numpy())
+        seen.add((above > 0, before > 0))
+    assert len(seen) > 1 or th > 48  # windows in the padding and out of it (taller crops: always in it)
+
+
 @pytest.mark.parametrize("bad", [
     lambda: ops.ColorJitter(hue=0.7), lambda: ops.ColorJitter(brightness=-1), lambda: ops.Rotate(max_degrees=(10, -10)),
     lambda: ops.GaussianBlur(sigma=0), lambda: ops.GaussianBlur(p=2),
+    lambda: ops.RandomCrop(8, padding=8), lambda: ops.RandomCrop(32, padding=(1, 2, 3)),
+    lambda: ops.RandomCrop(32, padding=-1),
 ])
 def test_bad_settings_fail_at_construction(bad):
     with pytest.raises(ValueError):

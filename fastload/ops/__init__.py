@@ -5,7 +5,7 @@ from .blur import GaussianBlur
 from .color import ColorJitter
 from .config import from_config, save_config, to_config
 from .custom import BatchOp, CustomOp, CustomOpError, array_namespace, batch_op, op, run_numpy
-from .geometry import CenterCrop, Flip, RandomResizedCrop, Resize
+from .geometry import CenterCrop, Flip, RandomCrop, RandomResizedCrop, Resize
 from .library import ChannelIntensityScale, GaussianNoise, HistogramEqualization, RandomErasing
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from .presets import preset
@@ -27,6 +27,7 @@ __all__ = [
     "HistogramEqualization",
     "Normalize",
     "Op",
+    "RandomCrop",
     "RandomErasing",
     "RandomResizedCrop",
     "Resize",

@@ -139,8 +139,8 @@ class Op:
         (only the window is decoded), or None when this op is no such crop."""
         return None
 
-    def after_roi(self, images: Any, ctx: Any) -> Any:
-        """What remains of this op once the decoder has cut ``decoder_roi``."""
+    def after_roi(self, images: Any, params: Any, ctx: Any) -> Any:
+        """What remains of this op once the decoder has cut ``decoder_roi`` (``params`` as for ``dali``)."""
         return images
 
     def cmn_role(self) -> str | None:

@@ -1,8 +1,9 @@
-"""Geometric operators: random-resized crop, resize, center crop, flip."""
+"""Geometric operators: random-resized crop, resize, center crop, random crop, flip."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -12,7 +13,7 @@ import numpy as np
 from ..pixels import CV_MAX_MAT_CHANNELS, CV_TYPES, by_channel_chunks
 from .base import Op, register
 
-__all__ = ["RandomResizedCrop", "Resize", "CenterCrop", "Flip", "resize_image"]
+__all__ = ["RandomResizedCrop", "Resize", "CenterCrop", "RandomCrop", "Flip", "resize_image"]
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -123,7 +124,7 @@ class RandomResizedCrop(Op):
 
         return as_int(params[0:2]), as_int(params[2:4])
 
-    def after_roi(self, images: Any, ctx: Any) -> Any:
+    def after_roi(self, images: Any, params: Any, ctx: Any) -> Any:
         from nvidia.dali import fn
 
         return fn.resize(images, size=list(_pair(self.size)), antialias=True)
@@ -199,6 +200,119 @@ class CenterCrop(Op):
     def cmn_args(self, params: Any, ctx: Any) -> dict[str, Any]:
         th, tw = _pair(self.size)
         return {"crop": [th, tw], "crop_pos_x": 0.5, "crop_pos_y": 0.5, "out_of_bounds_policy": "pad"}
+
+
+def _sides(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
+    """torchvision's ``padding``: one int for every side, ``(left/right, top/bottom)`` or ``(left,
+    top, right, bottom)``; as ``(left, top, right, bottom)``."""
+    values = (padding,) if isinstance(padding, int) else tuple(int(v) for v in padding)
+    if len(values) not in (1, 2, 4) or any(v < 0 for v in values):
+        raise ValueError(f"RandomCrop padding must be one, two or four non-negative ints, got {padding!r}")
+    if len(values) == 1:
+        return values * 4  # type: ignore[return-value]
+    if len(values) == 2:
+        return values[0], values[1], values[0], values[1]
+    return values  # type: ignore[return-value]
+
+
+@register
+@dataclass(frozen=True)
+class RandomCrop(Op):
+    """Cut a random ``size`` (h, w) window out of the image padded by ``padding`` with ``fill``:
+    torchvision's ``RandomCrop(size, padding, pad_if_needed, fill)`` (CIFAR's ``RandomCrop(32,
+    padding=4)``; ``Resize(shorter=256)`` then ``RandomCrop(224)``), constant padding only.
+
+    ``pad_if_needed`` (default True here, False in torchvision, where a smaller image is an error
+    mid-epoch): an image smaller than ``size`` after ``padding`` gets padded on both sides of that
+    axis by what it lacks, as torchvision does. Each padding side must be smaller than the crop
+    along it, so every window holds image pixels.
+
+    Its drawn window is the part inside the image (``window``: only that part is decoded, by
+    DALI's decoder or the store's codec) and the padding around it (``after_window``).
+    """
+
+    size: int | tuple[int, int] = 224
+    padding: int | tuple[int, ...] = 0
+    pad_if_needed: bool = True
+    fill: float = 0.0
+
+    #: the window inside the image (top, left, height, width), then the padding above and left of it
+    param_count: ClassVar[int] = 6
+    draw_needs_size: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        height, width = _pair(self.size)
+        left, top, right, bottom = _sides(self.padding)
+        if height < 1 or width < 1:
+            raise ValueError(f"RandomCrop size must be positive, got {self.size!r}")
+        if max(top, bottom) >= height or max(left, right) >= width:
+            raise ValueError(f"RandomCrop padding {self.padding!r} must be smaller than the crop {self.size!r} "
+                             "on each side (a window of padding alone holds no image)")
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[int, ...]:
+        th, tw = _pair(self.size)
+        left, top, right, bottom = _sides(self.padding)
+        padded_h, padded_w = height + top + bottom, width + left + right
+        if self.pad_if_needed and padded_h < th:  # torchvision's: both sides by what is missing
+            top, padded_h = top + th - padded_h, padded_h + 2 * (th - padded_h)
+        if self.pad_if_needed and padded_w < tw:
+            left, padded_w = left + tw - padded_w, padded_w + 2 * (tw - padded_w)
+        if padded_h < th or padded_w < tw:
+            raise ValueError(f"RandomCrop({self.size!r}) of a {height}x{width} image padded to {padded_h}x{padded_w}: "
+                             "the image is smaller than the crop; use pad_if_needed=True or a Resize first")
+        y = int(rng.integers(0, padded_h - th + 1)) - top  # the window's top-left in the image's coordinates
+        x = int(rng.integers(0, padded_w - tw + 1)) - left
+        y0, x0 = max(0, y), max(0, x)
+        return y0, x0, min(height, y + th) - y0, min(width, x + tw) - x0, y0 - y, x0 - x
+
+    def apply(self, image: np.ndarray, params: tuple[int, ...]) -> np.ndarray:
+        y, x, h, w = params[:4]
+        return self.after_window(image[y : y + h, x : x + w], params)
+
+    def window(self, params: tuple[int, ...]) -> tuple[int, int, int, int]:
+        y, x, h, w = params[:4]
+        return y, x, h, w
+
+    def after_window(self, image: np.ndarray, params: tuple[int, ...]) -> np.ndarray:
+        th, tw = _pair(self.size)
+        h, w = image.shape[:2]
+        above, before = params[4], params[5]
+        if (h, w) == (th, tw):
+            return image  # a view: nothing to pad
+        out = np.full((th, tw, image.shape[2]), self.fill, image.dtype)
+        out[above : above + h, before : before + w] = image
+        return out
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return _pair(self.size)
+
+    def encode(self, params: tuple[int, ...]) -> tuple[float, ...]:
+        return tuple(float(v) for v in params)
+
+    def decode(self, values: Any) -> tuple[int, ...]:
+        return tuple(int(v) for v in values)
+
+    def decoder_roi(self, params: Any) -> tuple[Any, Any]:
+        from ._dali_util import as_int
+
+        return as_int(params[0:2]), as_int(params[2:4])
+
+    def after_roi(self, images: Any, params: Any, ctx: Any) -> Any:
+        from ._dali_util import as_int
+
+        return self._padded(images, -as_int(params[4:6]))
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        from ._dali_util import as_int
+
+        return self._padded(images, as_int(params[0:2]) - as_int(params[4:6]))
+
+    def _padded(self, images: Any, start: Any) -> Any:
+        """The ``size`` window of ``images`` at ``start`` (top, left; outside the image: ``fill``)."""
+        from nvidia.dali import fn
+
+        return fn.slice(images, start=start, shape=list(_pair(self.size)), axis_names="HW",
+                        out_of_bounds_policy="pad", fill_values=float(self.fill))
 
 
 def _cv_flips(image: np.ndarray) -> bool:

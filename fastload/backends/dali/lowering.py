@@ -3,8 +3,8 @@
 An op list splits in two. The **head** runs inside the DALI pipeline, with three fusions the ops
 declare themselves (no type checks here):
 
-* a leading op with a ``decoder_roi`` (RandomResizedCrop) is fused into the decoder: only its
-  window is decoded (``decoders.image_slice``), then ``after_roi`` (the resize) runs;
+* a leading op with a ``decoder_roi`` (RandomResizedCrop, RandomCrop) is fused into the decoder:
+  only its window is decoded (``decoders.image_slice``), then ``after_roi`` (the resize, the padding) runs;
 * trailing ops with ``cmn_args`` (CenterCrop's crop, then a horizontal Flip's mirror) fold into
   the final ``crop_mirror_normalize``, which also makes the output (``fastload.output``: the op
   list's trailing Normalize, the layout and dtype, 16-to-8-bit);
@@ -171,10 +171,11 @@ def _decode(data: Any, params: Any, lowered: LoweredOps, ctx: LoweringContext, p
         extra["hw_decoder_load"] = float(hw_decoder_load)
     if lowered.fuse_decoder:
         op = lowered.head[0]
-        anchor, shape = op.decoder_roi(lowered.params.slice(params, 0))
+        drawn = lowered.params.slice(params, 0)
+        anchor, shape = op.decoder_roi(drawn)
         images = fn.decoders.image_slice(data, anchor, shape, axis_names="HW", normalized_anchor=False,
                                          normalized_shape=False, device=device, output_type=kind, **extra)
-        return (op.after_roi(images, ctx) if after_roi else images), 1
+        return (op.after_roi(images, drawn, ctx) if after_roi else images), 1
     return fn.decoders.image(data, device=device, output_type=kind, **extra), 0
 
 
