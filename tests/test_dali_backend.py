@@ -425,6 +425,24 @@ def test_random_crop_in_dalis_own_operators_gives_the_torch_backends_pixels(smal
     assert (out - ref).abs().mean().item() < 0.01
 
 
+@pytest.mark.parametrize("augment", [
+    [_inverted, ops.RandomResizedCrop(24), ops.Flip(), ops.Normalize()],
+    [_centre, ops.RandomResizedCrop(24), ops.Flip(vertical=True), ops.Rotate(10)],  # it changes the size
+    [ops.RandomResizedCrop(40), _centre, ops.RandomCrop(24, padding=4), ops.Normalize()],
+], ids=["invert-then-crop", "centre-then-crop", "crop-centre-crop"])
+def test_a_crop_after_a_custom_op_is_drawn_in_the_host_stage(small_lmdb, augment):
+    """A crop draws from the image size; after a custom op that size is only known once the op
+    ran, so the feed cannot draw it: on the CPU the host stage draws every op as the torch
+    backend does, from whole images, and gives its pixels. On the GPU the feed must draw ahead."""
+    from fastload.backends.dali.lowering import lower_ops
+    from fastload.output import OutputSpec
+
+    lowered = _host_matches_torch_backend(small_lmdb, augment=augment, image_size=24, shuffle=True, seed=3)
+    assert lowered.host_draws and lowered.params.size == 0 and not lowered.fuse_decoder
+    with pytest.raises(ValueError, match="RandomResizedCrop draws from the image size|RandomCrop draws from"):
+        lower_ops(augment, encoded=True, output=OutputSpec(), device="gpu")
+
+
 def test_a_custom_op_that_breaks_on_the_host_names_itself_and_the_record(small_lmdb):
     loader = fastload.Loader(small_lmdb, batch_size=4, augment=[ops.RandomResizedCrop(24), _failing],
                              backend="dali", device="cpu", num_threads=2, seed=5)

@@ -128,8 +128,9 @@ def _corner(x):  # a custom op that decides the size: the host stage learns it f
     return x[:20, :18]
 
 
-@pytest.mark.parametrize("augment", [[*PRESET[:2], _darker, ops.Normalize()], [*PRESET[:2], _corner]],
-                         ids=["darker", "corner"])
+@pytest.mark.parametrize("augment", [[*PRESET[:2], _darker, ops.Normalize()], [*PRESET[:2], _corner],
+                                     [_corner, *PRESET]],  # a crop after it: the stage draws
+                         ids=["darker", "corner", "corner-then-crop"])
 def test_custom_ops_a_worker_can_import_run_in_the_workers(small_lmdb, augment):
     _same_batches(small_lmdb, 1, augment=augment)
 

@@ -112,7 +112,8 @@ def _host_finish(lowered: LoweredOps, whole: bool, config: BackendConfig) -> Hos
     the feed cut the first op's window, so it does); with a tail, into the batch the tail stage
     takes from it."""
     output = tail_input(lowered.head, lowered.output) if lowered.tail else lowered.output
-    return HostFinish(lowered.head, lowered.params, cut=whole, threads=config.num_threads, output=output,
+    return HostFinish(lowered.head, None if lowered.host_draws else lowered.params, cut=whole,
+                      threads=config.num_threads, output=output,
                       seed=config.seed, views=lowered.views, final_crop=lowered.final_crop)  # type: ignore[arg-type]
 
 
@@ -143,12 +144,13 @@ class DaliEngine:
         self.gpu = config.device == "cuda"
         self.device = torch.device("cuda", config.device_id) if self.gpu else torch.device("cpu")
         self.ahead = max(2, 2 * feed_workers)
-        windows = bool(lowered.head) and feeds_windows(lowered.head[0], host=lowered.host, encoded=encoded)
+        windows = bool(lowered.head) and not lowered.host_draws and \
+            feeds_windows(lowered.head[0], host=lowered.host, encoded=encoded)
         files = store.files  # image files read in place: the workers read them, not a store
         paths, options = store.reopen_args()  # how a worker opens the store itself
         spec = FeedSpec(paths=() if files else tuple(paths), options={} if files else options,
                         mode="encoded" if encoded else "arrays", verify=config.verify, seed=config.seed,
-                        ops=_feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
+                        ops=() if lowered.host_draws else _feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else (),
                         windows=windows)
         self.host = _host_finish(lowered, not (lowered.fuse_decoder or windows), config) if lowered.host else None

@@ -11,7 +11,8 @@ figures here). DALI still decodes, in its threads (only the crop window of a ran
 crop); this stage takes the decoded images as they come out (or array records from the feed's
 slots, laid out as their windows), each thread taking the batch's next few samples when free (``run_chunks``: samples
 differ in cost), runs the ops with the parameters
-the feed drew (``Op.decode`` of its vector), and writes the finished batch (layout, dtype,
+the feed drew (``Op.decode`` of its vector; where a crop follows a custom op that decides its size,
+the stage draws every op itself, as the torch backend does, from whole images), and writes the finished batch (layout, dtype,
 normalization) with the output stage's ``fastload.output.BatchWriter``. The thread that iterates the
 Loader only starts the threads: O(threads) Python per batch. With ``Loader(host_workers=N)`` the
 same code runs in N worker processes instead (``host_pool``: each its own GIL).
@@ -38,7 +39,7 @@ import torch
 
 from ...errors import SampleShapeError
 from ...ops import Normalize, Op
-from ...ops.base import describe_sample, fixed_output_size, reads_window
+from ...ops.base import describe_sample, fixed_output_size, reads_window, sample_rng
 from ...ops.custom import BatchOp, CustomOp
 from ...output import BatchWriter, OutputSpec, unreferenced
 from ...pixels import to_planes
@@ -138,7 +139,10 @@ class HostFinish:
 
     Args:
         head: the ops (see ``host_finishes``).
-        params: where their drawn parameters sit in the per-sample vector.
+        params: where their drawn parameters sit in the per-sample vector; None: the stage draws
+            them itself, per sample from ``[seed, epoch, record]`` as the torch backend does, on
+            the sizes it sees (an op that draws from the image size follows a custom op that may
+            change it: the feed cannot draw ahead; ``params.drawn_ahead``). Images then come whole.
         cut: the images come whole (neither DALI's decoder nor the feed cut the leading op's
             window): cut it here. Today's window op, a random-resized crop, comes cut: decoded as
             its window, or laid out so by the feed (array records, raw ones included).
@@ -151,7 +155,7 @@ class HostFinish:
             (the op list's last crop, not in ``head``): batches are then ``(B, V, ...)``.
     """
 
-    def __init__(self, head: Sequence[Op], params: ParamLayout, *, cut: bool, threads: int,
+    def __init__(self, head: Sequence[Op], params: ParamLayout | None, *, cut: bool, threads: int,
                  output: OutputSpec, seed: int = 0, views: Sequence[View] = (), final_crop: Op | None = None) -> None:
         plan = _plan([*head, final_crop] if final_crop is not None else head, output.pixel_dtype)
         if plan is None:
@@ -162,9 +166,12 @@ class HostFinish:
         # a leading window op (a random-resized crop) comes as its window (decoded, or cut by the
         # feed) or is cut here (images that come whole)
         self._crop = bool(self._ops) and reads_window(self._ops[0])
-        self._decoders = [(k, params.offsets[k], op) for k, op in enumerate(self._ops) if op.param_count]
+        # the feed's draws, decoded per op; None: the stage draws them itself (``params`` None)
+        self._decoders = [] if params is None else \
+            [(k, params.offsets[k], op) for k, op in enumerate(self._ops) if op.param_count]
+        self.draws = params is None
         self._custom = {k: op._takes_rng() for k, op in enumerate(self._ops) if isinstance(op, CustomOp)}
-        self.cut = cut and self._crop
+        self.cut = (cut or self.draws) and self._crop
         self.threads, self.output, self.seed = max(1, threads), output, seed
         self._tids: list[int] = []  # the pool's threads, as the OS knows them (started lazily)
         # the list, not the stage, goes to the threads: they must not keep its output batches alive
@@ -175,6 +182,11 @@ class HostFinish:
     @property
     def ops(self) -> list[Op]:
         return list(self._ops)
+
+    @property
+    def param_size(self) -> int:
+        """Floats per sample of the feed's parameter vector this stage reads (0 where it draws)."""
+        return sum(op.param_count for _, _, op in self._decoders)
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -231,6 +243,11 @@ class HostFinish:
         """Sample ``i`` through the ops: the torch backend's code, with the parameters the feed
         drew, a custom op's generator seeded as the torch backend's."""
         image = np.asarray(batch.images[i])
+        if self.draws:  # every op draws here, from the sizes it sees: the torch backend's run_numpy
+            rng = sample_rng(self.seed, batch.epoch, batch.records[i])
+            for op in self._ops:
+                image = op.numpy(image, rng)
+            return image
         for k, op in enumerate(self._ops):
             drawn = batch.params[k]
             if k == 0 and self._crop and not self.cut:  # its window came cut: what is left of the op

@@ -86,6 +86,7 @@ class HostSpec:
     output: dict[str, Any]
     seed: int
     path: tuple[str, ...] = ()  # the parent's sys.path: where a custom op's module is found
+    draws: bool = False  # the stage draws the ops' parameters itself (``HostFinish(params=None)``)
 
     @staticmethod
     def refusal(finish: HostFinish) -> str | None:
@@ -112,16 +113,18 @@ class HostSpec:
         output = {"dtype": out.dtype, "layout": out.layout, "channels": int(out.channels),
                   "pixel_dtype": np.dtype(out.pixel_dtype).name,
                   "normalize": None if out.normalize is None else out.normalize.to_config()}
-        return cls(ops, bool(finish.cut), output, int(finish.seed), tuple(p for p in sys.path if isinstance(p, str)))
+        return cls(ops, bool(finish.cut), output, int(finish.seed), tuple(p for p in sys.path if isinstance(p, str)),
+                   finish.draws)
 
     def to_json(self) -> bytes:
         return json.dumps({"ops": list(self.ops), "cut": self.cut, "output": self.output, "seed": self.seed,
-                           "path": list(self.path)}).encode()
+                           "path": list(self.path), "draws": self.draws}).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> HostSpec:
         data = json.loads(raw)
-        return cls(tuple(data["ops"]), bool(data["cut"]), data["output"], int(data["seed"]), tuple(data["path"]))
+        return cls(tuple(data["ops"]), bool(data["cut"]), data["output"], int(data["seed"]), tuple(data["path"]),
+                   bool(data["draws"]))
 
     def build(self) -> HostFinish:
         """The host stage, in a worker (custom ops' modules imported from the parent's path)."""
@@ -134,7 +137,8 @@ class HostSpec:
         norm = fields.pop("normalize")
         output = OutputSpec(**fields, normalize=None if norm is None else from_config([norm])[0])  # type: ignore[arg-type]
         assert output.normalize is None or isinstance(output.normalize, Normalize)
-        return HostFinish(ops, ParamLayout(ops), cut=self.cut, threads=1, output=output, seed=self.seed)
+        return HostFinish(ops, None if self.draws else ParamLayout(ops), cut=self.cut, threads=1, output=output,
+                          seed=self.seed)
 
 
 def host_pool(finish: HostFinish, workers: int, batch_size: int, name: str) -> HostFinish | HostPool:

@@ -43,7 +43,7 @@ class _Server:
         if seq == self._seq:
             return self._batch
         buf = self.maps.get(slot, capacity)
-        k = sum(op.param_count for op in self.finish.ops)
+        k = self.finish.param_size
         params_at, records_at, data_at = input_layout(count, k)
         spans = np.frombuffer(buf, np.int64, SPAN * count, 0).reshape(count, SPAN)
         params = np.frombuffer(buf, np.float32, count * k, params_at).reshape(count, k)

@@ -37,7 +37,7 @@ from ...ops.custom import CustomOp
 from ...output import OutputSpec, split_normalize
 from ...tta import View, fixed_params, split_for_views
 from .host import host_finishes, tail_input
-from .params import ParamLayout
+from .params import ParamLayout, drawn_ahead
 
 __all__ = ["LoweredOps", "LoweringContext", "lower_ops", "build_graph"]
 
@@ -81,6 +81,9 @@ class LoweredOps:
         views: test-time views; with them ``final_crop`` and the output run per view.
         host: the pipeline ends at the decoded images (a random-resized crop's windows); the host
             finish does the rest of the head (with a tail: into an HWC batch for the stage).
+        host_draws: the host finish draws every head op's parameters itself (an op draws from a
+            size that a custom op before it decides: ``params.drawn_ahead``); the feed draws none
+            (``params`` is empty) and the images come whole.
     """
 
     head: tuple[Op, ...]
@@ -92,6 +95,7 @@ class LoweredOps:
     views: tuple[View, ...] = ()
     final_crop: Op | None = None
     host: bool = False
+    host_draws: bool = False
     needs_ids: bool = field(init=False)  # custom ops run inside DALI: samples carry [seed, epoch, record]
 
     def __post_init__(self) -> None:
@@ -101,6 +105,14 @@ class LoweredOps:
 def _fuses(head: Sequence[Op], encoded: bool) -> bool:
     """The decoder cuts ``head``'s first op (a random-resized crop's window): encoded records only."""
     return bool(encoded and head and _declares(head[0], "decoder_roi"))
+
+
+def _host_params(ops: Sequence[Op], encoded: bool) -> dict[str, Any]:
+    """``LoweredOps`` fields for a head the host stage runs: the feed's draws and the decoder's cut
+    where the feed can draw ahead, else none (the stage draws, from whole images)."""
+    if drawn_ahead(ops):
+        return {"params": ParamLayout(ops), "fuse_decoder": _fuses(ops, encoded)}
+    return {"params": ParamLayout(()), "fuse_decoder": False, "host_draws": True}
 
 
 def _tail_start(ops: Sequence[Op]) -> int:
@@ -143,19 +155,19 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Se
         # on the CPU the host stage cuts the views as the torch backend does (apply_view)
         host = host_finishes([*head, crop] if crop is not None else head, device=device,
                              pixel_dtype=output.pixel_dtype, channels=output.channels)
-        return LoweredOps(tuple(head), (), output, ParamLayout(head), _fuses(head, encoded), 0, tuple(views), crop,
-                          host=host)
+        drawn = _host_params(head, encoded) if host else {"params": ParamLayout(head), "fuse_decoder": _fuses(head, encoded)}
+        return LoweredOps(tuple(head), (), output, cmn=0, views=tuple(views), final_crop=crop, host=host, **drawn)
     pixels = {"device": device, "pixel_dtype": output.pixel_dtype, "channels": output.channels}
     if host_finishes(ops, **pixels):  # (a batch op needs the whole batch: not the host stage's)
         # every op, per-sample custom ops included, in the host stage: one pass, no tail
-        return LoweredOps(tuple(ops), (), output, ParamLayout(ops), _fuses(ops, encoded), 0, host=True)
+        return LoweredOps(tuple(ops), (), output, cmn=0, host=True, **_host_params(ops, encoded))
     cut = _tail_start(ops)
     head, tail = ops[:cut], ops[cut:]
     fuse = _fuses(head, encoded)
     if tail and not any(isinstance(op, CustomOp) for op in head) and host_finishes(head, **pixels) and \
             tail_input(head, output) is not None:
         # a batch op at the end: the tail stage runs the tail on the host stage's batch
-        return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, 0, host=True)
+        return LoweredOps(tuple(head), tuple(tail), output, cmn=0, host=True, **_host_params(head, encoded))
     cmn = _cmn_count(head[1:] if fuse else head) if not tail else 0
     return LoweredOps(tuple(head), tuple(tail), output, ParamLayout(head), fuse, cmn)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...ops.base import Op, register, sample_rng
 
-__all__ = ["ParamLayout", "UnknownSize"]
+__all__ = ["ParamLayout", "UnknownSize", "drawn_ahead"]
 
 
 @register
@@ -29,6 +29,19 @@ class UnknownSize(Op):
     def output_size(self, height: int, width: int) -> None:
         return None
 
+
+
+def drawn_ahead(ops: Sequence[Op]) -> bool:
+    """Whether the feed can draw every op's parameters before the images are decoded: no op that
+    draws from the image size follows one whose output size is not known ahead (a custom op).
+    Where it cannot, the CPU's host stage draws them itself (``HostFinish(params=None)``); DALI's
+    operators (the GPU) need them from the feed."""
+    sized = True
+    for op in ops:
+        if op.draw_needs_size and not sized:
+            return False
+        sized = sized and op.output_size(1, 1) is not None
+    return True
 
 
 class ParamLayout:
@@ -44,18 +57,17 @@ class ParamLayout:
 
     def __init__(self, ops: Sequence[Op]) -> None:
         self.ops = list(ops)
+        if not drawn_ahead(self.ops):
+            first = next(op for i, op in enumerate(self.ops) if op.draw_needs_size and not drawn_ahead(self.ops[: i + 1]))
+            raise ValueError(
+                f"{type(first).__name__} draws from the image size, but an op before it can change the size in "
+                "ways fastload cannot know ahead (a custom op): DALI's operators (on the GPU) need its draws "
+                "before decoding; put the custom op after it (on the CPU the host stage draws it itself)")
         self.offsets: list[int] = []
         size = 0
-        sized = True
         for op in self.ops:
-            if op.draw_needs_size and not sized:
-                raise ValueError(
-                    f"{type(op).__name__} draws from the image size, but an op before it can change "
-                    "the size in ways fastload cannot know ahead (a custom op); put size-changing "
-                    "custom ops after it")
             self.offsets.append(size)
             size += op.param_count
-            sized = sized and op.output_size(1, 1) is not None
         self.size = size
 
     def slice(self, params: object, index: int) -> object | None:
