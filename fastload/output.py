@@ -327,8 +327,8 @@ def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.devic
 
 
 def _torch_scale_shift(spec: OutputSpec, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    scale, shift = spec.scale_shift(images.shape[-1], images.dtype)
-    return torch.as_tensor(scale, device=images.device), torch.as_tensor(shift, device=images.device)
+    scale, shift = spec.scale_shift(images.shape[-1], images.dtype)  # read-only, shared: copied
+    return torch.tensor(scale, device=images.device), torch.tensor(shift, device=images.device)
 
 
 def finish_tensor(images: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
