@@ -150,7 +150,8 @@ class DaliEngine:
         paths, options = store.reopen_args()  # how a worker opens the store itself
         spec = FeedSpec(paths=() if files else tuple(paths), options={} if files else options,
                         mode="encoded" if encoded else "arrays", verify=config.verify, seed=config.seed,
-                        ops=() if lowered.host_draws else _feed_ops(lowered.head), pixel_dtype=self.pixel_dtype.name, channels=config.channels,
+                        ops=() if lowered.host_draws else _feed_ops(lowered.head),  # (): it draws nothing
+                        pixel_dtype=self.pixel_dtype.name, channels=config.channels,
                         files=tuple(files or ()), shapes=tuple(map(tuple, self.shapes.tolist())) if files else (),
                         windows=windows)
         self.host = _host_finish(lowered, not (lowered.fuse_decoder or windows), config) if lowered.host else None

@@ -9,13 +9,14 @@ CPU rotate, colour and blur operators are slower still (2 cores, batch 64: Color
 flip + Rotate and GaussianBlur lists ran at 511, 435 and 574 img/s in DALI; RESULTS.md has the
 figures here). DALI still decodes, in its threads (only the crop window of a random-resized
 crop); this stage takes the decoded images as they come out (or array records from the feed's
-slots, laid out as their windows), each thread taking the batch's next few samples when free (``run_chunks``: samples
-differ in cost), runs the ops with the parameters
-the feed drew (``Op.decode`` of its vector; where a crop follows a custom op that decides its size,
-the stage draws every op itself, as the torch backend does, from whole images), and writes the finished batch (layout, dtype,
-normalization) with the output stage's ``fastload.output.BatchWriter``. The thread that iterates the
-Loader only starts the threads: O(threads) Python per batch. With ``Loader(host_workers=N)`` the
-same code runs in N worker processes instead (``host_pool``: each its own GIL).
+slots, laid out as their windows), each thread taking the batch's next few samples when free
+(``run_chunks``: samples differ in cost), runs the ops with the parameters the feed drew
+(``Op.decode`` of its vector; where a crop follows a custom op that decides its size, the stage
+draws every op itself, as the torch backend does, from whole images), and writes the finished
+batch (layout, dtype, normalization) with the output stage's ``fastload.output.BatchWriter``. The
+thread that iterates the Loader only starts the threads: O(threads) Python per batch. With
+``Loader(host_workers=N)`` the same code runs in N worker processes instead (``host_pool``: each
+its own GIL).
 
 The ops are the torch backend's own, so both backends compute the same pixels from the same
 decoded image, for every pixel type a store is read as and any channel count (gray, RGB,

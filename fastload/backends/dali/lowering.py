@@ -155,7 +155,8 @@ def lower_ops(ops: Sequence[Op], *, encoded: bool, output: OutputSpec, views: Se
         # on the CPU the host stage cuts the views as the torch backend does (apply_view)
         host = host_finishes([*head, crop] if crop is not None else head, device=device,
                              pixel_dtype=output.pixel_dtype, channels=output.channels)
-        drawn = _host_params(head, encoded) if host else {"params": ParamLayout(head), "fuse_decoder": _fuses(head, encoded)}
+        drawn = _host_params(head, encoded) if host else \
+            {"params": ParamLayout(head), "fuse_decoder": _fuses(head, encoded)}
         return LoweredOps(tuple(head), (), output, cmn=0, views=tuple(views), final_crop=crop, host=host, **drawn)
     pixels = {"device": device, "pixel_dtype": output.pixel_dtype, "channels": output.channels}
     if host_finishes(ops, **pixels):  # (a batch op needs the whole batch: not the host stage's)

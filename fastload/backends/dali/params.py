@@ -36,12 +36,17 @@ def drawn_ahead(ops: Sequence[Op]) -> bool:
     draws from the image size follows one whose output size is not known ahead (a custom op).
     Where it cannot, the CPU's host stage draws them itself (``HostFinish(params=None)``); DALI's
     operators (the GPU) need them from the feed."""
+    return _undrawable(ops) is None
+
+
+def _undrawable(ops: Sequence[Op]) -> Op | None:
+    """The first op that draws from a size not known ahead (None: every op can be drawn ahead)."""
     sized = True
     for op in ops:
         if op.draw_needs_size and not sized:
-            return False
+            return op
         sized = sized and op.output_size(1, 1) is not None
-    return True
+    return None
 
 
 class ParamLayout:
@@ -57,8 +62,8 @@ class ParamLayout:
 
     def __init__(self, ops: Sequence[Op]) -> None:
         self.ops = list(ops)
-        if not drawn_ahead(self.ops):
-            first = next(op for i, op in enumerate(self.ops) if op.draw_needs_size and not drawn_ahead(self.ops[: i + 1]))
+        first = _undrawable(self.ops)
+        if first is not None:
             raise ValueError(
                 f"{type(first).__name__} draws from the image size, but an op before it can change the size in "
                 "ways fastload cannot know ahead (a custom op): DALI's operators (on the GPU) need its draws "
