@@ -482,8 +482,9 @@ def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
     [ops.RandomCrop(24, padding=4), ops.Flip(), ops.Normalize()],  # its window decoded, then padded
     [ops.Resize(shorter=28), ops.RandomCrop(24), ops.Flip(), ops.Normalize()],
     [ops.RandomCrop(100, padding=2, fill=128), ops.Flip(vertical=True)],  # larger than the images: padded
+    [ops.RandomResizedCrop(24), ops.Flip(), ops.RandomGrayscale(p=0.5), ops.Normalize()],
 ], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop", "random-crop", "resize-random-crop",
-        "random-crop-padded"])
+        "random-crop-padded", "grayscale"])
 def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmdb, augment):
     """On the CPU, DALI decodes (only the crop window of a leading random-resized crop) and the
     host stage runs the ops with the torch backend's code and the feed's draws: same pixels."""

@@ -47,6 +47,7 @@ BUILTIN = [
     ops.Flip(horizontal=True, vertical=True, p=1.0),
     ops.Rotate(max_degrees=30),
     ops.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1),
+    ops.RandomGrayscale(p=0.5),
     ops.GaussianBlur(sigma=(0.5, 1.5)),
     ops.Normalize(),
 ]
@@ -241,11 +242,25 @@ def test_random_crop_is_torchvisions_pad_then_crop(op):
     assert len(seen) > 1 or th > 48  # windows in the padding and out of it (taller crops: always in it)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_random_grayscale_is_the_luma_in_every_channel_of_rgb_only(dtype):
+    image = smooth(20, 24, 3, dtype)
+    gray = ops.RandomGrayscale(p=1.0).numpy(image, np.random.default_rng(0))
+    luma = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    assert gray.dtype == image.dtype and gray.shape == image.shape
+    assert (gray == gray[..., :1]).all()  # one value in all three channels
+    step = 1.0 if np.dtype(dtype).kind == "u" else 1e-5  # integers rounded (float32 sums)
+    assert np.abs(gray[..., 0] - luma).max() <= step
+    assert ops.RandomGrayscale(p=0.0).numpy(image, np.random.default_rng(0)) is image
+    six = smooth(20, 24, 6, dtype)
+    assert ops.RandomGrayscale(p=1.0).numpy(six, np.random.default_rng(0)) is six
+
+
 @pytest.mark.parametrize("bad", [
     lambda: ops.ColorJitter(hue=0.7), lambda: ops.ColorJitter(brightness=-1), lambda: ops.Rotate(max_degrees=(10, -10)),
     lambda: ops.GaussianBlur(sigma=0), lambda: ops.GaussianBlur(p=2),
     lambda: ops.RandomCrop(8, padding=8), lambda: ops.RandomCrop(32, padding=(1, 2, 3)),
-    lambda: ops.RandomCrop(32, padding=-1),
+    lambda: ops.RandomCrop(32, padding=-1), lambda: ops.RandomGrayscale(p=1.5),
 ])
 def test_bad_settings_fail_at_construction(bad):
     with pytest.raises(ValueError):

@@ -2,7 +2,7 @@
 
 from .base import REGISTRY, Op, register
 from .blur import GaussianBlur
-from .color import ColorJitter
+from .color import ColorJitter, RandomGrayscale
 from .config import from_config, save_config, to_config
 from .custom import BatchOp, CustomOp, CustomOpError, array_namespace, batch_op, op, run_numpy
 from .geometry import CenterCrop, Flip, RandomCrop, RandomResizedCrop, Resize
@@ -29,6 +29,7 @@ __all__ = [
     "Op",
     "RandomCrop",
     "RandomErasing",
+    "RandomGrayscale",
     "RandomResizedCrop",
     "Resize",
     "Rotate",

@@ -1,4 +1,5 @@
-"""Colour jitter: brightness and contrast for any channel count; saturation and hue for RGB."""
+"""Colour jitter: brightness and contrast for any channel count; saturation and hue for RGB. Random
+grayscale for RGB."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from ..pixels import restore_dtype
 from .base import Op, register
 
-__all__ = ["ColorJitter", "JitterParams", "hsv_matrix"]
+__all__ = ["ColorJitter", "JitterParams", "RandomGrayscale", "hsv_matrix"]
 
 # RGB <-> YIQ, the colour space DALI's ``hsv`` works in (hue is a rotation of the I/Q plane,
 # saturation a scaling of it), so both paths compute the same linear map.
@@ -178,3 +179,49 @@ class ColorJitter(Op):
         if rgb and ((s_lo, s_hi) != (1.0, 1.0) or (h_lo, h_hi) != (0.0, 0.0)):
             x = fn.hsv(x, hue=params[3] * 360.0, saturation=params[2], dtype=types.FLOAT)
         return like(x, images)
+
+
+@register
+@dataclass(frozen=True)
+class RandomGrayscale(Op):
+    """torchvision's ``RandomGrayscale(p)``: with probability ``p`` an RGB image becomes its luma,
+    ``0.299 R + 0.587 G + 0.114 B``, in each of its three channels (integers rounded); images of
+    other channel counts are left as they are.
+
+    The luma is ColorJitter's saturation at 0 (``hsv_matrix(0, 0)``: one OpenCV ``transform``
+    pass; DALI's ``hsv`` with ``saturation=0`` on the GPU).
+    """
+
+    p: float = 0.1
+
+    param_count: ClassVar[int] = 1  # 1.0: this sample goes gray
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"RandomGrayscale p must be within 0..1, got {self.p!r}")
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> bool:
+        return bool(rng.random() < self.p)
+
+    def apply(self, image: np.ndarray, params: bool) -> np.ndarray:
+        if not params or image.shape[2] != 3 or not image.size:
+            return image
+        luma = hsv_matrix(0.0, 0.0)
+        if image.dtype in _OPENCV_TYPES:
+            return cv2.transform(np.ascontiguousarray(image), luma)
+        return restore_dtype(image.astype(np.float32) @ luma.T, image.dtype)
+
+    def encode(self, params: bool) -> tuple[float, ...]:
+        return (float(params),)
+
+    def decode(self, values: Any) -> bool:
+        return bool(values[0] > 0.5)
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn, types
+
+        from ._dali_util import as_float, like
+
+        if getattr(ctx, "channels", 3) != 3:
+            return images
+        return like(fn.hsv(as_float(images), saturation=1.0 - params[0], dtype=types.FLOAT), images)
