@@ -172,7 +172,7 @@ class HostFinish:
             [(k, params.offsets[k], op) for k, op in enumerate(self._ops) if op.param_count]
         self.draws = params is None
         self._custom = {k: op._takes_rng() for k, op in enumerate(self._ops) if isinstance(op, CustomOp)}
-        self.cut = (cut or self.draws) and self._crop
+        self.cut = cut and self._crop
         self.threads, self.output, self.seed = max(1, threads), output, seed
         self._tids: list[int] = []  # the pool's threads, as the OS knows them (started lazily)
         # the list, not the stage, goes to the threads: they must not keep its output batches alive

@@ -144,9 +144,9 @@ class HostSpec:
 def host_pool(finish: HostFinish, workers: int, batch_size: int, name: str) -> HostFinish | HostPool:
     """``finish`` run by ``workers`` processes where they can run it (``HostSpec.of``; Linux's
     memfds), else ``finish`` itself (its threads), with a warning that says why."""
-    reason = HostSpec.refusal(finish) or (None if hasattr(os, "memfd_create") else "no memfds on this system")
     if workers < 1:
         return finish
+    reason = HostSpec.refusal(finish) or (None if hasattr(os, "memfd_create") else "no memfds on this system")
     if reason is not None:
         warnings.warn(f"host_workers={workers}: the host stage runs on threads instead: {reason}", stacklevel=2)
         return finish
