@@ -11,7 +11,9 @@ The lists (DESIGN.md section 5; "size" is ``--image-size``):
 
 * on generated photo-like JPEGs (torchvision: ``ImageFolder``, PIL decode, ``v2.ToImage`` first):
   ``preset``: RandomResizedCrop(size), Flip, Normalize; ``colorjitter``: + ColorJitter(0.4, 0.4,
-  0.4, 0.1); ``radiology``: horizontal and vertical flips, Rotate(15); ``blur``: + GaussianBlur
+  0.4, 0.1); ``radiology``: horizontal and vertical flips, Rotate(15); ``affine``: horizontal and
+  vertical flips, RandomAffine(15 degrees, shifts of 6.25%, scale 0.9-1.1: albumentations'
+  ShiftScaleRotate as Kaggle lists write it; bilinear on both sides); ``blur``: + GaussianBlur
   (sigma 0.1-2, p=0.5, kernel 13 in torchvision, which needs one; fastload's window follows the
   sigma); ``custom``: the preset + a trivial custom op after Normalize (``@fastload.op``
   ``x * 0.9``; torchvision: the same function in ``v2.Lambda``); ``eval``: Resize(shorter side
@@ -70,8 +72,8 @@ from fastload.training import endless_batches  # noqa: E402
 __all__ = ["BASELINES", "DATA_KINDS", "LISTS", "FileDataset", "fastload_ops", "main", "measure", "prepare",
            "scale", "torchvision_dataset", "torchvision_ops"]
 
-LISTS = ("preset", "colorjitter", "radiology", "blur", "custom", "eval", "resize-crop", "uint8", "gray16", "gray16-raw",
-         "ch6", "ch6-raw", "float32")
+LISTS = ("preset", "colorjitter", "radiology", "affine", "blur", "custom", "eval", "resize-crop", "uint8", "gray16",
+         "gray16-raw", "ch6", "ch6-raw", "float32")
 # The data each list runs on: generated photos (or --data), 16-bit gray PNGs, 6-channel arrays,
 # float32 RGB arrays.
 DATA_KINDS = {name: "photos" for name in LISTS} | {name: name.removesuffix("-raw") for name in LISTS if "16" in name
@@ -82,6 +84,8 @@ STORES = {name: "lmdb-raw" if name.endswith("-raw") else "lmdb" for name in LIST
 BASELINES = {"photos": "ImageFolder (PIL)", "gray16": "Dataset: cv2.imread uint16", "ch6": "Dataset: np.load uint16",
              "float32": "Dataset: np.load float32"}
 BLUR_SIGMA, BLUR_P, BLUR_KERNEL = (0.1, 2.0), 0.5, 13
+# albumentations' ShiftScaleRotate defaults, as Kaggle lists write it (both sides bilinear)
+AFFINE = {"degrees": 15, "translate": (0.0625, 0.0625), "scale": (0.9, 1.1)}
 # About the generated sets' own statistics (0..1 units); the figures only need to be the same
 # on both sides.
 GRAY_MEAN, GRAY_STD = (0.45,), (0.25,)
@@ -115,6 +119,7 @@ def fastload_ops(name: str, size: int) -> list[Any]:
     return {"preset": [crop, ops.Flip(), norm],
             "colorjitter": [crop, ops.Flip(), ops.ColorJitter(0.4, 0.4, 0.4, 0.1), norm],
             "radiology": [crop, hv, ops.Rotate(max_degrees=15), norm],
+            "affine": [crop, hv, ops.RandomAffine(**AFFINE), norm],
             "blur": [crop, ops.Flip(), ops.GaussianBlur(sigma=BLUR_SIGMA, p=BLUR_P), norm],
             "custom": [crop, ops.Flip(), norm, scale],
             "eval": [ops.Resize(shorter=_resize_side(size)), ops.CenterCrop(size), norm],
@@ -141,6 +146,7 @@ def torchvision_ops(name: str, size: int) -> Any:
     extra = {"preset": [], "custom": [], "eval": [], "resize-crop": [], "uint8": [],
              "colorjitter": [v2.ColorJitter(0.4, 0.4, 0.4, 0.1)],
              "radiology": [v2.RandomVerticalFlip(), v2.RandomRotation(15)],
+             "affine": [v2.RandomVerticalFlip(), v2.RandomAffine(**AFFINE, interpolation=v2.InterpolationMode.BILINEAR)],
              "blur": [v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=BLUR_P)],
              "gray16": [v2.RandomVerticalFlip()], "ch6": [v2.RandomVerticalFlip()], "float32": [v2.RandomVerticalFlip()]}[name]
     mean, std = {"gray16": (GRAY_MEAN, GRAY_STD), "ch6": (CH6_MEAN, CH6_STD),

@@ -342,9 +342,11 @@ def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data,
     from benchmarks import op_lists
 
     data = {"photos": tiny_data, **tiny_other_data}
-    # the "-raw" lists are their lists' ops on a raw store, read as test_multichannel and
-    # test_host_pool read raw stores: left out here (~15 s)
-    lists = [name for name in op_lists.LISTS if not name.endswith("-raw")]
+    # one list of each data kind and output, through every loader; the "-raw" lists are their
+    # lists' ops on a raw store (read as test_multichannel and test_host_pool read raw stores) and
+    # the other photo lists differ in their ops only (test_op_lists_build_the_same_ops_on_both_sides):
+    # left out here (~7 s a list)
+    lists = ["preset", "custom", "eval", "uint8", "gray16", "ch6", "float32"]
     results = op_lists.measure(data, lists=lists, size=32, threads=1, batch_size=8, rounds=1, batches=1, settle=0.0)
     assert "failed" not in capsys.readouterr().out
     assert list(results) == lists
@@ -357,7 +359,25 @@ def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data,
     assert outputs["gray16"] == "8x1x37x37 float32" and outputs["ch6"] == "8x6x32x32 float32"
     assert outputs["float32"] == "8x3x32x32 float32"
     printed = op_lists.table(results)
-    assert "| radiology | ImageFolder" in printed and "| ch6 | Dataset: np.load" in printed
+    assert "| preset | ImageFolder" in printed and "| ch6 | Dataset: np.load" in printed
+
+
+@pytest.mark.skipif(loaders.LOADERS["torchvision"].unavailable() is not None, reason="no torchvision")
+@pytest.mark.parametrize("name", ["colorjitter", "radiology", "affine", "blur", "resize-crop"])
+def test_op_lists_build_the_same_ops_on_both_sides(name):
+    """The photo lists the loader test leaves out: fastload's ops and torchvision's make one
+    image into the same shape and type."""
+    import torch
+    from PIL import Image
+
+    from benchmarks import op_lists
+    from fastload import ops
+
+    image = (np.random.default_rng(0).random((40, 52, 3)) * 255).astype(np.uint8)
+    got = ops.run_numpy(op_lists.fastload_ops(name, 32), [image], [np.random.default_rng(0)])[0]
+    want = op_lists.torchvision_ops(name, 32)(Image.fromarray(image))
+    assert isinstance(want, torch.Tensor) and tuple(want.shape) == (3, 32, 32) and want.dtype == torch.float32
+    assert got.shape == (32, 32, 3) and got.dtype == np.float32
 
 
 @pytest.mark.skipif(loaders.LOADERS["fastload-dali-lmdb"].unavailable() is not None,

@@ -483,8 +483,10 @@ def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
     [ops.Resize(shorter=28), ops.RandomCrop(24), ops.Flip(), ops.Normalize()],
     [ops.RandomCrop(100, padding=2, fill=128), ops.Flip(vertical=True)],  # larger than the images: padded
     [ops.RandomResizedCrop(24), ops.Flip(), ops.RandomGrayscale(p=0.5), ops.Normalize()],
+    [ops.RandomResizedCrop(24), ops.Flip(horizontal=True, vertical=True),
+     ops.RandomAffine(degrees=15, translate=(0.0625, 0.0625), scale=(0.9, 1.1), shear=5), ops.Normalize()],
 ], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop", "random-crop", "resize-random-crop",
-        "random-crop-padded", "grayscale"])
+        "random-crop-padded", "grayscale", "affine"])
 def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmdb, augment):
     """On the CPU, DALI decodes (only the crop window of a leading random-resized crop) and the
     host stage runs the ops with the torch backend's code and the feed's draws: same pixels."""
@@ -520,7 +522,7 @@ def test_sixteen_bit_and_gray_stores_run_on_the_host_with_the_torch_backends_pix
     out = str(tmp_path / f"{name}.lmdb")
     fastload.pack(str(tmp_path / name), out, options=fastload.PackOptions(workers=1, progress=False))
     augment = [ops.RandomResizedCrop(24), ops.Flip(horizontal=True, vertical=True), ops.Rotate(max_degrees=10),
-               ops.Normalize()]
+               ops.RandomAffine(translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation="nearest"), ops.Normalize()]
     _host_matches_torch_backend(out, augment=augment, image_size=24, shuffle=True, seed=2)
 
 

@@ -1,5 +1,6 @@
 """Augmentation operators: one spec each, run by NumPy (torch backend) or DALI."""
 
+from .affine import RandomAffine
 from .base import REGISTRY, Op, register
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale
@@ -27,6 +28,7 @@ __all__ = [
     "HistogramEqualization",
     "Normalize",
     "Op",
+    "RandomAffine",
     "RandomCrop",
     "RandomErasing",
     "RandomGrayscale",

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from ..pixels import by_channel_chunks, restore_dtype
+from .affine import warp
 from .base import Op, register
 
 __all__ = ["Rotate"]
@@ -48,16 +48,7 @@ class Rotate(Op):
         h, w = image.shape[:2]
         # pixel centres sit at integer coordinates in OpenCV, so the centre is ((w-1)/2, (h-1)/2)
         matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), params, 1.0)
-
-        def rotate(chunk: np.ndarray) -> np.ndarray:
-            fill = (float(self.fill),) * 4
-            return cv2.warpAffine(chunk, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-
-        if image.dtype in (np.uint16, np.int16):  # OpenCV interpolates 16-bit with 5-bit weights: go via float
-            # (int16 Hounsfield units rotated directly were off by up to 5 where a pixel step is 300)
-            return restore_dtype(by_channel_chunks(image.astype(np.float32), rotate), image.dtype)
-        return by_channel_chunks(image, rotate)
+        return warp(image, cv2.invertAffineTransform(matrix), self.fill)
 
     def encode(self, params: float) -> tuple[float, ...]:
         return (float(params),)
