@@ -493,15 +493,32 @@ def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmd
     _host_matches_torch_backend(small_lmdb, augment=augment, image_size=24, shuffle=True, seed=4)
 
 
-def test_an_op_failing_in_the_host_stage_names_the_batch(small_lmdb, monkeypatch):
+def test_an_op_failing_in_the_host_stage_names_the_op_and_record(small_lmdb, monkeypatch):
     def fails(self, image, params):
         raise ValueError("cannot rotate this")
 
     monkeypatch.setattr(ops.Rotate, "apply", fails)
     loader = fastload.Loader(small_lmdb, batch_size=4, augment=[ops.RandomResizedCrop(24), ops.Rotate(10)],
                              image_size=24, backend="dali", device="cpu", num_threads=2)
-    with pytest.raises(fastload.FastloadError, match=r"host stage failed on the batch of records \[.*cannot rotate"):
+    with pytest.raises(fastload.ops.OpError, match=r"op Rotate\(.*\) failed on record \d+ \(epoch 0, seed 0\): "
+                                                   r"ValueError: cannot rotate"):
         next(iter(loader))
+
+
+@pytest.mark.parametrize("backend,threads", [("dali", 1), ("torch", 1), ("torch", 0)])
+@pytest.mark.parametrize("first", [True, False], ids=["window-op", "later-op"])
+def test_a_built_in_op_that_cannot_draw_names_the_op_and_record_on_both_backends(small_lmdb, backend, threads, first):
+    """A crop larger than the images, without padding: the same error from the feed's draws
+    (DALI), a worker process or the main process (torch), naming the record (not a worker's
+    traceback, nor advice about damaged records)."""
+    crop = ops.RandomCrop(200, pad_if_needed=False)
+    augment = [crop] if first else [ops.Resize(shorter=40), crop]
+    loader = fastload.Loader(small_lmdb, batch_size=4, augment=augment, backend=backend, device="cpu",
+                             num_threads=threads)
+    with pytest.raises(fastload.ops.OpError, match=r"op RandomCrop\(size=200.*\) failed on record \d+ \(epoch 0, "
+                                                   r"seed 0\): ValueError: RandomCrop\(200\) of a \d+x\d+ image") as caught:
+        next(iter(loader))
+    assert "damaged" not in str(caught.value)
 
 
 def test_an_op_list_of_varying_sizes_stays_in_dali(small_lmdb):

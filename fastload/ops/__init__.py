@@ -1,7 +1,7 @@
 """Augmentation operators: one spec each, run by NumPy (torch backend) or DALI."""
 
 from .affine import RandomAffine
-from .base import REGISTRY, Op, register
+from .base import REGISTRY, Op, OpError, register
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale
 from .config import from_config, save_config, to_config
@@ -28,6 +28,7 @@ __all__ = [
     "HistogramEqualization",
     "Normalize",
     "Op",
+    "OpError",
     "RandomAffine",
     "RandomCrop",
     "RandomErasing",

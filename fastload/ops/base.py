@@ -20,8 +20,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Op", "REGISTRY", "describe_sample", "fixed_output_size", "reads_window", "register",
-           "sample_rng"]
+from ..errors import FastloadError
+
+__all__ = ["Op", "OpError", "REGISTRY", "describe_sample", "fixed_output_size", "guarded", "reads_window",
+           "register", "sample_rng", "seed_entropy"]
 
 REGISTRY: dict[str, type[Op]] = {}
 
@@ -40,6 +42,40 @@ def describe_sample(entropy: Sequence[int] | None) -> str:
     if len(values) >= 3:
         return f"record {values[2]} (epoch {values[1]}, seed {values[0]})"
     return f"the sample seeded {values}"
+
+
+class OpError(FastloadError, RuntimeError):
+    """An augmentation op failed on a sample (its draw or its application): names the op, the
+    sample (its record, epoch and seed) and why."""
+
+    def __init__(self, op: str, sample: str, reason: str) -> None:
+        self.op = op
+        self.sample = sample
+        self.reason = reason
+        super().__init__(f"{self.what()} failed on {sample}: {reason}")
+
+    def what(self) -> str:
+        return f"op {self.op}"
+
+
+def seed_entropy(rng: np.random.Generator) -> list[int] | None:
+    """The integers a generator was seeded with (None when it was not seeded by a SeedSequence)."""
+    seed_seq = getattr(rng.bit_generator, "seed_seq", None)
+    entropy = getattr(seed_seq, "entropy", None)
+    return None if entropy is None else [int(v) for v in np.ravel(entropy)]
+
+
+def guarded(op: Op, sample: np.random.Generator | Sequence[int] | None, exc: Exception) -> Exception:
+    """``exc``, raised by ``op`` on a sample (its generator, or the generator's seed entropy), as
+    the error to raise: an ``OpError`` naming both (fastload's own errors, which name their record
+    already, as they are).
+
+    Wrap per-sample work in ``try``/``except Exception as exc: raise guarded(...) from exc``:
+    free where nothing fails (Python 3.11's exceptions cost only when raised)."""
+    if isinstance(exc, FastloadError):
+        return exc
+    entropy = seed_entropy(sample) if isinstance(sample, np.random.Generator) else sample
+    return OpError(repr(op), describe_sample(entropy), f"{type(exc).__name__}: {exc}")
 
 
 def fixed_output_size(ops: Sequence[Op]) -> tuple[int, int] | None:

@@ -33,10 +33,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import FastloadError
 from ..workers.names import resolve
 from ._dali_custom import python_function
-from .base import Op, describe_sample
+from .base import Op, OpError, describe_sample, guarded, seed_entropy
 
 __all__ = [
     "BatchOp",
@@ -50,14 +49,11 @@ __all__ = [
 ]
 
 
-class CustomOpError(FastloadError, RuntimeError):
+class CustomOpError(OpError):
     """A custom operator's function raised, or returned something that is not an image."""
 
-    def __init__(self, op: str, sample: str, reason: str) -> None:
-        self.op = op
-        self.sample = sample
-        self.reason = reason
-        super().__init__(f"custom op {op!r} failed on {sample}: {reason}")
+    def what(self) -> str:
+        return f"custom op {self.op!r}"
 
 
 def array_namespace(x: Any) -> Any:
@@ -119,13 +115,6 @@ def _plain_args(args: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         return value
 
     return tuple(sorted((str(k), freeze(v)) for k, v in args.items()))
-
-
-def _entropy(rng: np.random.Generator) -> list[int] | None:
-    """The integers a generator was seeded with (None when it was not seeded by a SeedSequence)."""
-    seed_seq = getattr(rng.bit_generator, "seed_seq", None)
-    entropy = getattr(seed_seq, "entropy", None)
-    return None if entropy is None else [int(v) for v in np.ravel(entropy)]
 
 
 @dataclass(frozen=True)
@@ -247,15 +236,15 @@ class CustomOp(Op):
     def draw(self, rng: np.random.Generator, height: int, width: int) -> np.random.Generator:
         """A custom function draws its own parameters: its 'parameters' are its generator,
         derived from the sample's seed when the sample's generator has one."""
-        entropy = _entropy(rng)
+        entropy = seed_entropy(rng)
         return rng if entropy is None else self.sample_rng(entropy)
 
     def apply(self, image: np.ndarray, params: np.random.Generator) -> np.ndarray:
-        entropy = _entropy(params)
+        entropy = seed_entropy(params)
         return self.run(image, params, None if entropy is None else entropy[:-1])
 
     def numpy(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.run(image, self.draw(rng, *image.shape[:2]), _entropy(rng))
+        return self.run(image, self.draw(rng, *image.shape[:2]), seed_entropy(rng))
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
         return python_function(self, images, ctx)
@@ -372,10 +361,16 @@ def run_numpy(ops: Sequence[Op], images: list[np.ndarray], rngs: list[np.random.
     each of them, so the whole batch replays from the per-sample seeds.
     """
     images = list(images)
-    entropies = [_entropy(r) for r in rngs]
+    entropies = [seed_entropy(r) for r in rngs]
     for spec in ops:
         if isinstance(spec, BatchOp):
             images = spec.run_batch(images, _batch_rng(spec, rngs, entropies), _batch_label(entropies, len(images)))
         else:
-            images = [spec.numpy(image, rng) for image, rng in zip(images, rngs)]
+            done: list[np.ndarray] = []
+            try:
+                for image, rng in zip(images, rngs):
+                    done.append(spec.numpy(image, rng))
+            except Exception as exc:
+                raise guarded(spec, entropies[len(done)], exc) from exc
+            images = done
     return images

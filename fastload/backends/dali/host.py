@@ -40,7 +40,7 @@ import torch
 
 from ...errors import SampleShapeError
 from ...ops import Normalize, Op
-from ...ops.base import describe_sample, fixed_output_size, reads_window, sample_rng
+from ...ops.base import describe_sample, fixed_output_size, guarded, reads_window, sample_rng
 from ...ops.custom import BatchOp, CustomOp
 from ...output import BatchWriter, OutputSpec, unreferenced
 from ...pixels import to_planes
@@ -242,22 +242,27 @@ class HostFinish:
 
     def run_sample(self, i: int, batch: HostBatch) -> np.ndarray:
         """Sample ``i`` through the ops: the torch backend's code, with the parameters the feed
-        drew, a custom op's generator seeded as the torch backend's."""
+        drew, a custom op's generator seeded as the torch backend's. An op's error names the op
+        and the record (``OpError``)."""
         image = np.asarray(batch.images[i])
-        if self.draws:  # every op draws here, from the sizes it sees: the torch backend's run_numpy
-            rng = sample_rng(self.seed, batch.epoch, batch.records[i])
-            for op in self._ops:
-                image = op.numpy(image, rng)
-            return image
-        for k, op in enumerate(self._ops):
-            drawn = batch.params[k]
-            if k == 0 and self._crop and not self.cut:  # its window came cut: what is left of the op
-                image = op.after_window(image, None if drawn is None else drawn[i])
-            elif k in self._custom:
-                ids = (self.seed, batch.epoch, batch.records[i])
-                image = op.run(image, op.sample_rng(ids) if self._custom[k] else None, ids)  # type: ignore[attr-defined]
-            else:
-                image = op.apply(image, None if drawn is None else drawn[i])
+        op: Op | None = None
+        try:
+            if self.draws:  # every op draws here, from the sizes it sees: the torch backend's run_numpy
+                rng = sample_rng(self.seed, batch.epoch, batch.records[i])
+                for op in self._ops:
+                    image = op.numpy(image, rng)
+                return image
+            for k, op in enumerate(self._ops):
+                drawn = batch.params[k]
+                if k == 0 and self._crop and not self.cut:  # its window came cut: what is left of the op
+                    image = op.after_window(image, None if drawn is None else drawn[i])
+                elif k in self._custom:
+                    ids = (self.seed, batch.epoch, batch.records[i])
+                    image = op.run(image, op.sample_rng(ids) if self._custom[k] else None, ids)  # type: ignore[attr-defined]
+                else:
+                    image = op.apply(image, None if drawn is None else drawn[i])
+        except Exception as exc:
+            raise guarded(op, (self.seed, batch.epoch, batch.records[i]), exc) from exc  # type: ignore[arg-type]
         return image
 
     def _viewed(self, image: np.ndarray) -> list[np.ndarray]:

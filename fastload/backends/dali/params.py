@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...ops.base import Op, register, sample_rng
+from ...ops.base import Op, guarded, register, sample_rng
 
 __all__ = ["ParamLayout", "UnknownSize", "drawn_ahead"]
 
@@ -92,9 +92,12 @@ class ParamLayout:
         size: tuple[int, int] | None = (height, width)
         for op, start in zip(self.ops, self.offsets):
             h, w = size if size is not None else (0, 0)
-            params = op.draw(rng, h, w)
-            if op.param_count:
-                out[start : start + op.param_count] = op.encode(params)
+            try:
+                params = op.draw(rng, h, w)
+                if op.param_count:
+                    out[start : start + op.param_count] = op.encode(params)
+            except Exception as exc:
+                raise guarded(op, rng, exc) from exc
             size = op.output_size(h, w) if size is not None else None
         return out
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ...errors import FastloadError, WorkerDiedError
 from ...ops import Op
-from ...ops.base import fixed_output_size, reads_window, sample_rng
+from ...ops.base import fixed_output_size, guarded, reads_window, sample_rng
 from ...ops.custom import CustomOp, run_numpy
 from ...output import (
     OUTPUT_DTYPES,
@@ -72,8 +72,16 @@ class _BatchDataset(Dataset):
         if self._shapes is None:
             self._shapes = self.store.record_shapes()  # here, in the worker: not pickled to it
         height, width = (int(n) for n in self._shapes[index][:2])
-        params = op.as_fed(op.draw(rng, height, width))
-        return op.after_window(self._decode(index, op.window(params)), params)
+        try:
+            params = op.as_fed(op.draw(rng, height, width))
+            window = op.window(params)
+        except Exception as exc:
+            raise guarded(op, rng, exc) from exc
+        image = self._decode(index, window)
+        try:
+            return op.after_window(image, params)
+        except Exception as exc:
+            raise guarded(op, rng, exc) from exc
 
     def _augment(self, epoch: int, indices: tuple[int, ...]) -> list[np.ndarray]:
         rngs = [sample_rng(self.config.seed, epoch, i) for i in indices]
