@@ -411,10 +411,14 @@ def test_custom_ops_run_on_the_host_with_the_torch_backends_pixels(small_lmdb, a
     assert not lowered.needs_ids  # nothing runs through fn.python_function
 
 
-def test_random_crop_in_dalis_own_operators_gives_the_torch_backends_pixels(small_lmdb):
+@pytest.mark.parametrize("crop", [ops.RandomCrop(40, padding=6, fill=128),
+                                  ops.RandomCrop(40, padding=6, padding_mode="reflect"),
+                                  ops.RandomCrop(40, padding=6, padding_mode="edge")], ids=["fill", "reflect", "edge"])
+def test_random_crop_in_dalis_own_operators_gives_the_torch_backends_pixels(small_lmdb, crop):
     """Where DALI's operators run the list (a batch op mid-list; every list on the GPU), a leading
-    RandomCrop's window is decoded and padded in DALI (``after_roi``: ``fn.slice`` with its fill)."""
-    augment = [ops.RandomCrop(40, padding=6, fill=128), _inverted_batch, ops.Flip(vertical=True), ops.Normalize()]
+    RandomCrop's window is decoded and padded in DALI (``after_roi``: ``fn.slice`` with its fill;
+    mirrored sides sliced, flipped and joined; edges by a clamped warp)."""
+    augment = [crop, _inverted_batch, ops.Flip(vertical=True), ops.Normalize()]
     ref, ref_labels = _batches(small_lmdb, "torch", augment=augment, shuffle=True, seed=8)
     loader = fastload.Loader(small_lmdb, backend="dali", device="cpu", num_threads=2, batch_size=8, augment=augment,
                              shuffle=True, seed=8)
@@ -480,12 +484,14 @@ def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
     [ops.RandomResizedCrop(24), ops.Flip(), ops.GaussianBlur(sigma=(0.1, 2.0), p=0.5), ops.Normalize()],
     [ops.Rotate(max_degrees=30), ops.CenterCrop(24), ops.ColorJitter(brightness=0.3)],  # no crop first, no Normalize
     [ops.RandomCrop(24, padding=4), ops.Flip(), ops.Normalize()],  # its window decoded, then padded
+    [ops.RandomCrop(24, padding=4, padding_mode="reflect"), ops.Flip(), ops.Normalize()],  # mirrored: from the window
     [ops.Resize(shorter=28), ops.RandomCrop(24), ops.Flip(), ops.Normalize()],
     [ops.RandomCrop(100, padding=2, fill=128), ops.Flip(vertical=True)],  # larger than the images: padded
     [ops.RandomResizedCrop(24), ops.Flip(), ops.RandomGrayscale(p=0.5), ops.Normalize()],
     [ops.RandomResizedCrop(24), ops.Flip(horizontal=True, vertical=True),
      ops.RandomAffine(degrees=15, translate=(0.0625, 0.0625), scale=(0.9, 1.1), shear=5), ops.Normalize()],
-], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop", "random-crop", "resize-random-crop",
+], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop", "random-crop", "random-crop-reflect",
+        "resize-random-crop",
         "random-crop-padded", "grayscale", "affine"])
 def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmdb, augment):
     """On the CPU, DALI decodes (only the crop window of a leading random-resized crop) and the

@@ -44,6 +44,9 @@ BUILTIN = [
     ops.CenterCrop(32),
     ops.RandomCrop(32, padding=4),
     ops.RandomCrop((60, 40), padding=(2, 0), fill=7),  # taller than the images: padded as needed
+    ops.RandomCrop(32, padding=(4, 6, 3, 2), padding_mode="reflect"),
+    ops.RandomCrop((52, 40), padding=3, padding_mode="symmetric"),  # taller than the images: mirrored as needed
+    ops.RandomCrop(32, padding=4, padding_mode="edge"),
     ops.Flip(horizontal=True, vertical=True, p=1.0),
     ops.Rotate(max_degrees=30),
     ops.RandomAffine(degrees=20, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=(-5, 5, -5, 5)),
@@ -216,7 +219,13 @@ def test_blur_probability_zero_is_identity():
 
 
 @pytest.mark.parametrize("op", [ops.RandomCrop(32, padding=4), ops.RandomCrop(24, padding=(3, 1, 5, 2), fill=9),
-                                ops.RandomCrop((60, 20), padding=(0, 2))], ids=["cifar", "sides", "pad-if-needed"])
+                                ops.RandomCrop((60, 20), padding=(0, 2)),
+                                ops.RandomCrop(32, padding=4, padding_mode="reflect"),
+                                ops.RandomCrop(24, padding=(3, 1, 5, 2), padding_mode="symmetric"),
+                                ops.RandomCrop((60, 20), padding=(0, 2), padding_mode="edge"),
+                                ops.RandomCrop((56, 20), padding=(0, 2), padding_mode="reflect")],
+                         ids=["cifar", "sides", "pad-if-needed", "cifar-reflect", "sides-symmetric", "pad-if-needed-edge",
+                              "pad-if-needed-reflect"])
 def test_random_crop_is_torchvisions_pad_then_crop(op):
     """The drawn window, cut with its padding, is torchvision's ``pad`` then ``crop`` at the
     drawn top-left of the padded image (pad_if_needed: both sides by what is missing, as there)."""
@@ -237,7 +246,8 @@ def test_random_crop_is_torchvisions_pad_then_crop(op):
         if padded_w < tw:
             sides[0], sides[2] = sides[0] + tw - padded_w, sides[2] + tw - padded_w
         x = torch.from_numpy(image).permute(2, 0, 1)
-        want = F.crop(F.pad(x, sides, fill=op.fill), top - above + sides[1], left - before + sides[0], th, tw)
+        want = F.crop(F.pad(x, sides, fill=op.fill, padding_mode=op.padding_mode), top - above + sides[1],
+                      left - before + sides[0], th, tw)
         got = op.apply(image, params)
         assert got.shape == (th, tw, 3) and np.array_equal(got, want.permute(1, 2, 0).numpy())
         seen.add((above > 0, before > 0))
@@ -300,6 +310,7 @@ def test_random_affine_shifts_by_whole_pixels_within_its_fractions():
     lambda: ops.GaussianBlur(sigma=0), lambda: ops.GaussianBlur(p=2),
     lambda: ops.RandomCrop(8, padding=8), lambda: ops.RandomCrop(32, padding=(1, 2, 3)),
     lambda: ops.RandomCrop(32, padding=-1), lambda: ops.RandomGrayscale(p=1.5),
+    lambda: ops.RandomCrop(32, padding=16, padding_mode="reflect"), lambda: ops.RandomCrop(32, padding_mode="wrap"),
     lambda: ops.RandomAffine(degrees=-1), lambda: ops.RandomAffine(translate=(0.1, 1.5)),
     lambda: ops.RandomAffine(scale=(1.2, 0.8)), lambda: ops.RandomAffine(shear=(1, 2, 3)),
     lambda: ops.RandomAffine(interpolation="bicubic"),

@@ -202,6 +202,12 @@ class CenterCrop(Op):
         return {"crop": [th, tw], "crop_pos_x": 0.5, "crop_pos_y": 0.5, "out_of_bounds_policy": "pad"}
 
 
+# torchvision's padding modes as OpenCV's borders (reflect: 2 1 | 0 1 2; symmetric: 1 0 | 0 1 2)
+PADDING_MODES = {"constant": cv2.BORDER_CONSTANT, "edge": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101,
+                 "symmetric": cv2.BORDER_REFLECT}
+MIRRORS = ("reflect", "symmetric")
+
+
 def _sides(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
     """torchvision's ``padding``: one int for every side, ``(left/right, top/bottom)`` or ``(left,
     top, right, bottom)``; as ``(left, top, right, bottom)``."""
@@ -218,9 +224,15 @@ def _sides(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
 @register
 @dataclass(frozen=True)
 class RandomCrop(Op):
-    """Cut a random ``size`` (h, w) window out of the image padded by ``padding`` with ``fill``:
-    torchvision's ``RandomCrop(size, padding, pad_if_needed, fill)`` (CIFAR's ``RandomCrop(32,
-    padding=4)``; ``Resize(shorter=256)`` then ``RandomCrop(224)``), constant padding only.
+    """Cut a random ``size`` (h, w) window out of the image padded by ``padding``: torchvision's
+    ``RandomCrop(size, padding, pad_if_needed, fill, padding_mode)`` (CIFAR's ``RandomCrop(32,
+    padding=4)`` or ``padding_mode="reflect"``; ``Resize(shorter=256)`` then ``RandomCrop(224)``).
+
+    ``padding_mode``: ``"constant"`` (``fill``), ``"edge"`` (the border pixel repeated),
+    ``"reflect"`` (mirrored without the border pixel: 2 1 | 0 1 2) or ``"symmetric"`` (with it:
+    1 0 | 0 1 2), as torchvision's. Reflect and symmetric padding must be less than half the crop
+    on each side (the pixels it mirrors are then inside the window), and less than the image where
+    ``pad_if_needed`` pads a small one.
 
     ``pad_if_needed`` (default True here, False in torchvision, where a smaller image is an error
     mid-epoch): an image smaller than ``size`` after ``padding`` gets padded on both sides of that
@@ -235,6 +247,7 @@ class RandomCrop(Op):
     padding: int | tuple[int, ...] = 0
     pad_if_needed: bool = True
     fill: float = 0.0
+    padding_mode: str = "constant"
 
     #: the window inside the image (top, left, height, width), then the padding above and left of it
     param_count: ClassVar[int] = 6
@@ -248,6 +261,11 @@ class RandomCrop(Op):
         if max(top, bottom) >= height or max(left, right) >= width:
             raise ValueError(f"RandomCrop padding {self.padding!r} must be smaller than the crop {self.size!r} "
                              "on each side (a window of padding alone holds no image)")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"RandomCrop padding_mode must be one of {sorted(PADDING_MODES)}, got {self.padding_mode!r}")
+        if self.padding_mode in MIRRORS and (2 * max(top, bottom) >= height or 2 * max(left, right) >= width):
+            raise ValueError(f"RandomCrop padding {self.padding!r} with padding_mode={self.padding_mode!r} must be less "
+                             f"than half the crop {self.size!r} on each side (it mirrors pixels of the window)")
 
     def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[int, ...]:
         th, tw = _pair(self.size)
@@ -263,7 +281,11 @@ class RandomCrop(Op):
         y = int(rng.integers(0, padded_h - th + 1)) - top  # the window's top-left in the image's coordinates
         x = int(rng.integers(0, padded_w - tw + 1)) - left
         y0, x0 = max(0, y), max(0, x)
-        return y0, x0, min(height, y + th) - y0, min(width, x + tw) - x0, y0 - y, x0 - x
+        h, w = min(height, y + th) - y0, min(width, x + tw) - x0
+        if self.padding_mode in MIRRORS and max(y0 - y, th - h - (y0 - y), x0 - x, tw - w - (x0 - x)) >= min(h, w):
+            raise ValueError(f"RandomCrop({self.size!r}, padding_mode={self.padding_mode!r}) of a {height}x{width} "
+                             "image: the padding it needs mirrors more than the image holds; use a Resize first")
+        return y0, x0, h, w, y0 - y, x0 - x
 
     def apply(self, image: np.ndarray, params: tuple[int, ...]) -> np.ndarray:
         y, x, h, w = params[:4]
@@ -279,6 +301,10 @@ class RandomCrop(Op):
         above, before = params[4], params[5]
         if (h, w) == (th, tw):
             return image  # a view: nothing to pad
+        if self.padding_mode != "constant":
+            padded = cv2.copyMakeBorder(image, above, th - h - above, before, tw - w - before,
+                                        PADDING_MODES[self.padding_mode])
+            return padded.reshape(th, tw, image.shape[2])  # OpenCV drops a single channel's axis
         out = np.full((th, tw, image.shape[2]), self.fill, image.dtype)
         out[above : above + h, before : before + w] = image
         return out
@@ -300,11 +326,18 @@ class RandomCrop(Op):
     def after_roi(self, images: Any, params: Any, ctx: Any) -> Any:
         from ._dali_util import as_int
 
+        if self.padding_mode != "constant":
+            return self._mirrored(images, params)
         return self._padded(images, -as_int(params[4:6]))
 
     def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        from nvidia.dali import fn
+
         from ._dali_util import as_int
 
+        if self.padding_mode != "constant":
+            window = fn.slice(images, start=as_int(params[0:2]), shape=as_int(params[2:4]), axis_names="HW")
+            return self._mirrored(window, params)
         return self._padded(images, as_int(params[0:2]) - as_int(params[4:6]))
 
     def _padded(self, images: Any, start: Any) -> Any:
@@ -313,6 +346,45 @@ class RandomCrop(Op):
 
         return fn.slice(images, start=start, shape=list(_pair(self.size)), axis_names="HW",
                         out_of_bounds_policy="pad", fill_values=float(self.fill))
+
+    def _mirrored(self, window: Any, params: Any) -> Any:
+        """The drawn window (its own size) padded to ``size`` by ``padding_mode``: DALI pads with a
+        constant only, so each side is the window's edge rows (columns) sliced, flipped and joined
+        on (edge: the border row repeated, as a nearest-neighbour read clamped to the window)."""
+        from nvidia.dali import fn
+
+        from ._dali_util import as_int
+
+        th, tw = _pair(self.size)
+        h, w, above, before = (as_int(params[i]) for i in (2, 3, 4, 5))
+        below, after = th - h - above, tw - w - before
+        if self.padding_mode == "edge":
+            return _edge_padded(window, above, before, th, tw)
+        skip = 1 if self.padding_mode == "reflect" else 0  # reflect leaves the border pixel out
+        for axis, (low, high, extent) in (("H", (above, below, h)), ("W", (before, after, w))):
+            flip = {"vertical": int(axis == "H"), "horizontal": int(axis == "W")}  # (flip flips W by default)
+            head = fn.flip(fn.slice(window, start=[skip], shape=fn.stack(low), axis_names=axis), **flip)
+            tail = fn.flip(fn.slice(window, start=fn.stack(extent - high - skip), shape=fn.stack(high), axis_names=axis),
+                           **flip)
+            window = fn.cat(head, window, tail, axis_name=axis)
+        return window
+
+
+def _edge_padded(window: Any, above: Any, before: Any, height: int, width: int) -> Any:
+    """``window`` moved ``above`` rows down and ``before`` columns right into a ``height x width``
+    image whose other pixels repeat the nearest border pixel (DALI's warp without a fill value
+    clamps its reads to the image)."""
+    from nvidia.dali import fn, types
+
+    from ._dali_util import as_float, like
+
+    zero, one = 0.0 * fn.cast(above, dtype=types.FLOAT), 1.0 + 0.0 * fn.cast(above, dtype=types.FLOAT)
+    matrix = fn.stack(fn.stack(one, zero, -fn.cast(before, dtype=types.FLOAT)),
+                      fn.stack(zero, one, -fn.cast(above, dtype=types.FLOAT)))
+    # float in between: DALI's CPU warp takes uint8 and float but not uint16 (exact for 16-bit values)
+    moved = fn.warp_affine(as_float(window), matrix=matrix, size=[float(height), float(width)],
+                           interp_type=types.INTERP_NN)
+    return like(moved, window)
 
 
 def _cv_flips(image: np.ndarray) -> bool:
