@@ -52,7 +52,10 @@ BUILTIN = [
     ops.RandomAffine(degrees=20, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=(-5, 5, -5, 5)),
     ops.RandomAffine(degrees=10, scale=(0.9, 1.1), fill=7, interpolation="nearest"),
     ops.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1),
+    ops.ColorJitter(brightness=0.3, contrast=0.3, p=0.5),
     ops.RandomGrayscale(p=0.5),
+    ops.RandomSolarize(p=0.5),
+    ops.RandomSolarize(threshold=0.3, p=1.0),
     ops.GaussianBlur(sigma=(0.5, 1.5)),
     ops.Normalize(),
 ]
@@ -305,6 +308,30 @@ def test_random_affine_shifts_by_whole_pixels_within_its_fractions():
     assert np.array_equal(shifted[2:, 3:], image[:-2, :-3]) and not shifted[:2].any() and not shifted[:, :3].any()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_random_solarize_is_torchvisions_solarize_at_its_fraction_of_full_scale(dtype):
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    image = smooth(20, 24, 3, dtype)
+    full = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    for threshold in (0.5, 0.25, 1.0):
+        got = ops.RandomSolarize(threshold=threshold, p=1.0).numpy(image, np.random.default_rng(0))
+        want = F.solarize(torch.from_numpy(image).permute(2, 0, 1), threshold * full)
+        assert got.dtype == image.dtype and np.array_equal(got, want.permute(1, 2, 0).numpy())
+    assert ops.RandomSolarize(p=0.0).numpy(image, np.random.default_rng(0)) is image
+
+
+def test_color_jitter_with_p_leaves_the_other_samples_alone():
+    image = IMAGES["rgb8"]
+    jitter = ops.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.5)
+    kept = [jitter.numpy(image, np.random.default_rng(seed)) is image for seed in range(40)]
+    assert 5 < sum(kept) < 35
+    always = ops.ColorJitter(0.4, 0.4, 0.4, 0.1)  # p=1 draws as before p existed
+    assert always.draw(np.random.default_rng(3), 8, 8) == ops.ColorJitter(0.4, 0.4, 0.4, 0.1).draw(
+        np.random.default_rng(3), 8, 8)
+
+
 @pytest.mark.parametrize("bad", [
     lambda: ops.ColorJitter(hue=0.7), lambda: ops.ColorJitter(brightness=-1), lambda: ops.Rotate(max_degrees=(10, -10)),
     lambda: ops.GaussianBlur(sigma=0), lambda: ops.GaussianBlur(p=2),
@@ -313,7 +340,8 @@ def test_random_affine_shifts_by_whole_pixels_within_its_fractions():
     lambda: ops.RandomCrop(32, padding=16, padding_mode="reflect"), lambda: ops.RandomCrop(32, padding_mode="wrap"),
     lambda: ops.RandomAffine(degrees=-1), lambda: ops.RandomAffine(translate=(0.1, 1.5)),
     lambda: ops.RandomAffine(scale=(1.2, 0.8)), lambda: ops.RandomAffine(shear=(1, 2, 3)),
-    lambda: ops.RandomAffine(interpolation="bicubic"),
+    lambda: ops.RandomAffine(interpolation="bicubic"), lambda: ops.ColorJitter(0.4, p=1.5),
+    lambda: ops.RandomSolarize(threshold=128), lambda: ops.RandomSolarize(p=-0.1),
 ])
 def test_bad_settings_fail_at_construction(bad):
     with pytest.raises(ValueError):

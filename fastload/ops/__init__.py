@@ -3,7 +3,7 @@
 from .affine import RandomAffine
 from .base import REGISTRY, Op, OpError, register
 from .blur import GaussianBlur
-from .color import ColorJitter, RandomGrayscale
+from .color import ColorJitter, RandomGrayscale, RandomSolarize
 from .config import from_config, save_config, to_config
 from .custom import BatchOp, CustomOp, CustomOpError, array_namespace, batch_op, op, run_numpy
 from .geometry import CenterCrop, Flip, RandomCrop, RandomResizedCrop, Resize
@@ -34,6 +34,7 @@ __all__ = [
     "RandomErasing",
     "RandomGrayscale",
     "RandomResizedCrop",
+    "RandomSolarize",
     "Resize",
     "Rotate",
     "array_namespace",

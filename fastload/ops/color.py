@@ -10,10 +10,10 @@ from typing import Any, ClassVar, NamedTuple
 import cv2
 import numpy as np
 
-from ..pixels import restore_dtype
+from ..pixels import max_value, restore_dtype
 from .base import Op, register
 
-__all__ = ["ColorJitter", "JitterParams", "RandomGrayscale", "hsv_matrix"]
+__all__ = ["ColorJitter", "JitterParams", "RandomGrayscale", "RandomSolarize", "hsv_matrix"]
 
 # RGB <-> YIQ, the colour space DALI's ``hsv`` works in (hue is a rotation of the I/Q plane,
 # saturation a scaling of it), so both paths compute the same linear map.
@@ -79,6 +79,9 @@ class JitterParams(NamedTuple):
     hue: float  # fraction of the colour circle
 
 
+UNCHANGED = JitterParams(1.0, 1.0, 1.0, 0.0)  # what ColorJitter draws for a sample it leaves alone
+
+
 @register
 @dataclass(frozen=True)
 class ColorJitter(Op):
@@ -87,6 +90,9 @@ class ColorJitter(Op):
     Each of ``brightness``, ``contrast``, ``saturation`` is a factor range: a number ``v`` means
     a factor drawn from [1 - v, 1 + v] (0: unchanged), a pair is the range itself. ``hue`` is a
     shift in fractions of the colour circle, drawn from [-v, v] (at most 0.5), or a pair.
+
+    ``p``: the probability a sample is jittered at all (SimCLR's and MoCo's
+    ``RandomApply([ColorJitter(...)], p=0.8)``); others are left as they are.
 
     Brightness multiplies every value; contrast blends with the image's mean value (over all
     channels), so both mean the same for 1, 3 or 12 channels. Saturation and hue only have a
@@ -98,11 +104,14 @@ class ColorJitter(Op):
     contrast: float | tuple[float, float] = 0.0
     saturation: float | tuple[float, float] = 0.0
     hue: float | tuple[float, float] = 0.0
+    p: float = 1.0
 
     param_count: ClassVar[int] = 4  # brightness, contrast, saturation factors; hue shift
 
     def __post_init__(self) -> None:
         self._ranges()  # validate at construction
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"ColorJitter p must be within 0..1, got {self.p!r}")
 
     def _ranges(self) -> tuple[tuple[float, float], ...]:
         inf = float("inf")
@@ -117,9 +126,13 @@ class ColorJitter(Op):
         )
 
     def draw(self, rng: np.random.Generator, height: int, width: int) -> JitterParams:
-        return JitterParams(*(float(rng.uniform(low, high)) for low, high in self._ranges()))
+        applied = self.p >= 1.0 or rng.random() < self.p  # (no draw at p=1: seeds replay as before p existed)
+        drawn = JitterParams(*(float(rng.uniform(low, high)) for low, high in self._ranges()))
+        return drawn if applied else UNCHANGED
 
     def apply(self, image: np.ndarray, params: JitterParams) -> np.ndarray:
+        if params == UNCHANGED:
+            return image
         if image.dtype in _OPENCV_TYPES and image.size:
             return self._affine(image, params)
         x = image.astype(np.float32) * np.float32(params.brightness)
@@ -225,3 +238,54 @@ class RandomGrayscale(Op):
         if getattr(ctx, "channels", 3) != 3:
             return images
         return like(fn.hsv(as_float(images), saturation=1.0 - params[0], dtype=types.FLOAT), images)
+
+
+@register
+@dataclass(frozen=True)
+class RandomSolarize(Op):
+    """torchvision's ``RandomSolarize``: with probability ``p`` every value at or above
+    ``threshold`` is inverted (``full - x``; BYOL's and DINO's lists). ``threshold`` is a fraction
+    of the pixel type's full scale, so one list serves 8-bit, 16-bit and float images: torchvision's
+    ``RandomSolarize(threshold=128)`` on 8-bit images is ``threshold=128 / 255`` (or the default 0.5,
+    which inverts the same values of 8-bit images: 128 and above). Any channel count.
+    """
+
+    threshold: float = 0.5
+    p: float = 0.5
+
+    param_count: ClassVar[int] = 1  # 1.0: this sample is solarized
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"RandomSolarize p must be within 0..1, got {self.p!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"RandomSolarize threshold is a fraction of full scale, within 0..1; got {self.threshold!r}")
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> bool:
+        return bool(rng.random() < self.p)
+
+    def apply(self, image: np.ndarray, params: bool) -> np.ndarray:
+        if not params:
+            return image
+        full = max_value(image.dtype)
+        cut = self.threshold * full
+        if image.dtype == np.uint8:  # one table lookup (OpenCV), not NumPy's three passes
+            values = np.arange(256)
+            table = np.where(values >= cut, 255 - values, values).astype(np.uint8)
+            return cv2.LUT(np.ascontiguousarray(image), table).reshape(image.shape)
+        top = image.dtype.type(full)
+        return np.where(image >= cut, top - image, image)
+
+    def encode(self, params: bool) -> tuple[float, ...]:
+        return (float(params),)
+
+    def decode(self, values: Any) -> bool:
+        return bool(values[0] > 0.5)
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        from ._dali_util import as_float, like, on_device
+
+        full = float(ctx.max_value)
+        x = as_float(images)
+        solarized = on_device(params[0], ctx) * (x >= self.threshold * full)  # 1 where a value flips
+        return like(x + solarized * (full - 2.0 * x), images)
