@@ -13,7 +13,9 @@ The lists (DESIGN.md section 5; "size" is ``--image-size``):
   ``preset``: RandomResizedCrop(size), Flip, Normalize; ``colorjitter``: + ColorJitter(0.4, 0.4,
   0.4, 0.1); ``radiology``: horizontal and vertical flips, Rotate(15); ``affine``: horizontal and
   vertical flips, RandomAffine(15 degrees, shifts of 6.25%, scale 0.9-1.1: albumentations'
-  ShiftScaleRotate as Kaggle lists write it; bilinear on both sides); ``blur``: + GaussianBlur
+  ShiftScaleRotate as Kaggle lists write it; bilinear on both sides); ``trivialaugment``: the preset
+  + TrivialAugmentWide (torchvision's reference recipes' ``ta_wide``, on uint8 before Normalize);
+  ``blur``: + GaussianBlur
   (sigma 0.1-2, p=0.5, kernel 13 in torchvision, which needs one; fastload's window follows the
   sigma); ``custom``: the preset + a trivial custom op after Normalize (``@fastload.op``
   ``x * 0.9``; torchvision: the same function in ``v2.Lambda``); ``eval``: Resize(shorter side
@@ -72,7 +74,7 @@ from fastload.training import endless_batches  # noqa: E402
 __all__ = ["BASELINES", "DATA_KINDS", "LISTS", "FileDataset", "fastload_ops", "main", "measure", "prepare",
            "scale", "torchvision_dataset", "torchvision_ops"]
 
-LISTS = ("preset", "colorjitter", "radiology", "affine", "blur", "custom", "eval", "resize-crop", "uint8", "gray16",
+LISTS = ("preset", "colorjitter", "radiology", "affine", "trivialaugment", "blur", "custom", "eval", "resize-crop", "uint8", "gray16",
          "gray16-raw", "ch6", "ch6-raw", "float32")
 # The data each list runs on: generated photos (or --data), 16-bit gray PNGs, 6-channel arrays,
 # float32 RGB arrays.
@@ -120,6 +122,7 @@ def fastload_ops(name: str, size: int) -> list[Any]:
             "colorjitter": [crop, ops.Flip(), ops.ColorJitter(0.4, 0.4, 0.4, 0.1), norm],
             "radiology": [crop, hv, ops.Rotate(max_degrees=15), norm],
             "affine": [crop, hv, ops.RandomAffine(**AFFINE), norm],
+            "trivialaugment": [crop, ops.Flip(), ops.TrivialAugmentWide(), norm],
             "blur": [crop, ops.Flip(), ops.GaussianBlur(sigma=BLUR_SIGMA, p=BLUR_P), norm],
             "custom": [crop, ops.Flip(), norm, scale],
             "eval": [ops.Resize(shorter=_resize_side(size)), ops.CenterCrop(size), norm],
@@ -147,6 +150,7 @@ def torchvision_ops(name: str, size: int) -> Any:
              "colorjitter": [v2.ColorJitter(0.4, 0.4, 0.4, 0.1)],
              "radiology": [v2.RandomVerticalFlip(), v2.RandomRotation(15)],
              "affine": [v2.RandomVerticalFlip(), v2.RandomAffine(**AFFINE, interpolation=v2.InterpolationMode.BILINEAR)],
+             "trivialaugment": [v2.TrivialAugmentWide()],
              "blur": [v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=BLUR_P)],
              "gray16": [v2.RandomVerticalFlip()], "ch6": [v2.RandomVerticalFlip()], "float32": [v2.RandomVerticalFlip()]}[name]
     mean, std = {"gray16": (GRAY_MEAN, GRAY_STD), "ch6": (CH6_MEAN, CH6_STD),

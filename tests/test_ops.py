@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from reference import normalized
@@ -57,6 +59,7 @@ BUILTIN = [
     ops.RandomSolarize(p=0.5),
     ops.RandomSolarize(threshold=0.3, p=1.0),
     ops.GaussianBlur(sigma=(0.5, 1.5)),
+    ops.TrivialAugmentWide(),
     ops.Normalize(),
 ]
 
@@ -332,6 +335,87 @@ def test_color_jitter_with_p_leaves_the_other_samples_alone():
         np.random.default_rng(3), 8, 8)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_trivial_augment_wide_is_torchvisions_op_by_op(dtype, channels):
+    """Each of the 14 ops at a few strengths against torchvision's TrivialAugmentWide applying the
+    same op: equal, but where a source point lies exactly between two pixels (nearest reads round
+    up in OpenCV, to even in torch) and where torch's fused multiply-add moves a truncated blend
+    by one level."""
+    import torch
+    from torchvision.transforms import InterpolationMode, v2
+
+    from fastload.ops.autoaugment import AUGMENTATIONS, GEOMETRIC, _strengths, augment
+
+    theirs = v2.TrivialAugmentWide()
+    image = smooth(40, 46, channels, dtype)
+    if dtype == np.uint8:  # a little grain: histograms with many levels
+        grain = np.random.default_rng(0).integers(-30, 30, image.shape)
+        image = np.clip(image.astype(int) + grain, 0, 255).astype(np.uint8)
+    level = 1.0 if dtype != np.float32 else 1e-6
+    for name in AUGMENTATIONS:
+        strengths, signed = _strengths(name, 31)
+        picks = [0.0] if strengths is None else [float(strengths[i]) for i in (3, 17, 30)]
+        for magnitude in picks + ([-picks[1]] if signed else []):
+            got = augment(image, name, magnitude)
+            want = theirs._apply_image_or_video_transform(torch.from_numpy(image).permute(2, 0, 1), name, magnitude,
+                                                          InterpolationMode.NEAREST, theirs._fill)
+            diff = np.abs(got.astype(np.float64) - want.permute(1, 2, 0).numpy())
+            assert got.dtype == image.dtype and got.shape == image.shape
+            if name in GEOMETRIC:
+                assert (diff > 0).mean() <= 0.05, (name, magnitude)
+            else:
+                assert diff.max() <= level, (name, magnitude, diff.max())
+
+
+def test_trivial_augment_wide_draws_every_op_and_both_signs():
+    op = ops.TrivialAugmentWide()
+    drawn = [op.draw(np.random.default_rng(seed), 40, 46) for seed in range(400)]
+    assert {index for index, _, _ in drawn} == set(range(14))
+    assert any(m < 0 for _, m, _ in drawn) and any(m > 0 for _, m, _ in drawn)
+    identity = [matrix for index, _, matrix in drawn if index in (0, 6, 13)]
+    assert all(np.array_equal(m, [[1, 0, 0], [0, 1, 0]]) for m in identity)  # only geometric ops warp
+
+
+@dataclass(frozen=True)
+class _OneAugmentation(ops.TrivialAugmentWide):
+    """TrivialAugmentWide held to one of its ops (its strength still drawn)."""
+
+    only: int = 0
+
+    def draw(self, rng, height, width):
+        while True:
+            params = super().draw(rng, height, width)
+            if params[0] == self.only:
+                return params
+
+
+@needs_dali
+@pytest.mark.parametrize("index", range(14))
+@pytest.mark.parametrize("kind", sorted(IMAGES))
+def test_dali_runs_each_trivial_augment_op_as_numpy(kind, index):
+    """DALI's lowering runs all 14 ops on every sample, each left as it is where it is not the
+    sample's: the drawn one's pixels, the others' untouched."""
+    from dali_helpers import run_dali
+
+    from fastload.ops.base import sample_rng
+
+    op = _OneAugmentation(only=index)
+    image = IMAGES[kind]
+    batch = [image, image[::-1].copy(), image[:, ::-1].copy()]
+    for i, (x, got) in enumerate(zip(batch, run_dali([op], batch, seed=index, device="cpu"))):
+        want = op.numpy(x, sample_rng(index, 0, i))
+        assert got.shape == want.shape and got.dtype == want.dtype
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        full = 1.0 if x.dtype == np.float32 else float(np.iinfo(x.dtype).max)
+        if index in (1, 2, 3, 4, 5):  # nearest reads: a point between two pixels may round either way
+            assert (diff > 0).mean() <= 0.01
+        elif index == 13:  # DALI's equalize is OpenCV's formula, PIL's (torchvision's) here: a few levels
+            assert diff.max() <= 0.1 * full and diff.mean() <= 0.03 * full, (diff.max(), diff.mean())
+        else:
+            assert diff.max() <= (1.0 if full > 1 else 1e-5), (diff.max(), (diff > 0).mean())
+
+
 @pytest.mark.parametrize("bad", [
     lambda: ops.ColorJitter(hue=0.7), lambda: ops.ColorJitter(brightness=-1), lambda: ops.Rotate(max_degrees=(10, -10)),
     lambda: ops.GaussianBlur(sigma=0), lambda: ops.GaussianBlur(p=2),
@@ -342,6 +426,7 @@ def test_color_jitter_with_p_leaves_the_other_samples_alone():
     lambda: ops.RandomAffine(scale=(1.2, 0.8)), lambda: ops.RandomAffine(shear=(1, 2, 3)),
     lambda: ops.RandomAffine(interpolation="bicubic"), lambda: ops.ColorJitter(0.4, p=1.5),
     lambda: ops.RandomSolarize(threshold=128), lambda: ops.RandomSolarize(p=-0.1),
+    lambda: ops.TrivialAugmentWide(num_magnitude_bins=1),
 ])
 def test_bad_settings_fail_at_construction(bad):
     with pytest.raises(ValueError):

@@ -1,6 +1,7 @@
 """Augmentation operators: one spec each, run by NumPy (torch backend) or DALI."""
 
 from .affine import RandomAffine
+from .autoaugment import TrivialAugmentWide
 from .base import REGISTRY, Op, OpError, register
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale, RandomSolarize
@@ -37,6 +38,7 @@ __all__ = [
     "RandomSolarize",
     "Resize",
     "Rotate",
+    "TrivialAugmentWide",
     "array_namespace",
     "batch_op",
     "from_config",
