@@ -47,8 +47,8 @@ class TrivialAugmentWide(Op):
     torchvision's formulas: shears and shifts (up to 32 px) and rotations (up to 135 degrees) with
     nearest-neighbour reads and ``fill`` (in the image's units); brightness, saturation ("Color"),
     contrast and sharpness blends; posterize, solarize, autocontrast and equalize. 8-bit images
-    give torchvision's pixels (geometric ops: but where a source point falls exactly between two
-    pixels); 16-bit and float images take the same formulas at their own full scale (equalize:
+    give torchvision's pixels, but where a geometric op's source point falls exactly between two
+    pixels, or a blend within float rounding of a whole level (one level off); 16-bit and float images take the same formulas at their own full scale (equalize:
     through 8 bits, as torchvision's). "Color" changes RGB only; contrast uses the RGB luma's mean,
     the mean of all values for other channel counts.
 
