@@ -260,6 +260,17 @@ def test_random_crop_is_torchvisions_pad_then_crop(op):
     assert len(seen) > 1 or th > 48  # windows in the padding and out of it (taller crops: always in it)
 
 
+def test_mirrored_padding_of_an_image_too_small_for_it_is_an_error_at_its_draw():
+    """pad_if_needed pads each side by all the image lacks (torchvision's): a 1-row image reflected
+    to 3 rows has no row to mirror; symmetric padding repeats its one row."""
+    image = smooth(1, 56, 1, np.uint8)
+    with pytest.raises(ValueError, match="mirrors more than the image holds"):
+        ops.RandomCrop((3, 20), padding_mode="reflect").draw(np.random.default_rng(0), 1, 56)
+    symmetric = ops.RandomCrop((2, 20), padding_mode="symmetric")
+    out = symmetric.apply(image, symmetric.draw(np.random.default_rng(0), 1, 56))
+    assert out.shape == (2, 20, 1) and np.array_equal(out[0], out[1])
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_random_grayscale_is_the_luma_in_every_channel_of_rgb_only(dtype):
     image = smooth(20, 24, 3, dtype)

@@ -282,10 +282,17 @@ class RandomCrop(Op):
         x = int(rng.integers(0, padded_w - tw + 1)) - left
         y0, x0 = max(0, y), max(0, x)
         h, w = min(height, y + th) - y0, min(width, x + tw) - x0
-        if self.padding_mode in MIRRORS and max(y0 - y, th - h - (y0 - y), x0 - x, tw - w - (x0 - x)) >= min(h, w):
+        if self.padding_mode in MIRRORS and not self._mirrorable(h, w, y0 - y, x0 - x):
             raise ValueError(f"RandomCrop({self.size!r}, padding_mode={self.padding_mode!r}) of a {height}x{width} "
                              "image: the padding it needs mirrors more than the image holds; use a Resize first")
         return y0, x0, h, w, y0 - y, x0 - x
+
+    def _mirrorable(self, h: int, w: int, above: int, before: int) -> bool:
+        """Whether an ``h x w`` window holds the pixels its padding mirrors (reflect leaves the
+        border pixel out: one fewer)."""
+        th, tw = _pair(self.size)
+        most = (h, w) if self.padding_mode == "symmetric" else (h - 1, w - 1)
+        return max(above, th - h - above) <= most[0] and max(before, tw - w - before) <= most[1]
 
     def apply(self, image: np.ndarray, params: tuple[int, ...]) -> np.ndarray:
         y, x, h, w = params[:4]
