@@ -492,9 +492,10 @@ def test_host_finish_never_overwrites_a_batch_still_held(small_lmdb):
     [ops.RandomResizedCrop(24), ops.Flip(horizontal=True, vertical=True),
      ops.RandomAffine(degrees=15, translate=(0.0625, 0.0625), scale=(0.9, 1.1), shear=5), ops.Normalize()],
     [ops.RandomResizedCrop(24), ops.Flip(), ops.TrivialAugmentWide(), ops.Normalize()],
+    [ops.RandomResizedCrop(24), ops.Flip(), ops.RandAugment(num_ops=2, magnitude=9), ops.Normalize()],
 ], ids=["vflip", "colorjitter", "vflip-rotate", "blur", "rotate-then-crop", "random-crop", "random-crop-reflect",
         "resize-random-crop",
-        "random-crop-padded", "byol", "affine", "trivialaugment"])
+        "random-crop-padded", "byol", "affine", "trivialaugment", "randaugment"])
 def test_every_op_list_runs_on_the_host_with_the_torch_backends_pixels(small_lmdb, augment):
     """On the CPU, DALI decodes (only the crop window of a leading random-resized crop) and the
     host stage runs the ops with the torch backend's code and the feed's draws: same pixels."""

@@ -28,6 +28,9 @@ PIPELINE = [
     ops.ColorJitter(brightness=0.2, contrast=(0.8, 1.1)), ops.GaussianBlur(sigma=(0.2, 1.0), p=0.5),
     ops.RandomErasing(p=0.5, value="random"), ops.GaussianNoise(0.01), ops.HistogramEqualization(),
     ops.ChannelIntensityScale(), add_noise.with_args(sigma=0.02), identity_batch,
+    ops.RandomAffine(degrees=(-5, 10), translate=(0.1, 0.1), scale=(0.9, 1.1), shear=(1, 2, 3, 4)),
+    ops.RandomCrop(20, padding=(2, 1), padding_mode="reflect"), ops.ColorJitter(0.1, p=0.5),
+    ops.RandomSolarize(threshold=0.6, p=0.5), ops.TrivialAugmentWide(), ops.RandAugment(num_ops=1, magnitude=5),
     ops.Normalize(mean=(0.5,), std=(0.25,)),
 ]
 

@@ -60,6 +60,7 @@ BUILTIN = [
     ops.RandomSolarize(threshold=0.3, p=1.0),
     ops.GaussianBlur(sigma=(0.5, 1.5)),
     ops.TrivialAugmentWide(),
+    ops.RandAugment(num_ops=2, magnitude=15),
     ops.Normalize(),
 ]
 
@@ -381,11 +382,40 @@ def test_trivial_augment_wide_is_torchvisions_op_by_op(dtype, channels):
 
 def test_trivial_augment_wide_draws_every_op_and_both_signs():
     op = ops.TrivialAugmentWide()
-    drawn = [op.draw(np.random.default_rng(seed), 40, 46) for seed in range(400)]
+    drawn = [op.draw(np.random.default_rng(seed), 40, 46)[0] for seed in range(400)]
     assert {index for index, _, _ in drawn} == set(range(14))
     assert any(m < 0 for _, m, _ in drawn) and any(m > 0 for _, m, _ in drawn)
     identity = [matrix for index, _, matrix in drawn if index in (0, 6, 13)]
     assert all(np.array_equal(m, [[1, 0, 0], [0, 1, 0]]) for m in identity)  # only geometric ops warp
+
+
+@pytest.mark.parametrize("bins,magnitude", [(31, 9), (31, 30), (10, 5)])
+def test_rand_augment_draws_num_ops_at_torchvisions_strengths(bins, magnitude):
+    """Each of the ``num_ops`` ops at RandAugment's own strength for the bin (its space: shifts
+    scale with the image), negated half the time where it has a sign; applied in turn."""
+    from torchvision.transforms import v2
+
+    from fastload.ops.autoaugment import AUGMENTATIONS
+
+    theirs = v2.RandAugment(num_magnitude_bins=bins, magnitude=magnitude)
+    op = ops.RandAugment(num_ops=3, magnitude=magnitude, num_magnitude_bins=bins)
+    seen = set()
+    for seed in range(60):
+        drawn = op.draw(np.random.default_rng(seed), 40, 46)
+        assert len(drawn) == 3 and len(op.encode(drawn)) == op.param_count == 51
+        for index, value, _ in drawn:
+            strengths, signed = theirs._AUGMENTATION_SPACE[AUGMENTATIONS[index]]
+            strengths = strengths(bins, 40, 46)
+            want = float(strengths[magnitude]) if strengths is not None and strengths.ndim else 0.0
+            assert abs(value) == pytest.approx(abs(want), rel=1e-6) and (value >= 0 or signed)
+            seen.add((index, value < 0))
+    assert len(seen) > 20
+    image = IMAGES["rgb8"]
+    drawn = op.draw(np.random.default_rng(1), *image.shape[:2])
+    one_by_one = image
+    for step in drawn:
+        one_by_one = ops.TrivialAugmentWide().apply(one_by_one, (step,))
+    assert np.array_equal(op.apply(image, drawn), one_by_one)
 
 
 @dataclass(frozen=True)
@@ -397,7 +427,7 @@ class _OneAugmentation(ops.TrivialAugmentWide):
     def draw(self, rng, height, width):
         while True:
             params = super().draw(rng, height, width)
-            if params[0] == self.only:
+            if params[0][0] == self.only:
                 return params
 
 
@@ -437,7 +467,8 @@ def test_dali_runs_each_trivial_augment_op_as_numpy(kind, index):
     lambda: ops.RandomAffine(scale=(1.2, 0.8)), lambda: ops.RandomAffine(shear=(1, 2, 3)),
     lambda: ops.RandomAffine(interpolation="bicubic"), lambda: ops.ColorJitter(0.4, p=1.5),
     lambda: ops.RandomSolarize(threshold=128), lambda: ops.RandomSolarize(p=-0.1),
-    lambda: ops.TrivialAugmentWide(num_magnitude_bins=1),
+    lambda: ops.TrivialAugmentWide(num_magnitude_bins=1), lambda: ops.RandAugment(num_ops=0),
+    lambda: ops.RandAugment(magnitude=31),
 ])
 def test_bad_settings_fail_at_construction(bad):
     with pytest.raises(ValueError):

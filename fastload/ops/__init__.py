@@ -1,7 +1,7 @@
 """Augmentation operators: one spec each, run by NumPy (torch backend) or DALI."""
 
 from .affine import RandomAffine
-from .autoaugment import TrivialAugmentWide
+from .autoaugment import RandAugment, TrivialAugmentWide
 from .base import REGISTRY, Op, OpError, register
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale, RandomSolarize
@@ -30,6 +30,7 @@ __all__ = [
     "Normalize",
     "Op",
     "OpError",
+    "RandAugment",
     "RandomAffine",
     "RandomCrop",
     "RandomErasing",

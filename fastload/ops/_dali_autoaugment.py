@@ -1,6 +1,7 @@
-"""TrivialAugmentWide in DALI's operators (the GPU; the CPU's host stage runs the NumPy code).
+"""TrivialAugmentWide and RandAugment in DALI's operators (the GPU; the CPU's host stage runs the
+NumPy code).
 
-A sample takes one of 14 ops, drawn by the feed. Rather than split the batch by op (DALI's
+Each op of the policy is one of 14, drawn per sample by the feed. Rather than split the batch by op (DALI's
 conditionals), every stage runs on every sample with parameters that leave the samples it is not
 for as they are, exactly: an identity warp, a blend with factor 1, posterize at more bits than
 the type has, a threshold above full scale, flags at 0. The feed's vector holds those parameters
@@ -18,13 +19,15 @@ from nvidia.dali import fn, types
 
 from ._dali_util import as_float, on_device
 
-__all__ = ["trivial_augment"]
+__all__ = ["augment_one"]
 
 _LUMA = [0.2989, 0.587, 0.114] * 3  # torchvision's grayscale weights, in each of three channels
 _SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / np.float32(13)
 
 
-def trivial_augment(images: Any, params: Any, ctx: Any, fill: float) -> Any:
+def augment_one(images: Any, params: Any, ctx: Any, fill: float) -> Any:
+    """One op of the policy on every sample (``params``: each sample's 17 floats for it), cut back
+    to the pixel type as torchvision does after each op."""
     full = float(ctx.max_value)
     integer = full > 1.0
     rgb = getattr(ctx, "channels", 3) == 3

@@ -1,5 +1,6 @@
-"""TrivialAugment: one of 14 image ops at a random strength per sample (torchvision's
-``TrivialAugmentWide``, the ``ta_wide`` of its reference recipes and timm's)."""
+"""Automatic augmentation policies: TrivialAugment (one of 14 image ops at a random strength per
+sample: torchvision's ``TrivialAugmentWide``, the ``ta_wide`` of its reference recipes and timm's)
+and RandAugment (``num_ops`` of them at one strength: torchvision's, the recipes' ``ra``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..pixels import max_value
 from .affine import inverse_matrix, warp
 from .base import Op, register
 
-__all__ = ["AUGMENTATIONS", "TrivialAugmentWide", "augment"]
+__all__ = ["AUGMENTATIONS", "RandAugment", "TrivialAugmentWide", "augment"]
 
 #: The ops in torchvision's order (a sample's op is drawn by its index here).
 AUGMENTATIONS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
@@ -24,33 +25,102 @@ _LUMA = np.array([[0.2989, 0.587, 0.114]], np.float32)  # torchvision's grayscal
 _VALUES = np.arange(256, dtype=np.float32)  # every 8-bit value: per-value ops as 256-entry tables
 
 
-def _strengths(name: str, bins: int) -> tuple[np.ndarray | None, bool]:
-    """torchvision's wide magnitude bins of an op (None: it has none) and whether a sign is drawn."""
-    if name in ("ShearX", "ShearY", "Brightness", "Color", "Contrast", "Sharpness"):
-        return np.linspace(0.0, 0.99, bins, dtype=np.float32), True
+def _strengths(name: str, bins: int, height: int = 0, width: int = 0, wide: bool = True) -> tuple[np.ndarray | None, bool]:
+    """torchvision's magnitude bins of an op (None: it has none) and whether a sign is drawn:
+    TrivialAugmentWide's wide space, or RandAugment's (whose shifts scale with the image)."""
+    if name in ("ShearX", "ShearY"):
+        return np.linspace(0.0, 0.99 if wide else 0.3, bins, dtype=np.float32), True
+    if name in ("Brightness", "Color", "Contrast", "Sharpness"):
+        return np.linspace(0.0, 0.99 if wide else 0.9, bins, dtype=np.float32), True
     if name in ("TranslateX", "TranslateY"):
-        return np.linspace(0.0, 32.0, bins, dtype=np.float32), True
+        side = width if name == "TranslateX" else height
+        return np.linspace(0.0, 32.0 if wide else 150.0 / 331.0 * side, bins, dtype=np.float32), True
     if name == "Rotate":
-        return np.linspace(0.0, 135.0, bins, dtype=np.float32), True
+        return np.linspace(0.0, 135.0 if wide else 30.0, bins, dtype=np.float32), True
     if name == "Posterize":
-        return (8 - np.round(np.arange(bins) / ((bins - 1) / 6))).astype(np.float32), False
+        return (8 - np.round(np.arange(bins) / ((bins - 1) / (6 if wide else 4)))).astype(np.float32), False
     if name == "Solarize":
         return np.linspace(1.0, 0.0, bins, dtype=np.float32), False
     return None, False
 
 
+class _Policy(Op):
+    """What TrivialAugmentWide and RandAugment share: ``ops_per_sample`` ops from ``AUGMENTATIONS``
+    applied in turn, each drawn with its strength (``_pick``), each cut back to the pixel type as
+    torchvision's ``.to`` does. Parameters: ``PARAMS_PER_OP`` floats an op (its index in
+    AUGMENTATIONS and signed strength; then what DALI's lowering reads, ``_lowering_params``: the
+    warp's output -> source matrix (6), the blend's factor and the weights of what it blends with
+    (luma, luma's mean, smoothed: 3), posterize's bits, solarize's threshold, autocontrast's and
+    equalize's flags, whether the op clamps to full scale)."""
+
+    PARAMS_PER_OP: ClassVar[int] = 17
+    draw_needs_size: ClassVar[bool] = True  # a rotation turns about the image's centre
+    interpolation: ClassVar[str] = "nearest"  # the geometric ops' reads, as torchvision's
+    fill: float
+
+    @property
+    def ops_per_sample(self) -> int:
+        return 1
+
+    @property
+    def param_count(self) -> int:  # type: ignore[override]
+        return self.PARAMS_PER_OP * self.ops_per_sample
+
+    def _pick(self, rng: np.random.Generator, name: str, height: int, width: int) -> float:
+        raise NotImplementedError
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[tuple[int, float, np.ndarray], ...]:
+        drawn = []
+        for _ in range(self.ops_per_sample):
+            index = int(rng.integers(len(AUGMENTATIONS)))
+            name = AUGMENTATIONS[index]
+            magnitude = self._pick(rng, name, height, width)
+            matrix = _geometry(name, magnitude, height, width) if name in GEOMETRIC else IDENTITY
+            drawn.append((index, magnitude, matrix.astype(np.float32).astype(np.float64)))  # as the feed carries it
+        return tuple(drawn)
+
+    def apply(self, image: np.ndarray, params: tuple[tuple[int, float, np.ndarray], ...]) -> np.ndarray:
+        for index, magnitude, matrix in params:
+            if not image.size:
+                return image
+            if AUGMENTATIONS[index] in GEOMETRIC:
+                image = warp(image, matrix, self.fill, "nearest")
+            else:
+                image = augment(image, AUGMENTATIONS[index], magnitude, self.fill)
+        return image
+
+    def encode(self, params: tuple[tuple[int, float, np.ndarray], ...]) -> tuple[float, ...]:
+        return tuple(v for index, magnitude, matrix in params
+                     for v in (float(index), float(magnitude), *(float(m) for m in np.ravel(matrix)),
+                               *_lowering_params(AUGMENTATIONS[index], magnitude)))
+
+    def decode(self, values: Any) -> tuple[tuple[int, float, np.ndarray], ...]:
+        n = self.PARAMS_PER_OP
+        blocks = [values[k * n : (k + 1) * n] for k in range(self.ops_per_sample)]
+        return tuple((int(round(b[0])), float(b[1]), np.asarray(b[2:8], np.float64).reshape(2, 3)) for b in blocks)
+
+    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
+        from ._dali_autoaugment import augment_one
+
+        n = self.PARAMS_PER_OP
+        for k in range(self.ops_per_sample):
+            images = augment_one(images, params[k * n : (k + 1) * n], ctx, self.fill)
+        return images
+
+
 @register
 @dataclass(frozen=True)
-class TrivialAugmentWide(Op):
+class TrivialAugmentWide(_Policy):
     """torchvision's ``TrivialAugmentWide``: per sample, one op drawn from ``AUGMENTATIONS`` at a
     strength drawn from its ``num_magnitude_bins`` (negated half the time where it has a sign), with
     torchvision's formulas: shears and shifts (up to 32 px) and rotations (up to 135 degrees) with
     nearest-neighbour reads and ``fill`` (in the image's units); brightness, saturation ("Color"),
     contrast and sharpness blends; posterize, solarize, autocontrast and equalize. 8-bit images
     give torchvision's pixels, but where a geometric op's source point falls exactly between two
-    pixels, or a blend within float rounding of a whole level (one level off); 16-bit and float images take the same formulas at their own full scale (equalize:
-    through 8 bits, as torchvision's). "Color" changes RGB only; contrast uses the RGB luma's mean,
-    the mean of all values for other channel counts.
+    pixels, or a blend within float rounding of a whole level (one level off); 16-bit and float images
+    take the same formulas at their own full scale (equalize: through 8 bits, as torchvision's).
+    "Color" changes RGB only; contrast uses the RGB luma's mean, the mean of all values for other
+    channel counts.
 
     On the GPU (DALI's operators: every op's stage runs on every sample, left as it is where it is
     not the sample's) the pixels are the CPU's but for Equalize, which is DALI's (OpenCV's formula:
@@ -60,48 +130,46 @@ class TrivialAugmentWide(Op):
     num_magnitude_bins: int = 31
     fill: float = 0.0
 
-    #: the op's index in AUGMENTATIONS and its signed strength; then what DALI's lowering reads
-    #: (``_lowering_params``): the warp's output -> source matrix (6), the blend's factor and the
-    #: weights of what it blends with (luma, luma's mean, smoothed: 3), posterize's bits,
-    #: solarize's threshold, autocontrast's and equalize's flags, whether the op clamps to full scale
-    param_count: ClassVar[int] = 17
-    draw_needs_size: ClassVar[bool] = True  # a rotation turns about the image's centre
-    interpolation: ClassVar[str] = "nearest"  # the geometric ops' reads, as torchvision's
-
     def __post_init__(self) -> None:
         if self.num_magnitude_bins < 2:
             raise ValueError(f"TrivialAugmentWide num_magnitude_bins must be at least 2, got {self.num_magnitude_bins}")
 
-    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[int, float, np.ndarray]:
-        index = int(rng.integers(len(AUGMENTATIONS)))
-        name = AUGMENTATIONS[index]
+    def _pick(self, rng: np.random.Generator, name: str, height: int, width: int) -> float:
         strengths, signed = _strengths(name, self.num_magnitude_bins)
         magnitude = float(strengths[rng.integers(len(strengths))]) if strengths is not None else 0.0
-        if signed and rng.integers(2):
-            magnitude = -magnitude
-        matrix = _geometry(name, magnitude, height, width) if name in GEOMETRIC else IDENTITY
-        return index, magnitude, matrix.astype(np.float32).astype(np.float64)  # as the feed carries it
+        return -magnitude if signed and rng.integers(2) else magnitude
 
-    def apply(self, image: np.ndarray, params: tuple[int, float, np.ndarray]) -> np.ndarray:
-        index, magnitude, matrix = params
-        if not image.size:
-            return image
-        if AUGMENTATIONS[index] in GEOMETRIC:
-            return warp(image, matrix, self.fill, "nearest")
-        return augment(image, AUGMENTATIONS[index], magnitude, self.fill)
 
-    def encode(self, params: tuple[int, float, np.ndarray]) -> tuple[float, ...]:
-        index, magnitude, matrix = params
-        return (float(index), float(magnitude), *(float(v) for v in np.ravel(matrix)),
-                *_lowering_params(AUGMENTATIONS[index], magnitude))
+@register
+@dataclass(frozen=True)
+class RandAugment(_Policy):
+    """torchvision's ``RandAugment``: ``num_ops`` ops in turn, each drawn from ``AUGMENTATIONS``,
+    all at strength bin ``magnitude`` of ``num_magnitude_bins`` (negated half the time where an op
+    has a sign), in RandAugment's space (shears up to 0.3, shifts up to 150/331 of the side, rotations
+    up to 30 degrees, blends up to 0.9, posterize to 4 bits). The same ops, formulas and GPU path as
+    ``TrivialAugmentWide``; torchvision's reference recipes' ``ra``.
+    """
 
-    def decode(self, values: Any) -> tuple[int, float, np.ndarray]:
-        return int(round(values[0])), float(values[1]), np.asarray(values[2:8], np.float64).reshape(2, 3)
+    num_ops: int = 2
+    magnitude: int = 9
+    num_magnitude_bins: int = 31
+    fill: float = 0.0
 
-    def dali(self, images: Any, params: Any, ctx: Any) -> Any:
-        from ._dali_autoaugment import trivial_augment
+    def __post_init__(self) -> None:
+        if self.num_ops < 1:
+            raise ValueError(f"RandAugment num_ops must be at least 1, got {self.num_ops}")
+        if not 0 <= self.magnitude < self.num_magnitude_bins:
+            raise ValueError(f"RandAugment magnitude must be a bin in 0..{self.num_magnitude_bins - 1}, "
+                             f"got {self.magnitude}")
 
-        return trivial_augment(images, params, ctx, self.fill)
+    @property
+    def ops_per_sample(self) -> int:
+        return self.num_ops
+
+    def _pick(self, rng: np.random.Generator, name: str, height: int, width: int) -> float:
+        strengths, signed = _strengths(name, self.num_magnitude_bins, height, width, wide=False)
+        magnitude = float(strengths[self.magnitude]) if strengths is not None else 0.0
+        return -magnitude if signed and rng.random() <= 0.5 else magnitude
 
 
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
