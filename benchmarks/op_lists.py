@@ -15,6 +15,7 @@ The lists (DESIGN.md section 5; "size" is ``--image-size``):
   vertical flips, RandomAffine(15 degrees, shifts of 6.25%, scale 0.9-1.1: albumentations'
   ShiftScaleRotate as Kaggle lists write it; bilinear on both sides); ``trivialaugment``: the preset
   + TrivialAugmentWide (torchvision's reference recipes' ``ta_wide``, on uint8 before Normalize);
+  ``randaugment``: the same with RandAugment(num_ops=2, magnitude=9) (the recipes' ``ra``);
   ``blur``: + GaussianBlur
   (sigma 0.1-2, p=0.5, kernel 13 in torchvision, which needs one; fastload's window follows the
   sigma); ``custom``: the preset + a trivial custom op after Normalize (``@fastload.op``
@@ -74,7 +75,7 @@ from fastload.training import endless_batches  # noqa: E402
 __all__ = ["BASELINES", "DATA_KINDS", "LISTS", "FileDataset", "fastload_ops", "main", "measure", "prepare",
            "scale", "torchvision_dataset", "torchvision_ops"]
 
-LISTS = ("preset", "colorjitter", "radiology", "affine", "trivialaugment", "blur", "custom", "eval", "resize-crop", "uint8", "gray16",
+LISTS = ("preset", "colorjitter", "radiology", "affine", "trivialaugment", "randaugment", "blur", "custom", "eval", "resize-crop", "uint8", "gray16",
          "gray16-raw", "ch6", "ch6-raw", "float32")
 # The data each list runs on: generated photos (or --data), 16-bit gray PNGs, 6-channel arrays,
 # float32 RGB arrays.
@@ -123,6 +124,7 @@ def fastload_ops(name: str, size: int) -> list[Any]:
             "radiology": [crop, hv, ops.Rotate(max_degrees=15), norm],
             "affine": [crop, hv, ops.RandomAffine(**AFFINE), norm],
             "trivialaugment": [crop, ops.Flip(), ops.TrivialAugmentWide(), norm],
+            "randaugment": [crop, ops.Flip(), ops.RandAugment(num_ops=2, magnitude=9), norm],
             "blur": [crop, ops.Flip(), ops.GaussianBlur(sigma=BLUR_SIGMA, p=BLUR_P), norm],
             "custom": [crop, ops.Flip(), norm, scale],
             "eval": [ops.Resize(shorter=_resize_side(size)), ops.CenterCrop(size), norm],
@@ -151,6 +153,7 @@ def torchvision_ops(name: str, size: int) -> Any:
              "radiology": [v2.RandomVerticalFlip(), v2.RandomRotation(15)],
              "affine": [v2.RandomVerticalFlip(), v2.RandomAffine(**AFFINE, interpolation=v2.InterpolationMode.BILINEAR)],
              "trivialaugment": [v2.TrivialAugmentWide()],
+             "randaugment": [v2.RandAugment(num_ops=2, magnitude=9)],
              "blur": [v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=BLUR_P)],
              "gray16": [v2.RandomVerticalFlip()], "ch6": [v2.RandomVerticalFlip()], "float32": [v2.RandomVerticalFlip()]}[name]
     mean, std = {"gray16": (GRAY_MEAN, GRAY_STD), "ch6": (CH6_MEAN, CH6_STD),

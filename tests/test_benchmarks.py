@@ -363,7 +363,8 @@ def test_op_lists_compare_every_list_with_torchvision_on_the_same_ops(tiny_data,
 
 
 @pytest.mark.skipif(loaders.LOADERS["torchvision"].unavailable() is not None, reason="no torchvision")
-@pytest.mark.parametrize("name", ["colorjitter", "radiology", "affine", "trivialaugment", "blur", "resize-crop"])
+@pytest.mark.parametrize("name", ["colorjitter", "radiology", "affine", "trivialaugment", "randaugment", "blur",
+                                  "resize-crop"])
 def test_op_lists_build_the_same_ops_on_both_sides(name):
     """The photo lists the loader test leaves out: fastload's ops and torchvision's make one
     image into the same shape and type."""

@@ -271,12 +271,14 @@ def _blended(image: np.ndarray, name: str, factor: float) -> np.ndarray:
     height, width = image.shape[:2]  # Sharpness: the inner pixels blended with their 3x3 smoothing
     if height <= 2 or width <= 2:
         return image
-    smooth = cv2.filter2D(x, -1, _SHARPEN, borderType=cv2.BORDER_REPLICATE).reshape(x.shape)[1:-1, 1:-1]
+    smooth = cv2.filter2D(x, -1, _SHARPEN, borderType=cv2.BORDER_REPLICATE).reshape(x.shape)
     if integer:
-        smooth = np.round(smooth)
-    inner = x[1:-1, 1:-1]
-    inner += (smooth - inner) * g
-    return _finished(x, image.dtype)
+        np.rint(smooth, out=smooth)
+    # whole contiguous planes in one OpenCV pass (the inner view's NumPy arithmetic was ~2x slower),
+    # then the border put back: torchvision blends the inner pixels only
+    out = cv2.addWeighted(x, float(f), smooth, float(g), 0.0).reshape(x.shape)
+    out[0], out[-1], out[:, 0], out[:, -1] = x[0], x[-1], x[:, 0], x[:, -1]
+    return _finished(out, image.dtype)
 
 
 def _posterize(image: np.ndarray, bits: int) -> np.ndarray:
