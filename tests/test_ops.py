@@ -61,6 +61,7 @@ BUILTIN = [
     ops.GaussianBlur(sigma=(0.5, 1.5)),
     ops.TrivialAugmentWide(),
     ops.RandAugment(num_ops=2, magnitude=15),
+    ops.AutoAugment("svhn"),  # inverts often
     ops.Normalize(),
 ]
 
@@ -418,13 +419,40 @@ def test_rand_augment_draws_num_ops_at_torchvisions_strengths(bins, magnitude):
     assert np.array_equal(op.apply(image, drawn), one_by_one)
 
 
+@pytest.mark.parametrize("policy", ["imagenet", "cifar10", "svhn"])
+def test_auto_augment_runs_torchvisions_policies_with_their_probabilities(policy):
+    """The sub-policies are torchvision's; each step runs with its probability at its bin's
+    strength (RandAugment's space, 10 bins); Invert is torchvision's on 8-bit images."""
+    import torch
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as F
+
+    from fastload.ops._policies import POLICIES
+    from fastload.ops.autoaugment import OPERATIONS
+
+    theirs = v2.AutoAugment(v2.AutoAugmentPolicy(policy))
+    assert [tuple(tuple(step) for step in sub) for sub in theirs._policies] == list(POLICIES[policy])
+    op = ops.AutoAugment(policy)
+    names = {name for sub in POLICIES[policy] for name, _, _ in sub}
+    ran = {OPERATIONS[index] for seed in range(300) for index, _, _ in op.draw(np.random.default_rng(seed), 40, 46)}
+    assert ran == names | {"Identity"}  # every step named, and skipped ones as the identity
+    image = IMAGES["rgb8"]
+    inverted = op.apply(image, ((OPERATIONS.index("Invert"), 0.0, np.eye(2, 3)),) * 2)
+    once = F.invert(torch.from_numpy(image).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    assert np.array_equal(inverted, image) and np.array_equal(op.apply(image, ((14, 0.0, np.eye(2, 3)),)), once)
+
+
 @dataclass(frozen=True)
 class _OneAugmentation(ops.TrivialAugmentWide):
-    """TrivialAugmentWide held to one of its ops (its strength still drawn)."""
+    """TrivialAugmentWide held to one of its ops (its strength still drawn; 14: AutoAugment's Invert)."""
 
     only: int = 0
 
     def draw(self, rng, height, width):
+        from fastload.ops.autoaugment import _step
+
+        if self.only == 14:  # AutoAugment's Invert
+            return (_step("Invert", 0.0, height, width),)
         while True:
             params = super().draw(rng, height, width)
             if params[0][0] == self.only:
@@ -432,11 +460,11 @@ class _OneAugmentation(ops.TrivialAugmentWide):
 
 
 @needs_dali
-@pytest.mark.parametrize("index", range(14))
+@pytest.mark.parametrize("index", range(15))
 @pytest.mark.parametrize("kind", sorted(IMAGES))
 def test_dali_runs_each_trivial_augment_op_as_numpy(kind, index):
-    """DALI's lowering runs all 14 ops on every sample, each left as it is where it is not the
-    sample's: the drawn one's pixels, the others' untouched."""
+    """DALI's lowering runs all the policies' ops on every sample, each left as it is where it is
+    not the sample's: the drawn one's pixels, the others' untouched."""
     from dali_helpers import run_dali
 
     from fastload.ops.base import sample_rng
@@ -468,7 +496,7 @@ def test_dali_runs_each_trivial_augment_op_as_numpy(kind, index):
     lambda: ops.RandomAffine(interpolation="bicubic"), lambda: ops.ColorJitter(0.4, p=1.5),
     lambda: ops.RandomSolarize(threshold=128), lambda: ops.RandomSolarize(p=-0.1),
     lambda: ops.TrivialAugmentWide(num_magnitude_bins=1), lambda: ops.RandAugment(num_ops=0),
-    lambda: ops.RandAugment(magnitude=31),
+    lambda: ops.RandAugment(magnitude=31), lambda: ops.AutoAugment("imagenet2012"),
 ])
 def test_bad_settings_fail_at_construction(bad):
     with pytest.raises(ValueError):

@@ -1,7 +1,7 @@
 """Augmentation operators: one spec each, run by NumPy (torch backend) or DALI."""
 
 from .affine import RandomAffine
-from .autoaugment import RandAugment, TrivialAugmentWide
+from .autoaugment import AutoAugment, RandAugment, TrivialAugmentWide
 from .base import REGISTRY, Op, OpError, register
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale, RandomSolarize
@@ -17,6 +17,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "REGISTRY",
+    "AutoAugment",
     "BatchOp",
     "CenterCrop",
     "ChannelIntensityScale",

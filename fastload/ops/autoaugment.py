@@ -1,6 +1,7 @@
 """Automatic augmentation policies: TrivialAugment (one of 14 image ops at a random strength per
-sample: torchvision's ``TrivialAugmentWide``, the ``ta_wide`` of its reference recipes and timm's)
-and RandAugment (``num_ops`` of them at one strength: torchvision's, the recipes' ``ra``)."""
+sample: torchvision's ``TrivialAugmentWide``, the ``ta_wide`` of its reference recipes and timm's),
+RandAugment (``num_ops`` of them at one strength: torchvision's, the recipes' ``ra``) and
+AutoAugment (the paper's learned policies)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ import cv2
 import numpy as np
 
 from ..pixels import max_value
+from ._policies import POLICIES
 from .affine import inverse_matrix, warp
 from .base import Op, register
 
-__all__ = ["AUGMENTATIONS", "RandAugment", "TrivialAugmentWide", "augment"]
+__all__ = ["AUGMENTATIONS", "OPERATIONS", "AutoAugment", "RandAugment", "TrivialAugmentWide", "augment"]
 
-#: The ops in torchvision's order (a sample's op is drawn by its index here).
+#: The ops TrivialAugment and RandAugment draw from, in torchvision's order (by index here).
 AUGMENTATIONS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
                  "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
+#: Every op a policy may name (AutoAugment's also invert); an op's parameters hold its index here.
+OPERATIONS = (*AUGMENTATIONS, "Invert")
 _SHARPEN = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / np.float32(13)
 _LUMA = np.array([[0.2989, 0.587, 0.114]], np.float32)  # torchvision's grayscale weights
 _VALUES = np.arange(256, dtype=np.float32)  # every 8-bit value: per-value ops as 256-entry tables
@@ -72,27 +76,24 @@ class _Policy(Op):
     def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[tuple[int, float, np.ndarray], ...]:
         drawn = []
         for _ in range(self.ops_per_sample):
-            index = int(rng.integers(len(AUGMENTATIONS)))
-            name = AUGMENTATIONS[index]
-            magnitude = self._pick(rng, name, height, width)
-            matrix = _geometry(name, magnitude, height, width) if name in GEOMETRIC else IDENTITY
-            drawn.append((index, magnitude, matrix.astype(np.float32).astype(np.float64)))  # as the feed carries it
+            name = AUGMENTATIONS[int(rng.integers(len(AUGMENTATIONS)))]
+            drawn.append(_step(name, self._pick(rng, name, height, width), height, width))
         return tuple(drawn)
 
     def apply(self, image: np.ndarray, params: tuple[tuple[int, float, np.ndarray], ...]) -> np.ndarray:
         for index, magnitude, matrix in params:
             if not image.size:
                 return image
-            if AUGMENTATIONS[index] in GEOMETRIC:
+            if OPERATIONS[index] in GEOMETRIC:
                 image = warp(image, matrix, self.fill, "nearest")
             else:
-                image = augment(image, AUGMENTATIONS[index], magnitude, self.fill)
+                image = augment(image, OPERATIONS[index], magnitude, self.fill)
         return image
 
     def encode(self, params: tuple[tuple[int, float, np.ndarray], ...]) -> tuple[float, ...]:
         return tuple(v for index, magnitude, matrix in params
                      for v in (float(index), float(magnitude), *(float(m) for m in np.ravel(matrix)),
-                               *_lowering_params(AUGMENTATIONS[index], magnitude)))
+                               *_lowering_params(OPERATIONS[index], magnitude)))
 
     def decode(self, values: Any) -> tuple[tuple[int, float, np.ndarray], ...]:
         n = self.PARAMS_PER_OP
@@ -172,6 +173,47 @@ class RandAugment(_Policy):
         return -magnitude if signed and rng.random() <= 0.5 else magnitude
 
 
+@register
+@dataclass(frozen=True)
+class AutoAugment(_Policy):
+    """torchvision's ``AutoAugment``: per sample, one of the ``policy``'s 25 learned sub-policies
+    (``"imagenet"``, ``"cifar10"`` or ``"svhn"``: the AutoAugment paper's, as torchvision lists them),
+    whose two steps each run with their probability at their strength bin of 10 (RandAugment's
+    space; negated half the time where the op has a sign). The ops are TrivialAugmentWide's and
+    Invert (``full - x``); the same formulas and GPU path; the recipes' ``imagenet`` auto-augment.
+    """
+
+    policy: str = "imagenet"
+    fill: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"AutoAugment policy must be one of {sorted(POLICIES)}, got {self.policy!r}")
+
+    @property
+    def ops_per_sample(self) -> int:
+        return 2
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[tuple[int, float, np.ndarray], ...]:
+        steps = POLICIES[self.policy][int(rng.integers(len(POLICIES[self.policy])))]
+        drawn = []
+        for name, probability, strength in steps:
+            if not rng.random() <= probability:
+                drawn.append(_step("Identity", 0.0, height, width))
+                continue
+            strengths, signed = _strengths(name, 10, height, width, wide=False)
+            magnitude = float(strengths[strength]) if strengths is not None and strength is not None else 0.0
+            drawn.append(_step(name, -magnitude if signed and rng.random() <= 0.5 else magnitude, height, width))
+        return tuple(drawn)
+
+
+def _step(name: str, magnitude: float, height: int, width: int) -> tuple[int, float, np.ndarray]:
+    """One drawn op as a policy's parameters hold it: its index in OPERATIONS, its signed strength
+    and its warp's matrix (the identity but for geometric ops), in float32 as the feed carries it."""
+    matrix = _geometry(name, magnitude, height, width) if name in GEOMETRIC else IDENTITY
+    return OPERATIONS.index(name), magnitude, matrix.astype(np.float32).astype(np.float64)
+
+
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 NO_POSTERIZE, NO_SOLARIZE = 99.0, 2.0  # more bits than any pixel type has; above full scale
@@ -187,7 +229,7 @@ def _lowering_params(name: str, magnitude: float) -> tuple[float, ...]:
         weights = {"Brightness": (0.0, 0.0, 0.0), "Color": (1.0, 0.0, 0.0), "Contrast": (0.0, 1.0, 0.0),
                    "Sharpness": (0.0, 0.0, 1.0)}[name]
     bits = float(int(magnitude)) if name == "Posterize" else NO_POSTERIZE
-    threshold = magnitude if name == "Solarize" else NO_SOLARIZE
+    threshold = magnitude if name == "Solarize" else 0.0 if name == "Invert" else NO_SOLARIZE
     clamps = name in ("Brightness", "Color", "Contrast", "Sharpness", "AutoContrast")
     return (factor, *weights, bits, threshold, float(name == "AutoContrast"), float(name == "Equalize"), float(clamps))
 
@@ -206,6 +248,8 @@ def augment(image: np.ndarray, name: str, magnitude: float, fill: float = 0.0) -
         return _posterize(image, int(magnitude))
     if name == "Solarize":
         return _solarize(image, magnitude)
+    if name == "Invert":  # solarize at 0 (what DALI's lowering runs): every value of an unsigned or 0..1 image
+        return _solarize(image, 0.0)
     if name == "AutoContrast":
         return _autocontrast(image)
     if name == "Equalize":
