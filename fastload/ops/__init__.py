@@ -6,6 +6,7 @@ from .base import REGISTRY, Op, OpError, register
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale, RandomSolarize
 from .config import from_config, save_config, to_config
+from .convert import from_torchvision
 from .custom import BatchOp, CustomOp, CustomOpError, array_namespace, batch_op, op, run_numpy
 from .geometry import CenterCrop, Flip, RandomCrop, RandomResizedCrop, Resize
 from .library import ChannelIntensityScale, GaussianNoise, HistogramEqualization, RandomErasing
@@ -44,6 +45,7 @@ __all__ = [
     "array_namespace",
     "batch_op",
     "from_config",
+    "from_torchvision",
     "op",
     "preset",
     "register",

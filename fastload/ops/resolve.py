@@ -9,16 +9,19 @@ from typing import Any
 from ..config_files import is_config_path
 from .base import Op
 from .config import from_config
+from .convert import from_torchvision, is_torchvision_transform
 from .presets import preset
 
 __all__ = ["resolve_ops", "store_mean_std"]
 
 
-def resolve_ops(augment: str | Sequence[Op] | None, image_size: int, mean: Any, std: Any) -> list[Op]:
+def resolve_ops(augment: str | Sequence[Op] | Any | None, image_size: int, mean: Any, std: Any) -> list[Op]:
     """The ops of ``augment``: None (no ops), a preset ("train", "eval"), a JSON/YAML op list,
-    or a sequence of fastload ops."""
+    a sequence of fastload ops, or a torchvision transform pipeline (``from_torchvision``)."""
     if augment is None:
         return []
+    if is_torchvision_transform(augment):
+        return from_torchvision(augment)
     if isinstance(augment, (str, os.PathLike)):
         text = os.fspath(augment)
         if is_config_path(text):
