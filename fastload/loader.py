@@ -211,7 +211,8 @@ class Loader:
         batch_size: samples per batch (per rank).
         augment: "train" (random-resized crop, horizontal flip, normalize), "eval" (resize the
             shorter side to size/0.875, center crop, normalize), a list of ops, a path to a
-            JSON/YAML op list, or None (decoded images; only when all have one size).
+            JSON/YAML op list, a torchvision transform pipeline (``ops.from_torchvision``), or None
+            (decoded images; only when all have one size).
         image_size: output side for the presets.
         shuffle: a new order every epoch, from (seed, epoch). Default False, as DataLoader.
         seed: seed of the order and of the augmentations (default: from ``generator``, else 0).
@@ -275,7 +276,7 @@ class Loader:
         source: str | os.PathLike[str] | Sequence[str] | Store,
         *,
         batch_size: int = 64,
-        augment: str | Sequence[Op] | None = "train",
+        augment: str | Sequence[Op] | Any | None = "train",
         image_size: int = 224,
         shuffle: bool | None = False,
         seed: int | None = None,
