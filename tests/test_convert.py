@@ -47,6 +47,7 @@ def test_geometry_and_policies_convert(T):
     assert got[5].padding_mode == "reflect" and got[5].size == 32 and not got[5].pad_if_needed
     assert got[6:] == [ops.TrivialAugmentWide(), ops.RandAugment(num_ops=2, magnitude=9), ops.AutoAugment("cifar10")]
     assert ops.from_torchvision(T.Resize((256, 256))) == [ops.Resize(size=(256, 256))]  # exactly, not the shorter side
+    assert ops.from_torchvision(T.RandomErasing(value="random")) == [ops.RandomErasing(value="random")]
 
 
 def test_converted_ops_give_torchvisions_pixels_where_nothing_is_random():

@@ -195,7 +195,7 @@ def _policy(step: Any, scaled: bool) -> Op:
 
 
 def _erasing(step: Any, scaled: bool) -> Op:
-    value = step.value
+    value = "random" if step.value is None else step.value  # v2 keeps value="random" as None
     if isinstance(value, (list, tuple)):
         values = {float(v) for v in value}
         if len(values) != 1:
