@@ -48,6 +48,7 @@ def test_geometry_and_policies_convert(T):
     assert got[6:] == [ops.TrivialAugmentWide(), ops.RandAugment(num_ops=2, magnitude=9), ops.AutoAugment("cifar10")]
     assert ops.from_torchvision(T.Resize((256, 256))) == [ops.Resize(size=(256, 256))]  # exactly, not the shorter side
     assert ops.from_torchvision(T.RandomErasing(value="random")) == [ops.RandomErasing(value="random")]
+    assert ops.from_torchvision(T.Grayscale(num_output_channels=3)) == [ops.RandomGrayscale(p=1.0)]
 
 
 def test_converted_ops_give_torchvisions_pixels_where_nothing_is_random():
@@ -69,6 +70,7 @@ def test_converted_ops_give_torchvisions_pixels_where_nothing_is_random():
     (v2.RandomRotation(10, expand=True), "expand=False"),
     (v2.RandomAffine(10, fill=(0, 10, 20)), "one value"),
     (v2.TrivialAugmentWide(interpolation=v2.InterpolationMode.BILINEAR), "nearest"),
+    (v2.Grayscale(), "keeps the channel count"),
 ])
 def test_what_does_not_carry_over_is_refused_by_name(transform, match):
     with pytest.raises(ValueError, match=match):

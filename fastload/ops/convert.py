@@ -176,6 +176,14 @@ def _grayscale(step: Any, scaled: bool) -> Op:
     return RandomGrayscale(p=gray.p * p)
 
 
+def _to_gray(step: Any, scaled: bool) -> Op:
+    if step.num_output_channels != 3:
+        raise ValueError(f"torchvision's {step!r}: fastload keeps the channel count through the ops (a store "
+                         "of grayscale images gives 1-channel batches); for RGB images keep three channels "
+                         "with Grayscale(num_output_channels=3)")
+    return RandomGrayscale(p=1.0)
+
+
 def _solarize(step: Any, scaled: bool) -> Op:
     solarize, p = _unwrap(step)
     threshold = float(solarize.threshold) if scaled else float(solarize.threshold) / 255.0  # PIL: 8-bit units
@@ -216,6 +224,7 @@ _CONVERTERS: Mapping[str, Callable[[Any, bool], Op]] = MappingProxyType({
     "RandomAffine": _affine,
     "ColorJitter": _color_jitter,
     "RandomGrayscale": _grayscale,
+    "Grayscale": _to_gray,
     "GaussianBlur": _blur,
     "RandomSolarize": _solarize,
     "TrivialAugmentWide": _policy,
