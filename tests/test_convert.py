@@ -49,6 +49,11 @@ def test_geometry_and_policies_convert(T):
     assert ops.from_torchvision(T.Resize((256, 256))) == [ops.Resize(size=(256, 256))]  # exactly, not the shorter side
     assert ops.from_torchvision(T.RandomErasing(value="random")) == [ops.RandomErasing(value="random")]
     assert ops.from_torchvision(T.Grayscale(num_output_channels=3)) == [ops.RandomGrayscale(p=1.0)]
+    adjustments = T.Compose([T.RandomEqualize(0.3), T.RandomAutocontrast(0.4), T.RandomInvert(0.1),
+                             T.RandomPosterize(5, p=0.2), T.RandomAdjustSharpness(1.5, p=0.6)])
+    assert ops.from_torchvision(adjustments) == [ops.RandomEqualize(0.3), ops.RandomAutocontrast(0.4),
+                                                ops.RandomInvert(0.1), ops.RandomPosterize(5, p=0.2),
+                                                ops.RandomAdjustSharpness(1.5, p=0.6)]
 
 
 def test_converted_ops_give_torchvisions_pixels_where_nothing_is_random():

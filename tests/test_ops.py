@@ -62,8 +62,13 @@ BUILTIN = [
     ops.TrivialAugmentWide(),
     ops.RandAugment(num_ops=2, magnitude=15),
     ops.AutoAugment("svhn"),  # inverts often
+    ops.RandomEqualize(p=0.5), ops.RandomAutocontrast(p=1.0), ops.RandomInvert(p=0.5),
+    ops.RandomPosterize(bits=3, p=1.0), ops.RandomAdjustSharpness(sharpness_factor=2.0, p=1.0),
     ops.Normalize(),
 ]
+
+
+QUANTIZING = (ops.RandomEqualize, ops.RandomPosterize)  # fewer levels is what they do (equalize: on 8 bits)
 
 
 def _id(value):
@@ -78,7 +83,7 @@ def test_every_op_keeps_channels_and_pixel_type(op, kind):
     assert out.ndim == 3 and out.shape[2] == image.shape[2]
     expected = np.float32 if isinstance(op, ops.Normalize) else image.dtype
     assert out.dtype == expected
-    if kind == "gray16":  # no silent truncation to 8 bits
+    if kind == "gray16" and not isinstance(op, QUANTIZING):  # no silent truncation to 8 bits
         assert len(np.unique(out)) > 256
 
 
@@ -442,6 +447,25 @@ def test_auto_augment_runs_torchvisions_policies_with_their_probabilities(policy
     assert np.array_equal(inverted, image) and np.array_equal(op.apply(image, ((14, 0.0, np.eye(2, 3)),)), once)
 
 
+@pytest.mark.parametrize("ours,theirs", [
+    (ops.RandomEqualize(p=1.0), "equalize"), (ops.RandomAutocontrast(p=1.0), "autocontrast"),
+    (ops.RandomInvert(p=1.0), "invert"), (ops.RandomPosterize(bits=3, p=1.0), "posterize"),
+    (ops.RandomAdjustSharpness(sharpness_factor=2.0, p=1.0), "adjust_sharpness"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_single_adjustments_are_torchvisions(ours, theirs):
+    """torchvision's RandomEqualize & co on 8-bit images (sharpness: a blend, within one level)."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    image = np.clip(smooth(40, 46, 3, np.uint8).astype(int) + np.random.default_rng(0).integers(-30, 30, (40, 46, 3)),
+                    0, 255).astype(np.uint8)
+    args = {"posterize": (3,), "adjust_sharpness": (2.0,)}.get(theirs, ())
+    want = getattr(F, theirs)(torch.from_numpy(image).permute(2, 0, 1), *args).permute(1, 2, 0).numpy()
+    got = ours.numpy(image, np.random.default_rng(0))
+    assert got.dtype == np.uint8 and np.abs(got.astype(int) - want).max() <= (1 if theirs == "adjust_sharpness" else 0)
+    assert type(ours)(p=0.0).numpy(image, np.random.default_rng(0)) is image
+
+
 @dataclass(frozen=True)
 class _OneAugmentation(ops.TrivialAugmentWide):
     """TrivialAugmentWide held to one of its ops (its strength still drawn; 14: AutoAugment's Invert)."""
@@ -497,6 +521,7 @@ def test_dali_runs_each_trivial_augment_op_as_numpy(kind, index):
     lambda: ops.RandomSolarize(threshold=128), lambda: ops.RandomSolarize(p=-0.1),
     lambda: ops.TrivialAugmentWide(num_magnitude_bins=1), lambda: ops.RandAugment(num_ops=0),
     lambda: ops.RandAugment(magnitude=31), lambda: ops.AutoAugment("imagenet2012"),
+    lambda: ops.RandomEqualize(p=2), lambda: ops.RandomPosterize(bits=9), lambda: ops.RandomAdjustSharpness(-1),
 ])
 def test_bad_settings_fail_at_construction(bad):
     with pytest.raises(ValueError):
@@ -545,7 +570,7 @@ def test_dali_agrees_with_numpy_for_every_op(op, kind, device):
             assert (diff > worst).mean() <= 0.005, (diff > worst).mean()
             continue
         assert diff.max() <= worst and diff.mean() <= mean, (diff.max(), diff.mean())
-    if kind == "gray16" and not isinstance(op, ops.Normalize):
+    if kind == "gray16" and not isinstance(op, (ops.Normalize, *QUANTIZING)):
         assert len(np.unique(outs[0])) > 256  # 16 bits survive
     assert np.array_equal(outs, run_dali([op], batch, seed=5, device=device))  # seeded: replays
 

@@ -1,7 +1,16 @@
 """Augmentation operators: one spec each, run by NumPy (torch backend) or DALI."""
 
 from .affine import RandomAffine
-from .autoaugment import AutoAugment, RandAugment, TrivialAugmentWide
+from .autoaugment import (
+    AutoAugment,
+    RandAugment,
+    RandomAdjustSharpness,
+    RandomAutocontrast,
+    RandomEqualize,
+    RandomInvert,
+    RandomPosterize,
+    TrivialAugmentWide,
+)
 from .base import REGISTRY, Op, OpError, register
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale, RandomSolarize
@@ -33,10 +42,15 @@ __all__ = [
     "Op",
     "OpError",
     "RandAugment",
+    "RandomAdjustSharpness",
     "RandomAffine",
+    "RandomAutocontrast",
     "RandomCrop",
+    "RandomEqualize",
     "RandomErasing",
     "RandomGrayscale",
+    "RandomInvert",
+    "RandomPosterize",
     "RandomResizedCrop",
     "RandomSolarize",
     "Resize",

@@ -17,7 +17,8 @@ from ._policies import POLICIES
 from .affine import inverse_matrix, warp
 from .base import Op, register
 
-__all__ = ["AUGMENTATIONS", "OPERATIONS", "AutoAugment", "RandAugment", "TrivialAugmentWide", "augment"]
+__all__ = ["AUGMENTATIONS", "OPERATIONS", "AutoAugment", "RandAugment", "RandomAdjustSharpness", "RandomAutocontrast",
+           "RandomEqualize", "RandomInvert", "RandomPosterize", "TrivialAugmentWide", "augment"]
 
 #: The ops TrivialAugment and RandAugment draw from, in torchvision's order (by index here).
 AUGMENTATIONS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
@@ -205,6 +206,103 @@ class AutoAugment(_Policy):
             magnitude = float(strengths[strength]) if strengths is not None and strength is not None else 0.0
             drawn.append(_step(name, -magnitude if signed and rng.random() <= 0.5 else magnitude, height, width))
         return tuple(drawn)
+
+
+class _OneStep(_Policy):
+    """torchvision's single random adjustments (RandomEqualize & co): one op with probability ``p``,
+    on the policies' formulas and GPU path."""
+
+    fill: ClassVar[float] = 0.0  # no geometry: nothing to fill
+    p: float
+
+    def _named(self) -> tuple[str, float]:
+        raise NotImplementedError
+
+    def _check_p(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"{type(self).__name__} p must be within 0..1, got {self.p!r}")
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[tuple[int, float, np.ndarray], ...]:
+        name, magnitude = self._named() if rng.random() < self.p else ("Identity", 0.0)
+        return (_step(name, magnitude, height, width),)
+
+
+@register
+@dataclass(frozen=True)
+class RandomEqualize(_OneStep):
+    """torchvision's ``RandomEqualize``: PIL's histogram equalization of each channel, with
+    probability ``p`` (16-bit and float images through 8 bits, as torchvision's)."""
+
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        self._check_p()
+
+    def _named(self) -> tuple[str, float]:
+        return "Equalize", 0.0
+
+
+@register
+@dataclass(frozen=True)
+class RandomAutocontrast(_OneStep):
+    """torchvision's ``RandomAutocontrast``: each channel stretched to full scale, with probability ``p``."""
+
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        self._check_p()
+
+    def _named(self) -> tuple[str, float]:
+        return "AutoContrast", 0.0
+
+
+@register
+@dataclass(frozen=True)
+class RandomInvert(_OneStep):
+    """torchvision's ``RandomInvert``: ``full - x``, with probability ``p``."""
+
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        self._check_p()
+
+    def _named(self) -> tuple[str, float]:
+        return "Invert", 0.0
+
+
+@register
+@dataclass(frozen=True)
+class RandomPosterize(_OneStep):
+    """torchvision's ``RandomPosterize``: the top ``bits`` bits of each value, with probability ``p``."""
+
+    bits: int = 4
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        self._check_p()
+        if not 0 <= self.bits <= 8:
+            raise ValueError(f"RandomPosterize bits must be within 0..8, got {self.bits!r}")
+
+    def _named(self) -> tuple[str, float]:
+        return "Posterize", float(self.bits)
+
+
+@register
+@dataclass(frozen=True)
+class RandomAdjustSharpness(_OneStep):
+    """torchvision's ``RandomAdjustSharpness``: the image blended with its 3x3 smoothing by
+    ``sharpness_factor`` (0 smooth, 1 unchanged, 2 sharper), with probability ``p``."""
+
+    sharpness_factor: float = 2.0
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        self._check_p()
+        if self.sharpness_factor < 0:
+            raise ValueError(f"RandomAdjustSharpness sharpness_factor must be non-negative, got {self.sharpness_factor!r}")
+
+    def _named(self) -> tuple[str, float]:
+        return "Sharpness", float(self.sharpness_factor) - 1.0
 
 
 def _step(name: str, magnitude: float, height: int, width: int) -> tuple[int, float, np.ndarray]:

@@ -16,7 +16,16 @@ from types import MappingProxyType
 from typing import Any
 
 from .affine import RandomAffine
-from .autoaugment import AutoAugment, RandAugment, TrivialAugmentWide
+from .autoaugment import (
+    AutoAugment,
+    RandAugment,
+    RandomAdjustSharpness,
+    RandomAutocontrast,
+    RandomEqualize,
+    RandomInvert,
+    RandomPosterize,
+    TrivialAugmentWide,
+)
 from .base import Op
 from .blur import GaussianBlur
 from .color import ColorJitter, RandomGrayscale, RandomSolarize
@@ -232,5 +241,10 @@ _CONVERTERS: Mapping[str, Callable[[Any, bool], Op]] = MappingProxyType({
     "AutoAugment": _policy,
     "Normalize": lambda s, _: Normalize(mean=tuple(float(v) for v in s.mean), std=tuple(float(v) for v in s.std)),
     "RandomErasing": _erasing,
+    "RandomEqualize": lambda s, _: RandomEqualize(p=float(s.p)),
+    "RandomAutocontrast": lambda s, _: RandomAutocontrast(p=float(s.p)),
+    "RandomInvert": lambda s, _: RandomInvert(p=float(s.p)),
+    "RandomPosterize": lambda s, _: RandomPosterize(bits=int(s.bits), p=float(s.p)),
+    "RandomAdjustSharpness": lambda s, _: RandomAdjustSharpness(sharpness_factor=float(s.sharpness_factor), p=float(s.p)),
 })
 _WITH_P = ("ColorJitter", "GaussianBlur", "RandomSolarize", "RandomGrayscale")
