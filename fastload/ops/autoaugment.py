@@ -218,7 +218,7 @@ class _OneStep(_Policy):
     def _named(self) -> tuple[str, float]:
         raise NotImplementedError
 
-    def _check_p(self) -> None:
+    def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"{type(self).__name__} p must be within 0..1, got {self.p!r}")
 
@@ -235,9 +235,6 @@ class RandomEqualize(_OneStep):
 
     p: float = 0.5
 
-    def __post_init__(self) -> None:
-        self._check_p()
-
     def _named(self) -> tuple[str, float]:
         return "Equalize", 0.0
 
@@ -249,9 +246,6 @@ class RandomAutocontrast(_OneStep):
 
     p: float = 0.5
 
-    def __post_init__(self) -> None:
-        self._check_p()
-
     def _named(self) -> tuple[str, float]:
         return "AutoContrast", 0.0
 
@@ -262,9 +256,6 @@ class RandomInvert(_OneStep):
     """torchvision's ``RandomInvert``: ``full - x``, with probability ``p``."""
 
     p: float = 0.5
-
-    def __post_init__(self) -> None:
-        self._check_p()
 
     def _named(self) -> tuple[str, float]:
         return "Invert", 0.0
@@ -279,7 +270,7 @@ class RandomPosterize(_OneStep):
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        self._check_p()
+        super().__post_init__()
         if not 0 <= self.bits <= 8:
             raise ValueError(f"RandomPosterize bits must be within 0..8, got {self.bits!r}")
 
@@ -297,7 +288,7 @@ class RandomAdjustSharpness(_OneStep):
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        self._check_p()
+        super().__post_init__()
         if self.sharpness_factor < 0:
             raise ValueError(f"RandomAdjustSharpness sharpness_factor must be non-negative, got {self.sharpness_factor!r}")
 
