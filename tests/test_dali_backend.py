@@ -514,8 +514,9 @@ def test_an_op_failing_in_the_host_stage_names_the_op_and_record(small_lmdb, mon
         next(iter(loader))
 
 
-@pytest.mark.parametrize("backend,threads", [("dali", 1), ("torch", 1), ("torch", 0)])
-@pytest.mark.parametrize("first", [True, False], ids=["window-op", "later-op"])
+@pytest.mark.parametrize("backend,threads,first", [("dali", 1, True), ("dali", 1, False), ("torch", 1, True),
+                                                   ("torch", 0, False)],
+                         ids=["dali-window-op", "dali-later-op", "torch-worker-window-op", "torch-main-later-op"])
 def test_a_built_in_op_that_cannot_draw_names_the_op_and_record_on_both_backends(small_lmdb, backend, threads, first):
     """A crop larger than the images, without padding: the same error from the feed's draws
     (DALI), a worker process or the main process (torch), naming the record (not a worker's
