@@ -31,7 +31,8 @@ def augment_one(images: Any, params: Any, ctx: Any, fill: float) -> Any:
     full = float(ctx.max_value)
     integer = full > 1.0
     rgb = getattr(ctx, "channels", 3) == 3
-    p = [on_device(params[i], ctx) for i in range(17)]
+    # the values arithmetic with the images reads, where the images are (the matrix stays on the CPU)
+    p = {i: on_device(params[i], ctx) for i in range(8, 17)}
     x = _warped(as_float(images), params, fill)
     x = _blended(x, p[8], p[9], p[10], p[11], rgb, integer)
     x = _posterized(x, p[12], full, integer)

@@ -16,6 +16,7 @@ from ..pixels import max_value
 from ._policies import POLICIES
 from .affine import inverse_matrix, warp
 from .base import Op, register
+from .color import solarized
 
 __all__ = ["AUGMENTATIONS", "OPERATIONS", "AutoAugment", "RandAugment", "RandomAdjustSharpness", "RandomAutocontrast",
            "RandomEqualize", "RandomInvert", "RandomPosterize", "TrivialAugmentWide", "augment"]
@@ -50,8 +51,9 @@ def _strengths(name: str, bins: int, height: int = 0, width: int = 0, wide: bool
 
 
 class _Policy(Op):
-    """What TrivialAugmentWide and RandAugment share: ``ops_per_sample`` ops from ``AUGMENTATIONS``
-    applied in turn, each drawn with its strength (``_pick``), each cut back to the pixel type as
+    """What TrivialAugmentWide, RandAugment, AutoAugment and the single adjustments share:
+    ``ops_per_sample`` ops from ``OPERATIONS`` applied in turn, each drawn with its strength
+    (``draw``; TrivialAugmentWide and RandAugment through ``_pick``), each cut back to the pixel type as
     torchvision's ``.to`` does. Parameters: ``PARAMS_PER_OP`` floats an op (its index in
     AUGMENTATIONS and signed strength; then what DALI's lowering reads, ``_lowering_params``: the
     warp's output -> source matrix (6), the blend's factor and the weights of what it blends with
@@ -426,16 +428,8 @@ def _posterize(image: np.ndarray, bits: int) -> np.ndarray:
 
 def _solarize(image: np.ndarray, magnitude: float) -> np.ndarray:
     """Values at or above ``magnitude`` of full scale inverted (the threshold in float32, as DALI's
-    lowering computes it; compared in the image's own type)."""
-    full = max_value(image.dtype)
-    cut = np.float32(full) * np.float32(magnitude)
-    if image.dtype == np.uint8:
-        return _looked_up(image, np.where(_VALUES >= cut, 255.0 - _VALUES, _VALUES).astype(np.uint8))
-    if image.dtype.kind in "ui":  # a whole-number threshold: no float copy of the image
-        cut = min(math.ceil(cut), int(np.iinfo(image.dtype).max) + 1)
-        if cut > np.iinfo(image.dtype).max:
-            return image
-    return np.where(image >= image.dtype.type(cut), image.dtype.type(full) - image, image)
+    lowering computes it)."""
+    return solarized(image, np.float32(max_value(image.dtype)) * np.float32(magnitude))
 
 
 def _autocontrast(image: np.ndarray) -> np.ndarray:

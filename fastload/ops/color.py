@@ -13,7 +13,7 @@ import numpy as np
 from ..pixels import max_value, restore_dtype
 from .base import Op, register
 
-__all__ = ["ColorJitter", "JitterParams", "RandomGrayscale", "RandomSolarize", "hsv_matrix"]
+__all__ = ["ColorJitter", "JitterParams", "RandomGrayscale", "RandomSolarize", "hsv_matrix", "solarized"]
 
 # RGB <-> YIQ, the colour space DALI's ``hsv`` works in (hue is a rotation of the I/Q plane,
 # saturation a scaling of it), so both paths compute the same linear map.
@@ -240,6 +240,22 @@ class RandomGrayscale(Op):
         return like(fn.hsv(as_float(images), saturation=1.0 - params[0], dtype=types.FLOAT), images)
 
 
+def solarized(image: np.ndarray, cut: float) -> np.ndarray:
+    """``image`` with every value at or above ``cut`` (in the image's units) inverted, ``full - x``:
+    8-bit images through one OpenCV table lookup (not NumPy's three passes), other integer images
+    compared with the whole-number cut in their own type (no float copy of the image)."""
+    full = max_value(image.dtype)
+    if image.dtype == np.uint8:
+        values = np.arange(256)
+        table = np.where(values >= cut, 255 - values, values).astype(np.uint8)
+        return cv2.LUT(np.ascontiguousarray(image), table).reshape(image.shape)
+    if image.dtype.kind in "ui":
+        if math.ceil(cut) > np.iinfo(image.dtype).max:
+            return image
+        cut = image.dtype.type(math.ceil(cut))
+    return np.where(image >= cut, image.dtype.type(full) - image, image)
+
+
 @register
 @dataclass(frozen=True)
 class RandomSolarize(Op):
@@ -267,14 +283,7 @@ class RandomSolarize(Op):
     def apply(self, image: np.ndarray, params: bool) -> np.ndarray:
         if not params:
             return image
-        full = max_value(image.dtype)
-        cut = self.threshold * full
-        if image.dtype == np.uint8:  # one table lookup (OpenCV), not NumPy's three passes
-            values = np.arange(256)
-            table = np.where(values >= cut, 255 - values, values).astype(np.uint8)
-            return cv2.LUT(np.ascontiguousarray(image), table).reshape(image.shape)
-        top = image.dtype.type(full)
-        return np.where(image >= cut, top - image, image)
+        return solarized(image, self.threshold * max_value(image.dtype))
 
     def encode(self, params: bool) -> tuple[float, ...]:
         return (float(params),)
